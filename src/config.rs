@@ -1,0 +1,671 @@
+//! Configuration: figment (TOML file, then `CERTBOUND_*` environment, nested with `__`) into a
+//! raw serde struct that refuses unknown keys, then validated into `Config` and `Policy`
+//! values. Every problem is collected and reported at once, each naming its key; nothing bad
+//! is silently replaced by a default.
+//!
+//! Key names follow Kong's openid-connect plugin where Kong has one, so a Kong user can copy
+//! values over.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use serde::Deserialize;
+
+use crate::cert::{HeaderFormat, TrustStore};
+use crate::policy::{CertSource, ClaimHeader, HeaderSource, Policies, Policy, PopMode};
+use crate::token::{KeySet, KeyStore};
+
+pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:9191";
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9192";
+
+/// Auth methods Kong's plugin knows. Listed so a copied Kong config gets a precise error.
+const KONG_AUTH_METHODS: &[&str] = &[
+    "password",
+    "client_credentials",
+    "authorization_code",
+    "bearer",
+    "introspection",
+    "userinfo",
+    "kong_oauth2",
+    "refresh_token",
+    "session",
+];
+/// Methods that can carry a certificate binding (Kong's `proof_of_possession_auth_methods_validation`).
+const POP_COMPATIBLE_METHODS: &[&str] = &["bearer", "introspection", "session"];
+/// Methods certbound implements.
+const IMPLEMENTED_METHODS: &[&str] = &["bearer"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    grpc_listen: Option<String>,
+    admin_listen: Option<String>,
+    issuer: Option<String>,
+    jwks_uri: Option<String>,
+    jwks_file: Option<PathBuf>,
+    client_id: Option<Vec<String>>,
+    client_secret: Option<Vec<String>>,
+    audience: Option<Vec<String>>,
+    auth_methods: Option<Vec<String>>,
+    idp_ca_certificates: Option<Vec<PathBuf>>,
+    ssl_verify: Option<bool>,
+    leeway: Option<u64>,
+    timeout: Option<u64>,
+    rediscovery_lifetime: Option<u64>,
+    jwks_refresh_interval: Option<u64>,
+    access_token_types: Option<Vec<String>>,
+    proof_of_possession_mtls: Option<String>,
+    proof_of_possession_auth_methods_validation: Option<bool>,
+    upstream_headers_claims: Option<Vec<String>>,
+    upstream_headers_names: Option<Vec<String>>,
+    proof_of_possession_mtls_from_header: Option<RawFromHeader>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFromHeader {
+    certificate_header_name: Option<String>,
+    certificate_header_format: Option<String>,
+    ca_certificates: Option<Vec<PathBuf>>,
+    allow_partial_chain: Option<bool>,
+    ssl_verify: Option<bool>,
+}
+
+/// Where an issuer's signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `{issuer}/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery { issuer: String },
+    /// A JWKS URL set directly.
+    Uri(String),
+    /// A static JWKS file, already loaded into the store.
+    File(PathBuf),
+}
+
+/// How to reach the IdP over HTTPS.
+#[derive(Debug, Clone)]
+pub struct IdpClient {
+    /// Extra roots (`idp_ca_certificates`) on top of the system's.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// `ssl_verify`: verify the IdP's certificate. Off only for throw-away setups.
+    pub verify_tls: bool,
+    pub timeout: Duration,
+}
+
+/// One issuer's key store and how to fill it.
+#[derive(Clone)]
+pub struct KeyFetch {
+    pub store: Arc<KeyStore>,
+    pub source: KeySource,
+    /// Kong's `rediscovery_lifetime`: the least time between two fetches.
+    pub min_interval: Duration,
+    /// Periodic refresh, so rotations are seen even without an unknown `kid`.
+    pub refresh_interval: Duration,
+}
+
+/// A validated configuration.
+pub struct Config {
+    pub grpc_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub policies: Policies,
+    pub key_fetches: Vec<KeyFetch>,
+    pub idp_client: IdpClient,
+}
+
+/// One problem with one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration:\n{}", format_issues(.0))]
+    Invalid(Vec<Issue>),
+}
+
+fn format_issues(issues: &[Issue]) -> String {
+    issues
+        .iter()
+        .map(|i| format!("  - `{}`: {}", i.key, i.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("grpc_listen", &self.grpc_listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("policies", &self.policies)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Loads `path`, then `CERTBOUND_*` environment overrides. Relative file paths in the
+    /// config resolve against the config file's folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::Invalid(vec![Issue {
+                key: "--config".into(),
+                message: format!("{} is not a readable file", path.display()),
+            }]));
+        }
+        let figment = Figment::new().merge(Toml::file(path)).merge(
+            Env::prefixed("CERTBOUND_")
+                .split("__")
+                .ignore(&["config"]),
+        );
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_figment(&figment, base)
+    }
+
+    /// Validates whatever `figment` holds; `base` anchors relative paths.
+    pub fn from_figment(figment: &Figment, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        let mut v = Validator {
+            issues: Vec::new(),
+            base,
+        };
+        let config = v.config(raw);
+        match config {
+            Some(c) if v.issues.is_empty() => Ok(c),
+            _ => Err(ConfigError::Invalid(v.issues)),
+        }
+    }
+}
+
+struct Validator<'a> {
+    issues: Vec<Issue>,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn issue(&mut self, key: &str, message: impl Into<String>) {
+        self.issues.push(Issue {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn addr(&mut self, key: &str, value: Option<String>, default: &str) -> Option<SocketAddr> {
+        let value = value.unwrap_or_else(|| default.to_string());
+        match value.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.issue(key, format!("`{value}` is not an address like 0.0.0.0:9191"));
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Option<Config> {
+        let grpc_listen = self.addr("grpc_listen", raw.grpc_listen, DEFAULT_GRPC_LISTEN);
+        let admin_listen = self.addr("admin_listen", raw.admin_listen, DEFAULT_ADMIN_LISTEN);
+        if let (Some(g), Some(a)) = (grpc_listen, admin_listen) {
+            if g == a {
+                self.issue("admin_listen", "must differ from grpc_listen");
+            }
+        }
+
+        let issuer = match raw.issuer {
+            Some(i) if is_http_url(&i) => Some(i.trim_end_matches('/').to_string()),
+            Some(i) => {
+                self.issue("issuer", format!("`{i}` is not an http(s) URL"));
+                None
+            }
+            None => {
+                self.issue("issuer", "required: the `iss` every token must carry (and the discovery base)");
+                None
+            }
+        };
+        // The issuer as configured is what tokens must carry; only the discovery URL trims the slash.
+        let source = self.key_source(issuer.clone(), raw.jwks_uri, raw.jwks_file.as_deref());
+
+        if let Some(secrets) = &raw.client_secret {
+            let ids = raw.client_id.as_ref().map_or(0, Vec::len);
+            if secrets.len() > ids {
+                self.issue("client_secret", "has more entries than client_id");
+            }
+        }
+
+        let audiences = raw.audience.unwrap_or_default();
+        if audiences.iter().any(|a| a.is_empty()) {
+            self.issue("audience", "entries must not be empty");
+        }
+
+        let pop_mode = match raw.proof_of_possession_mtls.as_deref().unwrap_or("strict") {
+            "off" => Some(PopMode::Off),
+            "optional" => Some(PopMode::Optional),
+            "strict" => Some(PopMode::Strict),
+            other => {
+                self.issue(
+                    "proof_of_possession_mtls",
+                    format!("`{other}` is not one of off, optional, strict"),
+                );
+                None
+            }
+        };
+        self.auth_methods(
+            raw.auth_methods,
+            pop_mode.unwrap_or(PopMode::Strict),
+            raw.proof_of_possession_auth_methods_validation.unwrap_or(true),
+        );
+
+        let upstream_headers =
+            self.upstream_headers(raw.upstream_headers_claims, raw.upstream_headers_names);
+
+        let accepted_token_types = raw.access_token_types.unwrap_or_else(|| {
+            vec!["at+jwt".into(), "application/at+jwt".into(), "JWT".into()]
+        });
+        if accepted_token_types.is_empty() {
+            self.issue("access_token_types", "must list at least one JOSE `typ`");
+        }
+
+        let cert_source = match raw.proof_of_possession_mtls_from_header {
+            Some(h) => self.from_header(h).map(CertSource::Header),
+            None => Some(CertSource::Peer),
+        };
+
+        let timeout = Duration::from_millis(raw.timeout.unwrap_or(10_000));
+        if timeout.is_zero() {
+            self.issue("timeout", "must be more than 0 milliseconds");
+        }
+        let idp_client = IdpClient {
+            extra_roots: self.idp_roots(raw.idp_ca_certificates.unwrap_or_default()),
+            verify_tls: raw.ssl_verify.unwrap_or(true),
+            timeout,
+        };
+        let min_interval = Duration::from_secs(raw.rediscovery_lifetime.unwrap_or(30));
+        let refresh_interval = Duration::from_secs(raw.jwks_refresh_interval.unwrap_or(300));
+        if refresh_interval.is_zero() {
+            self.issue("jwks_refresh_interval", "must be more than 0 seconds");
+        }
+
+        let (store, source) = source?;
+        let policy = Policy {
+            name: "default".into(),
+            issuer: issuer?,
+            audiences,
+            leeway: raw.leeway.unwrap_or(0),
+            accepted_token_types,
+            pop_mode: pop_mode?,
+            cert_source: cert_source?,
+            upstream_headers: upstream_headers?,
+            keys: store.clone(),
+            unknown_kid_wait: Duration::from_millis(500).min(timeout),
+        };
+        let key_fetches = match source {
+            KeySource::File(_) => Vec::new(),
+            source => vec![KeyFetch {
+                store,
+                source,
+                min_interval,
+                refresh_interval,
+            }],
+        };
+        Some(Config {
+            grpc_listen: grpc_listen?,
+            admin_listen: admin_listen?,
+            policies: Policies {
+                default: Arc::new(policy),
+                named: HashMap::new(),
+            },
+            key_fetches,
+            idp_client,
+        })
+    }
+
+    fn key_source(
+        &mut self,
+        issuer: Option<String>,
+        jwks_uri: Option<String>,
+        jwks_file: Option<&Path>,
+    ) -> Option<(Arc<KeyStore>, KeySource)> {
+        match (jwks_uri, jwks_file) {
+            (Some(_), Some(_)) => {
+                self.issue("jwks_file", "set either jwks_uri or jwks_file, not both");
+                None
+            }
+            (Some(uri), None) if is_http_url(&uri) => Some((Arc::new(KeyStore::new()), KeySource::Uri(uri))),
+            (Some(uri), None) => {
+                self.issue("jwks_uri", format!("`{uri}` is not an http(s) URL"));
+                None
+            }
+            (None, Some(file)) => {
+                let path = self.path(file);
+                let loaded = std::fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|body| KeySet::from_jwks_json(&body).map_err(|e| e.to_string()));
+                match loaded {
+                    Ok(keys) => Some((Arc::new(KeyStore::with_keys(keys)), KeySource::File(path))),
+                    Err(e) => {
+                        self.issue("jwks_file", format!("{}: {e}", path.display()));
+                        None
+                    }
+                }
+            }
+            (None, None) => issuer.map(|issuer| (Arc::new(KeyStore::new()), KeySource::Discovery { issuer })),
+        }
+    }
+
+    fn auth_methods(&mut self, methods: Option<Vec<String>>, pop: PopMode, validate: bool) {
+        let methods = methods.unwrap_or_else(|| vec!["bearer".into()]);
+        if methods.is_empty() {
+            self.issue("auth_methods", "must list at least one method");
+        }
+        for m in &methods {
+            if !KONG_AUTH_METHODS.contains(&m.as_str()) {
+                self.issue("auth_methods", format!("`{m}` is not an auth method (known: {})", KONG_AUTH_METHODS.join(", ")));
+            } else if pop != PopMode::Off && validate && !POP_COMPATIBLE_METHODS.contains(&m.as_str()) {
+                self.issue(
+                    "auth_methods",
+                    format!(
+                        "`{m}` cannot carry a certificate binding while proof_of_possession_mtls is on and proof_of_possession_auth_methods_validation = true; compatible methods: {}",
+                        POP_COMPATIBLE_METHODS.join(", ")
+                    ),
+                );
+            } else if !IMPLEMENTED_METHODS.contains(&m.as_str()) {
+                self.issue(
+                    "auth_methods",
+                    format!("`{m}` is not supported by certbound (supported: {})", IMPLEMENTED_METHODS.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn upstream_headers(
+        &mut self,
+        claims: Option<Vec<String>>,
+        names: Option<Vec<String>>,
+    ) -> Option<Vec<ClaimHeader>> {
+        let claims = claims.unwrap_or_default();
+        let names = names.unwrap_or_default();
+        if claims.len() != names.len() {
+            self.issue(
+                "upstream_headers_names",
+                format!("has {} entries but upstream_headers_claims has {}", names.len(), claims.len()),
+            );
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (claim, name) in claims.into_iter().zip(names) {
+            if claim.is_empty() {
+                self.issue("upstream_headers_claims", "entries must not be empty");
+                ok = false;
+            }
+            if !is_header_name(&name) {
+                self.issue("upstream_headers_names", format!("`{name}` is not a valid header name"));
+                ok = false;
+            }
+            out.push(ClaimHeader {
+                claim,
+                header: name.to_ascii_lowercase(),
+            });
+        }
+        ok.then_some(out)
+    }
+
+    fn from_header(&mut self, raw: RawFromHeader) -> Option<HeaderSource> {
+        const T: &str = "proof_of_possession_mtls_from_header";
+        let name = match raw.certificate_header_name {
+            Some(n) if is_header_name(&n) => Some(n.to_ascii_lowercase()),
+            Some(n) => {
+                self.issue(&format!("{T}.certificate_header_name"), format!("`{n}` is not a valid header name"));
+                None
+            }
+            None => {
+                self.issue(&format!("{T}.certificate_header_name"), "required");
+                None
+            }
+        };
+        let format = match raw.certificate_header_format.as_deref() {
+            Some("base64_encoded") => Some(HeaderFormat::Base64Encoded),
+            Some("url_encoded") => Some(HeaderFormat::UrlEncoded),
+            Some(other) => {
+                self.issue(
+                    &format!("{T}.certificate_header_format"),
+                    format!("`{other}` is not one of base64_encoded, url_encoded"),
+                );
+                None
+            }
+            None => {
+                self.issue(&format!("{T}.certificate_header_format"), "required: base64_encoded or url_encoded");
+                None
+            }
+        };
+        // Kong gives `ssl_verify` here to TLS verification of OCSP/CRL endpoints; chain
+        // verification against ca_certificates is always on. Accepted for compatibility.
+        let _revocation_tls_verify = raw.ssl_verify.unwrap_or(true);
+        let cas: Vec<PathBuf> = raw.ca_certificates.unwrap_or_default().iter().map(|p| self.path(p)).collect();
+        let trust = if cas.is_empty() {
+            self.issue(&format!("{T}.ca_certificates"), "required: at least one PEM file of trusted client CAs");
+            None
+        } else {
+            match TrustStore::from_pem_files(&cas, raw.allow_partial_chain.unwrap_or(false)) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => {
+                    self.issue(&format!("{T}.ca_certificates"), e.to_string());
+                    None
+                }
+            }
+        };
+        Some(HeaderSource {
+            name: name?,
+            format: format?,
+            trust: trust?,
+        })
+    }
+
+    fn idp_roots(&mut self, files: Vec<PathBuf>) -> Vec<CertificateDer<'static>> {
+        let mut roots = Vec::new();
+        for f in files {
+            let path = self.path(&f);
+            let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(&path).and_then(|it| it.collect());
+            match certs {
+                Ok(c) if !c.is_empty() => roots.extend(c),
+                Ok(_) => self.issue("idp_ca_certificates", format!("{} holds no PEM certificate", path.display())),
+                Err(e) => self.issue("idp_ca_certificates", format!("{}: {e}", path.display())),
+            }
+        }
+        roots
+    }
+}
+
+fn is_http_url(s: &str) -> bool {
+    (s.starts_with("https://") || s.starts_with("http://")) && s.len() > "https://".len()
+}
+
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(':')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && !matches!(s.to_ascii_lowercase().as_str(), "host" | "content-length" | "transfer-encoding" | "connection")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    fn dir_with_ca() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::fixtures::Ca::root("test client CA").unwrap();
+        std::fs::write(dir.path().join("client-ca.pem"), &ca.pem).unwrap();
+        let key = crate::fixtures::SigningKey::es256("k1").unwrap();
+        std::fs::write(dir.path().join("jwks.json"), crate::fixtures::jwks(&[&key]).to_string()).unwrap();
+        dir
+    }
+
+    const GOOD: &str = r#"
+        grpc_listen = "127.0.0.1:0"
+        admin_listen = "127.0.0.1:1"
+        issuer = "https://idp.example"
+        jwks_file = "jwks.json"
+        audience = ["https://api.example"]
+        auth_methods = ["bearer"]
+        leeway = 60
+        proof_of_possession_mtls = "strict"
+        upstream_headers_claims = ["sub"]
+        upstream_headers_names = ["X-Consumer-Sub"]
+        [proof_of_possession_mtls_from_header]
+        certificate_header_name = "X-Client-Cert"
+        certificate_header_format = "url_encoded"
+        ca_certificates = ["client-ca.pem"]
+        allow_partial_chain = false
+        ssl_verify = true
+    "#;
+
+    fn load(toml: &str, dir: &Path) -> Result<Config, ConfigError> {
+        Config::from_figment(&Figment::new().merge(Toml::string(toml)), dir)
+    }
+
+    fn issues(toml: &str, dir: &Path) -> Vec<Issue> {
+        match load(toml, dir) {
+            Err(ConfigError::Invalid(i)) => i,
+            Err(e) => panic!("expected validation issues, got {e}"),
+            Ok(_) => panic!("expected validation issues, config was accepted"),
+        }
+    }
+
+    #[test]
+    fn the_documented_example_loads() {
+        let dir = dir_with_ca();
+        let c = load(GOOD, dir.path()).unwrap();
+        let p = &c.policies.default;
+        assert_eq!(p.pop_mode, PopMode::Strict);
+        assert_eq!(p.upstream_headers, vec![ClaimHeader { claim: "sub".into(), header: "x-consumer-sub".into() }]);
+        match &p.cert_source {
+            CertSource::Header(h) => {
+                assert_eq!(h.name, "x-client-cert");
+                assert_eq!(h.format, HeaderFormat::UrlEncoded);
+            }
+            CertSource::Peer => panic!("expected header source"),
+        }
+        assert!(p.keys.is_ready(), "a static jwks_file is loaded at start");
+        assert!(c.key_fetches.is_empty());
+    }
+
+    #[test]
+    fn without_from_header_the_peer_certificate_is_used_and_no_ca_is_needed() {
+        let dir = dir_with_ca();
+        let toml = "issuer = \"https://idp.example\"\n";
+        let c = load(toml, dir.path()).unwrap();
+        assert!(matches!(c.policies.default.cert_source, CertSource::Peer));
+        assert_eq!(c.key_fetches[0].source, KeySource::Discovery { issuer: "https://idp.example".into() });
+        assert_eq!(c.grpc_listen.to_string(), DEFAULT_GRPC_LISTEN);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let dir = dir_with_ca();
+        let err = load("issuer = \"https://idp.example\"\nisuer = \"typo\"\n", dir.path()).unwrap_err();
+        assert!(err.to_string().contains("isuer"), "{err}");
+        let err = load(&format!("{GOOD}\nsecure_sorce = true\n"), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("secure_sorce"), "{err}");
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let dir = dir_with_ca();
+        let toml = r#"
+            grpc_listen = "nowhere"
+            proof_of_possession_mtls = "sometimes"
+            upstream_headers_claims = ["sub", "scope"]
+            upstream_headers_names = ["x-sub"]
+            [proof_of_possession_mtls_from_header]
+            certificate_header_format = "der"
+            ca_certificates = ["missing.pem"]
+        "#;
+        let keys: Vec<String> = issues(toml, dir.path()).into_iter().map(|i| i.key).collect();
+        for k in [
+            "grpc_listen",
+            "issuer",
+            "proof_of_possession_mtls",
+            "upstream_headers_names",
+            "proof_of_possession_mtls_from_header.certificate_header_name",
+            "proof_of_possession_mtls_from_header.certificate_header_format",
+            "proof_of_possession_mtls_from_header.ca_certificates",
+        ] {
+            assert!(keys.iter().any(|x| x == k), "{k} not in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn pop_incompatible_auth_method_is_a_start_up_error_listing_compatible_ones() {
+        let dir = dir_with_ca();
+        let toml = format!("{}\n", GOOD.replace(r#"auth_methods = ["bearer"]"#, r#"auth_methods = ["bearer", "password"]"#));
+        let i = issues(&toml, dir.path());
+        assert_eq!(i.len(), 1);
+        assert_eq!(i[0].key, "auth_methods");
+        assert!(i[0].message.contains("bearer, introspection, session"), "{}", i[0].message);
+    }
+
+    #[test]
+    fn unimplemented_methods_are_never_silently_ignored() {
+        let dir = dir_with_ca();
+        // Even with validation off, `password` would run without a binding check: refused
+        // because certbound does not implement it.
+        let toml = GOOD
+            .replace(r#"auth_methods = ["bearer"]"#, r#"auth_methods = ["bearer", "password"]"#)
+            .replace("leeway = 60", "leeway = 60\nproof_of_possession_auth_methods_validation = false");
+        let i = issues(&toml, dir.path());
+        assert!(i[0].message.contains("not supported by certbound"), "{}", i[0].message);
+        let toml = GOOD.replace(r#"auth_methods = ["bearer"]"#, r#"auth_methods = ["introspection"]"#);
+        assert!(issues(&toml, dir.path())[0].message.contains("not supported"));
+        let toml = GOOD.replace(r#"auth_methods = ["bearer"]"#, r#"auth_methods = ["magic"]"#);
+        assert!(issues(&toml, dir.path())[0].message.contains("not an auth method"));
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_an_error() {
+        let dir = dir_with_ca();
+        std::fs::write(dir.path().join("empty.pem"), "nothing here\n").unwrap();
+        let toml = GOOD.replace("client-ca.pem", "empty.pem");
+        let i = issues(&toml, dir.path());
+        assert_eq!(i[0].key, "proof_of_possession_mtls_from_header.ca_certificates");
+    }
+
+    #[test]
+    fn environment_style_overrides_apply_nested_keys() {
+        let dir = dir_with_ca();
+        // The same provider shape Env produces for CERTBOUND_PROOF_OF_POSSESSION_MTLS_FROM_HEADER__CERTIFICATE_HEADER_FORMAT.
+        let figment = Figment::new().merge(Toml::string(GOOD)).merge(Serialized::default(
+            "proof_of_possession_mtls_from_header.certificate_header_format",
+            "base64_encoded",
+        ));
+        let c = Config::from_figment(&figment, dir.path()).unwrap();
+        match &c.policies.default.cert_source {
+            CertSource::Header(h) => assert_eq!(h.format, HeaderFormat::Base64Encoded),
+            CertSource::Peer => panic!("expected header source"),
+        }
+    }
+
+    #[test]
+    fn jwks_uri_and_jwks_file_are_exclusive() {
+        let dir = dir_with_ca();
+        let toml = GOOD.replace("jwks_file = \"jwks.json\"", "jwks_file = \"jwks.json\"\njwks_uri = \"https://idp.example/jwks\"");
+        assert_eq!(issues(&toml, dir.path())[0].key, "jwks_file");
+    }
+}

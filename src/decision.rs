@@ -1,0 +1,286 @@
+//! The outcome of a check. Deny reasons are data: `as_str()` is the metric label and the log
+//! field, `http_status()` and `rfc6750_error()` shape the answer, `description()` is the only
+//! text a client ever sees (static, no internals).
+
+/// Why a request was allowed. Feeds the `reason` label of allow decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AllowReason {
+    /// The token carried `cnf.x5t#S256` and it matched the presented certificate.
+    Bound,
+    /// `proof_of_possession_mtls = "optional"` and the token carried no binding.
+    UnboundOptional,
+    /// `proof_of_possession_mtls = "off"`.
+    PopOff,
+}
+
+impl AllowReason {
+    pub const ALL: [AllowReason; 3] = [Self::Bound, Self::UnboundOptional, Self::PopOff];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bound => "bound",
+            Self::UnboundOptional => "unbound_optional",
+            Self::PopOff => "pop_off",
+        }
+    }
+}
+
+/// Why a request was denied. Every failure path in the pipeline ends in exactly one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    /// No `Authorization: Bearer` credential at all.
+    MissingToken,
+    /// The Authorization header is present but unusable (two values, empty token, spaces).
+    MalformedAuthorization,
+    /// `context_extensions.policy` names a policy this deployment does not have.
+    UnknownPolicy,
+    /// The issuer's signing keys have never been loaded; nothing can be verified.
+    KeysUnavailable,
+    TokenTooLarge,
+    TokenMalformed,
+    TokenUnknownKey,
+    TokenAlgorithmNotAllowed,
+    TokenSignatureInvalid,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenIssuerMismatch,
+    TokenAudienceMismatch,
+    TokenMissingClaim,
+    TokenTypeNotAllowed,
+    CertMissing,
+    CertHeaderDuplicate,
+    CertHeaderTooLarge,
+    CertMalformed,
+    CertChainTooLong,
+    CertUntrusted,
+    CertExpired,
+    CertNotYetValid,
+    CertNotForClientAuth,
+    CertInvalid,
+    TokenNotBound,
+    BindingMalformed,
+    BindingMismatch,
+}
+
+/// The RFC 6750 `error` code carried in `WWW-Authenticate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rfc6750Error {
+    InvalidRequest,
+    InvalidToken,
+}
+
+impl Rfc6750Error {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidToken => "invalid_token",
+        }
+    }
+}
+
+impl DenyReason {
+    pub const ALL: [DenyReason; 28] = [
+        Self::MissingToken,
+        Self::MalformedAuthorization,
+        Self::UnknownPolicy,
+        Self::KeysUnavailable,
+        Self::TokenTooLarge,
+        Self::TokenMalformed,
+        Self::TokenUnknownKey,
+        Self::TokenAlgorithmNotAllowed,
+        Self::TokenSignatureInvalid,
+        Self::TokenExpired,
+        Self::TokenNotYetValid,
+        Self::TokenIssuerMismatch,
+        Self::TokenAudienceMismatch,
+        Self::TokenMissingClaim,
+        Self::TokenTypeNotAllowed,
+        Self::CertMissing,
+        Self::CertHeaderDuplicate,
+        Self::CertHeaderTooLarge,
+        Self::CertMalformed,
+        Self::CertChainTooLong,
+        Self::CertUntrusted,
+        Self::CertExpired,
+        Self::CertNotYetValid,
+        Self::CertNotForClientAuth,
+        Self::CertInvalid,
+        Self::TokenNotBound,
+        Self::BindingMalformed,
+        Self::BindingMismatch,
+    ];
+
+    /// Metric label and log field. Stable: dashboards and alerts key on these.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::MalformedAuthorization => "malformed_authorization",
+            Self::UnknownPolicy => "unknown_policy",
+            Self::KeysUnavailable => "keys_unavailable",
+            Self::TokenTooLarge => "token_too_large",
+            Self::TokenMalformed => "token_malformed",
+            Self::TokenUnknownKey => "token_unknown_key",
+            Self::TokenAlgorithmNotAllowed => "token_algorithm_not_allowed",
+            Self::TokenSignatureInvalid => "token_signature_invalid",
+            Self::TokenExpired => "token_expired",
+            Self::TokenNotYetValid => "token_not_yet_valid",
+            Self::TokenIssuerMismatch => "token_issuer_mismatch",
+            Self::TokenAudienceMismatch => "token_audience_mismatch",
+            Self::TokenMissingClaim => "token_missing_claim",
+            Self::TokenTypeNotAllowed => "token_type_not_allowed",
+            Self::CertMissing => "cert_missing",
+            Self::CertHeaderDuplicate => "cert_header_duplicate",
+            Self::CertHeaderTooLarge => "cert_header_too_large",
+            Self::CertMalformed => "cert_malformed",
+            Self::CertChainTooLong => "cert_chain_too_long",
+            Self::CertUntrusted => "cert_untrusted",
+            Self::CertExpired => "cert_expired",
+            Self::CertNotYetValid => "cert_not_yet_valid",
+            Self::CertNotForClientAuth => "cert_not_for_client_auth",
+            Self::CertInvalid => "cert_invalid",
+            Self::TokenNotBound => "token_not_bound",
+            Self::BindingMalformed => "binding_malformed",
+            Self::BindingMismatch => "binding_mismatch",
+        }
+    }
+
+    /// HTTP status Envoy sends to the client.
+    ///
+    /// One rule for malformed requests: an Authorization header that cannot be read as one
+    /// bearer credential is 400 `invalid_request` (RFC 6750 §3.1). Everything about the token or
+    /// the certificate it is bound to is 401 `invalid_token`. A deployment fault (unknown policy,
+    /// keys never loaded) is not the client's fault: 403 / 503 without a bearer error code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::MalformedAuthorization => 400,
+            Self::UnknownPolicy => 403,
+            Self::KeysUnavailable => 503,
+            _ => 401,
+        }
+    }
+
+    /// The RFC 6750 error code, if the challenge carries one. No credentials at all carries none
+    /// (RFC 6750 §3.1: "the resource server SHOULD NOT include an error code").
+    pub fn rfc6750_error(self) -> Option<Rfc6750Error> {
+        match self {
+            Self::MissingToken | Self::UnknownPolicy | Self::KeysUnavailable => None,
+            Self::MalformedAuthorization => Some(Rfc6750Error::InvalidRequest),
+            _ => Some(Rfc6750Error::InvalidToken),
+        }
+    }
+
+    /// Whether the answer carries a `WWW-Authenticate: Bearer` challenge at all.
+    pub fn has_challenge(self) -> bool {
+        !matches!(self, Self::UnknownPolicy | Self::KeysUnavailable)
+    }
+
+    /// `error_description`: short and static, safe to show to anyone.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::MissingToken => "",
+            Self::MalformedAuthorization => "malformed authorization header",
+            Self::UnknownPolicy => "",
+            Self::KeysUnavailable => "",
+            Self::TokenTooLarge => "access token too large",
+            Self::TokenMalformed => "malformed access token",
+            Self::TokenUnknownKey => "unknown signing key",
+            Self::TokenAlgorithmNotAllowed => "signing algorithm not allowed",
+            Self::TokenSignatureInvalid => "invalid signature",
+            Self::TokenExpired => "access token expired",
+            Self::TokenNotYetValid => "access token not yet valid",
+            Self::TokenIssuerMismatch => "wrong issuer",
+            Self::TokenAudienceMismatch => "wrong audience",
+            Self::TokenMissingClaim => "required claim missing",
+            Self::TokenTypeNotAllowed => "access token type not allowed",
+            Self::CertMissing => "client certificate required",
+            Self::CertHeaderDuplicate => "client certificate sent more than once",
+            Self::CertHeaderTooLarge => "client certificate too large",
+            Self::CertMalformed => "malformed client certificate",
+            Self::CertChainTooLong => "client certificate chain too long",
+            Self::CertUntrusted => "client certificate not trusted",
+            Self::CertExpired => "client certificate expired",
+            Self::CertNotYetValid => "client certificate not yet valid",
+            Self::CertNotForClientAuth => "client certificate not valid for client auth",
+            Self::CertInvalid => "client certificate failed verification",
+            Self::TokenNotBound => "access token is not certificate-bound",
+            Self::BindingMalformed => "malformed certificate binding",
+            Self::BindingMismatch => "certificate does not match access token",
+        }
+    }
+
+    /// Body message, as Kong answers (`{"message":"Unauthorized"}`).
+    pub fn body_message(self) -> &'static str {
+        match self.http_status() {
+            400 => "Bad Request",
+            403 => "Forbidden",
+            503 => "Service Unavailable",
+            _ => "Unauthorized",
+        }
+    }
+}
+
+/// A header the upstream receives on allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamHeader {
+    pub name: String,
+    pub value: String,
+}
+
+/// The result of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow {
+        reason: AllowReason,
+        /// Headers set on the upstream request, overwriting client-sent copies.
+        headers: Vec<UpstreamHeader>,
+        /// Configured claim headers with no value to set: removed so a client cannot supply them.
+        remove: Vec<String>,
+    },
+    Deny(DenyReason),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_deny_reason_has_a_unique_label() {
+        let labels: HashSet<_> = DenyReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), DenyReason::ALL.len());
+    }
+
+    #[test]
+    fn missing_token_challenge_has_no_error_code() {
+        assert_eq!(DenyReason::MissingToken.http_status(), 401);
+        assert_eq!(DenyReason::MissingToken.rfc6750_error(), None);
+        assert!(DenyReason::MissingToken.has_challenge());
+    }
+
+    #[test]
+    fn malformed_authorization_is_400_invalid_request() {
+        let r = DenyReason::MalformedAuthorization;
+        assert_eq!(r.http_status(), 400);
+        assert_eq!(r.rfc6750_error(), Some(Rfc6750Error::InvalidRequest));
+        assert_eq!(r.body_message(), "Bad Request");
+    }
+
+    #[test]
+    fn token_and_binding_failures_are_401_invalid_token() {
+        for r in DenyReason::ALL {
+            if matches!(
+                r,
+                DenyReason::MissingToken
+                    | DenyReason::MalformedAuthorization
+                    | DenyReason::UnknownPolicy
+                    | DenyReason::KeysUnavailable
+            ) {
+                continue;
+            }
+            assert_eq!(r.http_status(), 401, "{r:?}");
+            assert_eq!(r.rfc6750_error(), Some(Rfc6750Error::InvalidToken), "{r:?}");
+            assert!(!r.description().is_empty(), "{r:?}");
+            assert_eq!(r.body_message(), "Unauthorized");
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Credentials from the request as Envoy forwards it: the bearer token and the raw certificate
+//! value. Pure functions over borrowed strings; no decoding beyond splitting the header.
+//!
+//! Envoy lower-cases header names and joins repeated headers with `,` into one value. Neither a
+//! bearer token (RFC 6750 `b64token`) nor any supported certificate encoding contains a raw
+//! comma, so a comma means the header was sent more than once.
+
+use std::collections::HashMap;
+
+/// Largest certificate header value accepted: a leaf plus a few intermediates, URL-encoded.
+pub const MAX_CERT_HEADER_BYTES: usize = 32 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExtractError {
+    #[error("no bearer token")]
+    MissingToken,
+    #[error("authorization header is not one bearer credential")]
+    MalformedAuthorization,
+    #[error("certificate header sent more than once")]
+    DuplicateCertHeader,
+    #[error("certificate header too large")]
+    CertHeaderTooLarge,
+}
+
+/// The bearer token from `authorization`. Another scheme (Basic, DPoP...) counts as no bearer
+/// token at all, as RFC 6750 §3.1 asks for requests without bearer credentials.
+pub fn bearer_token(headers: &HashMap<String, String>) -> Result<&str, ExtractError> {
+    let Some(value) = headers.get("authorization") else {
+        return Err(ExtractError::MissingToken);
+    };
+    if value.contains(',') {
+        return Err(ExtractError::MalformedAuthorization);
+    }
+    let value = value.trim();
+    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ExtractError::MissingToken);
+    }
+    let token = rest.trim_start_matches([' ', '\t']);
+    if !is_b64token(token) {
+        return Err(ExtractError::MalformedAuthorization);
+    }
+    Ok(token)
+}
+
+/// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+/// The raw value of the certificate header `name` (lower-case), if present and non-empty.
+pub fn cert_header<'a>(
+    headers: &'a HashMap<String, String>,
+    name: &str,
+) -> Result<Option<&'a str>, ExtractError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    if value.len() > MAX_CERT_HEADER_BYTES {
+        return Err(ExtractError::CertHeaderTooLarge);
+    }
+    if value.contains(',') {
+        return Err(ExtractError::DuplicateCertHeader);
+    }
+    let value = value.trim();
+    // Some terminators send the header empty when the client sent no certificate.
+    Ok((!value.is_empty()).then_some(value))
+}
+
+/// The `Host` the client used, for the `realm` of the challenge.
+pub fn host(headers: &HashMap<String, String>) -> Option<&str> {
+    headers
+        .get(":authority")
+        .or_else(|| headers.get("host"))
+        .map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer abc.def.ghi", "bearer abc.def.ghi", "BEARER  abc.def.ghi", " Bearer\tabc.def.ghi "] {
+            assert_eq!(bearer_token(&h(&[("authorization", v)])), Ok("abc.def.ghi"), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn no_header_or_other_scheme_is_missing_token() {
+        assert_eq!(bearer_token(&h(&[])), Err(ExtractError::MissingToken));
+        assert_eq!(bearer_token(&h(&[("authorization", "Basic dXNlcjpwYXNz")])), Err(ExtractError::MissingToken));
+        assert_eq!(bearer_token(&h(&[("authorization", "DPoP abc")])), Err(ExtractError::MissingToken));
+    }
+
+    #[test]
+    fn two_authorization_values_are_malformed() {
+        // How Envoy forwards two Authorization headers.
+        let v = "Bearer aaa.bbb.ccc, Bearer ddd.eee.fff";
+        assert_eq!(bearer_token(&h(&[("authorization", v)])), Err(ExtractError::MalformedAuthorization));
+    }
+
+    #[test]
+    fn empty_or_non_b64token_bearer_is_malformed() {
+        for v in ["Bearer", "Bearer ", "Bearer a b", "Bearer a\"b", "Bearer ==="] {
+            assert_eq!(bearer_token(&h(&[("authorization", v)])), Err(ExtractError::MalformedAuthorization), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn cert_header_absent_empty_duplicate_and_oversized() {
+        assert_eq!(cert_header(&h(&[]), "x-client-cert"), Ok(None));
+        assert_eq!(cert_header(&h(&[("x-client-cert", "  ")]), "x-client-cert"), Ok(None));
+        assert_eq!(cert_header(&h(&[("x-client-cert", " abc ")]), "x-client-cert"), Ok(Some("abc")));
+        assert_eq!(cert_header(&h(&[("x-client-cert", "abc,def")]), "x-client-cert"), Err(ExtractError::DuplicateCertHeader));
+        let big = "a".repeat(MAX_CERT_HEADER_BYTES + 1);
+        assert_eq!(cert_header(&h(&[("x-client-cert", &big)]), "x-client-cert"), Err(ExtractError::CertHeaderTooLarge));
+    }
+
+    #[test]
+    fn host_prefers_authority() {
+        assert_eq!(host(&h(&[(":authority", "api.test"), ("host", "x")])), Some("api.test"));
+        assert_eq!(host(&h(&[("host", "x")])), Some("x"));
+        assert_eq!(host(&h(&[])), None);
+    }
+}

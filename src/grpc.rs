@@ -1,0 +1,192 @@
+//! The Envoy ext_authz v3 adapter: CheckRequest -> pipeline -> CheckResponse.
+//!
+//! `check` always returns `Ok(CheckResponse)`. A denial is a non-OK status with a
+//! `DeniedHttpResponse`: returning a gRPC error would hand the decision to Envoy's
+//! `failure_mode_allow`, which a fail-open deployment would turn into an allow.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
+    HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::google::rpc;
+
+use crate::clock;
+use crate::decision::{Decision, DenyReason};
+use crate::metrics::Metrics;
+use crate::pipeline::{self, CheckInput};
+use crate::policy::Policies;
+
+/// gRPC codes carried in `CheckResponse.status`.
+const OK: i32 = 0;
+const PERMISSION_DENIED: i32 = 7;
+const UNAUTHENTICATED: i32 = 16;
+
+pub struct AuthzService {
+    policies: Arc<Policies>,
+    metrics: Arc<Metrics>,
+}
+
+impl AuthzService {
+    pub fn new(policies: Arc<Policies>, metrics: Arc<Metrics>) -> Self {
+        Self { policies, metrics }
+    }
+}
+
+static EMPTY_HEADERS: std::sync::LazyLock<HashMap<String, String>> = std::sync::LazyLock::new(HashMap::new);
+
+#[tonic::async_trait]
+impl Authorization for AuthzService {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let attrs = req.attributes.as_ref();
+        let http = attrs
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        let headers = http.map_or(&*EMPTY_HEADERS, |h| &h.headers);
+        let input = CheckInput {
+            headers,
+            peer_certificate: attrs
+                .and_then(|a| a.source.as_ref())
+                .map_or("", |s| s.certificate.as_str()),
+            policy_name: attrs.and_then(|a| a.context_extensions.get("policy")).map(String::as_str),
+        };
+        let outcome = pipeline::check(&input, &self.policies, clock::now_unix()).await;
+        self.metrics.record(&outcome.decision);
+        self.metrics.check_duration.observe(started.elapsed().as_secs_f64());
+        if let Decision::Deny(reason) = &outcome.decision {
+            tracing::info!(
+                reason = reason.as_str(),
+                policy = %outcome.policy,
+                status = reason.http_status(),
+                path = http.map_or("", |h| h.path.split('?').next().unwrap_or("")),
+                cert = outcome.cert_hint.as_deref().unwrap_or(""),
+                "deny"
+            );
+        }
+        Ok(tonic::Response::new(response(&outcome.decision, crate::extract::host(headers))))
+    }
+}
+
+/// Builds the CheckResponse for a decision. `host` becomes the challenge's `realm`.
+pub fn response(decision: &Decision, host: Option<&str>) -> CheckResponse {
+    match decision {
+        Decision::Allow { headers, remove, .. } => CheckResponse {
+            status: Some(rpc::Status {
+                code: OK,
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                headers: headers.iter().map(|h| overwrite(&h.name, &h.value)).collect(),
+                headers_to_remove: remove.clone(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+        Decision::Deny(reason) => denied(*reason, host),
+    }
+}
+
+fn denied(reason: DenyReason, host: Option<&str>) -> CheckResponse {
+    let mut headers = vec![overwrite("content-type", "application/json")];
+    if reason.has_challenge() {
+        headers.push(overwrite("www-authenticate", &challenge(reason, host)));
+    }
+    let code = if reason.http_status() == 401 {
+        UNAUTHENTICATED
+    } else {
+        PERMISSION_DENIED
+    };
+    CheckResponse {
+        status: Some(rpc::Status {
+            code,
+            message: reason.as_str().to_string(),
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(reason.http_status()),
+            }),
+            headers,
+            body: format!("{{\"message\":\"{}\"}}", reason.body_message()),
+        })),
+        ..Default::default()
+    }
+}
+
+/// `Bearer realm="<host>"[, error="...", error_description="..."]` (RFC 6750 §3).
+pub fn challenge(reason: DenyReason, host: Option<&str>) -> String {
+    let realm = realm(host);
+    match reason.rfc6750_error() {
+        None => format!("Bearer realm=\"{realm}\""),
+        Some(e) => format!(
+            "Bearer realm=\"{realm}\", error=\"{}\", error_description=\"{}\"",
+            e.as_str(),
+            reason.description()
+        ),
+    }
+}
+
+/// The client controls `Host`: keep only characters that cannot break out of the quoted
+/// string, and bound the length.
+fn realm(host: Option<&str>) -> String {
+    let cleaned: String = host
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
+        .take(253)
+        .collect();
+    if cleaned.is_empty() {
+        "certbound".to_string()
+    } else {
+        cleaned
+    }
+}
+
+fn overwrite(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realm_cannot_inject_into_the_challenge() {
+        let c = challenge(DenyReason::MissingToken, Some("evil\", error=\"none"));
+        assert_eq!(c, "Bearer realm=\"evilerrornone\"");
+        assert_eq!(challenge(DenyReason::MissingToken, None), "Bearer realm=\"certbound\"");
+    }
+
+    #[test]
+    fn token_failures_carry_invalid_token_with_a_static_description() {
+        let c = challenge(DenyReason::BindingMismatch, Some("api.test"));
+        assert_eq!(
+            c,
+            "Bearer realm=\"api.test\", error=\"invalid_token\", error_description=\"certificate does not match access token\""
+        );
+    }
+
+    #[test]
+    fn denied_response_is_never_an_ok_status() {
+        for r in DenyReason::ALL {
+            let resp = response(&Decision::Deny(r), Some("h"));
+            assert_ne!(resp.status.unwrap().code, OK, "{r:?}");
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Fetching signing keys: OpenID discovery, the JWKS itself, background refresh and the
+//! rate-limited refresh a check asks for when it meets an unknown `kid`.
+//!
+//! Guarantees: keys only ever come from the configured issuer's discovery document (whose
+//! `issuer` must equal the configured one) or the configured `jwks_uri`; bodies are capped; a
+//! failed fetch keeps the keys already loaded, so an IdP outage does not stop verification.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::config::{IdpClient, KeyFetch, KeySource};
+use crate::metrics::Metrics;
+use crate::token::KeySet;
+
+/// Largest discovery or JWKS body read.
+pub const MAX_BODY_BYTES: usize = 512 * 1024;
+/// Retry pace while no keys were ever loaded.
+const INITIAL_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("cannot build the HTTPS client: {0}")]
+    Client(String),
+    #[error("GET {url}: {reason}")]
+    Fetch { url: String, reason: String },
+    #[error("discovery document at {url} says issuer `{found}`, expected `{expected}`")]
+    IssuerMismatch {
+        url: String,
+        found: String,
+        expected: String,
+    },
+    #[error("JWKS from {url}: {reason}")]
+    Keys { url: String, reason: String },
+}
+
+/// The HTTPS client for the IdP: system roots plus `idp_ca_certificates`.
+pub fn http_client(cfg: &IdpClient) -> Result<reqwest::Client, JwksError> {
+    let roots = cfg
+        .extra_roots
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der.as_ref()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| JwksError::Client(e.to_string()))?;
+    let mut builder = reqwest::Client::builder()
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout)
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent(concat!("certbound/", env!("CARGO_PKG_VERSION")));
+    if !roots.is_empty() {
+        builder = builder.tls_certs_merge(roots);
+    }
+    if !cfg.verify_tls {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    builder.build().map_err(|e| JwksError::Client(e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+/// Fetches the current key set for `source` once.
+pub async fn fetch(client: &reqwest::Client, source: &KeySource) -> Result<KeySet, JwksError> {
+    let jwks_uri = match source {
+        KeySource::Uri(uri) => uri.clone(),
+        KeySource::File(path) => {
+            return Err(JwksError::Fetch {
+                url: path.display().to_string(),
+                reason: "static files are loaded at start, not fetched".into(),
+            })
+        }
+        KeySource::Discovery { issuer } => {
+            let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+            let body = get(client, &url).await?;
+            let doc: Discovery = serde_json::from_slice(&body).map_err(|e| JwksError::Fetch {
+                url: url.clone(),
+                reason: format!("not a discovery document: {e}"),
+            })?;
+            if doc.issuer != *issuer {
+                return Err(JwksError::IssuerMismatch {
+                    url,
+                    found: doc.issuer,
+                    expected: issuer.clone(),
+                });
+            }
+            doc.jwks_uri
+        }
+    };
+    let body = get(client, &jwks_uri).await?;
+    KeySet::from_jwks_json(&body).map_err(|e| JwksError::Keys {
+        url: jwks_uri,
+        reason: e.to_string(),
+    })
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, JwksError> {
+    let err = |reason: String| JwksError::Fetch {
+        url: url.to_string(),
+        reason,
+    };
+    let mut resp = client
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| err(error_chain(&e)))?;
+    if !resp.status().is_success() {
+        return Err(err(format!("status {}", resp.status())));
+    }
+    if resp.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(err(format!("body larger than {MAX_BODY_BYTES} bytes")));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| err(error_chain(&e)))? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(err(format!("body larger than {MAX_BODY_BYTES} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+/// Keeps one issuer's key store filled until `shutdown` turns true.
+///
+/// Fetches at once, retries with backoff until keys load, then refreshes every
+/// `refresh_interval` and whenever a check asks (unknown `kid`), but never more often than
+/// `min_interval` (Kong's `rediscovery_lifetime`).
+pub async fn run(
+    fetch_cfg: KeyFetch,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let store = fetch_cfg.store.clone();
+    let mut retry = INITIAL_RETRY;
+    loop {
+        match fetch(&client, &fetch_cfg.source).await {
+            Ok(keys) => {
+                metrics.jwks_refresh_ok.inc();
+                metrics.jwks_keys.set(keys.len() as i64);
+                tracing::info!(keys = keys.len(), "signing keys loaded");
+                store.publish(keys);
+                retry = INITIAL_RETRY;
+            }
+            Err(e) => {
+                metrics.jwks_refresh_error.inc();
+                tracing::warn!(error = %e, ready = store.is_ready(), "signing key refresh failed; keeping current keys");
+                store.attempt_done();
+            }
+        }
+        let last_fetch = Instant::now();
+        // Wait for the next due fetch: periodic, a retry, or a check's request (rate-limited).
+        loop {
+            let wait = if store.is_ready() {
+                fetch_cfg.refresh_interval
+            } else {
+                retry
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {
+                    if !store.is_ready() {
+                        retry = (retry * 2).min(MAX_RETRY);
+                    }
+                    break;
+                }
+                _ = store.refresh_requested() => {
+                    if last_fetch.elapsed() >= fetch_cfg.min_interval {
+                        break;
+                    }
+                    // Too soon: tell the waiting check there is nothing new.
+                    store.attempt_done();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! certbound: an Envoy ext_authz server that enforces RFC 8705 certificate-bound access tokens.
+//!
+//! The per-request data flow, one module per step:
+//! `extract` (credentials from the CheckRequest) -> `cert` (decode + chain check) ->
+//! `token` (JWT verification against the issuer's keys) -> `bind` (cnf.x5t#S256) ->
+//! `decision` (allow / deny with a reason). `pipeline` runs the steps over plain data; `grpc`,
+//! `admin`, `metrics`, `jwks` and `server` are the adapters around it.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod bind;
+pub mod cert;
+pub mod clock;
+pub mod config;
+pub mod decision;
+pub mod demo;
+pub mod extract;
+pub mod fixtures;
+pub mod grpc;
+pub mod jwks;
+pub mod metrics;
+pub mod pipeline;
+pub mod policy;
+pub mod server;
+pub mod token;

@@ -1,0 +1,218 @@
+//! The `certbound` command: CLI, logging, listeners, signals, exit codes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+use certbound::config::Config;
+use certbound::server::{self, Listeners};
+
+#[derive(Parser)]
+#[command(name = "certbound", version, about = "Envoy ext_authz server for RFC 8705 certificate-bound access tokens")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "CERTBOUND_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve ext_authz on grpc_listen and /metrics, /healthz, /readyz on admin_listen.
+    Serve {
+        #[arg(long, env = "CERTBOUND_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration and exit 0, or name every offending key and exit 2.
+    CheckConfig {
+        #[arg(long, env = "CERTBOUND_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print the RFC 8705 x5t#S256 of a PEM or DER certificate.
+    Thumbprint { file: PathBuf },
+    /// Generate throw-away keys and certificates, serve with them, and show an allowed and a
+    /// denied Check.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:9191")]
+        grpc_listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9192")]
+        admin_listen: SocketAddr,
+        /// Where to write the material (default: a new temporary folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.command {
+        Command::Serve { config } => run_serve(config),
+        Command::CheckConfig { config } => check_config(config),
+        Command::Thumbprint { file } => thumbprint(file),
+        Command::Demo {
+            grpc_listen,
+            admin_listen,
+            dir,
+        } => run_demo(grpc_listen, admin_listen, dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("certbound: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run_serve(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("certbound: {}: {e}", path.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    runtime()?.block_on(async {
+        let listeners = Listeners::bind(config.grpc_listen, config.admin_listen).await?;
+        tracing::info!(
+            grpc = %listeners.grpc.local_addr()?,
+            admin = %listeners.admin.local_addr()?,
+            "certbound serving"
+        );
+        server::serve(config, listeners, shutdown_signal()).await?;
+        tracing::info!("certbound stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn check_config(path: PathBuf) -> anyhow::Result<ExitCode> {
+    match Config::load(&path) {
+        Ok(c) => {
+            println!("{}: ok ({} policy, grpc {}, admin {})", path.display(), c.policies.named.len() + 1, c.grpc_listen, c.admin_listen);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn thumbprint(file: PathBuf) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let der = if bytes.starts_with(b"-----BEGIN") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        CertificateDer::from_pem_slice(&bytes)
+            .with_context(|| format!("{} holds no PEM certificate", file.display()))?
+            .as_ref()
+            .to_vec()
+    } else {
+        bytes
+    };
+    x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("{} is not an X.509 certificate: {e}", file.display()))?;
+    println!("{}", certbound::cert::x5t_s256(&der));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_demo(grpc: SocketAddr, admin: SocketAddr, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (dir, _keep) = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            (d, None)
+        }
+        None => {
+            let t = tempfile_dir()?;
+            (t.clone(), Some(t))
+        }
+    };
+    let demo = certbound::demo::generate(&dir, grpc, admin)?;
+    let config = Config::load(&demo.config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    runtime()?.block_on(async {
+        let listeners = Listeners::bind(grpc, admin).await?;
+        let serving = tokio::spawn(server::serve(config, listeners, shutdown_signal()));
+        println!("certbound demo: serving ext_authz on {grpc}, metrics on http://{admin}/metrics");
+        println!("material in {}", dir.display());
+        let token = format!("Bearer {}", demo.alice_token);
+        let allowed = certbound::demo::check(grpc, &[("authorization", &token), ("x-client-cert", &demo.alice_header)]).await?;
+        println!(
+            "\n1. alice's token with alice's certificate: {} (HTTP {}), upstream gets {:?}",
+            if allowed.allowed { "ALLOW" } else { "DENY" },
+            allowed.http_status,
+            allowed.upstream_headers
+        );
+        let stolen = certbound::demo::check(grpc, &[("authorization", &token), ("x-client-cert", &demo.bob_header)]).await?;
+        println!(
+            "2. alice's token replayed with bob's certificate: {} (HTTP {})\n   WWW-Authenticate: {}",
+            if stolen.allowed { "ALLOW" } else { "DENY" },
+            stolen.http_status,
+            stolen.www_authenticate.unwrap_or_default()
+        );
+        println!(
+            "\nTry it yourself: {dir}/alice.token, {dir}/alice.header and {dir}/bob.header hold the values;\n\
+             point Envoy's ext_authz filter at {grpc} (README.md has the snippet). Ctrl-C stops.",
+            dir = dir.display()
+        );
+        serving.await??;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// A fresh folder under the system temp dir for the demo's throw-away material.
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("certbound-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,96 @@
+//! Prometheus metrics. Every handle used on the request path is created once at start-up, so a
+//! check only increments pre-resolved counters.
+
+use std::collections::HashMap;
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+use crate::decision::{AllowReason, Decision, DenyReason};
+
+pub struct Metrics {
+    registry: Registry,
+    allow: HashMap<AllowReason, IntCounter>,
+    deny: HashMap<DenyReason, IntCounter>,
+    pub check_duration: Histogram,
+    pub jwks_refresh_ok: IntCounter,
+    pub jwks_refresh_error: IntCounter,
+    pub jwks_keys: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let decisions = IntCounterVec::new(
+            Opts::new("certbound_decisions_total", "Check decisions by outcome and reason."),
+            &["decision", "reason"],
+        )?;
+        registry.register(Box::new(decisions.clone()))?;
+        let allow = AllowReason::ALL
+            .iter()
+            .map(|r| (*r, decisions.with_label_values(&["allow", r.as_str()])))
+            .collect();
+        let deny = DenyReason::ALL
+            .iter()
+            .map(|r| (*r, decisions.with_label_values(&["deny", r.as_str()])))
+            .collect();
+        let check_duration = Histogram::with_opts(
+            HistogramOpts::new("certbound_check_duration_seconds", "Time to decide one check.").buckets(vec![
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        )?;
+        registry.register(Box::new(check_duration.clone()))?;
+        let refresh = IntCounterVec::new(
+            Opts::new("certbound_jwks_refresh_total", "JWKS fetches by result."),
+            &["result"],
+        )?;
+        registry.register(Box::new(refresh.clone()))?;
+        let jwks_keys = IntGauge::new("certbound_jwks_keys", "Signing keys currently loaded.")?;
+        registry.register(Box::new(jwks_keys.clone()))?;
+        Ok(Self {
+            registry,
+            allow,
+            deny,
+            check_duration,
+            jwks_refresh_ok: refresh.with_label_values(&["ok"]),
+            jwks_refresh_error: refresh.with_label_values(&["error"]),
+            jwks_keys,
+        })
+    }
+
+    pub fn record(&self, decision: &Decision) {
+        let counter = match decision {
+            Decision::Allow { reason, .. } => self.allow.get(reason),
+            Decision::Deny(reason) => self.deny.get(reason),
+        };
+        if let Some(c) = counter {
+            c.inc();
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_are_counted_under_their_reason() {
+        let m = Metrics::new().unwrap();
+        m.record(&Decision::Deny(DenyReason::BindingMismatch));
+        m.record(&Decision::Allow { reason: AllowReason::Bound, headers: vec![], remove: vec![] });
+        let text = m.render();
+        assert!(text.contains(r#"certbound_decisions_total{decision="deny",reason="binding_mismatch"} 1"#), "{text}");
+        assert!(text.contains(r#"certbound_decisions_total{decision="allow",reason="bound"} 1"#), "{text}");
+        // Every reason is exported from the start, so rate() works before the first deny.
+        assert!(text.contains(r#"reason="cert_untrusted"} 0"#));
+    }
+}
