@@ -43,7 +43,11 @@ pub enum BindError {
 }
 
 /// Decides the binding. `cert` is the thumbprint of the verified certificate, if one was sent.
-pub fn check(mode: PopMode, binding: &Binding, cert: Option<&Thumbprint>) -> Result<AllowReason, BindError> {
+pub fn check(
+    mode: PopMode,
+    binding: &Binding,
+    cert: Option<&Thumbprint>,
+) -> Result<AllowReason, BindError> {
     let claimed = match (mode, binding) {
         (PopMode::Off, _) => return Ok(AllowReason::PopOff),
         (PopMode::Optional, Binding::Unbound) => return Ok(AllowReason::UnboundOptional),
@@ -66,7 +70,9 @@ fn decode_x5t(value: &str) -> Result<Thumbprint, BindError> {
     if value.len() != 43 {
         return Err(BindError::Malformed);
     }
-    let bytes = URL_SAFE_NO_PAD.decode(value).map_err(|_| BindError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(value)
+        .map_err(|_| BindError::Malformed)?;
     bytes.try_into().map_err(|_| BindError::Malformed)
 }
 
@@ -82,41 +88,78 @@ mod tests {
 
     #[test]
     fn strict_matches_the_bound_certificate() {
-        assert_eq!(check(PopMode::Strict, &bound_to(&T), Some(&T)), Ok(AllowReason::Bound));
+        assert_eq!(
+            check(PopMode::Strict, &bound_to(&T), Some(&T)),
+            Ok(AllowReason::Bound)
+        );
     }
 
     #[test]
     fn strict_refuses_another_certificate() {
-        assert_eq!(check(PopMode::Strict, &bound_to(&T), Some(&[8u8; 32])), Err(BindError::Mismatch));
+        assert_eq!(
+            check(PopMode::Strict, &bound_to(&T), Some(&[8u8; 32])),
+            Err(BindError::Mismatch)
+        );
     }
 
     #[test]
     fn strict_refuses_unbound_tokens_and_missing_certificates() {
-        assert_eq!(check(PopMode::Strict, &Binding::Unbound, Some(&T)), Err(BindError::NotBound));
-        assert_eq!(check(PopMode::Strict, &bound_to(&T), None), Err(BindError::CertMissing));
+        assert_eq!(
+            check(PopMode::Strict, &Binding::Unbound, Some(&T)),
+            Err(BindError::NotBound)
+        );
+        assert_eq!(
+            check(PopMode::Strict, &bound_to(&T), None),
+            Err(BindError::CertMissing)
+        );
     }
 
     #[test]
     fn optional_passes_unbound_and_checks_bound_tokens() {
-        assert_eq!(check(PopMode::Optional, &Binding::Unbound, None), Ok(AllowReason::UnboundOptional));
-        assert_eq!(check(PopMode::Optional, &bound_to(&T), None), Err(BindError::CertMissing));
-        assert_eq!(check(PopMode::Optional, &bound_to(&T), Some(&[1u8; 32])), Err(BindError::Mismatch));
-        assert_eq!(check(PopMode::Optional, &bound_to(&T), Some(&T)), Ok(AllowReason::Bound));
+        assert_eq!(
+            check(PopMode::Optional, &Binding::Unbound, None),
+            Ok(AllowReason::UnboundOptional)
+        );
+        assert_eq!(
+            check(PopMode::Optional, &bound_to(&T), None),
+            Err(BindError::CertMissing)
+        );
+        assert_eq!(
+            check(PopMode::Optional, &bound_to(&T), Some(&[1u8; 32])),
+            Err(BindError::Mismatch)
+        );
+        assert_eq!(
+            check(PopMode::Optional, &bound_to(&T), Some(&T)),
+            Ok(AllowReason::Bound)
+        );
     }
 
     #[test]
     fn off_checks_nothing() {
-        assert_eq!(check(PopMode::Off, &bound_to(&T), None), Ok(AllowReason::PopOff));
+        assert_eq!(
+            check(PopMode::Off, &bound_to(&T), None),
+            Ok(AllowReason::PopOff)
+        );
     }
 
     #[test]
     fn hex_padded_and_short_values_are_malformed() {
         let hex = T.iter().map(|b| format!("{b:02x}")).collect::<String>();
         let padded = format!("{}=", URL_SAFE_NO_PAD.encode(T));
-        let std_alphabet = URL_SAFE_NO_PAD.encode([0xfbu8; 32]).replace('-', "+").replace('_', "/");
+        let std_alphabet = URL_SAFE_NO_PAD
+            .encode([0xfbu8; 32])
+            .replace('-', "+")
+            .replace('_', "/");
         for v in [hex, padded, "abc".to_string(), std_alphabet] {
-            assert_eq!(check(PopMode::Strict, &Binding::X5tS256(v.clone()), Some(&T)), Err(BindError::Malformed), "{v}");
+            assert_eq!(
+                check(PopMode::Strict, &Binding::X5tS256(v.clone()), Some(&T)),
+                Err(BindError::Malformed),
+                "{v}"
+            );
         }
-        assert_eq!(check(PopMode::Strict, &Binding::Malformed, Some(&T)), Err(BindError::Malformed));
+        assert_eq!(
+            check(PopMode::Strict, &Binding::Malformed, Some(&T)),
+            Err(BindError::Malformed)
+        );
     }
 }

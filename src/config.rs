@@ -163,18 +163,18 @@ impl Config {
                 message: format!("{} is not a readable file", path.display()),
             }]));
         }
-        let figment = Figment::new().merge(Toml::file(path)).merge(
-            Env::prefixed("CERTBOUND_")
-                .split("__")
-                .ignore(&["config"]),
-        );
+        let figment = Figment::new()
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("CERTBOUND_").split("__").ignore(&["config"]));
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_figment(&figment, base)
     }
 
     /// Validates whatever `figment` holds; `base` anchors relative paths.
     pub fn from_figment(figment: &Figment, base: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        let raw: RawConfig = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
         let mut v = Validator {
             issues: Vec::new(),
             base,
@@ -213,7 +213,10 @@ impl Validator<'_> {
         match value.parse() {
             Ok(a) => Some(a),
             Err(_) => {
-                self.issue(key, format!("`{value}` is not an address like 0.0.0.0:9191"));
+                self.issue(
+                    key,
+                    format!("`{value}` is not an address like 0.0.0.0:9191"),
+                );
                 None
             }
         }
@@ -235,7 +238,10 @@ impl Validator<'_> {
                 None
             }
             None => {
-                self.issue("issuer", "required: the `iss` every token must carry (and the discovery base)");
+                self.issue(
+                    "issuer",
+                    "required: the `iss` every token must carry (and the discovery base)",
+                );
                 None
             }
         };
@@ -269,15 +275,16 @@ impl Validator<'_> {
         self.auth_methods(
             raw.auth_methods,
             pop_mode.unwrap_or(PopMode::Strict),
-            raw.proof_of_possession_auth_methods_validation.unwrap_or(true),
+            raw.proof_of_possession_auth_methods_validation
+                .unwrap_or(true),
         );
 
         let upstream_headers =
             self.upstream_headers(raw.upstream_headers_claims, raw.upstream_headers_names);
 
-        let accepted_token_types = raw.access_token_types.unwrap_or_else(|| {
-            vec!["at+jwt".into(), "application/at+jwt".into(), "JWT".into()]
-        });
+        let accepted_token_types = raw
+            .access_token_types
+            .unwrap_or_else(|| vec!["at+jwt".into(), "application/at+jwt".into(), "JWT".into()]);
         if accepted_token_types.is_empty() {
             self.issue("access_token_types", "must list at least one JOSE `typ`");
         }
@@ -347,7 +354,9 @@ impl Validator<'_> {
                 self.issue("jwks_file", "set either jwks_uri or jwks_file, not both");
                 None
             }
-            (Some(uri), None) if is_http_url(&uri) => Some((Arc::new(KeyStore::new()), KeySource::Uri(uri))),
+            (Some(uri), None) if is_http_url(&uri) => {
+                Some((Arc::new(KeyStore::new()), KeySource::Uri(uri)))
+            }
             (Some(uri), None) => {
                 self.issue("jwks_uri", format!("`{uri}` is not an http(s) URL"));
                 None
@@ -365,7 +374,9 @@ impl Validator<'_> {
                     }
                 }
             }
-            (None, None) => issuer.map(|issuer| (Arc::new(KeyStore::new()), KeySource::Discovery { issuer })),
+            (None, None) => {
+                issuer.map(|issuer| (Arc::new(KeyStore::new()), KeySource::Discovery { issuer }))
+            }
         }
     }
 
@@ -376,8 +387,17 @@ impl Validator<'_> {
         }
         for m in &methods {
             if !KONG_AUTH_METHODS.contains(&m.as_str()) {
-                self.issue("auth_methods", format!("`{m}` is not an auth method (known: {})", KONG_AUTH_METHODS.join(", ")));
-            } else if pop != PopMode::Off && validate && !POP_COMPATIBLE_METHODS.contains(&m.as_str()) {
+                self.issue(
+                    "auth_methods",
+                    format!(
+                        "`{m}` is not an auth method (known: {})",
+                        KONG_AUTH_METHODS.join(", ")
+                    ),
+                );
+            } else if pop != PopMode::Off
+                && validate
+                && !POP_COMPATIBLE_METHODS.contains(&m.as_str())
+            {
                 self.issue(
                     "auth_methods",
                     format!(
@@ -388,7 +408,10 @@ impl Validator<'_> {
             } else if !IMPLEMENTED_METHODS.contains(&m.as_str()) {
                 self.issue(
                     "auth_methods",
-                    format!("`{m}` is not supported by certbound (supported: {})", IMPLEMENTED_METHODS.join(", ")),
+                    format!(
+                        "`{m}` is not supported by certbound (supported: {})",
+                        IMPLEMENTED_METHODS.join(", ")
+                    ),
                 );
             }
         }
@@ -404,7 +427,11 @@ impl Validator<'_> {
         if claims.len() != names.len() {
             self.issue(
                 "upstream_headers_names",
-                format!("has {} entries but upstream_headers_claims has {}", names.len(), claims.len()),
+                format!(
+                    "has {} entries but upstream_headers_claims has {}",
+                    names.len(),
+                    claims.len()
+                ),
             );
             return None;
         }
@@ -416,7 +443,10 @@ impl Validator<'_> {
                 ok = false;
             }
             if !is_header_name(&name) {
-                self.issue("upstream_headers_names", format!("`{name}` is not a valid header name"));
+                self.issue(
+                    "upstream_headers_names",
+                    format!("`{name}` is not a valid header name"),
+                );
                 ok = false;
             }
             out.push(ClaimHeader {
@@ -432,7 +462,10 @@ impl Validator<'_> {
         let name = match raw.certificate_header_name {
             Some(n) if is_header_name(&n) => Some(n.to_ascii_lowercase()),
             Some(n) => {
-                self.issue(&format!("{T}.certificate_header_name"), format!("`{n}` is not a valid header name"));
+                self.issue(
+                    &format!("{T}.certificate_header_name"),
+                    format!("`{n}` is not a valid header name"),
+                );
                 None
             }
             None => {
@@ -451,16 +484,27 @@ impl Validator<'_> {
                 None
             }
             None => {
-                self.issue(&format!("{T}.certificate_header_format"), "required: base64_encoded or url_encoded");
+                self.issue(
+                    &format!("{T}.certificate_header_format"),
+                    "required: base64_encoded or url_encoded",
+                );
                 None
             }
         };
         // Kong gives `ssl_verify` here to TLS verification of OCSP/CRL endpoints; chain
         // verification against ca_certificates is always on. Accepted for compatibility.
         let _revocation_tls_verify = raw.ssl_verify.unwrap_or(true);
-        let cas: Vec<PathBuf> = raw.ca_certificates.unwrap_or_default().iter().map(|p| self.path(p)).collect();
+        let cas: Vec<PathBuf> = raw
+            .ca_certificates
+            .unwrap_or_default()
+            .iter()
+            .map(|p| self.path(p))
+            .collect();
         let trust = if cas.is_empty() {
-            self.issue(&format!("{T}.ca_certificates"), "required: at least one PEM file of trusted client CAs");
+            self.issue(
+                &format!("{T}.ca_certificates"),
+                "required: at least one PEM file of trusted client CAs",
+            );
             None
         } else {
             match TrustStore::from_pem_files(&cas, raw.allow_partial_chain.unwrap_or(false)) {
@@ -482,10 +526,14 @@ impl Validator<'_> {
         let mut roots = Vec::new();
         for f in files {
             let path = self.path(&f);
-            let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(&path).and_then(|it| it.collect());
+            let certs: Result<Vec<_>, _> =
+                CertificateDer::pem_file_iter(&path).and_then(|it| it.collect());
             match certs {
                 Ok(c) if !c.is_empty() => roots.extend(c),
-                Ok(_) => self.issue("idp_ca_certificates", format!("{} holds no PEM certificate", path.display())),
+                Ok(_) => self.issue(
+                    "idp_ca_certificates",
+                    format!("{} holds no PEM certificate", path.display()),
+                ),
                 Err(e) => self.issue("idp_ca_certificates", format!("{}: {e}", path.display())),
             }
         }
@@ -500,8 +548,12 @@ fn is_http_url(s: &str) -> bool {
 fn is_header_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with(':')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        && !matches!(s.to_ascii_lowercase().as_str(), "host" | "content-length" | "transfer-encoding" | "connection")
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "host" | "content-length" | "transfer-encoding" | "connection"
+        )
 }
 
 #[cfg(test)]
@@ -514,7 +566,11 @@ mod tests {
         let ca = crate::fixtures::Ca::root("test client CA").unwrap();
         std::fs::write(dir.path().join("client-ca.pem"), &ca.pem).unwrap();
         let key = crate::fixtures::SigningKey::es256("k1").unwrap();
-        std::fs::write(dir.path().join("jwks.json"), crate::fixtures::jwks(&[&key]).to_string()).unwrap();
+        std::fs::write(
+            dir.path().join("jwks.json"),
+            crate::fixtures::jwks(&[&key]).to_string(),
+        )
+        .unwrap();
         dir
     }
 
@@ -555,7 +611,13 @@ mod tests {
         let c = load(GOOD, dir.path()).unwrap();
         let p = &c.policies.default;
         assert_eq!(p.pop_mode, PopMode::Strict);
-        assert_eq!(p.upstream_headers, vec![ClaimHeader { claim: "sub".into(), header: "x-consumer-sub".into() }]);
+        assert_eq!(
+            p.upstream_headers,
+            vec![ClaimHeader {
+                claim: "sub".into(),
+                header: "x-consumer-sub".into()
+            }]
+        );
         match &p.cert_source {
             CertSource::Header(h) => {
                 assert_eq!(h.name, "x-client-cert");
@@ -573,14 +635,23 @@ mod tests {
         let toml = "issuer = \"https://idp.example\"\n";
         let c = load(toml, dir.path()).unwrap();
         assert!(matches!(c.policies.default.cert_source, CertSource::Peer));
-        assert_eq!(c.key_fetches[0].source, KeySource::Discovery { issuer: "https://idp.example".into() });
+        assert_eq!(
+            c.key_fetches[0].source,
+            KeySource::Discovery {
+                issuer: "https://idp.example".into()
+            }
+        );
         assert_eq!(c.grpc_listen.to_string(), DEFAULT_GRPC_LISTEN);
     }
 
     #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
         let dir = dir_with_ca();
-        let err = load("issuer = \"https://idp.example\"\nisuer = \"typo\"\n", dir.path()).unwrap_err();
+        let err = load(
+            "issuer = \"https://idp.example\"\nisuer = \"typo\"\n",
+            dir.path(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("isuer"), "{err}");
         let err = load(&format!("{GOOD}\nsecure_sorce = true\n"), dir.path()).unwrap_err();
         assert!(err.to_string().contains("secure_sorce"), "{err}");
@@ -598,7 +669,10 @@ mod tests {
             certificate_header_format = "der"
             ca_certificates = ["missing.pem"]
         "#;
-        let keys: Vec<String> = issues(toml, dir.path()).into_iter().map(|i| i.key).collect();
+        let keys: Vec<String> = issues(toml, dir.path())
+            .into_iter()
+            .map(|i| i.key)
+            .collect();
         for k in [
             "grpc_listen",
             "issuer",
@@ -615,11 +689,21 @@ mod tests {
     #[test]
     fn pop_incompatible_auth_method_is_a_start_up_error_listing_compatible_ones() {
         let dir = dir_with_ca();
-        let toml = format!("{}\n", GOOD.replace(r#"auth_methods = ["bearer"]"#, r#"auth_methods = ["bearer", "password"]"#));
+        let toml = format!(
+            "{}\n",
+            GOOD.replace(
+                r#"auth_methods = ["bearer"]"#,
+                r#"auth_methods = ["bearer", "password"]"#
+            )
+        );
         let i = issues(&toml, dir.path());
         assert_eq!(i.len(), 1);
         assert_eq!(i[0].key, "auth_methods");
-        assert!(i[0].message.contains("bearer, introspection, session"), "{}", i[0].message);
+        assert!(
+            i[0].message.contains("bearer, introspection, session"),
+            "{}",
+            i[0].message
+        );
     }
 
     #[test]
@@ -628,14 +712,34 @@ mod tests {
         // Even with validation off, `password` would run without a binding check: refused
         // because certbound does not implement it.
         let toml = GOOD
-            .replace(r#"auth_methods = ["bearer"]"#, r#"auth_methods = ["bearer", "password"]"#)
-            .replace("leeway = 60", "leeway = 60\nproof_of_possession_auth_methods_validation = false");
+            .replace(
+                r#"auth_methods = ["bearer"]"#,
+                r#"auth_methods = ["bearer", "password"]"#,
+            )
+            .replace(
+                "leeway = 60",
+                "leeway = 60\nproof_of_possession_auth_methods_validation = false",
+            );
         let i = issues(&toml, dir.path());
-        assert!(i[0].message.contains("not supported by certbound"), "{}", i[0].message);
-        let toml = GOOD.replace(r#"auth_methods = ["bearer"]"#, r#"auth_methods = ["introspection"]"#);
-        assert!(issues(&toml, dir.path())[0].message.contains("not supported"));
-        let toml = GOOD.replace(r#"auth_methods = ["bearer"]"#, r#"auth_methods = ["magic"]"#);
-        assert!(issues(&toml, dir.path())[0].message.contains("not an auth method"));
+        assert!(
+            i[0].message.contains("not supported by certbound"),
+            "{}",
+            i[0].message
+        );
+        let toml = GOOD.replace(
+            r#"auth_methods = ["bearer"]"#,
+            r#"auth_methods = ["introspection"]"#,
+        );
+        assert!(issues(&toml, dir.path())[0]
+            .message
+            .contains("not supported"));
+        let toml = GOOD.replace(
+            r#"auth_methods = ["bearer"]"#,
+            r#"auth_methods = ["magic"]"#,
+        );
+        assert!(issues(&toml, dir.path())[0]
+            .message
+            .contains("not an auth method"));
     }
 
     #[test]
@@ -644,17 +748,22 @@ mod tests {
         std::fs::write(dir.path().join("empty.pem"), "nothing here\n").unwrap();
         let toml = GOOD.replace("client-ca.pem", "empty.pem");
         let i = issues(&toml, dir.path());
-        assert_eq!(i[0].key, "proof_of_possession_mtls_from_header.ca_certificates");
+        assert_eq!(
+            i[0].key,
+            "proof_of_possession_mtls_from_header.ca_certificates"
+        );
     }
 
     #[test]
     fn environment_style_overrides_apply_nested_keys() {
         let dir = dir_with_ca();
         // The same provider shape Env produces for CERTBOUND_PROOF_OF_POSSESSION_MTLS_FROM_HEADER__CERTIFICATE_HEADER_FORMAT.
-        let figment = Figment::new().merge(Toml::string(GOOD)).merge(Serialized::default(
-            "proof_of_possession_mtls_from_header.certificate_header_format",
-            "base64_encoded",
-        ));
+        let figment = Figment::new()
+            .merge(Toml::string(GOOD))
+            .merge(Serialized::default(
+                "proof_of_possession_mtls_from_header.certificate_header_format",
+                "base64_encoded",
+            ));
         let c = Config::from_figment(&figment, dir.path()).unwrap();
         match &c.policies.default.cert_source {
             CertSource::Header(h) => assert_eq!(h.format, HeaderFormat::Base64Encoded),
@@ -665,7 +774,10 @@ mod tests {
     #[test]
     fn jwks_uri_and_jwks_file_are_exclusive() {
         let dir = dir_with_ca();
-        let toml = GOOD.replace("jwks_file = \"jwks.json\"", "jwks_file = \"jwks.json\"\njwks_uri = \"https://idp.example/jwks\"");
+        let toml = GOOD.replace(
+            "jwks_file = \"jwks.json\"",
+            "jwks_file = \"jwks.json\"\njwks_uri = \"https://idp.example/jwks\"",
+        );
         assert_eq!(issues(&toml, dir.path())[0].key, "jwks_file");
     }
 }

@@ -47,9 +47,9 @@ pub fn bearer_token(headers: &HashMap<String, String>) -> Result<&str, ExtractEr
 fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 /// The raw value of the certificate header `name` (lower-case), if present and non-empty.
@@ -84,50 +84,96 @@ mod tests {
     use super::*;
 
     fn h(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn bearer_scheme_is_case_insensitive() {
-        for v in ["Bearer abc.def.ghi", "bearer abc.def.ghi", "BEARER  abc.def.ghi", " Bearer\tabc.def.ghi "] {
-            assert_eq!(bearer_token(&h(&[("authorization", v)])), Ok("abc.def.ghi"), "{v:?}");
+        for v in [
+            "Bearer abc.def.ghi",
+            "bearer abc.def.ghi",
+            "BEARER  abc.def.ghi",
+            " Bearer\tabc.def.ghi ",
+        ] {
+            assert_eq!(
+                bearer_token(&h(&[("authorization", v)])),
+                Ok("abc.def.ghi"),
+                "{v:?}"
+            );
         }
     }
 
     #[test]
     fn no_header_or_other_scheme_is_missing_token() {
         assert_eq!(bearer_token(&h(&[])), Err(ExtractError::MissingToken));
-        assert_eq!(bearer_token(&h(&[("authorization", "Basic dXNlcjpwYXNz")])), Err(ExtractError::MissingToken));
-        assert_eq!(bearer_token(&h(&[("authorization", "DPoP abc")])), Err(ExtractError::MissingToken));
+        assert_eq!(
+            bearer_token(&h(&[("authorization", "Basic dXNlcjpwYXNz")])),
+            Err(ExtractError::MissingToken)
+        );
+        assert_eq!(
+            bearer_token(&h(&[("authorization", "DPoP abc")])),
+            Err(ExtractError::MissingToken)
+        );
     }
 
     #[test]
     fn two_authorization_values_are_malformed() {
         // How Envoy forwards two Authorization headers.
         let v = "Bearer aaa.bbb.ccc, Bearer ddd.eee.fff";
-        assert_eq!(bearer_token(&h(&[("authorization", v)])), Err(ExtractError::MalformedAuthorization));
+        assert_eq!(
+            bearer_token(&h(&[("authorization", v)])),
+            Err(ExtractError::MalformedAuthorization)
+        );
     }
 
     #[test]
     fn empty_or_non_b64token_bearer_is_malformed() {
-        for v in ["Bearer", "Bearer ", "Bearer a b", "Bearer a\"b", "Bearer ==="] {
-            assert_eq!(bearer_token(&h(&[("authorization", v)])), Err(ExtractError::MalformedAuthorization), "{v:?}");
+        for v in [
+            "Bearer",
+            "Bearer ",
+            "Bearer a b",
+            "Bearer a\"b",
+            "Bearer ===",
+        ] {
+            assert_eq!(
+                bearer_token(&h(&[("authorization", v)])),
+                Err(ExtractError::MalformedAuthorization),
+                "{v:?}"
+            );
         }
     }
 
     #[test]
     fn cert_header_absent_empty_duplicate_and_oversized() {
         assert_eq!(cert_header(&h(&[]), "x-client-cert"), Ok(None));
-        assert_eq!(cert_header(&h(&[("x-client-cert", "  ")]), "x-client-cert"), Ok(None));
-        assert_eq!(cert_header(&h(&[("x-client-cert", " abc ")]), "x-client-cert"), Ok(Some("abc")));
-        assert_eq!(cert_header(&h(&[("x-client-cert", "abc,def")]), "x-client-cert"), Err(ExtractError::DuplicateCertHeader));
+        assert_eq!(
+            cert_header(&h(&[("x-client-cert", "  ")]), "x-client-cert"),
+            Ok(None)
+        );
+        assert_eq!(
+            cert_header(&h(&[("x-client-cert", " abc ")]), "x-client-cert"),
+            Ok(Some("abc"))
+        );
+        assert_eq!(
+            cert_header(&h(&[("x-client-cert", "abc,def")]), "x-client-cert"),
+            Err(ExtractError::DuplicateCertHeader)
+        );
         let big = "a".repeat(MAX_CERT_HEADER_BYTES + 1);
-        assert_eq!(cert_header(&h(&[("x-client-cert", &big)]), "x-client-cert"), Err(ExtractError::CertHeaderTooLarge));
+        assert_eq!(
+            cert_header(&h(&[("x-client-cert", &big)]), "x-client-cert"),
+            Err(ExtractError::CertHeaderTooLarge)
+        );
     }
 
     #[test]
     fn host_prefers_authority() {
-        assert_eq!(host(&h(&[(":authority", "api.test"), ("host", "x")])), Some("api.test"));
+        assert_eq!(
+            host(&h(&[(":authority", "api.test"), ("host", "x")])),
+            Some("api.test")
+        );
         assert_eq!(host(&h(&[("host", "x")])), Some("x"));
         assert_eq!(host(&h(&[])), None);
     }

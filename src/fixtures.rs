@@ -81,8 +81,12 @@ impl Ca {
 
     /// A TLS server certificate for the given DNS names / IP addresses.
     pub fn server(&self, names: &[&str]) -> Result<Leaf> {
-        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
-        p.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("server"));
+        let mut p =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        p.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("server"),
+        );
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.issue(p)
     }
@@ -156,6 +160,11 @@ impl SigningKey {
     }
 
     pub fn rs256(kid: &str) -> Result<Self> {
+        Self::rsa(kid, Algorithm::RS256)
+    }
+
+    /// An RSA key for one of RS256/384/512 or PS256/384/512.
+    pub fn rsa(kid: &str, alg: Algorithm) -> Result<Self> {
         let key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?;
         let spki = key.subject_public_key_info();
         use x509_parser::prelude::FromDer;
@@ -168,12 +177,25 @@ impl SigningKey {
             let start = b.iter().position(|&x| x != 0).unwrap_or(b.len());
             b[start..].to_vec()
         };
-        let jwk = json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+        let jwk = json!({"kty": "RSA", "use": "sig", "alg": format!("{alg:?}"), "kid": kid,
             "n": URL_SAFE_NO_PAD.encode(trim(rsa.modulus)), "e": URL_SAFE_NO_PAD.encode(trim(rsa.exponent))});
         Ok(Self {
             kid: kid.into(),
-            alg: Algorithm::RS256,
-            encoding: EncodingKey::from_rsa_der(&key.serialize_der()),
+            alg,
+            encoding: EncodingKey::from_rsa_pem(key.serialize_pem().as_bytes())?,
+            jwk,
+        })
+    }
+
+    pub fn es384(kid: &str) -> Result<Self> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+        let raw = key.public_key_raw();
+        let jwk = json!({"kty": "EC", "crv": "P-384", "use": "sig", "alg": "ES384", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(&raw[1..49]), "y": URL_SAFE_NO_PAD.encode(&raw[49..97])});
+        Ok(Self {
+            kid: kid.into(),
+            alg: Algorithm::ES384,
+            encoding: EncodingKey::from_ec_pem(key.serialize_pem().as_bytes())?,
             jwk,
         })
     }

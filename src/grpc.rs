@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
-    HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
+    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::google::rpc;
 
@@ -36,7 +36,8 @@ impl AuthzService {
     }
 }
 
-static EMPTY_HEADERS: std::sync::LazyLock<HashMap<String, String>> = std::sync::LazyLock::new(HashMap::new);
+static EMPTY_HEADERS: std::sync::LazyLock<HashMap<String, String>> =
+    std::sync::LazyLock::new(HashMap::new);
 
 #[tonic::async_trait]
 impl Authorization for AuthzService {
@@ -56,11 +57,15 @@ impl Authorization for AuthzService {
             peer_certificate: attrs
                 .and_then(|a| a.source.as_ref())
                 .map_or("", |s| s.certificate.as_str()),
-            policy_name: attrs.and_then(|a| a.context_extensions.get("policy")).map(String::as_str),
+            policy_name: attrs
+                .and_then(|a| a.context_extensions.get("policy"))
+                .map(String::as_str),
         };
         let outcome = pipeline::check(&input, &self.policies, clock::now_unix()).await;
         self.metrics.record(&outcome.decision);
-        self.metrics.check_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .check_duration
+            .observe(started.elapsed().as_secs_f64());
         if let Decision::Deny(reason) = &outcome.decision {
             tracing::info!(
                 reason = reason.as_str(),
@@ -71,20 +76,28 @@ impl Authorization for AuthzService {
                 "deny"
             );
         }
-        Ok(tonic::Response::new(response(&outcome.decision, crate::extract::host(headers))))
+        Ok(tonic::Response::new(response(
+            &outcome.decision,
+            crate::extract::host(headers),
+        )))
     }
 }
 
 /// Builds the CheckResponse for a decision. `host` becomes the challenge's `realm`.
 pub fn response(decision: &Decision, host: Option<&str>) -> CheckResponse {
     match decision {
-        Decision::Allow { headers, remove, .. } => CheckResponse {
+        Decision::Allow {
+            headers, remove, ..
+        } => CheckResponse {
             status: Some(rpc::Status {
                 code: OK,
                 ..Default::default()
             }),
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                headers: headers.iter().map(|h| overwrite(&h.name, &h.value)).collect(),
+                headers: headers
+                    .iter()
+                    .map(|h| overwrite(&h.name, &h.value))
+                    .collect(),
                 headers_to_remove: remove.clone(),
                 ..Default::default()
             })),
@@ -170,7 +183,10 @@ mod tests {
     fn realm_cannot_inject_into_the_challenge() {
         let c = challenge(DenyReason::MissingToken, Some("evil\", error=\"none"));
         assert_eq!(c, "Bearer realm=\"evilerrornone\"");
-        assert_eq!(challenge(DenyReason::MissingToken, None), "Bearer realm=\"certbound\"");
+        assert_eq!(
+            challenge(DenyReason::MissingToken, None),
+            "Bearer realm=\"certbound\""
+        );
     }
 
     #[test]

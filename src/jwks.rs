@@ -56,7 +56,9 @@ pub fn http_client(cfg: &IdpClient) -> Result<reqwest::Client, JwksError> {
     if !cfg.verify_tls {
         builder = builder.tls_danger_accept_invalid_certs(true);
     }
-    builder.build().map_err(|e| JwksError::Client(e.to_string()))
+    builder
+        .build()
+        .map_err(|e| JwksError::Client(e.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -76,7 +78,10 @@ pub async fn fetch(client: &reqwest::Client, source: &KeySource) -> Result<KeySe
             })
         }
         KeySource::Discovery { issuer } => {
-            let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            );
             let body = get(client, &url).await?;
             let doc: Discovery = serde_json::from_slice(&body).map_err(|e| JwksError::Fetch {
                 url: url.clone(),
@@ -113,7 +118,10 @@ async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, JwksError> 
     if !resp.status().is_success() {
         return Err(err(format!("status {}", resp.status())));
     }
-    if resp.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
         return Err(err(format!("body larger than {MAX_BODY_BYTES} bytes")));
     }
     let mut body = Vec::new();

@@ -13,10 +13,20 @@ use certbound::config::Config;
 use certbound::server::{self, Listeners};
 
 #[derive(Parser)]
-#[command(name = "certbound", version, about = "Envoy ext_authz server for RFC 8705 certificate-bound access tokens")]
+#[command(
+    name = "certbound",
+    version,
+    about = "Envoy ext_authz server for RFC 8705 certificate-bound access tokens"
+)]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "CERTBOUND_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "CERTBOUND_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -80,7 +90,9 @@ fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -118,7 +130,13 @@ fn run_serve(path: PathBuf) -> anyhow::Result<ExitCode> {
 fn check_config(path: PathBuf) -> anyhow::Result<ExitCode> {
     match Config::load(&path) {
         Ok(c) => {
-            println!("{}: ok ({} policy, grpc {}, admin {})", path.display(), c.policies.named.len() + 1, c.grpc_listen, c.admin_listen);
+            println!(
+                "{}: ok ({} policy, grpc {}, admin {})",
+                path.display(),
+                c.policies.named.len() + 1,
+                c.grpc_listen,
+                c.admin_listen
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -130,7 +148,8 @@ fn check_config(path: PathBuf) -> anyhow::Result<ExitCode> {
 
 fn thumbprint(file: PathBuf) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let der = if bytes.starts_with(b"-----BEGIN") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+    let der = if bytes.starts_with(b"-----BEGIN") || bytes.windows(11).any(|w| w == b"-----BEGIN ")
+    {
         CertificateDer::from_pem_slice(&bytes)
             .with_context(|| format!("{} holds no PEM certificate", file.display()))?
             .as_ref()
@@ -199,13 +218,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

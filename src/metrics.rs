@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
 use crate::decision::{AllowReason, Decision, DenyReason};
 
@@ -21,7 +24,10 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let decisions = IntCounterVec::new(
-            Opts::new("certbound_decisions_total", "Check decisions by outcome and reason."),
+            Opts::new(
+                "certbound_decisions_total",
+                "Check decisions by outcome and reason.",
+            ),
             &["decision", "reason"],
         )?;
         registry.register(Box::new(decisions.clone()))?;
@@ -34,8 +40,13 @@ impl Metrics {
             .map(|r| (*r, decisions.with_label_values(&["deny", r.as_str()])))
             .collect();
         let check_duration = Histogram::with_opts(
-            HistogramOpts::new("certbound_check_duration_seconds", "Time to decide one check.").buckets(vec![
-                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            HistogramOpts::new(
+                "certbound_check_duration_seconds",
+                "Time to decide one check.",
+            )
+            .buckets(vec![
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.25, 0.5, 1.0,
             ]),
         )?;
         registry.register(Box::new(check_duration.clone()))?;
@@ -86,10 +97,22 @@ mod tests {
     fn decisions_are_counted_under_their_reason() {
         let m = Metrics::new().unwrap();
         m.record(&Decision::Deny(DenyReason::BindingMismatch));
-        m.record(&Decision::Allow { reason: AllowReason::Bound, headers: vec![], remove: vec![] });
+        m.record(&Decision::Allow {
+            reason: AllowReason::Bound,
+            headers: vec![],
+            remove: vec![],
+        });
         let text = m.render();
-        assert!(text.contains(r#"certbound_decisions_total{decision="deny",reason="binding_mismatch"} 1"#), "{text}");
-        assert!(text.contains(r#"certbound_decisions_total{decision="allow",reason="bound"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"certbound_decisions_total{decision="deny",reason="binding_mismatch"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"certbound_decisions_total{decision="allow",reason="bound"} 1"#),
+            "{text}"
+        );
         // Every reason is exported from the start, so rate() works before the first deny.
         assert!(text.contains(r#"reason="cert_untrusted"} 0"#));
     }

@@ -69,7 +69,8 @@ async fn decide(
     if let Some(t) = &cert {
         *cert_hint = Some(hint(t));
     }
-    let reason = bind::check(policy.pop_mode, &verified.binding, cert.as_ref()).map_err(bind_reason)?;
+    let reason =
+        bind::check(policy.pop_mode, &verified.binding, cert.as_ref()).map_err(bind_reason)?;
     let (headers, remove) = upstream_headers(policy, &verified);
     Ok(Decision::Allow {
         reason,
@@ -114,7 +115,9 @@ fn client_certificate(
     }
     let verified = match &policy.cert_source {
         CertSource::Header(source) => {
-            let Some(value) = extract::cert_header(input.headers, &source.name).map_err(extract_reason)? else {
+            let Some(value) =
+                extract::cert_header(input.headers, &source.name).map_err(extract_reason)?
+            else {
                 return Ok(None);
             };
             cert::verify(value, source.format, Some(&source.trust), now)

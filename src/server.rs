@@ -75,7 +75,12 @@ pub async fn serve(
     if !config.key_fetches.is_empty() {
         let client = jwks::http_client(&config.idp_client)?;
         for fetch in config.key_fetches {
-            tokio::spawn(jwks::run(fetch, client.clone(), metrics.clone(), stop_rx.clone()));
+            tokio::spawn(jwks::run(
+                fetch,
+                client.clone(),
+                metrics.clone(),
+                stop_rx.clone(),
+            ));
         }
     }
 
@@ -84,7 +89,11 @@ pub async fn serve(
         key_stores: policies.key_stores(),
     };
     let (health, health_service) = tonic_health::server::health_reporter();
-    tokio::spawn(track_readiness(health, admin_state.clone(), stop_rx.clone()));
+    tokio::spawn(track_readiness(
+        health,
+        admin_state.clone(),
+        stop_rx.clone(),
+    ));
 
     let authz = AuthorizationServer::new(AuthzService::new(policies, metrics))
         .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
@@ -99,7 +108,10 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(authz)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.grpc),
+            stopped(stop_rx.clone()),
+        );
     let admin = axum::serve(listeners.admin, admin::router(admin_state))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
 

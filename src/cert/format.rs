@@ -42,7 +42,10 @@ const STANDARD_INDIFFERENT: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// Decodes a header value into a DER chain, leaf first.
-pub fn decode(value: &str, format: HeaderFormat) -> Result<Vec<CertificateDer<'static>>, CertError> {
+pub fn decode(
+    value: &str,
+    format: HeaderFormat,
+) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let value = value.trim();
     if value.is_empty() {
         return Err(CertError::Malformed);
@@ -54,10 +57,7 @@ pub fn decode(value: &str, format: HeaderFormat) -> Result<Vec<CertificateDer<'s
 }
 
 fn decode_base64(value: &str) -> Result<Vec<CertificateDer<'static>>, CertError> {
-    let compact: Vec<u8> = value
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
+    let compact: Vec<u8> = value.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     let bytes = STANDARD_INDIFFERENT
         .decode(&compact)
         .map_err(|_| CertError::Malformed)?;
@@ -250,7 +250,11 @@ mod tests {
         use base64::engine::general_purpose::STANDARD;
         let (_, a) = cert_pem();
         let (_, b) = cert_pem();
-        let chain = decode(&STANDARD.encode([a.clone(), b.clone()].concat()), HeaderFormat::Base64Encoded).unwrap();
+        let chain = decode(
+            &STANDARD.encode([a.clone(), b.clone()].concat()),
+            HeaderFormat::Base64Encoded,
+        )
+        .unwrap();
         assert_eq!(chain.len(), 2);
         assert_eq!(chain[1].as_ref(), b.as_slice());
     }
@@ -258,8 +262,19 @@ mod tests {
     #[test]
     fn garbage_is_malformed_in_every_format() {
         for format in [HeaderFormat::Base64Encoded, HeaderFormat::UrlEncoded] {
-            for value in ["", "   ", "not a cert", "%ZZ", "AAAA", "-----BEGIN CERTIFICATE-----"] {
-                assert_eq!(decode(value, format).unwrap_err(), CertError::Malformed, "{value:?}");
+            for value in [
+                "",
+                "   ",
+                "not a cert",
+                "%ZZ",
+                "AAAA",
+                "-----BEGIN CERTIFICATE-----",
+            ] {
+                assert_eq!(
+                    decode(value, format).unwrap_err(),
+                    CertError::Malformed,
+                    "{value:?}"
+                );
             }
         }
     }
@@ -269,7 +284,10 @@ mod tests {
         use base64::engine::general_purpose::STANDARD;
         let (_, der) = cert_pem();
         let value = STANDARD.encode(&der[..der.len() - 10]);
-        assert_eq!(decode(&value, HeaderFormat::Base64Encoded).unwrap_err(), CertError::Malformed);
+        assert_eq!(
+            decode(&value, HeaderFormat::Base64Encoded).unwrap_err(),
+            CertError::Malformed
+        );
     }
 
     #[test]

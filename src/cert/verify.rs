@@ -53,10 +53,12 @@ impl TrustStore {
             let path = path.as_ref();
             let shown = path.display().to_string();
             let mut found = 0;
-            for cert in CertificateDer::pem_file_iter(path).map_err(|source| TrustStoreError::Read {
-                path: shown.clone(),
-                source,
-            })? {
+            for cert in
+                CertificateDer::pem_file_iter(path).map_err(|source| TrustStoreError::Read {
+                    path: shown.clone(),
+                    source,
+                })?
+            {
                 let cert = cert.map_err(|source| TrustStoreError::Read {
                     path: shown.clone(),
                     source,
@@ -91,11 +93,12 @@ impl TrustStore {
         let mut anchors = Vec::new();
         let mut intermediates = Vec::new();
         for (path, index, cert) in certs {
-            let self_signed = is_self_signed(&cert).map_err(|reason| TrustStoreError::BadAnchor {
-                path: path.clone(),
-                index,
-                reason,
-            })?;
+            let self_signed =
+                is_self_signed(&cert).map_err(|reason| TrustStoreError::BadAnchor {
+                    path: path.clone(),
+                    index,
+                    reason,
+                })?;
             if allow_partial_chain || self_signed {
                 let anchor = webpki::anchor_from_trusted_cert(&cert)
                     .map_err(|e| TrustStoreError::BadAnchor {
@@ -125,7 +128,11 @@ impl TrustStore {
         let mut intermediates: Vec<CertificateDer<'_>> =
             Vec::with_capacity(sent.len() + self.intermediates.len());
         intermediates.extend(sent.iter().map(|c| CertificateDer::from(c.as_ref())));
-        intermediates.extend(self.intermediates.iter().map(|c| CertificateDer::from(c.as_ref())));
+        intermediates.extend(
+            self.intermediates
+                .iter()
+                .map(|c| CertificateDer::from(c.as_ref())),
+        );
         ee.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
             &self.anchors,
@@ -141,7 +148,8 @@ impl TrustStore {
 }
 
 fn is_self_signed(cert: &CertificateDer<'_>) -> Result<bool, String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| e.to_string())?;
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| e.to_string())?;
     Ok(parsed.subject().as_raw() == parsed.issuer().as_raw())
 }
 
@@ -151,9 +159,9 @@ fn map_webpki_error(e: webpki::Error) -> CertError {
         E::CertExpired { .. } => CertError::Expired,
         E::CertNotValidYet { .. } => CertError::NotYetValid,
         E::UnknownIssuer => CertError::Untrusted,
-        E::RequiredEkuNotFoundContext(_)
-        | E::CaUsedAsEndEntity
-        | E::EmptyEkuExtension => CertError::NotForClientAuth,
+        E::RequiredEkuNotFoundContext(_) | E::CaUsedAsEndEntity | E::EmptyEkuExtension => {
+            CertError::NotForClientAuth
+        }
         E::BadDer | E::BadDerTime | E::TrailingData(_) => CertError::Malformed,
         _ => CertError::Invalid,
     }
@@ -198,11 +206,21 @@ mod tests {
         let key = KeyPair::generate().unwrap();
         let params = params(cn, true, 0, 4_000_000_000);
         let issuer = Issuer::from_params(&parent.params, &parent.key);
-        let der = params.clone().signed_by(&key, &issuer).unwrap().der().clone();
+        let der = params
+            .clone()
+            .signed_by(&key, &issuer)
+            .unwrap()
+            .der()
+            .clone();
         Ca { key, params, der }
     }
 
-    fn leaf(parent: &Ca, eku: Option<ExtendedKeyUsagePurpose>, from: u64, to: u64) -> CertificateDer<'static> {
+    fn leaf(
+        parent: &Ca,
+        eku: Option<ExtendedKeyUsagePurpose>,
+        from: u64,
+        to: u64,
+    ) -> CertificateDer<'static> {
         let key = KeyPair::generate().unwrap();
         let mut p = params("client", false, from, to);
         if let Some(eku) = eku {
@@ -218,7 +236,12 @@ mod tests {
     fn leaf_signed_by_root_is_trusted() {
         let ca = root("root");
         let store = TrustStore::from_der(vec![ca.der.clone()], false).unwrap();
-        let l = leaf(&ca, Some(ExtendedKeyUsagePurpose::ClientAuth), 0, 4_000_000_000);
+        let l = leaf(
+            &ca,
+            Some(ExtendedKeyUsagePurpose::ClientAuth),
+            0,
+            4_000_000_000,
+        );
         assert_eq!(store.verify(&[l], NOW), Ok(()));
     }
 
@@ -271,7 +294,12 @@ mod tests {
     fn server_only_eku_is_not_for_client_auth() {
         let ca = root("root");
         let store = TrustStore::from_der(vec![ca.der.clone()], false).unwrap();
-        let l = leaf(&ca, Some(ExtendedKeyUsagePurpose::ServerAuth), 0, 4_000_000_000);
+        let l = leaf(
+            &ca,
+            Some(ExtendedKeyUsagePurpose::ServerAuth),
+            0,
+            4_000_000_000,
+        );
         assert_eq!(store.verify(&[l], NOW), Err(CertError::NotForClientAuth));
     }
 

@@ -29,10 +29,16 @@ pub(crate) fn binding(claims: &Map<String, Value>) -> Binding {
 }
 
 /// Reads a NumericDate. Fractions are allowed by RFC 7519 and truncated.
-fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, TokenError> {
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<u64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
-        Some(v) => match v.as_u64().or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)) {
+        Some(v) => match v
+            .as_u64()
+            .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+        {
             Some(n) => Ok(Some(n)),
             None => Err(TokenError::MissingClaim(name)),
         },
@@ -109,10 +115,22 @@ mod tests {
 
     #[test]
     fn missing_exp_or_iss_is_refused() {
-        assert_eq!(check(&claims(json!({"iss": ISS})), ISS, &[], 0, NOW), Err(TokenError::MissingClaim("exp")));
-        assert_eq!(check(&claims(json!({"exp": NOW + 1})), ISS, &[], 0, NOW), Err(TokenError::MissingClaim("iss")));
         assert_eq!(
-            check(&claims(json!({"iss": ISS, "exp": "tomorrow"})), ISS, &[], 0, NOW),
+            check(&claims(json!({"iss": ISS})), ISS, &[], 0, NOW),
+            Err(TokenError::MissingClaim("exp"))
+        );
+        assert_eq!(
+            check(&claims(json!({"exp": NOW + 1})), ISS, &[], 0, NOW),
+            Err(TokenError::MissingClaim("iss"))
+        );
+        assert_eq!(
+            check(
+                &claims(json!({"iss": ISS, "exp": "tomorrow"})),
+                ISS,
+                &[],
+                0,
+                NOW
+            ),
             Err(TokenError::MissingClaim("exp"))
         );
     }
@@ -126,20 +144,35 @@ mod tests {
     #[test]
     fn audience_is_required_when_configured_and_may_be_an_array() {
         let none = claims(json!({"iss": ISS, "exp": NOW + 1}));
-        assert_eq!(check(&none, ISS, &aud(), 0, NOW), Err(TokenError::MissingClaim("aud")));
+        assert_eq!(
+            check(&none, ISS, &aud(), 0, NOW),
+            Err(TokenError::MissingClaim("aud"))
+        );
         assert!(check(&none, ISS, &[], 0, NOW).is_ok());
         let list = claims(json!({"iss": ISS, "exp": NOW + 1, "aud": ["x", "https://api.test"]}));
         assert!(check(&list, ISS, &aud(), 0, NOW).is_ok());
         let wrong = claims(json!({"iss": ISS, "exp": NOW + 1, "aud": ["x"]}));
-        assert_eq!(check(&wrong, ISS, &aud(), 0, NOW), Err(TokenError::AudienceMismatch));
+        assert_eq!(
+            check(&wrong, ISS, &aud(), 0, NOW),
+            Err(TokenError::AudienceMismatch)
+        );
     }
 
     #[test]
     fn binding_reads_cnf_x5t_s256() {
         assert_eq!(binding(&claims(json!({}))), Binding::Unbound);
-        assert_eq!(binding(&claims(json!({"cnf": {"jkt": "x"}}))), Binding::Unbound);
-        assert_eq!(binding(&claims(json!({"cnf": {"x5t#S256": "abc"}}))), Binding::X5tS256("abc".into()));
+        assert_eq!(
+            binding(&claims(json!({"cnf": {"jkt": "x"}}))),
+            Binding::Unbound
+        );
+        assert_eq!(
+            binding(&claims(json!({"cnf": {"x5t#S256": "abc"}}))),
+            Binding::X5tS256("abc".into())
+        );
         assert_eq!(binding(&claims(json!({"cnf": "abc"}))), Binding::Malformed);
-        assert_eq!(binding(&claims(json!({"cnf": {"x5t#S256": 5}}))), Binding::Malformed);
+        assert_eq!(
+            binding(&claims(json!({"cnf": {"x5t#S256": 5}}))),
+            Binding::Malformed
+        );
     }
 }

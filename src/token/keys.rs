@@ -267,7 +267,10 @@ mod tests {
     #[test]
     fn ec_key_without_alg_verifies_only_es256() {
         let set = KeySet::from_jwks_json(&jwks(vec![ec_jwk("a", None)])).unwrap();
-        assert_eq!(set.find(Some("a")).unwrap().algorithms, vec![Algorithm::ES256]);
+        assert_eq!(
+            set.find(Some("a")).unwrap().algorithms,
+            vec![Algorithm::ES256]
+        );
     }
 
     #[test]
@@ -292,13 +295,20 @@ mod tests {
 
     #[test]
     fn declared_alg_that_does_not_fit_the_key_type_drops_the_key() {
-        let set = KeySet::from_jwks_json(&jwks(vec![ec_jwk("x", Some("RS256")), ec_jwk("y", None)])).unwrap();
+        let set =
+            KeySet::from_jwks_json(&jwks(vec![ec_jwk("x", Some("RS256")), ec_jwk("y", None)]))
+                .unwrap();
         assert!(set.find(Some("x")).is_none());
     }
 
     #[test]
     fn duplicate_kids_make_the_kid_unusable() {
-        let set = KeySet::from_jwks_json(&jwks(vec![ec_jwk("d", None), ec_jwk("d", None), ec_jwk("ok", None)])).unwrap();
+        let set = KeySet::from_jwks_json(&jwks(vec![
+            ec_jwk("d", None),
+            ec_jwk("d", None),
+            ec_jwk("ok", None),
+        ]))
+        .unwrap();
         assert!(set.find(Some("d")).unwrap().algorithms.is_empty());
     }
 
@@ -306,14 +316,20 @@ mod tests {
     fn token_without_kid_matches_only_a_single_key_set() {
         let one = KeySet::from_jwks_json(&jwks(vec![ec_jwk("a", None)])).unwrap();
         assert!(one.find(None).is_some());
-        let two = KeySet::from_jwks_json(&jwks(vec![ec_jwk("a", None), ec_jwk("b", None)])).unwrap();
+        let two =
+            KeySet::from_jwks_json(&jwks(vec![ec_jwk("a", None), ec_jwk("b", None)])).unwrap();
         assert!(two.find(None).is_none());
     }
 
     #[test]
     fn too_many_keys_are_refused() {
-        let keys = (0..=MAX_KEYS).map(|i| serde_json::json!({"kty": "oct", "kid": i.to_string(), "k": "AA"})).collect();
-        assert!(matches!(KeySet::from_jwks_json(&jwks(keys)), Err(KeySetError::TooManyKeys(_))));
+        let keys = (0..=MAX_KEYS)
+            .map(|i| serde_json::json!({"kty": "oct", "kid": i.to_string(), "k": "AA"}))
+            .collect();
+        assert!(matches!(
+            KeySet::from_jwks_json(&jwks(keys)),
+            Err(KeySetError::TooManyKeys(_))
+        ));
     }
 
     #[test]

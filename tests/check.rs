@@ -1,0 +1,906 @@
+//! End-to-end checks against a real certbound server over gRPC, with discovery and JWKS served
+//! by a local HTTPS OpenID provider. Each case asserts the decision, the HTTP status and
+//! challenge Envoy would send, the upstream headers, and the metric it was counted under.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use certbound::clock::now_unix;
+use certbound::fixtures::{bound_claims, jwks, SigningKey};
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
+use support::{Answer, Certbound, Pki, Req, TestIdp};
+
+const AUD: &str = "https://api.test";
+
+fn header_mode_config(idp: &TestIdp, format: &str) -> String {
+    format!(
+        r#"
+issuer = "{iss}"
+idp_ca_certificates = ["{ca}"]
+audience = ["{AUD}"]
+auth_methods = ["bearer"]
+leeway = 0
+rediscovery_lifetime = 0
+proof_of_possession_mtls = "strict"
+upstream_headers_claims = ["sub", "client_id"]
+upstream_headers_names  = ["x-consumer-sub", "x-client-id"]
+[proof_of_possession_mtls_from_header]
+certificate_header_name = "x-client-cert"
+certificate_header_format = "{format}"
+ca_certificates = ["client-ca.pem"]
+"#,
+        iss = idp.issuer,
+        ca = idp.ca_path.display()
+    )
+}
+
+/// What a case expects.
+enum Expect {
+    Allow {
+        reason: &'static str,
+        sub: Option<&'static str>,
+    },
+    Deny {
+        reason: &'static str,
+        status: u16,
+        error: Option<&'static str>,
+    },
+}
+
+#[track_caller]
+fn assert_answer(name: &str, a: &Answer, expect: &Expect) {
+    match expect {
+        Expect::Allow { sub, .. } => {
+            assert!(a.allowed(), "{name}: expected allow, got {a:?}");
+            assert_eq!(a.http_status, 200, "{name}");
+            if let Some(sub) = sub {
+                assert_eq!(
+                    a.upstream.get("x-consumer-sub").map(String::as_str),
+                    Some(*sub),
+                    "{name}: {a:?}"
+                );
+            }
+        }
+        Expect::Deny { status, error, .. } => {
+            assert!(!a.allowed(), "{name}: expected deny, got {a:?}");
+            assert_eq!(a.http_status, *status, "{name}: {a:?}");
+            let challenge = a.www_authenticate.as_deref().unwrap_or("");
+            match (status, error) {
+                (401 | 400, Some(e)) => {
+                    assert!(
+                        challenge.starts_with("Bearer realm=\"api.test\""),
+                        "{name}: {challenge}"
+                    );
+                    assert!(
+                        challenge.contains(&format!("error=\"{e}\"")),
+                        "{name}: {challenge}"
+                    );
+                    assert!(
+                        challenge.contains("error_description=\""),
+                        "{name}: {challenge}"
+                    );
+                }
+                (401, None) => assert_eq!(challenge, "Bearer realm=\"api.test\"", "{name}"),
+                _ => assert!(a.www_authenticate.is_none(), "{name}: {challenge}"),
+            }
+            let message = match status {
+                400 => "Bad Request",
+                401 => "Unauthorized",
+                403 => "Forbidden",
+                _ => "Service Unavailable",
+            };
+            assert_eq!(a.body, format!("{{\"message\":\"{message}\"}}"), "{name}");
+        }
+    }
+}
+
+async fn run_case(cb: &Certbound, name: &str, req: Req, expect: Expect) -> Answer {
+    let (decision, reason) = match &expect {
+        Expect::Allow { reason, .. } => ("allow", *reason),
+        Expect::Deny { reason, .. } => ("deny", *reason),
+    };
+    let before = cb.decisions(decision, reason).await;
+    let answer = cb.check(&req).await;
+    assert_answer(name, &answer, &expect);
+    assert_eq!(
+        cb.decisions(decision, reason).await,
+        before + 1,
+        "{name}: counted under {decision}/{reason}"
+    );
+    answer
+}
+
+fn deny(reason: &'static str) -> Expect {
+    Expect::Deny {
+        reason,
+        status: 401,
+        error: Some("invalid_token"),
+    }
+}
+
+/// A token shaped by hand, for headers jsonwebtoken refuses to produce.
+fn raw_token(header: Value, claims: &Value, sig: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(sig)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_mode_allows_and_denies_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    pki.write_root(dir.path());
+    let rs256 = SigningKey::rs256("rs256").unwrap();
+    let rs384 = SigningKey::rsa("rs384", Algorithm::RS384).unwrap();
+    let rs512 = SigningKey::rsa("rs512", Algorithm::RS512).unwrap();
+    let ps256 = SigningKey::rsa("ps256", Algorithm::PS256).unwrap();
+    let es256 = SigningKey::es256("es256").unwrap();
+    let es384 = SigningKey::es384("es384").unwrap();
+    let eddsa = SigningKey::ed25519("eddsa").unwrap();
+    let idp = TestIdp::start(
+        dir.path(),
+        jwks(&[&rs256, &rs384, &rs512, &ps256, &es256, &es384, &eddsa]),
+    )
+    .await;
+    let cb = Certbound::start(&header_mode_config(&idp, "url_encoded"), dir.path()).await;
+    cb.wait_ready().await;
+
+    let iss = idp.issuer.as_str();
+    let alice_claims = bound_claims(iss, AUD, "alice-app", &pki.alice, now);
+    let alice_token = es256.sign("at+jwt", &alice_claims).unwrap();
+    let alice_cert = pki.chain_header(&pki.alice);
+    let with = |claims: Value| es256.sign("at+jwt", &claims).unwrap();
+    let edit = |f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let mut c = alice_claims.clone();
+        f(c.as_object_mut().unwrap());
+        with(c)
+    };
+
+    // Every supported algorithm, each bound to alice.
+    for key in [&rs256, &rs384, &rs512, &ps256, &es256, &es384, &eddsa] {
+        let token = key.sign("at+jwt", &alice_claims).unwrap();
+        let a = run_case(
+            &cb,
+            &format!("{:?} bound token", key.alg),
+            Req::new().bearer(&token).cert(&alice_cert),
+            Expect::Allow {
+                reason: "bound",
+                sub: Some("alice-app"),
+            },
+        )
+        .await;
+        assert_eq!(
+            a.upstream.get("x-client-id").map(String::as_str),
+            Some("alice-app")
+        );
+    }
+
+    let hs256_with_public_key = {
+        let mut h = jsonwebtoken::Header::new(Algorithm::HS256);
+        h.kid = Some("es256".into());
+        h.typ = Some("at+jwt".into());
+        let secret = es256.jwk.to_string();
+        jsonwebtoken::encode(
+            &h,
+            &alice_claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let forged_signature = {
+        let parts: Vec<&str> = alice_token.split('.').collect();
+        let mut c = alice_claims.clone();
+        c["sub"] = "admin".into();
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(c.to_string()),
+            parts[2]
+        )
+    };
+    let stranger = SigningKey::es256("stranger").unwrap();
+    let hex_cnf = {
+        let hex: String = certbound::cert::thumbprint(pki.alice.der.as_ref())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        edit(&|c| {
+            c.insert("cnf".into(), json!({ "x5t#S256": hex }));
+        })
+    };
+
+    let cases: Vec<(&str, Req, Expect)> = vec![
+        (
+            "client-sent claim header is overwritten",
+            Req::new()
+                .bearer(&alice_token)
+                .cert(&alice_cert)
+                .header("x-consumer-sub", "admin"),
+            Expect::Allow {
+                reason: "bound",
+                sub: Some("alice-app"),
+            },
+        ),
+        (
+            "lower-case bearer scheme",
+            Req::new()
+                .header("authorization", &format!("bearer {alice_token}"))
+                .cert(&alice_cert),
+            Expect::Allow {
+                reason: "bound",
+                sub: Some("alice-app"),
+            },
+        ),
+        (
+            "no token at all",
+            Req::new().cert(&alice_cert),
+            Expect::Deny {
+                reason: "missing_token",
+                status: 401,
+                error: None,
+            },
+        ),
+        (
+            "basic credentials only",
+            Req::new()
+                .header("authorization", "Basic dXNlcjpwdw==")
+                .cert(&alice_cert),
+            Expect::Deny {
+                reason: "missing_token",
+                status: 401,
+                error: None,
+            },
+        ),
+        (
+            "two authorization headers",
+            Req::new()
+                .bearer(&alice_token)
+                .bearer(&alice_token)
+                .cert(&alice_cert),
+            Expect::Deny {
+                reason: "malformed_authorization",
+                status: 400,
+                error: Some("invalid_request"),
+            },
+        ),
+        (
+            "bearer with spaces inside",
+            Req::new()
+                .header("authorization", "Bearer a b")
+                .cert(&alice_cert),
+            Expect::Deny {
+                reason: "malformed_authorization",
+                status: 400,
+                error: Some("invalid_request"),
+            },
+        ),
+        (
+            "stolen token with another client's certificate",
+            Req::new()
+                .bearer(&alice_token)
+                .cert(&pki.chain_header(&pki.bob)),
+            deny("binding_mismatch"),
+        ),
+        (
+            "no certificate header",
+            Req::new().bearer(&alice_token),
+            deny("cert_missing"),
+        ),
+        (
+            "empty certificate header",
+            Req::new().bearer(&alice_token).cert(""),
+            deny("cert_missing"),
+        ),
+        (
+            "leaf without its intermediate",
+            Req::new()
+                .bearer(&alice_token)
+                .cert(&pki.alice.url_encoded()),
+            deny("cert_untrusted"),
+        ),
+        (
+            "expired certificate",
+            Req::new()
+                .bearer(&alice_token)
+                .cert(&pki.chain_header(&pki.expired)),
+            deny("cert_expired"),
+        ),
+        (
+            "certificate from an untrusted CA",
+            Req::new()
+                .bearer(&alice_token)
+                .cert(&pki.untrusted.url_encoded()),
+            deny("cert_untrusted"),
+        ),
+        (
+            "server-only certificate",
+            Req::new()
+                .bearer(&alice_token)
+                .cert(&pki.chain_header(&pki.server_only)),
+            deny("cert_not_for_client_auth"),
+        ),
+        (
+            "damaged certificate header",
+            Req::new()
+                .bearer(&alice_token)
+                .cert(&alice_cert.replace("MII", "XXX")),
+            deny("cert_malformed"),
+        ),
+        (
+            "certificate header is not PEM",
+            Req::new().bearer(&alice_token).cert("hello"),
+            deny("cert_malformed"),
+        ),
+        (
+            "certificate header sent twice",
+            Req::new()
+                .bearer(&alice_token)
+                .cert(&alice_cert)
+                .cert(&alice_cert),
+            deny("cert_header_duplicate"),
+        ),
+        (
+            "oversized certificate header",
+            Req::new().bearer(&alice_token).cert(&"A".repeat(40 * 1024)),
+            deny("cert_header_too_large"),
+        ),
+        (
+            "unbound token under strict",
+            Req::new()
+                .bearer(&edit(&|c| {
+                    c.remove("cnf");
+                }))
+                .cert(&alice_cert),
+            deny("token_not_bound"),
+        ),
+        (
+            "hex thumbprint in cnf",
+            Req::new().bearer(&hex_cnf).cert(&alice_cert),
+            deny("binding_malformed"),
+        ),
+        (
+            "cnf that is not an object",
+            Req::new()
+                .bearer(&edit(&|c| {
+                    c.insert("cnf".into(), json!("x"));
+                }))
+                .cert(&alice_cert),
+            deny("binding_malformed"),
+        ),
+        (
+            "forged claims",
+            Req::new().bearer(&forged_signature).cert(&alice_cert),
+            deny("token_signature_invalid"),
+        ),
+        (
+            "expired token",
+            Req::new()
+                .bearer(&edit(&|c| {
+                    c.insert("exp".into(), json!(now - 10));
+                }))
+                .cert(&alice_cert),
+            deny("token_expired"),
+        ),
+        (
+            "token not yet valid",
+            Req::new()
+                .bearer(&edit(&|c| {
+                    c.insert("nbf".into(), json!(now + 600));
+                }))
+                .cert(&alice_cert),
+            deny("token_not_yet_valid"),
+        ),
+        (
+            "wrong issuer",
+            Req::new()
+                .bearer(&edit(&|c| {
+                    c.insert("iss".into(), json!("https://evil.test"));
+                }))
+                .cert(&alice_cert),
+            deny("token_issuer_mismatch"),
+        ),
+        (
+            "wrong audience",
+            Req::new()
+                .bearer(&edit(&|c| {
+                    c.insert("aud".into(), json!("https://other.test"));
+                }))
+                .cert(&alice_cert),
+            deny("token_audience_mismatch"),
+        ),
+        (
+            "missing audience",
+            Req::new()
+                .bearer(&edit(&|c| {
+                    c.remove("aud");
+                }))
+                .cert(&alice_cert),
+            deny("token_missing_claim"),
+        ),
+        (
+            "missing exp",
+            Req::new()
+                .bearer(&edit(&|c| {
+                    c.remove("exp");
+                }))
+                .cert(&alice_cert),
+            deny("token_missing_claim"),
+        ),
+        (
+            "HS256 signed with the public key",
+            Req::new().bearer(&hs256_with_public_key).cert(&alice_cert),
+            deny("token_algorithm_not_allowed"),
+        ),
+        (
+            "alg none",
+            Req::new()
+                .bearer(&raw_token(
+                    json!({"alg": "none", "typ": "at+jwt", "kid": "es256"}),
+                    &alice_claims,
+                    b"",
+                ))
+                .cert(&alice_cert),
+            deny("token_malformed"),
+        ),
+        (
+            "wrong typ",
+            Req::new()
+                .bearer(&es256.sign("dpop+jwt", &alice_claims).unwrap())
+                .cert(&alice_cert),
+            deny("token_type_not_allowed"),
+        ),
+        (
+            "key the IdP never published",
+            Req::new()
+                .bearer(&stranger.sign("at+jwt", &alice_claims).unwrap())
+                .cert(&alice_cert),
+            deny("token_unknown_key"),
+        ),
+        (
+            "garbage token",
+            Req::new().bearer("abc").cert(&alice_cert),
+            deny("token_malformed"),
+        ),
+        (
+            "oversized token",
+            Req::new().bearer(&"a".repeat(20 * 1024)).cert(&alice_cert),
+            deny("token_too_large"),
+        ),
+        (
+            "unknown policy",
+            Req::new()
+                .bearer(&alice_token)
+                .cert(&alice_cert)
+                .policy("payments"),
+            Expect::Deny {
+                reason: "unknown_policy",
+                status: 403,
+                error: None,
+            },
+        ),
+    ];
+    for (name, req, expect) in cases {
+        run_case(&cb, name, req, expect).await;
+    }
+
+    // A claim the token lacks: the header is removed rather than passed through from the client.
+    let no_sub = edit(&|c| {
+        c.remove("sub");
+    });
+    let a = run_case(
+        &cb,
+        "token without sub",
+        Req::new()
+            .bearer(&no_sub)
+            .cert(&alice_cert)
+            .header("x-consumer-sub", "admin"),
+        Expect::Allow {
+            reason: "bound",
+            sub: None,
+        },
+    )
+    .await;
+    assert!(!a.upstream.contains_key("x-consumer-sub"));
+    assert_eq!(a.upstream_removed, vec!["x-consumer-sub".to_string()]);
+
+    // Health after the whole matrix.
+    assert_eq!(cb.admin_get("/healthz").await.0, 200);
+    cb.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kongs_documented_base64_check_works_with_a_jwks_uri() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    // Kong's tutorial trusts the CA that signed the client directly: here the intermediate,
+    // which needs allow_partial_chain.
+    std::fs::write(dir.path().join("client-ca.pem"), &pki.inter.pem).unwrap();
+    let key = SigningKey::rs256("k").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
+    let toml = header_mode_config(&idp, "base64_encoded").replace(
+        &format!("issuer = \"{}\"", idp.issuer),
+        &format!("issuer = \"{0}\"\njwks_uri = \"{0}/jwks\"", idp.issuer),
+    ) + "allow_partial_chain = true\n";
+    let cb = Certbound::start(&toml, dir.path()).await;
+    cb.wait_ready().await;
+    let token = key
+        .sign(
+            "JWT",
+            &bound_claims(&idp.issuer, AUD, "api-client", &pki.alice, now),
+        )
+        .unwrap();
+    // BASE64_CERT=$(openssl x509 -in client.crt -outform DER | base64 | tr -d '\n')
+    run_case(
+        &cb,
+        "kong tutorial: with header",
+        Req::new().bearer(&token).cert(&pki.alice.base64_der()),
+        Expect::Allow {
+            reason: "bound",
+            sub: Some("api-client"),
+        },
+    )
+    .await;
+    run_case(
+        &cb,
+        "kong tutorial: without header",
+        Req::new().bearer(&token),
+        deny("cert_missing"),
+    )
+    .await;
+    // `base64 | ...` without `tr -d '\n'` wraps at 76 columns.
+    let wrapped: String = pki
+        .alice
+        .base64_der()
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    run_case(
+        &cb,
+        "kong tutorial: wrapped base64",
+        Req::new().bearer(&token).cert(&wrapped),
+        Expect::Allow {
+            reason: "bound",
+            sub: Some("api-client"),
+        },
+    )
+    .await;
+    run_case(
+        &cb,
+        "base64 of bob's certificate",
+        Req::new().bearer(&token).cert(&pki.bob.base64_der()),
+        deny("binding_mismatch"),
+    )
+    .await;
+    cb.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_mode_binds_envoys_own_mtls_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    let key = SigningKey::es256("k").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
+    let toml = format!(
+        "issuer = \"{}\"\nidp_ca_certificates = [\"{}\"]\nproof_of_possession_mtls = \"strict\"\nupstream_headers_claims = [\"sub\"]\nupstream_headers_names = [\"x-consumer-sub\"]\n",
+        idp.issuer,
+        idp.ca_path.display()
+    );
+    let cb = Certbound::start(&toml, dir.path()).await;
+    cb.wait_ready().await;
+    let token = key
+        .sign(
+            "at+jwt",
+            &bound_claims(&idp.issuer, AUD, "alice-app", &pki.alice, now),
+        )
+        .unwrap();
+    run_case(
+        &cb,
+        "peer: alice",
+        Req::new().bearer(&token).peer(&pki.alice.url_encoded()),
+        Expect::Allow {
+            reason: "bound",
+            sub: Some("alice-app"),
+        },
+    )
+    .await;
+    run_case(
+        &cb,
+        "peer: bob presents alice's token",
+        Req::new().bearer(&token).peer(&pki.bob.url_encoded()),
+        deny("binding_mismatch"),
+    )
+    .await;
+    run_case(
+        &cb,
+        "peer: no peer certificate",
+        Req::new().bearer(&token),
+        deny("cert_missing"),
+    )
+    .await;
+    // In peer mode a certificate header is not a certificate source: sending alice's
+    // certificate in a header while connected as bob changes nothing.
+    run_case(
+        &cb,
+        "peer: header cannot override the TLS peer",
+        Req::new()
+            .bearer(&token)
+            .peer(&pki.bob.url_encoded())
+            .cert(&pki.alice.url_encoded()),
+        deny("binding_mismatch"),
+    )
+    .await;
+    run_case(
+        &cb,
+        "peer: garbage peer certificate",
+        Req::new().bearer(&token).peer("%%%"),
+        deny("cert_malformed"),
+    )
+    .await;
+    cb.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_mode_checks_only_bound_tokens_and_off_checks_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    pki.write_root(dir.path());
+    let key = SigningKey::es256("k").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
+    let optional = Certbound::start(
+        &header_mode_config(&idp, "url_encoded").replace("\"strict\"", "\"optional\""),
+        dir.path(),
+    )
+    .await;
+    let off = Certbound::start(
+        &header_mode_config(&idp, "url_encoded").replace("\"strict\"", "\"off\""),
+        dir.path(),
+    )
+    .await;
+    optional.wait_ready().await;
+    off.wait_ready().await;
+    let bound = key
+        .sign(
+            "at+jwt",
+            &bound_claims(&idp.issuer, AUD, "alice-app", &pki.alice, now),
+        )
+        .unwrap();
+    let mut unbound_claims = bound_claims(&idp.issuer, AUD, "alice-app", &pki.alice, now);
+    unbound_claims.as_object_mut().unwrap().remove("cnf");
+    let unbound = key.sign("at+jwt", &unbound_claims).unwrap();
+    let alice = pki.chain_header(&pki.alice);
+    let bob = pki.chain_header(&pki.bob);
+
+    run_case(
+        &optional,
+        "optional: unbound without certificate",
+        Req::new().bearer(&unbound),
+        Expect::Allow {
+            reason: "unbound_optional",
+            sub: Some("alice-app"),
+        },
+    )
+    .await;
+    run_case(
+        &optional,
+        "optional: bound without certificate",
+        Req::new().bearer(&bound),
+        deny("cert_missing"),
+    )
+    .await;
+    run_case(
+        &optional,
+        "optional: bound with the wrong certificate",
+        Req::new().bearer(&bound).cert(&bob),
+        deny("binding_mismatch"),
+    )
+    .await;
+    run_case(
+        &optional,
+        "optional: bound with its certificate",
+        Req::new().bearer(&bound).cert(&alice),
+        Expect::Allow {
+            reason: "bound",
+            sub: Some("alice-app"),
+        },
+    )
+    .await;
+    run_case(
+        &optional,
+        "optional: a present but untrusted certificate still denies",
+        Req::new()
+            .bearer(&unbound)
+            .cert(&pki.untrusted.url_encoded()),
+        deny("cert_untrusted"),
+    )
+    .await;
+    run_case(
+        &off,
+        "off: bound token with the wrong certificate",
+        Req::new().bearer(&bound).cert(&bob),
+        Expect::Allow {
+            reason: "pop_off",
+            sub: Some("alice-app"),
+        },
+    )
+    .await;
+    let foreign = key
+        .sign(
+            "at+jwt",
+            &bound_claims("https://evil.test", AUD, "alice-app", &pki.alice, now),
+        )
+        .unwrap();
+    run_case(
+        &off,
+        "off: the token is still verified",
+        Req::new().bearer(&foreign),
+        deny("token_issuer_mismatch"),
+    )
+    .await;
+    optional.stop().await.unwrap();
+    off.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_at_the_idp_is_picked_up_on_the_first_unknown_kid() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    pki.write_root(dir.path());
+    let old = SigningKey::es256("old").unwrap();
+    let new = SigningKey::rs256("new").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&old])).await;
+    let cb = Certbound::start(&header_mode_config(&idp, "url_encoded"), dir.path()).await;
+    cb.wait_ready().await;
+    let claims = bound_claims(&idp.issuer, AUD, "alice-app", &pki.alice, now);
+    let cert = pki.chain_header(&pki.alice);
+    run_case(
+        &cb,
+        "before rotation",
+        Req::new()
+            .bearer(&new.sign("at+jwt", &claims).unwrap())
+            .cert(&cert),
+        deny("token_unknown_key"),
+    )
+    .await;
+    let hits = idp.jwks_hits();
+    idp.set_jwks(jwks(&[&new]));
+    run_case(
+        &cb,
+        "after rotation",
+        Req::new()
+            .bearer(&new.sign("at+jwt", &claims).unwrap())
+            .cert(&cert),
+        Expect::Allow {
+            reason: "bound",
+            sub: Some("alice-app"),
+        },
+    )
+    .await;
+    assert!(
+        idp.jwks_hits() > hits,
+        "the new key came from a fresh JWKS fetch"
+    );
+    let (_, metrics) = cb.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("certbound_jwks_refresh_total{result=\"ok\"}"),
+        "{metrics}"
+    );
+    cb.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_every_check_is_denied_and_the_server_is_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    pki.write_root(dir.path());
+    // An issuer nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let toml = format!(
+        "issuer = \"https://{closed}\"\ntimeout = 300\n[proof_of_possession_mtls_from_header]\ncertificate_header_name = \"x-client-cert\"\ncertificate_header_format = \"url_encoded\"\nca_certificates = [\"client-ca.pem\"]\n"
+    );
+    let cb = Certbound::start(&toml, dir.path()).await;
+    let key = SigningKey::es256("k").unwrap();
+    let token = key
+        .sign(
+            "at+jwt",
+            &bound_claims(&format!("https://{closed}"), AUD, "a", &pki.alice, now),
+        )
+        .unwrap();
+    assert_eq!(cb.readyz().await, 503);
+    run_case(
+        &cb,
+        "keys never loaded",
+        Req::new()
+            .bearer(&token)
+            .cert(&pki.chain_header(&pki.alice)),
+        Expect::Deny {
+            reason: "keys_unavailable",
+            status: 503,
+            error: None,
+        },
+    )
+    .await;
+    assert_eq!(
+        cb.admin_get("/healthz").await.0,
+        200,
+        "alive even when not ready"
+    );
+    cb.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_reports_serving_once_keys_are_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::es256("k").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
+    let toml = format!(
+        "issuer = \"{}\"\nidp_ca_certificates = [\"{}\"]\n",
+        idp.issuer,
+        idp.ca_path.display()
+    );
+    let cb = Certbound::start(&toml, dir.path()).await;
+    cb.wait_ready().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cb.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut serving = false;
+    for _ in 0..50 {
+        let resp = client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "envoy.service.auth.v3.Authorization".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if resp.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(serving, "gRPC health never reported SERVING");
+    cb.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkrequest_without_attributes_is_a_clean_deny() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::es256("k").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
+    let toml = format!(
+        "issuer = \"{}\"\nidp_ca_certificates = [\"{}\"]\n",
+        idp.issuer,
+        idp.ca_path.display()
+    );
+    let cb = Certbound::start(&toml, dir.path()).await;
+    cb.wait_ready().await;
+    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(format!("http://{}", cb.grpc))
+        .await
+        .unwrap();
+    let resp = client
+        .check(envoy_types::ext_authz::v3::pb::CheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.status.unwrap().code, 16);
+    cb.stop().await.unwrap();
+}

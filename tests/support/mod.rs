@@ -1,0 +1,428 @@
+//! Test harness: a local HTTPS OpenID provider (discovery + JWKS), a real certbound server on
+//! loopback port 0, and a tonic client that sends CheckRequests as Envoy does.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use certbound::config::Config;
+use certbound::fixtures::{Ca, Leaf};
+use certbound::server::{self, Listeners};
+use envoy_types::ext_authz::v3::pb::{HeaderAppendAction, HttpResponse};
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, SocketAddress};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{
+    attribute_context, AttributeContext, CheckRequest,
+};
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A minimal OpenID provider over HTTPS: discovery and a JWKS that tests can replace.
+pub struct TestIdp {
+    pub issuer: String,
+    pub ca_path: PathBuf,
+    jwks: Arc<RwLock<Value>>,
+    jwks_hits: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl TestIdp {
+    pub async fn start(dir: &Path, jwks: Value) -> Self {
+        let ca = Ca::root("test IdP CA").unwrap();
+        let leaf = ca.server(&["127.0.0.1", "localhost"]).unwrap();
+        let ca_path = dir.join("idp-ca.pem");
+        std::fs::write(&ca_path, &ca.pem).unwrap();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let issuer = format!("https://127.0.0.1:{}", addr.port());
+        let jwks = Arc::new(RwLock::new(jwks));
+        let jwks_hits = Arc::new(AtomicUsize::new(0));
+        let acceptor = tls_acceptor(&leaf);
+        let state = (issuer.clone(), jwks.clone(), jwks_hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let (issuer, jwks, hits) = state.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let body = match req.uri().path() {
+                                "/.well-known/openid-configuration" => Some(
+                                    json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")})
+                                        .to_string(),
+                                ),
+                                "/jwks" => {
+                                    hits.fetch_add(1, Ordering::SeqCst);
+                                    Some(jwks.read().unwrap().to_string())
+                                }
+                                _ => None,
+                            };
+                            async move {
+                                let resp = match body {
+                                    Some(b) => Response::new(Full::new(Bytes::from(b))),
+                                    None => {
+                                        let mut r = Response::new(Full::new(Bytes::new()));
+                                        *r.status_mut() = StatusCode::NOT_FOUND;
+                                        r
+                                    }
+                                };
+                                Ok::<_, Infallible>(resp)
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            issuer,
+            ca_path,
+            jwks,
+            jwks_hits,
+            task,
+        }
+    }
+
+    pub fn set_jwks(&self, jwks: Value) {
+        *self.jwks.write().unwrap() = jwks;
+    }
+
+    pub fn jwks_hits(&self) -> usize {
+        self.jwks_hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TestIdp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn tls_acceptor(leaf: &Leaf) -> tokio_rustls::TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(leaf.der.as_ref().to_vec())], key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A certbound server running in this process on loopback port 0.
+pub struct Certbound {
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), server::ServeError>>>,
+}
+
+impl Certbound {
+    /// Starts a server from `toml` (relative paths resolve against `dir`). The listen keys are
+    /// ignored: the harness binds port 0.
+    pub async fn start(toml: &str, dir: &Path) -> Self {
+        let config = Config::from_figment(&Figment::new().merge(Toml::string(toml)), dir)
+            .unwrap_or_else(|e| panic!("test config refused: {e}"));
+        let listeners = Listeners::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let grpc = listeners.grpc.local_addr().unwrap();
+        let admin = listeners.admin.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(server::serve(config, listeners, async {
+            let _ = rx.await;
+        }));
+        Self {
+            grpc,
+            admin,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Waits (bounded) until /readyz answers 200.
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if self.readyz().await == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("certbound did not become ready");
+    }
+
+    pub async fn readyz(&self) -> u16 {
+        self.admin_get("/readyz").await.0
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let resp = reqwest::get(format!("http://{}{path}", self.admin))
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// Current value of `certbound_decisions_total{decision, reason}`.
+    pub async fn decisions(&self, decision: &str, reason: &str) -> u64 {
+        let (_, text) = self.admin_get("/metrics").await;
+        let prefix =
+            format!("certbound_decisions_total{{decision=\"{decision}\",reason=\"{reason}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0)
+    }
+
+    pub async fn check(&self, req: &Req) -> Answer {
+        let mut client = AuthorizationClient::connect(format!("http://{}", self.grpc))
+            .await
+            .unwrap();
+        let resp = client
+            .check(req.to_proto())
+            .await
+            .expect("Check must never fail at the gRPC level")
+            .into_inner();
+        Answer::from_proto(resp)
+    }
+
+    /// Sends the shutdown signal and waits for `serve` to return.
+    pub async fn stop(mut self) -> Result<(), server::ServeError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("shutdown hung")
+            .unwrap()
+    }
+}
+
+impl Drop for Certbound {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A request as Envoy describes it in a CheckRequest.
+#[derive(Clone, Default)]
+pub struct Req {
+    pub headers: Vec<(String, String)>,
+    pub peer_certificate: String,
+    pub policy: Option<String>,
+    pub source_ip: Option<String>,
+}
+
+impl Req {
+    pub fn new() -> Self {
+        Self::default().header(":authority", "api.test")
+    }
+
+    pub fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn cert(self, value: &str) -> Self {
+        self.header("x-client-cert", value)
+    }
+
+    pub fn peer(mut self, pem_url_encoded: &str) -> Self {
+        self.peer_certificate = pem_url_encoded.to_string();
+        self
+    }
+
+    pub fn policy(mut self, name: &str) -> Self {
+        self.policy = Some(name.to_string());
+        self
+    }
+
+    /// Envoy joins repeated headers with ','.
+    fn merged_headers(&self) -> HashMap<String, String> {
+        let mut map: HashMap<String, String> = HashMap::new();
+        for (k, v) in &self.headers {
+            map.entry(k.clone())
+                .and_modify(|cur| {
+                    cur.push(',');
+                    cur.push_str(v);
+                })
+                .or_insert_with(|| v.clone());
+        }
+        map
+    }
+
+    fn to_proto(&self) -> CheckRequest {
+        let source = attribute_context::Peer {
+            certificate: self.peer_certificate.clone(),
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: self.source_ip.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(40000)),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        };
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(source),
+                request: Some(attribute_context::Request {
+                    http: Some(attribute_context::HttpRequest {
+                        method: "GET".into(),
+                        path: "/accounts?x=1".into(),
+                        host: "api.test".into(),
+                        headers: self.merged_headers(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                context_extensions: self
+                    .policy
+                    .iter()
+                    .map(|p| ("policy".to_string(), p.clone()))
+                    .collect(),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// The parts of a CheckResponse the tests assert on.
+#[derive(Debug)]
+pub struct Answer {
+    pub grpc_code: i32,
+    pub http_status: u16,
+    pub www_authenticate: Option<String>,
+    pub body: String,
+    /// Headers set on the upstream request, all with overwrite semantics.
+    pub upstream: HashMap<String, String>,
+    pub upstream_removed: Vec<String>,
+}
+
+impl Answer {
+    fn from_proto(resp: envoy_types::ext_authz::v3::pb::CheckResponse) -> Self {
+        let grpc_code = resp.status.map_or(-1, |s| s.code);
+        let mut a = Answer {
+            grpc_code,
+            http_status: 0,
+            www_authenticate: None,
+            body: String::new(),
+            upstream: HashMap::new(),
+            upstream_removed: Vec::new(),
+        };
+        match resp.http_response {
+            Some(HttpResponse::OkResponse(ok)) => {
+                a.http_status = 200;
+                for h in ok.headers {
+                    assert_eq!(
+                        h.append_action,
+                        HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+                        "upstream headers must overwrite client-sent copies"
+                    );
+                    let hv = h.header.unwrap();
+                    a.upstream.insert(hv.key, hv.value);
+                }
+                a.upstream_removed = ok.headers_to_remove;
+            }
+            Some(HttpResponse::DeniedResponse(d)) => {
+                a.http_status = d.status.map_or(0, |s| s.code as u16);
+                a.body = d.body;
+                a.www_authenticate = d
+                    .headers
+                    .into_iter()
+                    .filter_map(|h| h.header)
+                    .find(|h| h.key == "www-authenticate")
+                    .map(|h| h.value);
+            }
+            Some(other) => panic!("unexpected http_response {other:?}"),
+            None => {}
+        }
+        a
+    }
+
+    pub fn allowed(&self) -> bool {
+        self.grpc_code == 0
+    }
+}
+
+/// The client PKI used across tests: root -> intermediate -> alice, bob; plus certificates
+/// that must fail for a specific reason.
+pub struct Pki {
+    pub root: Ca,
+    pub inter: Ca,
+    pub alice: Leaf,
+    pub bob: Leaf,
+    pub expired: Leaf,
+    pub untrusted: Leaf,
+    pub server_only: Leaf,
+}
+
+impl Pki {
+    pub fn new(now: u64) -> Self {
+        let root = Ca::root("test client root").unwrap();
+        let inter = root.intermediate("test client intermediate").unwrap();
+        let alice = inter.client("alice", now - 3600, now + 86_400).unwrap();
+        let bob = inter.client("bob", now - 3600, now + 86_400).unwrap();
+        let expired = inter
+            .client("expired", now - 10 * 86_400, now - 86_400)
+            .unwrap();
+        let untrusted = Ca::root("nobody trusts this")
+            .unwrap()
+            .client("mallory", now - 3600, now + 86_400)
+            .unwrap();
+        let server_only = inter.server(&["server-only.test"]).unwrap();
+        Self {
+            root,
+            inter,
+            alice,
+            bob,
+            expired,
+            untrusted,
+            server_only,
+        }
+    }
+
+    /// `url_encoded` header value: leaf followed by the intermediate, as nginx sends a chain.
+    pub fn chain_header(&self, leaf: &Leaf) -> String {
+        certbound::fixtures::url_encode_pem(&(leaf.pem.clone() + &self.inter.pem))
+    }
+
+    pub fn write_root(&self, dir: &Path) -> PathBuf {
+        let p = dir.join("client-ca.pem");
+        std::fs::write(&p, &self.root.pem).unwrap();
+        p
+    }
+}
