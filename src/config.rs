@@ -226,7 +226,7 @@ impl Validator<'_> {
         let grpc_listen = self.addr("grpc_listen", raw.grpc_listen, DEFAULT_GRPC_LISTEN);
         let admin_listen = self.addr("admin_listen", raw.admin_listen, DEFAULT_ADMIN_LISTEN);
         if let (Some(g), Some(a)) = (grpc_listen, admin_listen) {
-            if g == a {
+            if g == a && g.port() != 0 {
                 self.issue("admin_listen", "must differ from grpc_listen");
             }
         }
@@ -290,7 +290,7 @@ impl Validator<'_> {
         }
 
         let cert_source = match raw.proof_of_possession_mtls_from_header {
-            Some(h) => self.from_header(h).map(CertSource::Header),
+            Some(h) => self.header_source(h).map(CertSource::Header),
             None => Some(CertSource::Peer),
         };
 
@@ -457,7 +457,7 @@ impl Validator<'_> {
         ok.then_some(out)
     }
 
-    fn from_header(&mut self, raw: RawFromHeader) -> Option<HeaderSource> {
+    fn header_source(&mut self, raw: RawFromHeader) -> Option<HeaderSource> {
         const T: &str = "proof_of_possession_mtls_from_header";
         let name = match raw.certificate_header_name {
             Some(n) if is_header_name(&n) => Some(n.to_ascii_lowercase()),

@@ -92,6 +92,7 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -164,20 +165,18 @@ fn thumbprint(file: PathBuf) -> anyhow::Result<ExitCode> {
 }
 
 fn run_demo(grpc: SocketAddr, admin: SocketAddr, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let (dir, _keep) = match dir {
-        Some(d) => {
-            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-            (d, None)
-        }
-        None => {
-            let t = tempfile_dir()?;
-            (t.clone(), Some(t))
-        }
+    let dir = match dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("certbound-demo-{}", std::process::id())),
     };
-    let demo = certbound::demo::generate(&dir, grpc, admin)?;
-    let config = Config::load(&demo.config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     runtime()?.block_on(async {
+        // Bind first so `--grpc-listen 127.0.0.1:0` works and the printed addresses are real.
         let listeners = Listeners::bind(grpc, admin).await?;
+        let grpc = listeners.grpc.local_addr()?;
+        let admin = listeners.admin.local_addr()?;
+        let demo = certbound::demo::generate(&dir, grpc, admin)?;
+        let config = Config::load(&demo.config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let serving = tokio::spawn(server::serve(config, listeners, shutdown_signal()));
         println!("certbound demo: serving ext_authz on {grpc}, metrics on http://{admin}/metrics");
         println!("material in {}", dir.display());
@@ -204,13 +203,6 @@ fn run_demo(grpc: SocketAddr, admin: SocketAddr, dir: Option<PathBuf>) -> anyhow
         serving.await??;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// A fresh folder under the system temp dir for the demo's throw-away material.
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("certbound-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -119,7 +119,7 @@ fn split_der(mut bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError
 /// A PEM block's body must itself be exactly one well-formed certificate.
 fn check_der(der: &[u8]) -> Result<(), CertError> {
     match x509_parser::parse_x509_certificate(der) {
-        Ok((rest, _)) if rest.is_empty() => Ok(()),
+        Ok(([], _)) => Ok(()),
         _ => Err(CertError::Malformed),
     }
 }

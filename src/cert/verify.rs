@@ -251,7 +251,7 @@ mod tests {
         let inter = child_ca("inter", &ca);
         let store = TrustStore::from_der(vec![ca.der.clone()], false).unwrap();
         let l = leaf(&inter, None, 0, 4_000_000_000);
-        assert_eq!(store.verify(&[l.clone()], NOW), Err(CertError::Untrusted));
+        assert_eq!(store.verify(std::slice::from_ref(&l), NOW), Err(CertError::Untrusted));
         assert_eq!(store.verify(&[l, inter.der.clone()], NOW), Ok(()));
     }
 
@@ -265,7 +265,7 @@ mod tests {
             Err(TrustStoreError::NoRoot)
         ));
         let partial = TrustStore::from_der(vec![inter.der.clone()], true).unwrap();
-        assert_eq!(partial.verify(&[l.clone()], NOW), Ok(()));
+        assert_eq!(partial.verify(std::slice::from_ref(&l), NOW), Ok(()));
         let full = TrustStore::from_der(vec![ca.der.clone(), inter.der.clone()], false).unwrap();
         assert_eq!(full.verify(&[l], NOW), Ok(()));
     }
@@ -284,7 +284,7 @@ mod tests {
         let ca = root("root");
         let store = TrustStore::from_der(vec![ca.der.clone()], false).unwrap();
         let l = leaf(&ca, None, NOW - 10 * DAY, NOW - DAY);
-        assert_eq!(store.verify(&[l.clone()], NOW), Err(CertError::Expired));
+        assert_eq!(store.verify(std::slice::from_ref(&l), NOW), Err(CertError::Expired));
         assert_eq!(store.verify(&[l], NOW - 5 * DAY), Ok(()));
         let future = leaf(&ca, None, NOW + DAY, NOW + 10 * DAY);
         assert_eq!(store.verify(&[future], NOW), Err(CertError::NotYetValid));
@@ -308,13 +308,13 @@ mod tests {
         let ca = root("root");
         let inter = child_ca("inter", &ca);
         let store = TrustStore::from_der(vec![ca.der.clone()], false).unwrap();
-        assert!(store.verify(&[inter.der.clone()], NOW).is_err());
+        assert!(store.verify(std::slice::from_ref(&inter.der), NOW).is_err());
     }
 
     #[test]
     fn the_trust_anchor_itself_is_not_a_client_certificate() {
         let ca = root("root");
         let store = TrustStore::from_der(vec![ca.der.clone()], false).unwrap();
-        assert!(store.verify(&[ca.der.clone()], NOW).is_err());
+        assert!(store.verify(std::slice::from_ref(&ca.der), NOW).is_err());
     }
 }

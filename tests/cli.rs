@@ -1,0 +1,304 @@
+//! The `certbound` binary as an operator runs it: exit codes, messages, signals, logs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use certbound::clock::now_unix;
+use certbound::fixtures::{bound_claims, jwks, Ca, SigningKey};
+
+const BIN: &str = env!("CARGO_BIN_EXE_certbound");
+
+fn certbound() -> Command {
+    let mut c = Command::new(BIN);
+    // The tests set exactly the environment they mean to test.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CERTBOUND_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let ca = Ca::root("cli test CA").unwrap();
+    std::fs::write(dir.join("client-ca.pem"), &ca.pem).unwrap();
+    let key = SigningKey::es256("k").unwrap();
+    std::fs::write(dir.join("jwks.json"), jwks(&[&key]).to_string()).unwrap();
+    let path = dir.join("certbound.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "grpc_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nissuer = \"https://idp.test\"\njwks_file = \"jwks.json\"\n{extra}\n[proof_of_possession_mtls_from_header]\ncertificate_header_name = \"x-client-cert\"\ncertificate_header_format = \"url_encoded\"\nca_certificates = [\"client-ca.pem\"]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn check_config_accepts_a_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "");
+    let out = certbound()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_config_names_the_offending_key_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "proof_of_possession_mtls = \"sometimes\"");
+    let out = certbound()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("proof_of_possession_mtls"), "{err}");
+
+    let path = write_config(dir.path(), "leewy = 5");
+    let out = certbound()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("leewy"));
+}
+
+#[test]
+fn environment_overrides_reach_nested_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "");
+    let out = certbound()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env(
+            "CERTBOUND_PROOF_OF_POSSESSION_MTLS_FROM_HEADER__CERTIFICATE_HEADER_FORMAT",
+            "pem_please",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("proof_of_possession_mtls_from_header.certificate_header_format"),
+        "{err}"
+    );
+
+    // CERTBOUND_CONFIG names the file and is not itself a config key.
+    let out = certbound()
+        .arg("check-config")
+        .env("CERTBOUND_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn thumbprint_prints_x5t_s256_of_pem_and_der() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let leaf = Ca::root("ca")
+        .unwrap()
+        .client("alice", now - 60, now + 3600)
+        .unwrap();
+    std::fs::write(dir.path().join("c.pem"), &leaf.pem).unwrap();
+    std::fs::write(dir.path().join("c.der"), leaf.der.as_ref()).unwrap();
+    for f in ["c.pem", "c.der"] {
+        let out = certbound()
+            .arg("thumbprint")
+            .arg(dir.path().join(f))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            leaf.x5t(),
+            "{f}"
+        );
+    }
+    std::fs::write(dir.path().join("junk"), "not a certificate").unwrap();
+    let out = certbound()
+        .arg("thumbprint")
+        .arg(dir.path().join("junk"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+/// Reads the child's stderr in the background into a shared buffer.
+fn capture_stderr(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut err = child.stderr.take().unwrap();
+    let sink = buf.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = err.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+    buf
+}
+
+fn wait_for(buf: &std::sync::Mutex<String>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let s = buf.lock().unwrap().clone();
+        if s.contains(needle) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("`{needle}` never appeared in:\n{}", buf.lock().unwrap());
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serve_logs_denies_without_secrets_and_exits_zero_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "");
+    let mut child = certbound()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = capture_stderr(&mut child);
+    let started = wait_for(&logs, "certbound serving");
+    let grpc: std::net::SocketAddr = started
+        .split("grpc=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // A token signed by a key the server does not know, with a certificate: both must stay
+    // out of the logs.
+    let now = now_unix();
+    let leaf = Ca::root("other")
+        .unwrap()
+        .client("alice", now - 60, now + 3600)
+        .unwrap();
+    let token = SigningKey::es256("k")
+        .unwrap()
+        .sign(
+            "at+jwt",
+            &bound_claims("https://idp.test", "a", "alice", &leaf, now),
+        )
+        .unwrap();
+    let header = leaf.url_encoded();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answer = rt
+        .block_on(certbound::demo::check(
+            grpc,
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("x-client-cert", &header),
+            ],
+        ))
+        .unwrap();
+    assert!(!answer.allowed);
+    let logged = wait_for(&logs, "deny");
+    assert!(
+        logged.contains("reason=\"token_signature_invalid\"")
+            || logged.contains("reason=token_signature_invalid"),
+        "{logged}"
+    );
+    for secret in [
+        token.as_str(),
+        token.split('.').nth(1).unwrap(),
+        token.split('.').nth(2).unwrap(),
+        &header[40..80],
+    ] {
+        assert!(
+            !logged.contains(secret),
+            "a secret reached the logs:\n{logged}"
+        );
+    }
+
+    sigterm(&child);
+    let status = wait_exit(&mut child);
+    assert_eq!(status.code(), Some(0), "{}", logs.lock().unwrap());
+}
+
+#[test]
+fn demo_answers_allow_for_the_bound_pair_and_deny_for_a_swapped_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = certbound()
+        .args([
+            "demo",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while let Some(Ok(line)) = lines.next() {
+        let done = line.starts_with("2.");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let text = seen.join("\n");
+    assert!(
+        text.contains("1. alice's token with alice's certificate: ALLOW (HTTP 200)"),
+        "{text}"
+    );
+    assert!(text.contains("x-consumer-sub"), "{text}");
+    assert!(
+        text.contains("2. alice's token replayed with bob's certificate: DENY (HTTP 401)"),
+        "{text}"
+    );
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert!(dir.path().join("certbound.toml").is_file());
+}
