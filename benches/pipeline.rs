@@ -35,17 +35,24 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
     let root = Ca::root("bench root").unwrap();
     let inter = root.intermediate("bench intermediate").unwrap();
     let alice = inter.client("alice", now - 60, now + 86_400).unwrap();
-    let token = key.sign("at+jwt", &bound_claims(ISS, AUD, "alice-app", &alice, now)).unwrap();
+    let token = key
+        .sign("at+jwt", &bound_claims(ISS, AUD, "alice-app", &alice, now))
+        .unwrap();
     let trust = Arc::new(TrustStore::from_der(vec![root.der.clone()], false).unwrap());
     let keyset = KeySet::from_jwks_json(jwks(&[&key]).to_string().as_bytes()).unwrap();
     let cert_header = match format {
-        HeaderFormat::UrlEncoded => certbound::fixtures::url_encode_pem(&(alice.pem.clone() + &inter.pem)),
+        HeaderFormat::UrlEncoded => {
+            certbound::fixtures::url_encode_pem(&(alice.pem.clone() + &inter.pem))
+        }
         HeaderFormat::Base64Encoded => {
             use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode([alice.der.as_ref(), inter.der.as_ref()].concat())
+            base64::engine::general_purpose::STANDARD
+                .encode([alice.der.as_ref(), inter.der.as_ref()].concat())
         }
     };
-    let store = Arc::new(KeyStore::with_keys(KeySet::from_jwks_json(jwks(&[&key]).to_string().as_bytes()).unwrap()));
+    let store = Arc::new(KeyStore::with_keys(
+        KeySet::from_jwks_json(jwks(&[&key]).to_string().as_bytes()).unwrap(),
+    ));
     let policy = Policy {
         name: "default".into(),
         issuer: ISS.into(),
@@ -53,8 +60,15 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
         leeway: 0,
         accepted_token_types: vec!["at+jwt".into()],
         pop_mode: PopMode::Strict,
-        cert_source: CertSource::Header(HeaderSource { name: "x-client-cert".into(), format, trust: trust.clone() }),
-        upstream_headers: vec![ClaimHeader { claim: "sub".into(), header: "x-consumer-sub".into() }],
+        cert_source: CertSource::Header(HeaderSource {
+            name: "x-client-cert".into(),
+            format,
+            trust: trust.clone(),
+        }),
+        upstream_headers: vec![ClaimHeader {
+            claim: "sub".into(),
+            header: "x-consumer-sub".into(),
+        }],
         keys: store,
         unknown_kid_wait: Duration::from_millis(10),
     };
@@ -67,35 +81,78 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    Setup { policies: Policies::single(policy), headers, token, keys: Arc::new(keyset), trust, cert_header, format }
+    Setup {
+        policies: Policies::single(policy),
+        headers,
+        token,
+        keys: Arc::new(keyset),
+        trust,
+        cert_header,
+        format,
+    }
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let cases = [
-        ("rs256/url_encoded", SigningKey::rs256("k").unwrap(), HeaderFormat::UrlEncoded),
-        ("es256/url_encoded", SigningKey::es256("k").unwrap(), HeaderFormat::UrlEncoded),
-        ("rs256/base64_encoded", SigningKey::rs256("k").unwrap(), HeaderFormat::Base64Encoded),
+        (
+            "rs256/url_encoded",
+            SigningKey::rs256("k").unwrap(),
+            HeaderFormat::UrlEncoded,
+        ),
+        (
+            "es256/url_encoded",
+            SigningKey::es256("k").unwrap(),
+            HeaderFormat::UrlEncoded,
+        ),
+        (
+            "rs256/base64_encoded",
+            SigningKey::rs256("k").unwrap(),
+            HeaderFormat::Base64Encoded,
+        ),
     ];
     for (name, key, format) in cases {
         let s = setup(key, format);
         let now = now_unix();
         let mut g = c.benchmark_group(name);
         g.bench_function("pipeline", |b| {
-            let input = CheckInput { headers: &s.headers, peer_certificate: "", policy_name: None };
+            let input = CheckInput {
+                headers: &s.headers,
+                peer_certificate: "",
+                policy_name: None,
+            };
             b.iter(|| {
                 let out = rt.block_on(pipeline::check(black_box(&input), &s.policies, now));
-                assert!(matches!(out.decision, certbound::decision::Decision::Allow { .. }));
+                assert!(matches!(
+                    out.decision,
+                    certbound::decision::Decision::Allow { .. }
+                ));
             })
         });
         let types = vec!["at+jwt".to_string()];
         let aud = vec![AUD.to_string()];
-        let rules = TokenRules { issuer: ISS, audiences: &aud, leeway: 0, accepted_types: &types };
-        g.bench_function("floor/token_verify", |b| b.iter(|| token::verify(black_box(&s.token), &s.keys, &rules, now).unwrap()));
+        let rules = TokenRules {
+            issuer: ISS,
+            audiences: &aud,
+            leeway: 0,
+            accepted_types: &types,
+        };
+        g.bench_function("floor/token_verify", |b| {
+            b.iter(|| token::verify(black_box(&s.token), &s.keys, &rules, now).unwrap())
+        });
         let chain = cert::decode(&s.cert_header, s.format).unwrap();
-        g.bench_function("floor/chain_verify", |b| b.iter(|| s.trust.verify(black_box(&chain), now).unwrap()));
-        g.bench_function("floor/header_decode", |b| b.iter(|| cert::decode(black_box(&s.cert_header), s.format).unwrap()));
-        g.bench_function("floor/sha256", |b| b.iter(|| cert::thumbprint(black_box(chain[0].as_ref()))));
+        g.bench_function("floor/chain_verify", |b| {
+            b.iter(|| s.trust.verify(black_box(&chain), now).unwrap())
+        });
+        g.bench_function("floor/header_decode", |b| {
+            b.iter(|| cert::decode(black_box(&s.cert_header), s.format).unwrap())
+        });
+        g.bench_function("floor/sha256", |b| {
+            b.iter(|| cert::thumbprint(black_box(chain[0].as_ref())))
+        });
         g.finish();
     }
 }

@@ -251,7 +251,10 @@ mod tests {
         let inter = child_ca("inter", &ca);
         let store = TrustStore::from_der(vec![ca.der.clone()], false).unwrap();
         let l = leaf(&inter, None, 0, 4_000_000_000);
-        assert_eq!(store.verify(std::slice::from_ref(&l), NOW), Err(CertError::Untrusted));
+        assert_eq!(
+            store.verify(std::slice::from_ref(&l), NOW),
+            Err(CertError::Untrusted)
+        );
         assert_eq!(store.verify(&[l, inter.der.clone()], NOW), Ok(()));
     }
 
@@ -284,7 +287,10 @@ mod tests {
         let ca = root("root");
         let store = TrustStore::from_der(vec![ca.der.clone()], false).unwrap();
         let l = leaf(&ca, None, NOW - 10 * DAY, NOW - DAY);
-        assert_eq!(store.verify(std::slice::from_ref(&l), NOW), Err(CertError::Expired));
+        assert_eq!(
+            store.verify(std::slice::from_ref(&l), NOW),
+            Err(CertError::Expired)
+        );
         assert_eq!(store.verify(&[l], NOW - 5 * DAY), Ok(()));
         let future = leaf(&ca, None, NOW + DAY, NOW + 10 * DAY);
         assert_eq!(store.verify(&[future], NOW), Err(CertError::NotYetValid));
