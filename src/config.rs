@@ -26,6 +26,9 @@ use crate::token::{KeySet, KeyStore};
 pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:9191";
 pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9192";
 
+/// `CERTBOUND_*` variables that belong to the command line, not to the configuration.
+const NON_CONFIG_ENV: &[&str] = &["config", "log_format"];
+
 /// Auth methods Kong's plugin knows. Listed so a copied Kong config gets a precise error.
 const KONG_AUTH_METHODS: &[&str] = &[
     "password",
@@ -165,7 +168,7 @@ impl Config {
         }
         let figment = Figment::new()
             .merge(Toml::file(path))
-            .merge(Env::prefixed("CERTBOUND_").split("__").ignore(&["config"]));
+            .merge(Env::prefixed("CERTBOUND_").split("__").ignore(NON_CONFIG_ENV));
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_figment(&figment, base)
     }

@@ -97,10 +97,11 @@ fn environment_overrides_reach_nested_keys() {
         "{err}"
     );
 
-    // CERTBOUND_CONFIG names the file and is not itself a config key.
+    // CERTBOUND_CONFIG and CERTBOUND_LOG_FORMAT belong to the command line, not the config.
     let out = certbound()
         .arg("check-config")
         .env("CERTBOUND_CONFIG", &path)
+        .env("CERTBOUND_LOG_FORMAT", "json")
         .output()
         .unwrap();
     assert!(
@@ -173,6 +174,16 @@ fn wait_for(buf: &std::sync::Mutex<String>, needle: &str) -> String {
     panic!("`{needle}` never appeared in:\n{}", buf.lock().unwrap());
 }
 
+/// Kills the child if a test fails before it could stop it, so no server outlives its test.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn sigterm(child: &Child) {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -204,6 +215,7 @@ fn serve_logs_denies_without_secrets_and_exits_zero_on_sigterm() {
         .spawn()
         .unwrap();
     let logs = capture_stderr(&mut child);
+    let mut child = Reap(child);
     let started = wait_for(&logs, "certbound serving");
     let grpc: std::net::SocketAddr = started
         .split("grpc=")
@@ -257,8 +269,8 @@ fn serve_logs_denies_without_secrets_and_exits_zero_on_sigterm() {
         );
     }
 
-    sigterm(&child);
-    let status = wait_exit(&mut child);
+    sigterm(&child.0);
+    let status = wait_exit(&mut child.0);
     assert_eq!(status.code(), Some(0), "{}", logs.lock().unwrap());
 }
 
@@ -280,6 +292,7 @@ fn demo_answers_allow_for_the_bound_pair_and_deny_for_a_swapped_certificate() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = Reap(child);
     let mut seen = Vec::new();
     while let Some(Ok(line)) = lines.next() {
         let done = line.starts_with("2.");
@@ -298,7 +311,7 @@ fn demo_answers_allow_for_the_bound_pair_and_deny_for_a_swapped_certificate() {
         text.contains("2. alice's token replayed with bob's certificate: DENY (HTTP 401)"),
         "{text}"
     );
-    sigterm(&child);
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    sigterm(&child.0);
+    assert_eq!(wait_exit(&mut child.0).code(), Some(0));
     assert!(dir.path().join("certbound.toml").is_file());
 }
