@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything certbound's end-to-end suite (tests/e2e/) needs, idempotently:
-#   1. Debian packages: nginx, prometheus, wrk, openssl (apt is skipped entirely when all present)
+#   1. Debian packages: nginx, prometheus, wrk, openssl, curl (apt skipped entirely when all present)
 #   2. a virtualenv at <repo>/.venv with tests/e2e/requirements.txt (Envoy, pytest, Node 24)
 #   3. the test IdP's npm packages (tests/e2e/idp, `npm ci` from the committed lock file)
 # Nothing installed by hand survives a machine change, so this script is the only source of truth;
@@ -17,7 +17,7 @@ step_time() { log "  ($(( SECONDS - $1 ))s)"; }
 
 # --- 1. Debian packages ------------------------------------------------------------------------
 t=$SECONDS
-DEB_PKGS=(nginx prometheus wrk openssl)
+DEB_PKGS=(nginx prometheus wrk openssl curl)   # curl: the Kong tutorial test runs it verbatim
 missing=()
 for p in "${DEB_PKGS[@]}"; do
   # dpkg's status, not `command -v`: nginx lives in /usr/sbin, which is not on every PATH.
@@ -39,14 +39,17 @@ if ((${#missing[@]})); then
     created_policy=1
   fi
   export DEBIAN_FRONTEND=noninteractive
-  # Update only when a package has no install candidate (lists absent); stale-but-present lists are
-  # tried first and refreshed only if the download then fails (404 on a superseded version).
+  # `apt-get update` only when needed: a package without install candidate, or package lists older
+  # than a day (an image's lists name superseded versions whose download then 404s). A failed install
+  # still gets one update + retry.
   need_update=0
+  newest_list=$(find /var/lib/apt/lists -maxdepth 1 -name '*InRelease' -mmin -1440 -print -quit 2>/dev/null || true)
+  [[ -z "$newest_list" ]] && need_update=1
   for p in "${missing[@]}"; do
     policy="$(apt-cache policy "$p" 2>/dev/null || true)"
     if [[ ! "$policy" =~ Candidate:\ [0-9] ]]; then need_update=1; fi
   done
-  if ((need_update)); then log "apt-get update (no candidate for some package)"; apt-get update -qq; fi
+  if ((need_update)); then log "apt-get update"; apt-get update -qq; fi
   log "apt-get install ${missing[*]}"
   if ! apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
     log "install failed; apt-get update and retry once"

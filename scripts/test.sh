@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests and the integration tests in tests/ (a real certbound server
-# called over gRPC, with discovery and JWKS served by a local HTTPS OpenID provider).
+# Runs every test: unit tests, the integration tests in tests/ (a real certbound server called
+# over gRPC, with discovery and JWKS from a local HTTPS OpenID provider), then the end-to-end
+# suite against real nginx, Envoy, oidc-provider and Prometheus (scripts/e2e.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== unit and integration tests"
 cargo test --locked --all-targets
+
+echo "== end-to-end suite"
+scripts/e2e.sh

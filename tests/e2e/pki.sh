@@ -4,7 +4,7 @@
 # Client side (what certbound, nginx, Envoy and the IdP trust for client certificates):
 #   client-root-ca.pem        EC P-256 root ("certbound e2e client root CA")
 #   client-int-ca.pem         EC P-256 intermediate under that root (pathlen 0); signs the leaves
-#   client-rsa-ca.pem         a second trusted root, RSA 3072, so an RSA chain is exercised too
+#   client-rsa-ca.pem         a second trusted root, RSA 2048, so an RSA chain is exercised too
 #   client-ca-bundle.pem      the three above, for nginx / Envoy / the IdP (`ca` / trusted_ca)
 #   alice, bob                EC P-256 leaves from the intermediate, EKU clientAuth
 #   carol                     RSA 2048 leaf from client-rsa-ca
@@ -27,12 +27,11 @@ umask 077   # private keys stay private even in a temp dir
 
 ORG="certbound e2e"
 
-# key NAME ec|rsa|rsa3072 -> NAME-key.pem (PKCS#8)
+# key NAME ec|rsa -> NAME-key.pem (PKCS#8)
 key() {
   case "$2" in
     ec) openssl genpkey -quiet -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1-key.pem" ;;
     rsa) openssl genpkey -quiet -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1-key.pem" ;;
-    rsa3072) openssl genpkey -quiet -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -out "$1-key.pem" ;;
   esac
 }
 
@@ -94,7 +93,7 @@ key client-int-ca ec
 openssl req -new -key client-int-ca-key.pem -out client-int-ca.csr \
   -subj "/O=$ORG/CN=certbound e2e client intermediate CA" 2>/dev/null
 sign client-int-ca client-root-ca int-ca.ext -days 30
-root client-rsa-ca rsa3072 "certbound e2e client RSA root CA"
+root client-rsa-ca rsa "certbound e2e client RSA root CA"
 root untrusted-ca ec "certbound e2e UNTRUSTED CA"
 cat client-root-ca.pem client-int-ca.pem client-rsa-ca.pem > client-ca-bundle.pem
 

@@ -54,11 +54,10 @@ const RESOURCES = {
 };
 
 // --- signing keys --------------------------------------------------------------------------------
-// The JWKS holds private JWKs. keys[] order: newest first. `current` maps alg -> kid used to sign.
-let generation = 0;
-
-function newKey(alg) {
-  generation += 1;
+// The JWKS holds private JWKs, newest first; the newest key of each alg signs. Kids are
+// PREFIX-alg-N with N counting per alg (idp-rs256-1, after one rotation idp-rs256-2).
+function newKey(alg, keys = []) {
+  const generation = keys.filter((k) => k.alg === alg).length + 1;
   const { privateKey } = alg === 'RS256'
     ? crypto.generateKeyPairSync('rsa', { modulusLength: 2048 })
     : crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -68,9 +67,7 @@ function newKey(alg) {
 
 function loadOrCreateJwks() {
   if (fs.existsSync(JWKS_FILE)) {
-    const jwks = JSON.parse(fs.readFileSync(JWKS_FILE, 'utf8'));
-    generation = jwks.keys.length;
-    return jwks;
+    return JSON.parse(fs.readFileSync(JWKS_FILE, 'utf8'));
   }
   const jwks = { keys: [newKey('RS256'), newKey('ES256')] };
   saveJwks(jwks);
@@ -139,6 +136,8 @@ function configuration() {
         token_endpoint_auth_method: 'client_secret_basic',
       },
     ],
+    // tls_client_auth must be listed explicitly: features.mTLS.tlsClientAuth only makes it allowed.
+    clientAuthMethods: ['client_secret_basic', 'tls_client_auth'],
     ttl: { ClientCredentials: TOKEN_TTL },
     // oidc-provider 9 already sets sub = client_id for client-credentials JWTs; saying it here keeps
     // the `sub` claim (certbound's upstream_headers_claims test) independent of that default.
@@ -146,7 +145,11 @@ function configuration() {
     features: {
       devInteractions: { enabled: false }, // no end-user flows: client_credentials only
       clientCredentials: { enabled: true },
-      introspection: { enabled: true },
+      introspection: {
+        enabled: true,
+        // Only the resource server identity (or a client asking about its own token) may introspect.
+        allowedPolicy: (ctx, client, token) => client.clientId === 'certbound-rs' || token.clientId === client.clientId,
+      },
       mTLS: {
         enabled: true,
         certificateBoundAccessTokens: true,
@@ -202,7 +205,7 @@ function buildProvider() {
 let provider = buildProvider();
 
 function rotate() {
-  jwks = { keys: [newKey('RS256'), newKey('ES256'), ...jwks.keys] };
+  jwks = { keys: [newKey('RS256', jwks.keys), newKey('ES256', jwks.keys), ...jwks.keys] };
   saveJwks(jwks);
   provider = buildProvider();
   console.log(`idp rotated signing keys: ${JSON.stringify(currentKids())}`);

