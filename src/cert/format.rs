@@ -28,6 +28,9 @@ pub enum HeaderFormat {
 }
 
 impl HeaderFormat {
+    /// Every format, for tests and fuzzing that must cover them all.
+    pub const ALL: [HeaderFormat; 2] = [Self::Base64Encoded, Self::UrlEncoded];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Base64Encoded => "base64_encoded",
