@@ -49,6 +49,7 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
             base64::engine::general_purpose::STANDARD
                 .encode([alice.der.as_ref(), inter.der.as_ref()].concat())
         }
+        other => panic!("no benchmark input for {other:?}"),
     };
     let store = Arc::new(KeyStore::with_keys(
         KeySet::from_jwks_json(jwks(&[&key]).to_string().as_bytes()).unwrap(),
@@ -63,12 +64,15 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
         cert_source: CertSource::Header(HeaderSource {
             name: "x-client-cert".into(),
             format,
-            trust: trust.clone(),
+            trust: Some(trust.clone()),
+            chain_name: None,
+            secure_source: false,
         }),
         upstream_headers: vec![ClaimHeader {
             claim: "sub".into(),
             header: "x-consumer-sub".into(),
         }],
+        trusted_ips: Vec::new(),
         keys: store,
         unknown_kid_wait: Duration::from_millis(10),
     };
@@ -123,6 +127,7 @@ fn bench(c: &mut Criterion) {
                 headers: &s.headers,
                 peer_certificate: "",
                 policy_name: None,
+                source_ip: None,
             };
             b.iter(|| {
                 let out = rt.block_on(pipeline::check(black_box(&input), &s.policies, now));
@@ -143,7 +148,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function("floor/token_verify", |b| {
             b.iter(|| token::verify(black_box(&s.token), &s.keys, &rules, now).unwrap())
         });
-        let chain = cert::decode(&s.cert_header, s.format).unwrap();
+        let chain = cert::decode(&s.cert_header, s.format).unwrap().chain;
         g.bench_function("floor/chain_verify", |b| {
             b.iter(|| s.trust.verify(black_box(&chain), now).unwrap())
         });

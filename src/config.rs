@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use ipnet::IpNet;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
@@ -70,12 +71,15 @@ struct RawConfig {
     upstream_headers_claims: Option<Vec<String>>,
     upstream_headers_names: Option<Vec<String>>,
     proof_of_possession_mtls_from_header: Option<RawFromHeader>,
+    trusted_ips: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFromHeader {
     certificate_header_name: Option<String>,
+    certificate_chain_header_name: Option<String>,
+    secure_source: Option<bool>,
     certificate_header_format: Option<String>,
     ca_certificates: Option<Vec<PathBuf>>,
     allow_partial_chain: Option<bool>,
@@ -166,9 +170,11 @@ impl Config {
                 message: format!("{} is not a readable file", path.display()),
             }]));
         }
-        let figment = Figment::new()
-            .merge(Toml::file(path))
-            .merge(Env::prefixed("CERTBOUND_").split("__").ignore(NON_CONFIG_ENV));
+        let figment = Figment::new().merge(Toml::file(path)).merge(
+            Env::prefixed("CERTBOUND_")
+                .split("__")
+                .ignore(NON_CONFIG_ENV),
+        );
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_figment(&figment, base)
     }
@@ -292,8 +298,9 @@ impl Validator<'_> {
             self.issue("access_token_types", "must list at least one JOSE `typ`");
         }
 
+        let trusted_ips = self.trusted_ips(raw.trusted_ips.unwrap_or_default());
         let cert_source = match raw.proof_of_possession_mtls_from_header {
-            Some(h) => self.header_source(h).map(CertSource::Header),
+            Some(h) => self.header_source(h, &trusted_ips).map(CertSource::Header),
             None => Some(CertSource::Peer),
         };
 
@@ -322,6 +329,7 @@ impl Validator<'_> {
             pop_mode: pop_mode?,
             cert_source: cert_source?,
             upstream_headers: upstream_headers?,
+            trusted_ips,
             keys: store.clone(),
             unknown_kid_wait: Duration::from_millis(500).min(timeout),
         };
@@ -460,40 +468,54 @@ impl Validator<'_> {
         ok.then_some(out)
     }
 
-    fn header_source(&mut self, raw: RawFromHeader) -> Option<HeaderSource> {
+    fn header_source(&mut self, raw: RawFromHeader, trusted_ips: &[IpNet]) -> Option<HeaderSource> {
         const T: &str = "proof_of_possession_mtls_from_header";
-        let name = match raw.certificate_header_name {
-            Some(n) if is_header_name(&n) => Some(n.to_ascii_lowercase()),
-            Some(n) => {
-                self.issue(
-                    &format!("{T}.certificate_header_name"),
-                    format!("`{n}` is not a valid header name"),
-                );
-                None
-            }
-            None => {
-                self.issue(&format!("{T}.certificate_header_name"), "required");
-                None
-            }
-        };
+        let name = self.header_name(
+            &format!("{T}.certificate_header_name"),
+            raw.certificate_header_name,
+            true,
+        );
+        let chain_name = self.header_name(
+            &format!("{T}.certificate_chain_header_name"),
+            raw.certificate_chain_header_name,
+            false,
+        );
         let format = match raw.certificate_header_format.as_deref() {
-            Some("base64_encoded") => Some(HeaderFormat::Base64Encoded),
-            Some("url_encoded") => Some(HeaderFormat::UrlEncoded),
-            Some(other) => {
-                self.issue(
-                    &format!("{T}.certificate_header_format"),
-                    format!("`{other}` is not one of base64_encoded, url_encoded"),
-                );
-                None
-            }
+            Some(f) => match HeaderFormat::from_config(f) {
+                Some(f) => Some(f),
+                None => {
+                    self.issue(
+                        &format!("{T}.certificate_header_format"),
+                        format!("`{f}` is not one of {}", HeaderFormat::CONFIG_NAMES),
+                    );
+                    None
+                }
+            },
             None => {
                 self.issue(
                     &format!("{T}.certificate_header_format"),
-                    "required: base64_encoded or url_encoded",
+                    format!("required: one of {}", HeaderFormat::CONFIG_NAMES),
                 );
                 None
             }
         };
+        if format == Some(HeaderFormat::Xfcc) && matches!(chain_name, Some(Some(_))) {
+            self.issue(
+                &format!("{T}.certificate_chain_header_name"),
+                "xfcc carries the chain itself (its `Chain` key); remove this key",
+            );
+        }
+        let secure_source = raw.secure_source.unwrap_or(true);
+        if secure_source && trusted_ips.is_empty() {
+            self.issue(
+                "trusted_ips",
+                format!(
+                    "{T}.secure_source = true (the default) honours the certificate header only from trusted proxies: \
+                     list their addresses, e.g. trusted_ips = [\"10.0.0.0/8\"], or set {T}.secure_source = false \
+                     if nothing but the proxy can reach Envoy"
+                ),
+            );
+        }
         // Kong gives `ssl_verify` here to TLS verification of OCSP/CRL endpoints; chain
         // verification against ca_certificates is always on. Accepted for compatibility.
         let _revocation_tls_verify = raw.ssl_verify.unwrap_or(true);
@@ -504,25 +526,69 @@ impl Validator<'_> {
             .map(|p| self.path(p))
             .collect();
         let trust = if cas.is_empty() {
-            self.issue(
-                &format!("{T}.ca_certificates"),
-                "required: at least one PEM file of trusted client CAs",
-            );
+            if format != Some(HeaderFormat::Xfcc) {
+                self.issue(
+                    &format!("{T}.ca_certificates"),
+                    "required: at least one PEM file of trusted client CAs (only xfcc may leave it empty)",
+                );
+                return None;
+            }
             None
         } else {
             match TrustStore::from_pem_files(&cas, raw.allow_partial_chain.unwrap_or(false)) {
                 Ok(t) => Some(Arc::new(t)),
                 Err(e) => {
                     self.issue(&format!("{T}.ca_certificates"), e.to_string());
-                    None
+                    return None;
                 }
             }
         };
         Some(HeaderSource {
-            name: name?,
+            name: name??,
+            chain_name: chain_name?,
             format: format?,
-            trust: trust?,
+            trust,
+            secure_source,
         })
+    }
+
+    /// A header name: `Some(Some(name))` when valid, `Some(None)` when absent and optional,
+    /// `None` after recording an issue.
+    fn header_name(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+        required: bool,
+    ) -> Option<Option<String>> {
+        match value {
+            Some(n) if is_header_name(&n) => Some(Some(n.to_ascii_lowercase())),
+            Some(n) => {
+                self.issue(key, format!("`{n}` is not a valid header name"));
+                None
+            }
+            None if required => {
+                self.issue(key, "required");
+                None
+            }
+            None => Some(None),
+        }
+    }
+
+    fn trusted_ips(&mut self, raw: Vec<String>) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        for entry in raw {
+            let parsed = entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => out.push(net.trunc()),
+                Err(_) => self.issue(
+                    "trusted_ips",
+                    format!("`{entry}` is not an IP address or CIDR range"),
+                ),
+            }
+        }
+        out
     }
 
     fn idp_roots(&mut self, files: Vec<PathBuf>) -> Vec<CertificateDer<'static>> {
@@ -588,6 +654,7 @@ mod tests {
         proof_of_possession_mtls = "strict"
         upstream_headers_claims = ["sub"]
         upstream_headers_names = ["X-Consumer-Sub"]
+        trusted_ips = ["10.0.0.0/8", "192.0.2.7"]
         [proof_of_possession_mtls_from_header]
         certificate_header_name = "X-Client-Cert"
         certificate_header_format = "url_encoded"
@@ -772,6 +839,93 @@ mod tests {
             CertSource::Header(h) => assert_eq!(h.format, HeaderFormat::Base64Encoded),
             CertSource::Peer => panic!("expected header source"),
         }
+    }
+
+    #[test]
+    fn secure_source_without_trusted_ips_says_what_to_set() {
+        let dir = dir_with_ca();
+        let toml = GOOD.replace(r#"trusted_ips = ["10.0.0.0/8", "192.0.2.7"]"#, "");
+        let i = issues(&toml, dir.path());
+        assert_eq!(i[0].key, "trusted_ips");
+        assert!(
+            i[0].message.contains("secure_source = false"),
+            "{}",
+            i[0].message
+        );
+        let open = toml.replace(
+            "ssl_verify = true\n",
+            "ssl_verify = true\nsecure_source = false\n",
+        );
+        assert!(load(&open, dir.path()).is_ok());
+    }
+
+    #[test]
+    fn trusted_ips_accept_addresses_and_ranges_and_refuse_garbage() {
+        let dir = dir_with_ca();
+        let c = load(GOOD, dir.path()).unwrap();
+        let nets: Vec<String> = c
+            .policies
+            .default
+            .trusted_ips
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, vec!["10.0.0.0/8", "192.0.2.7/32"]);
+        let toml = GOOD.replace(r#""192.0.2.7""#, r#""192.0.2.300""#);
+        assert_eq!(issues(&toml, dir.path())[0].key, "trusted_ips");
+    }
+
+    #[test]
+    fn every_format_and_alias_is_accepted_and_unknown_ones_are_listed() {
+        let dir = dir_with_ca();
+        for f in [
+            "base64_encoded",
+            "url_encoded",
+            "pem",
+            "rfc9440",
+            "xfcc",
+            "traefik",
+            "auto",
+            "haproxy",
+            "f5",
+            "aws_alb",
+            "apache",
+        ] {
+            let toml = GOOD.replace(
+                r#"certificate_header_format = "url_encoded""#,
+                &format!("certificate_header_format = \"{f}\""),
+            );
+            assert!(load(&toml, dir.path()).is_ok(), "{f}");
+        }
+        let toml = GOOD.replace(
+            r#"certificate_header_format = "url_encoded""#,
+            r#"certificate_header_format = "der""#,
+        );
+        assert!(issues(&toml, dir.path())[0].message.contains("rfc9440"));
+    }
+
+    #[test]
+    fn only_xfcc_may_go_without_ca_certificates_and_it_carries_its_own_chain() {
+        let dir = dir_with_ca();
+        let no_ca = GOOD.replace(r#"ca_certificates = ["client-ca.pem"]"#, "");
+        assert_eq!(
+            issues(&no_ca, dir.path())[0].key,
+            "proof_of_possession_mtls_from_header.ca_certificates"
+        );
+        let xfcc = no_ca.replace(r#""url_encoded""#, r#""xfcc""#);
+        let c = load(&xfcc, dir.path()).unwrap();
+        match &c.policies.default.cert_source {
+            CertSource::Header(h) => assert!(h.trust.is_none()),
+            CertSource::Peer => panic!("expected header source"),
+        }
+        let with_chain = xfcc.replace(
+            "ssl_verify = true\n",
+            "ssl_verify = true\ncertificate_chain_header_name = \"x-chain\"\n",
+        );
+        assert_eq!(
+            issues(&with_chain, dir.path())[0].key,
+            "proof_of_possession_mtls_from_header.certificate_chain_header_name"
+        );
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub enum DenyReason {
     CertNotYetValid,
     CertNotForClientAuth,
     CertInvalid,
+    CertUnverifiable,
     TokenNotBound,
     BindingMalformed,
     BindingMismatch,
@@ -79,7 +80,7 @@ impl Rfc6750Error {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 28] = [
+    pub const ALL: [DenyReason; 29] = [
         Self::MissingToken,
         Self::MalformedAuthorization,
         Self::UnknownPolicy,
@@ -105,6 +106,7 @@ impl DenyReason {
         Self::CertNotYetValid,
         Self::CertNotForClientAuth,
         Self::CertInvalid,
+        Self::CertUnverifiable,
         Self::TokenNotBound,
         Self::BindingMalformed,
         Self::BindingMismatch,
@@ -138,6 +140,7 @@ impl DenyReason {
             Self::CertNotYetValid => "cert_not_yet_valid",
             Self::CertNotForClientAuth => "cert_not_for_client_auth",
             Self::CertInvalid => "cert_invalid",
+            Self::CertUnverifiable => "cert_unverifiable",
             Self::TokenNotBound => "token_not_bound",
             Self::BindingMalformed => "binding_malformed",
             Self::BindingMismatch => "binding_mismatch",
@@ -202,6 +205,7 @@ impl DenyReason {
             Self::CertNotYetValid => "client certificate not yet valid",
             Self::CertNotForClientAuth => "client certificate not valid for client auth",
             Self::CertInvalid => "client certificate failed verification",
+            Self::CertUnverifiable => "client certificate chain cannot be verified",
             Self::TokenNotBound => "access token is not certificate-bound",
             Self::BindingMalformed => "malformed certificate binding",
             Self::BindingMismatch => "certificate does not match access token",

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use envoy_types::ext_authz::v3::pb::HttpResponse;
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, SocketAddress};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{
     attribute_context, AttributeContext, CheckRequest,
@@ -65,6 +66,8 @@ proof_of_possession_mtls = "strict"
 proof_of_possession_auth_methods_validation = true
 upstream_headers_claims = ["sub"]
 upstream_headers_names  = ["x-consumer-sub"]
+# The proxies allowed to set x-client-cert (the demo's Check calls come from loopback).
+trusted_ips = ["127.0.0.1/32", "::1/128"]
 
 [proof_of_possession_mtls_from_header]
 certificate_header_name   = "x-client-cert"
@@ -124,8 +127,20 @@ pub async fn check(grpc: SocketAddr, headers: &[(&str, &str)]) -> Result<Answer,
             "api.demo.certbound.test".to_string(),
         )])
         .collect();
+    // As Envoy reports it: the proxy that sent the request connected from loopback.
+    let source = attribute_context::Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "127.0.0.1".into(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(443)),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    };
     let request = CheckRequest {
         attributes: Some(AttributeContext {
+            source: Some(source),
             request: Some(attribute_context::Request {
                 http: Some(attribute_context::HttpRequest {
                     method: "GET".into(),

@@ -1,9 +1,10 @@
 //! Credentials from the request as Envoy forwards it: the bearer token and the raw certificate
 //! value. Pure functions over borrowed strings; no decoding beyond splitting the header.
 //!
-//! Envoy lower-cases header names and joins repeated headers with `,` into one value. Neither a
-//! bearer token (RFC 6750 `b64token`) nor any supported certificate encoding contains a raw
-//! comma, so a comma means the header was sent more than once.
+//! Envoy lower-cases header names and joins repeated headers with `,` into one value. A bearer
+//! token (RFC 6750 `b64token`) never contains a raw comma, so a comma in `authorization` means
+//! the header was sent more than once. For certificate headers that judgement belongs to each
+//! format (`cert::decode`): some formats use commas themselves.
 
 use std::collections::HashMap;
 
@@ -16,8 +17,6 @@ pub enum ExtractError {
     MissingToken,
     #[error("authorization header is not one bearer credential")]
     MalformedAuthorization,
-    #[error("certificate header sent more than once")]
-    DuplicateCertHeader,
     #[error("certificate header too large")]
     CertHeaderTooLarge,
 }
@@ -62,9 +61,6 @@ pub fn cert_header<'a>(
     };
     if value.len() > MAX_CERT_HEADER_BYTES {
         return Err(ExtractError::CertHeaderTooLarge);
-    }
-    if value.contains(',') {
-        return Err(ExtractError::DuplicateCertHeader);
     }
     let value = value.trim();
     // Some terminators send the header empty when the client sent no certificate.
@@ -147,7 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn cert_header_absent_empty_duplicate_and_oversized() {
+    fn cert_header_absent_empty_and_oversized() {
         assert_eq!(cert_header(&h(&[]), "x-client-cert"), Ok(None));
         assert_eq!(
             cert_header(&h(&[("x-client-cert", "  ")]), "x-client-cert"),
@@ -156,10 +152,6 @@ mod tests {
         assert_eq!(
             cert_header(&h(&[("x-client-cert", " abc ")]), "x-client-cert"),
             Ok(Some("abc"))
-        );
-        assert_eq!(
-            cert_header(&h(&[("x-client-cert", "abc,def")]), "x-client-cert"),
-            Err(ExtractError::DuplicateCertHeader)
         );
         let big = "a".repeat(MAX_CERT_HEADER_BYTES + 1);
         assert_eq!(

@@ -60,6 +60,7 @@ impl Authorization for AuthzService {
             policy_name: attrs
                 .and_then(|a| a.context_extensions.get("policy"))
                 .map(String::as_str),
+            source_ip: attrs.and_then(source_ip),
         };
         let outcome = pipeline::check(&input, &self.policies, clock::now_unix()).await;
         self.metrics.record(&outcome.decision);
@@ -80,6 +81,17 @@ impl Authorization for AuthzService {
             &outcome.decision,
             crate::extract::host(headers),
         )))
+    }
+}
+
+/// The IP of the hop that connected to Envoy (`attributes.source.address`).
+fn source_ip(
+    attrs: &envoy_types::pb::envoy::service::auth::v3::AttributeContext,
+) -> Option<std::net::IpAddr> {
+    use envoy_types::pb::envoy::config::core::v3::address::Address;
+    match attrs.source.as_ref()?.address.as_ref()?.address.as_ref()? {
+        Address::SocketAddress(sa) => sa.address.parse().ok(),
+        _ => None,
     }
 }
 

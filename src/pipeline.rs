@@ -3,6 +3,7 @@
 //! and the benchmarks call. It never returns an error: every failure is a `Decision::Deny`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -23,6 +24,8 @@ pub struct CheckInput<'a> {
     pub peer_certificate: &'a str,
     /// `context_extensions["policy"]`, if the route sets one.
     pub policy_name: Option<&'a str>,
+    /// `attributes.source.address`: the hop that connected to Envoy.
+    pub source_ip: Option<IpAddr>,
 }
 
 /// The decision plus what logs and metrics need to describe it.
@@ -115,12 +118,27 @@ fn client_certificate(
     }
     let verified = match &policy.cert_source {
         CertSource::Header(source) => {
+            if source.secure_source && !from_trusted_hop(input.source_ip, &policy.trusted_ips) {
+                // Anyone can copy a certificate into a header: from an untrusted hop the header
+                // is treated as absent (Kong's secure_source).
+                return Ok(None);
+            }
             let Some(value) =
                 extract::cert_header(input.headers, &source.name).map_err(extract_reason)?
             else {
                 return Ok(None);
             };
-            cert::verify(value, source.format, Some(&source.trust), now)
+            let presented = cert::decode(value, source.format).map_err(cert_reason)?;
+            let intermediates = match &source.chain_name {
+                Some(name) => {
+                    match extract::cert_header(input.headers, name).map_err(extract_reason)? {
+                        Some(v) => cert::decode_chain(v, source.format).map_err(cert_reason)?,
+                        None => Vec::new(),
+                    }
+                }
+                None => Vec::new(),
+            };
+            cert::verify(&presented, &intermediates, source.trust.as_deref(), now)
         }
         CertSource::Peer => {
             let value = input.peer_certificate.trim();
@@ -128,10 +146,22 @@ fn client_certificate(
                 return Ok(None);
             }
             // Envoy's TLS layer verified the chain during the handshake.
-            cert::verify(value, HeaderFormat::UrlEncoded, None, now)
+            let presented = cert::decode(value, HeaderFormat::UrlEncoded).map_err(cert_reason)?;
+            cert::verify(&presented, &[], None, now)
         }
     };
     verified.map(|v| Some(v.thumbprint)).map_err(cert_reason)
+}
+
+fn from_trusted_hop(source: Option<IpAddr>, trusted: &[ipnet::IpNet]) -> bool {
+    source.is_some_and(|ip| {
+        let ip = match ip {
+            // An IPv4 peer on a dual-stack listener arrives as ::ffff:a.b.c.d.
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        trusted.iter().any(|net| net.contains(&ip))
+    })
 }
 
 /// Claims to upstream headers. A configured header whose claim is absent (or not representable
@@ -182,7 +212,6 @@ fn extract_reason(e: ExtractError) -> DenyReason {
     match e {
         ExtractError::MissingToken => DenyReason::MissingToken,
         ExtractError::MalformedAuthorization => DenyReason::MalformedAuthorization,
-        ExtractError::DuplicateCertHeader => DenyReason::CertHeaderDuplicate,
         ExtractError::CertHeaderTooLarge => DenyReason::CertHeaderTooLarge,
     }
 }
@@ -214,6 +243,7 @@ fn cert_reason(e: CertError) -> DenyReason {
         CertError::NotYetValid => DenyReason::CertNotYetValid,
         CertError::NotForClientAuth => DenyReason::CertNotForClientAuth,
         CertError::Invalid => DenyReason::CertInvalid,
+        CertError::Unverifiable => DenyReason::CertUnverifiable,
     }
 }
 

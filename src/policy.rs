@@ -24,8 +24,15 @@ pub enum CertSource {
 pub struct HeaderSource {
     /// Lower-case, as Envoy forwards header names.
     pub name: String,
+    /// A separate header with the intermediates (`certificate_chain_header_name`).
+    pub chain_name: Option<String>,
     pub format: HeaderFormat,
-    pub trust: Arc<TrustStore>,
+    /// The client CAs. `None` only for `xfcc` without `ca_certificates`: the XFCC hop verified
+    /// the client in its own handshake, and the binding is checked on its `Cert` or `Hash`.
+    pub trust: Option<Arc<TrustStore>>,
+    /// Kong's `secure_source`: the header counts only when the request reached Envoy from one
+    /// of `Policy::trusted_ips`.
+    pub secure_source: bool,
 }
 
 /// One claim copied to one upstream request header on allow.
@@ -48,6 +55,8 @@ pub struct Policy {
     pub pop_mode: PopMode,
     pub cert_source: CertSource,
     pub upstream_headers: Vec<ClaimHeader>,
+    /// Kong's `trusted_ips`: the proxies allowed to set the certificate header.
+    pub trusted_ips: Vec<ipnet::IpNet>,
     pub keys: Arc<KeyStore>,
     /// How long a check may wait for a JWKS refresh after meeting an unknown `kid`.
     pub unknown_kid_wait: Duration,

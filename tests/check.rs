@@ -27,6 +27,7 @@ rediscovery_lifetime = 0
 proof_of_possession_mtls = "strict"
 upstream_headers_claims = ["sub", "client_id"]
 upstream_headers_names  = ["x-consumer-sub", "x-client-id"]
+trusted_ips = ["127.0.0.1/32", "::1"]
 [proof_of_possession_mtls_from_header]
 certificate_header_name = "x-client-cert"
 certificate_header_format = "{format}"
@@ -345,6 +346,36 @@ async fn header_mode_allows_and_denies_every_path() {
                 .cert(&alice_cert)
                 .cert(&alice_cert),
             deny("cert_header_duplicate"),
+        ),
+        (
+            "certificate header from an untrusted hop is ignored",
+            Req::new()
+                .bearer(&alice_token)
+                .cert(&alice_cert)
+                .source("203.0.113.9"),
+            deny("cert_missing"),
+        ),
+        (
+            "trusted hop over an IPv4-mapped IPv6 address",
+            Req::new()
+                .bearer(&alice_token)
+                .cert(&alice_cert)
+                .source("::ffff:127.0.0.1"),
+            Expect::Allow {
+                reason: "bound",
+                sub: Some("alice-app"),
+            },
+        ),
+        (
+            "trusted IPv6 hop",
+            Req::new()
+                .bearer(&alice_token)
+                .cert(&alice_cert)
+                .source("::1"),
+            Expect::Allow {
+                reason: "bound",
+                sub: Some("alice-app"),
+            },
         ),
         (
             "oversized certificate header",
@@ -812,7 +843,7 @@ async fn without_keys_every_check_is_denied_and_the_server_is_not_ready() {
         .local_addr()
         .unwrap();
     let toml = format!(
-        "issuer = \"https://{closed}\"\ntimeout = 300\n[proof_of_possession_mtls_from_header]\ncertificate_header_name = \"x-client-cert\"\ncertificate_header_format = \"url_encoded\"\nca_certificates = [\"client-ca.pem\"]\n"
+        "issuer = \"https://{closed}\"\ntimeout = 300\ntrusted_ips = [\"127.0.0.1\"]\n[proof_of_possession_mtls_from_header]\ncertificate_header_name = \"x-client-cert\"\ncertificate_header_format = \"url_encoded\"\nca_certificates = [\"client-ca.pem\"]\n"
     );
     let cb = Certbound::start(&toml, dir.path()).await;
     let key = SigningKey::es256("k").unwrap();
@@ -903,4 +934,182 @@ async fn a_checkrequest_without_attributes_is_a_clean_deny() {
         .into_inner();
     assert_eq!(resp.status.unwrap().code, 16);
     cb.stop().await.unwrap();
+}
+
+/// One certbound per format, each fed the value its terminator would send for alice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_header_format_binds_the_same_certificate() {
+    use base64::engine::general_purpose::STANDARD;
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    pki.write_root(dir.path());
+    let key = SigningKey::es256("k").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
+    let token = key
+        .sign(
+            "at+jwt",
+            &bound_claims(&idp.issuer, AUD, "alice-app", &pki.alice, now),
+        )
+        .unwrap();
+    let hex = |t: &[u8]| t.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let alice_hash = hex(&certbound::cert::thumbprint(pki.alice.der.as_ref()));
+    let folded = |pem: &str| pem.trim_end().replace('\n', " ");
+    let b64 = |der: &[u8]| STANDARD.encode(der);
+
+    // (format, extra config, certificate header, chain header)
+    let cases: Vec<(&str, &str, String, Option<String>)> = vec![
+        (
+            "rfc9440",
+            "certificate_chain_header_name = \"client-cert-chain\"\n",
+            format!(":{}:", b64(pki.alice.der.as_ref())),
+            Some(format!(":{}:", b64(pki.inter.der.as_ref()))),
+        ),
+        (
+            "pem",
+            "",
+            format!("{} {}", folded(&pki.alice.pem), folded(&pki.inter.pem)),
+            None,
+        ),
+        (
+            "apache",
+            "certificate_chain_header_name = \"x-client-chain\"\n",
+            folded(&pki.alice.pem),
+            Some(folded(&pki.inter.pem)),
+        ),
+        (
+            "traefik",
+            "",
+            format!(
+                "{},{}",
+                b64(pki.alice.der.as_ref()),
+                b64(pki.inter.der.as_ref())
+            )
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+            .replace(',', "%2C"),
+            None,
+        ),
+        (
+            "xfcc",
+            "",
+            format!(
+                "By=spiffe://mesh/gw;Hash={alice_hash};Chain=\"{}\";Subject=\"CN=alice\"",
+                pki.chain_header(&pki.alice)
+            ),
+            None,
+        ),
+        (
+            "haproxy",
+            "certificate_chain_header_name = \"x-ssl-chain\"\n",
+            b64(pki.alice.der.as_ref()),
+            Some(b64(pki.inter.der.as_ref())),
+        ),
+        ("aws_alb", "", pki.chain_header(&pki.alice), None),
+        ("auto", "", pki.chain_header(&pki.alice), None),
+        (
+            "auto",
+            "certificate_chain_header_name = \"client-cert-chain\"\n",
+            format!(":{}:", b64(pki.alice.der.as_ref())),
+            Some(format!(":{}:", b64(pki.inter.der.as_ref()))),
+        ),
+    ];
+    for (format, extra, value, chain) in cases {
+        let toml = header_mode_config(&idp, format)
+            .replace("\nca_certificates", &format!("\n{extra}ca_certificates"));
+        let cb = Certbound::start(&toml, dir.path()).await;
+        cb.wait_ready().await;
+        let chain_name = extra.split('"').nth(1);
+        let mut req = Req::new().bearer(&token).cert(&value);
+        if let (Some(name), Some(chain)) = (chain_name, &chain) {
+            req = req.header(name, chain);
+        }
+        run_case(
+            &cb,
+            &format!("{format}: alice"),
+            req,
+            Expect::Allow {
+                reason: "bound",
+                sub: Some("alice-app"),
+            },
+        )
+        .await;
+        if chain.is_some() {
+            // Without its intermediates the leaf does not reach the root.
+            run_case(
+                &cb,
+                &format!("{format}: chain header missing"),
+                Req::new().bearer(&token).cert(&value),
+                deny("cert_untrusted"),
+            )
+            .await;
+        }
+        cb.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xfcc_hash_alone_binds_when_the_mesh_verified_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    pki.write_root(dir.path());
+    let key = SigningKey::es256("k").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
+    let token = key
+        .sign(
+            "at+jwt",
+            &bound_claims(&idp.issuer, AUD, "alice-app", &pki.alice, now),
+        )
+        .unwrap();
+    let hex = |t: &[u8]| t.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    // Istio's default XFCC: By, Hash, Subject, URI; no Cert. Two hops: the last one counts.
+    let xfcc = |leaf: &certbound::fixtures::Leaf| {
+        format!(
+            "By=spiffe://cluster.local/ns/edge/sa/lb;Hash={};Subject=\"\";URI=spiffe://cluster.local/ns/x/sa/y,By=spiffe://cluster.local/ns/api/sa/api;Hash={};Subject=\"\";URI=spiffe://cluster.local/ns/client/sa/alice",
+            hex(&[0u8; 32]),
+            hex(&certbound::cert::thumbprint(leaf.der.as_ref()))
+        )
+    };
+    let base = header_mode_config(&idp, "xfcc").replace("x-client-cert", "x-forwarded-client-cert");
+    let mesh = Certbound::start(
+        &base.replace("ca_certificates = [\"client-ca.pem\"]", ""),
+        dir.path(),
+    )
+    .await;
+    let with_ca = Certbound::start(&base, dir.path()).await;
+    mesh.wait_ready().await;
+    with_ca.wait_ready().await;
+    let req = |leaf| {
+        Req::new()
+            .bearer(&token)
+            .header("x-forwarded-client-cert", &xfcc(leaf))
+    };
+    run_case(
+        &mesh,
+        "xfcc hash: alice",
+        req(&pki.alice),
+        Expect::Allow {
+            reason: "bound",
+            sub: Some("alice-app"),
+        },
+    )
+    .await;
+    run_case(
+        &mesh,
+        "xfcc hash: bob",
+        req(&pki.bob),
+        deny("binding_mismatch"),
+    )
+    .await;
+    run_case(
+        &with_ca,
+        "xfcc hash only, chain required",
+        req(&pki.alice),
+        deny("cert_unverifiable"),
+    )
+    .await;
+    mesh.stop().await.unwrap();
+    with_ca.stop().await.unwrap();
 }

@@ -31,7 +31,7 @@ fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "grpc_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nissuer = \"https://idp.test\"\njwks_file = \"jwks.json\"\n{extra}\n[proof_of_possession_mtls_from_header]\ncertificate_header_name = \"x-client-cert\"\ncertificate_header_format = \"url_encoded\"\nca_certificates = [\"client-ca.pem\"]\n"
+            "grpc_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nissuer = \"https://idp.test\"\njwks_file = \"jwks.json\"\ntrusted_ips = [\"127.0.0.1\"]\n{extra}\n[proof_of_possession_mtls_from_header]\ncertificate_header_name = \"x-client-cert\"\ncertificate_header_format = \"url_encoded\"\nca_certificates = [\"client-ca.pem\"]\n"
         ),
     )
     .unwrap();

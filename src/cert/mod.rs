@@ -8,9 +8,10 @@
 mod format;
 mod verify;
 
-pub use format::{decode, HeaderFormat, MAX_CHAIN_LEN};
+pub use format::{decode, decode_chain, HeaderFormat, Presented, MAX_CHAIN_LEN};
 pub use verify::{TrustStore, TrustStoreError};
 
+use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
 /// A SHA-256 thumbprint of a certificate's DER (the RFC 8705 `x5t#S256` before base64url).
@@ -37,6 +38,8 @@ pub enum CertError {
     NotForClientAuth,
     #[error("certificate failed verification")]
     Invalid,
+    #[error("only a hash of the certificate was sent, but its chain must be verified")]
+    Unverifiable,
 }
 
 /// A certificate that passed every check the policy asks for.
@@ -56,21 +59,37 @@ pub fn x5t_s256(der: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(thumbprint(der))
 }
 
-/// Decodes `value` in `format` and, if a trust store is given, verifies the chain at `now`
-/// (seconds since the epoch). Without a trust store (Envoy already verified the peer certificate
-/// during its own TLS handshake) only the decoding and thumbprint are done.
+/// Verifies what a header presented: with a trust store, the chain (plus `intermediates` from
+/// a separate chain header) must verify at `now` (seconds since the epoch). Without one (Envoy
+/// verified the peer certificate in its own handshake, or an XFCC hop did) only the thumbprint
+/// is taken: from the leaf, or from XFCC's `Hash` when no certificate was sent.
 pub fn verify(
-    value: &str,
-    format: HeaderFormat,
+    presented: &Presented,
+    intermediates: &[CertificateDer<'static>],
     trust: Option<&TrustStore>,
     now: u64,
 ) -> Result<VerifiedCert, CertError> {
-    let chain = decode(value, format)?;
-    let leaf = chain.first().ok_or(CertError::Malformed)?;
-    if let Some(trust) = trust {
-        trust.verify(&chain, now)?;
-    }
-    Ok(VerifiedCert {
-        thumbprint: thumbprint(leaf.as_ref()),
-    })
+    let thumbprint = match (presented.chain.first(), trust) {
+        (Some(leaf), Some(trust)) => {
+            if intermediates.is_empty() {
+                trust.verify(&presented.chain, now)?;
+            } else {
+                if presented.chain.len() + intermediates.len() > MAX_CHAIN_LEN {
+                    return Err(CertError::ChainTooLong);
+                }
+                let full: Vec<CertificateDer<'static>> = presented
+                    .chain
+                    .iter()
+                    .chain(intermediates)
+                    .cloned()
+                    .collect();
+                trust.verify(&full, now)?;
+            }
+            thumbprint(leaf.as_ref())
+        }
+        (Some(leaf), None) => thumbprint(leaf.as_ref()),
+        (None, Some(_)) => return Err(CertError::Unverifiable),
+        (None, None) => presented.hash.ok_or(CertError::Malformed)?,
+    };
+    Ok(VerifiedCert { thumbprint })
 }

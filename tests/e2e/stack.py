@@ -468,7 +468,9 @@ class Stack:
                 "ssl_verify = true\n"
             )
 
-        source = {"header": header_table("url_encoded"), "peer": "", "b64": header_table("base64_encoded")}[mode]
+        # Kong's tutorial sets secure_source = false: its client sends the header itself.
+        kong = header_table("base64_encoded") + "secure_source = false\n"
+        source = {"header": header_table("url_encoded"), "peer": "", "b64": kong}[mode]
         return render(E2E / "certbound.toml.tmpl", self.work / f"certbound-{mode}.toml", {
             "GRPC_PORT": getattr(self.ports, f"grpc_{mode}"),
             "ADMIN_PORT": getattr(self.ports, f"admin_{mode}"),
@@ -672,10 +674,12 @@ class Stack:
         return self._record("header", resp)
 
     def call_envoy_plain(self, headers: Headers = (), token: Optional[str] = None, path: str = "/",
-                         method: str = "GET", scheme: str = "Bearer") -> Response:
-        """Straight to Envoy's plain listener with arbitrary headers, as a WAF or a misrouted client
-        would (certbound "header", url_encoded)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.ports.envoy_plain, timeout=10)
+                         method: str = "GET", scheme: str = "Bearer", from_proxy: bool = True) -> Response:
+        """Straight to Envoy's plain listener with arbitrary headers (certbound "header",
+        url_encoded). `from_proxy`: connect from 127.0.0.2, the trusted proxy address (as a WAF
+        would); otherwise from 127.0.0.1, like a client that bypassed the proxy."""
+        source = ("127.0.0.2", 0) if from_proxy else ("127.0.0.1", 0)
+        conn = http.client.HTTPConnection("127.0.0.1", self.ports.envoy_plain, timeout=10, source_address=source)
         resp = self._send(conn, method, path, [("host", "127.0.0.1"), *self._auth_headers(token, headers, scheme)])
         return self._record("header", resp)
 

@@ -392,6 +392,32 @@ def test_idp_key_rotation_picked_up_without_restart(stack, alice_rs):
     assert all(name in stack.alive() for name in pids), "a certbound process died"
 
 
+# --- header trust (secure_source + trusted_ips) -----------------------------------------------
+
+def test_stolen_token_with_public_certificate_sent_around_the_proxy_is_refused(stack, alice_rs):
+    """Certificates are public: an attacker holding alice's token and her certificate who reaches
+    Envoy without going through nginx gets nothing, because the header only counts from nginx's
+    address (127.0.0.2)."""
+    _, before = stack.certbound_admin("header", "/metrics")
+    resp = stack.call_envoy_plain({CERT_HEADER: stack.cert_url_encoded("alice")}, alice_rs, from_proxy=False)
+    assert_invalid_token(resp)
+    assert "client certificate required" in resp.www_authenticate
+    _, after = stack.certbound_admin("header", "/metrics")
+    metric = 'certbound_decisions_total{decision="deny",reason="cert_missing"}'
+    count = lambda text: float(next(line.split()[-1] for line in text.decode().splitlines() if line.startswith(metric)))
+    assert count(after) == count(before) + 1
+
+
+def test_spoofed_forwarded_for_does_not_make_a_hop_trusted(stack, alice_rs):
+    headers = {CERT_HEADER: stack.cert_url_encoded("alice"), "x-forwarded-for": "127.0.0.2", "x-real-ip": "127.0.0.2"}
+    assert_invalid_token(stack.call_envoy_plain(headers, alice_rs, from_proxy=False))
+
+
+def test_the_same_request_from_the_trusted_proxy_address_is_allowed(stack, alice_rs):
+    assert_allowed(stack.call_envoy_plain({CERT_HEADER: stack.cert_url_encoded("alice")}, alice_rs), "alice-app")
+
+
+
 def test_health_after_matrix(stack):
     for mode in CERTBOUND_MODES:
         assert stack.certbound_admin(mode, "/healthz")[0] == 200, mode
@@ -421,3 +447,4 @@ def test_prometheus_counts_match_the_suite(stack):
         time.sleep(1)
     assert got == want
     assert want["header"].get("allow") and want["header"].get("deny")  # the suite did exercise both
+

@@ -265,6 +265,12 @@ impl Req {
         self
     }
 
+    /// The address Envoy saw the request come from (default 127.0.0.1).
+    pub fn source(mut self, ip: &str) -> Self {
+        self.source_ip = Some(ip.to_string());
+        self
+    }
+
     pub fn policy(mut self, name: &str) -> Self {
         self.policy = Some(name.to_string());
         self

@@ -1,0 +1,572 @@
+//! One small decoder per certificate header format. Each turns a header value into what the
+//! client presented: its chain as DER (leaf first) and/or, for Envoy's XFCC, the SHA-256 of the
+//! leaf alone.
+//!
+//! | format | who sends it | value |
+//! |---|---|---|
+//! | `base64_encoded` (Kong) | Kong's tutorial, HAProxy `ssl_c_der,base64`, F5 `[b64encode [SSL::cert 0]]` | base64 of the DER, no armour; intermediates as further concatenated DER |
+//! | `url_encoded` (Kong) | nginx `$ssl_client_escaped_cert`, AWS ALB `X-Amzn-Mtls-Clientcert(-Leaf)`, Envoy's peer certificate | PEM, armour included, percent-encoded (RFC 3986; `+` stays `+`) |
+//! | `pem` | Apache `%{SSL_CLIENT_CERT}s`, legacy nginx `$ssl_client_cert` | PEM whose line breaks were folded into spaces or tabs |
+//! | `rfc9440` | Cloudflare, Google Cloud LB, RFC 9440 terminators | `Client-Cert: :<base64 DER>:` (chain in `Client-Cert-Chain`) |
+//! | `xfcc` | Envoy / Istio `x-forwarded-client-cert` | `Key=Value;...` per hop, `,` between hops; the last hop's `Cert`/`Chain` (URL-encoded PEM) and `Hash` (hex SHA-256) |
+//! | `traefik` | Traefik `X-Forwarded-Tls-Client-Cert` | base64 DER per certificate, `,` between them, URL-escaped (v2) |
+//! | `auto` | operators who do not know | sniffed per value; never the default |
+//!
+//! Envoy joins a header sent twice with `,`. Where a format has no comma of its own, a comma
+//! means "sent twice" and is refused. `xfcc` and `traefik` use commas themselves, so there the
+//! terminator must strip client-sent copies (see the README on header trust).
+
+mod der;
+mod pem;
+mod rfc9440;
+mod xfcc;
+
+use rustls_pki_types::CertificateDer;
+
+use super::{CertError, Thumbprint};
+
+/// The longest chain accepted in one value (leaf plus intermediates).
+pub const MAX_CHAIN_LEN: usize = 5;
+
+/// How the certificate is carried in the header (Kong's `certificate_header_format`, plus the
+/// formats other terminators use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderFormat {
+    Base64Encoded,
+    UrlEncoded,
+    Pem,
+    Rfc9440,
+    Xfcc,
+    Traefik,
+    Auto,
+}
+
+impl HeaderFormat {
+    /// Every format, for tests and fuzzing that must cover them all.
+    pub const ALL: [HeaderFormat; 7] = [
+        Self::Base64Encoded,
+        Self::UrlEncoded,
+        Self::Pem,
+        Self::Rfc9440,
+        Self::Xfcc,
+        Self::Traefik,
+        Self::Auto,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Base64Encoded => "base64_encoded",
+            Self::UrlEncoded => "url_encoded",
+            Self::Pem => "pem",
+            Self::Rfc9440 => "rfc9440",
+            Self::Xfcc => "xfcc",
+            Self::Traefik => "traefik",
+            Self::Auto => "auto",
+        }
+    }
+
+    /// The config value, including the documented aliases of formats that really are the same
+    /// decoder: `haproxy` and `f5` send base64 DER; `aws_alb` sends URL-encoded PEM.
+    pub fn from_config(name: &str) -> Option<Self> {
+        Some(match name {
+            "base64_encoded" | "haproxy" | "f5" => Self::Base64Encoded,
+            "url_encoded" | "aws_alb" => Self::UrlEncoded,
+            "pem" | "apache" => Self::Pem,
+            "rfc9440" => Self::Rfc9440,
+            "xfcc" => Self::Xfcc,
+            "traefik" => Self::Traefik,
+            "auto" => Self::Auto,
+            _ => return None,
+        })
+    }
+
+    pub const CONFIG_NAMES: &'static str =
+        "base64_encoded, url_encoded, pem, rfc9440, xfcc, traefik, auto (aliases: haproxy, f5, aws_alb, apache)";
+}
+
+/// What a header value carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    /// Leaf first. Empty only when an XFCC element carried a `Hash` and no `Cert`.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// SHA-256 of the leaf as the sender stated it (XFCC `Hash`). When `chain` is not empty it
+    /// has been checked against the leaf.
+    pub hash: Option<Thumbprint>,
+}
+
+impl Presented {
+    fn chain(chain: Vec<CertificateDer<'static>>) -> Self {
+        Self { chain, hash: None }
+    }
+}
+
+/// Decodes a header value, leaf first.
+pub fn decode(value: &str, format: HeaderFormat) -> Result<Presented, CertError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(CertError::Malformed);
+    }
+    let format = match format {
+        HeaderFormat::Auto => sniff(value),
+        f => f,
+    };
+    match format {
+        HeaderFormat::Base64Encoded => single(value)
+            .and_then(der::decode_base64)
+            .map(Presented::chain),
+        HeaderFormat::UrlEncoded => single(value)
+            .and_then(pem::decode_url_encoded)
+            .map(Presented::chain),
+        HeaderFormat::Pem => single(value)
+            .and_then(|v| pem::decode_folded(v.as_bytes()))
+            .map(Presented::chain),
+        HeaderFormat::Rfc9440 => single(value)
+            .and_then(rfc9440::decode_item)
+            .map(|der| Presented::chain(vec![der])),
+        HeaderFormat::Traefik => der::decode_traefik(value).map(Presented::chain),
+        HeaderFormat::Xfcc => xfcc::decode(value),
+        // `sniff` never answers Auto.
+        HeaderFormat::Auto => Err(CertError::Malformed),
+    }
+}
+
+/// Decodes a separate chain header (`certificate_chain_header_name`): intermediates only, in
+/// the same format as the certificate header. For `rfc9440` that is `Client-Cert-Chain`, a
+/// structured-field list, so commas separate entries there.
+pub fn decode_chain(
+    value: &str,
+    format: HeaderFormat,
+) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let value = value.trim();
+    let format = match format {
+        HeaderFormat::Auto => sniff(value),
+        f => f,
+    };
+    match format {
+        HeaderFormat::Rfc9440 => rfc9440::decode_list(value),
+        HeaderFormat::Xfcc => Err(CertError::Malformed),
+        f => decode(value, f).map(|p| p.chain),
+    }
+}
+
+/// A format whose values never contain a comma: a comma means the header arrived twice.
+fn single(value: &str) -> Result<&str, CertError> {
+    if value.contains(',') {
+        Err(CertError::Duplicate)
+    } else {
+        Ok(value)
+    }
+}
+
+/// Picks the format from the value's shape.
+fn sniff(value: &str) -> HeaderFormat {
+    let looks_xfcc = value.split([';', ',']).any(|kv| {
+        let key = kv.split('=').next().unwrap_or("").trim();
+        ["Hash", "Cert", "Chain", "By", "Subject", "URI", "DNS"]
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(key) && kv.contains('='))
+    });
+    if value.starts_with(':') {
+        HeaderFormat::Rfc9440
+    } else if value.starts_with("-----BEGIN%20") {
+        HeaderFormat::UrlEncoded
+    } else if value.starts_with("-----BEGIN") {
+        HeaderFormat::Pem
+    } else if looks_xfcc {
+        HeaderFormat::Xfcc
+    } else if value.contains(',') || value.contains('%') {
+        HeaderFormat::Traefik
+    } else {
+        HeaderFormat::Base64Encoded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cert::{thumbprint, x5t_s256};
+
+    use base64::Engine;
+
+    /// The chain a value decodes to.
+    fn dec(value: &str, format: HeaderFormat) -> Result<Vec<CertificateDer<'static>>, CertError> {
+        decode(value, format).map(|p| p.chain)
+    }
+    use rcgen::{CertificateParams, KeyPair};
+
+    fn cert_pem() -> (String, Vec<u8>) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["client.test".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), cert.der().to_vec())
+    }
+
+    /// nginx `$ssl_client_escaped_cert`: spaces, newlines, `+`, `/` and `=` all escaped.
+    fn nginx_escape(pem: &str) -> String {
+        const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        percent_encoding::utf8_percent_encode(pem, SET).to_string()
+    }
+
+    /// AWS ALB `X-Amzn-Mtls-Clientcert`: URL-encoded PEM that leaves `+`, `=` and `/` raw.
+    fn alb_escape(pem: &str) -> String {
+        pem.replace(' ', "%20").replace('\n', "%0A")
+    }
+
+    #[test]
+    fn url_encoded_decodes_nginx_escaped_pem() {
+        let (pem, der) = cert_pem();
+        let chain = dec(&nginx_escape(&pem), HeaderFormat::UrlEncoded).unwrap();
+        assert_eq!(chain.len(), 1);
+        assert_eq!(chain[0].as_ref(), der.as_slice());
+    }
+
+    #[test]
+    fn url_encoded_keeps_raw_plus_from_alb() {
+        // Generate until the base64 body contains a '+': form decoding would turn it into a
+        // space and corrupt the certificate.
+        let (pem, der) = loop {
+            let (pem, der) = cert_pem();
+            if pem.contains('+') {
+                break (pem, der);
+            }
+        };
+        let value = alb_escape(&pem);
+        assert!(value.contains('+'));
+        let chain = dec(&value, HeaderFormat::UrlEncoded).unwrap();
+        assert_eq!(chain[0].as_ref(), der.as_slice());
+    }
+
+    #[test]
+    fn url_encoded_decodes_the_envoy_1_40_sample() {
+        let value = "-----BEGIN%20CERTIFICATE-----%0AMIICEzCCAbmgAwIBAgIUc%2B7DmF%2BCl5UszY8QTH6oGG0%2BA%2FcwCgYIKoZIzj0EAwIw%0ATzEaMBgGA1UECgwRY2VydGJvdW5kIGhhcm5lc3MxMTAvBgNVBAMMKGNlcnRib3Vu%0AZCBoYXJuZXNzIGNsaWVudCBpbnRlcm1lZGlhdGUgQ0EwHhcNMjYxMTI4MDEyMjEx%0AWhcNMjYxMjI4MDEyMjExWjAsMRowGAYDVQQKDBFjZXJ0Ym91bmQgaGFybmVzczEO%0AMAwGA1UEAwwFYWxpY2UwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQnErGEcET7%0AOJOTVgGnVMFAw2JR0TL4OfGc4z%2F4XFjL%2FkmrI7RUIVdLJpV5VKlX7o%2BkKydZZkVQ%0AZxnfWIg%2BQDpQo4GVMIGSMAwGA1UdEwEB%2FwQCMAAwDgYDVR0PAQH%2FBAQDAgeAMBMG%0AA1UdJQQMMAoGCCsGAQUFBwMCMB0GA1UdEQQWMBSCEmFsaWNlLmNsaWVudHMudGVz%0AdDAfBgNVHSMEGDAWgBRTPerL2c7U8uZBoQqB6XtKlgm0KDAdBgNVHQ4EFgQU5TTT%0AhatPL5sDLPhzVXht3j%2F6LNkwCgYIKoZIzj0EAwIDSAAwRQIhAOuGFIresCOqirgD%0AuuG6F8qtQatqpNpvLpIF8BCySkPDAiBL5i2XIjy%2BRUCwP2upYaC2UbhhPr4ELSXm%0Augn6d9NJRA%3D%3D%0A-----END%20CERTIFICATE-----%0A";
+        let chain = dec(value, HeaderFormat::UrlEncoded).unwrap();
+        // The token in the same captured request is bound to this value.
+        assert_eq!(
+            x5t_s256(chain[0].as_ref()),
+            "hBWQVGeGj9eqCxJve2nO5qbn3BdbWN3zeB8F1ClK1p0"
+        );
+    }
+
+    #[test]
+    fn url_encoded_carries_intermediates_after_the_leaf() {
+        let (leaf, leaf_der) = cert_pem();
+        let (inter, inter_der) = cert_pem();
+        let chain = dec(&nginx_escape(&(leaf + &inter)), HeaderFormat::UrlEncoded).unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[0].as_ref(), leaf_der.as_slice());
+        assert_eq!(chain[1].as_ref(), inter_der.as_slice());
+    }
+
+    #[test]
+    fn url_encoded_refuses_a_private_key_section() {
+        let (pem, _) = cert_pem();
+        let key = KeyPair::generate().unwrap().serialize_pem();
+        let err = dec(&nginx_escape(&(pem + &key)), HeaderFormat::UrlEncoded).unwrap_err();
+        assert_eq!(err, CertError::Malformed);
+    }
+
+    #[test]
+    fn base64_encoded_decodes_kong_tutorial_form() {
+        use base64::engine::general_purpose::STANDARD;
+        let (_, der) = cert_pem();
+        let value = STANDARD.encode(&der);
+        let chain = dec(&value, HeaderFormat::Base64Encoded).unwrap();
+        assert_eq!(chain[0].as_ref(), der.as_slice());
+    }
+
+    #[test]
+    fn base64_encoded_tolerates_line_breaks_and_missing_padding() {
+        use base64::engine::general_purpose::STANDARD;
+        let (_, der) = loop {
+            let (p, d) = cert_pem();
+            if d.len() % 3 != 0 {
+                break (p, d);
+            }
+        };
+        let encoded = STANDARD.encode(&der);
+        let unpadded = encoded.trim_end_matches('=');
+        let folded: String = unpadded
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let chain = dec(&folded, HeaderFormat::Base64Encoded).unwrap();
+        assert_eq!(chain[0].as_ref(), der.as_slice());
+    }
+
+    #[test]
+    fn base64_encoded_accepts_base64_of_pem() {
+        use base64::engine::general_purpose::STANDARD;
+        let (pem, der) = cert_pem();
+        let chain = dec(&STANDARD.encode(pem), HeaderFormat::Base64Encoded).unwrap();
+        assert_eq!(chain[0].as_ref(), der.as_slice());
+    }
+
+    #[test]
+    fn base64_encoded_carries_intermediates_as_concatenated_der() {
+        use base64::engine::general_purpose::STANDARD;
+        let (_, a) = cert_pem();
+        let (_, b) = cert_pem();
+        let chain = dec(
+            &STANDARD.encode([a.clone(), b.clone()].concat()),
+            HeaderFormat::Base64Encoded,
+        )
+        .unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[1].as_ref(), b.as_slice());
+    }
+
+    #[test]
+    fn garbage_is_malformed_in_every_format() {
+        for format in [HeaderFormat::Base64Encoded, HeaderFormat::UrlEncoded] {
+            for value in [
+                "",
+                "   ",
+                "not a cert",
+                "%ZZ",
+                "AAAA",
+                "-----BEGIN CERTIFICATE-----",
+            ] {
+                assert_eq!(
+                    decode(value, format).unwrap_err(),
+                    CertError::Malformed,
+                    "{value:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_der_is_malformed() {
+        use base64::engine::general_purpose::STANDARD;
+        let (_, der) = cert_pem();
+        let value = STANDARD.encode(&der[..der.len() - 10]);
+        assert_eq!(
+            dec(&value, HeaderFormat::Base64Encoded).unwrap_err(),
+            CertError::Malformed
+        );
+    }
+
+    #[test]
+    fn chains_longer_than_the_cap_are_refused() {
+        let (pem, _) = cert_pem();
+        let long = pem.repeat(MAX_CHAIN_LEN + 1);
+        assert_eq!(
+            dec(&nginx_escape(&long), HeaderFormat::UrlEncoded).unwrap_err(),
+            CertError::ChainTooLong
+        );
+    }
+
+    fn hex(t: &[u8]) -> String {
+        t.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn b64(der: &[u8]) -> String {
+        use base64::engine::general_purpose::STANDARD;
+        use base64::Engine;
+        STANDARD.encode(der)
+    }
+
+    #[test]
+    fn rfc9440_decodes_a_byte_sequence_and_its_chain_list() {
+        let (_, leaf) = cert_pem();
+        let (_, inter) = cert_pem();
+        let chain = dec(&format!(":{}:", b64(&leaf)), HeaderFormat::Rfc9440).unwrap();
+        assert_eq!(chain, vec![CertificateDer::from(leaf.clone())]);
+        let list = decode_chain(
+            &format!(":{}:, :{}:", b64(&inter), b64(&leaf)),
+            HeaderFormat::Rfc9440,
+        )
+        .unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].as_ref(), inter.as_slice());
+    }
+
+    #[test]
+    fn rfc9440_is_strict_about_colons_padding_and_duplicates() {
+        let (_, leaf) = cert_pem();
+        let b = b64(&leaf);
+        for bad in [
+            b.clone(),
+            format!(":{b}"),
+            format!(":{}:", b.trim_end_matches('=')),
+            format!(":{}:", b.replace('+', "-")),
+        ] {
+            if bad == format!(":{b}:") {
+                continue;
+            }
+            assert!(dec(&bad, HeaderFormat::Rfc9440).is_err(), "{bad}");
+        }
+        assert_eq!(
+            dec(&format!(":{b}:, :{b}:"), HeaderFormat::Rfc9440).unwrap_err(),
+            CertError::Duplicate
+        );
+    }
+
+    #[test]
+    fn pem_with_line_breaks_folded_into_spaces_or_tabs_decodes() {
+        let (pem, der) = cert_pem();
+        // Apache's mod_headers turns newlines into spaces.
+        let apache = pem.trim_end().replace('\n', " ");
+        assert_eq!(
+            dec(&apache, HeaderFormat::Pem).unwrap()[0].as_ref(),
+            der.as_slice()
+        );
+        // Legacy nginx $ssl_client_cert: every line after the first starts with a tab.
+        let nginx = pem.trim_end().replace('\n', "\n\t");
+        assert_eq!(
+            dec(&nginx, HeaderFormat::Pem).unwrap()[0].as_ref(),
+            der.as_slice()
+        );
+        // A real multi-line PEM works too.
+        assert_eq!(
+            dec(&pem, HeaderFormat::Pem).unwrap()[0].as_ref(),
+            der.as_slice()
+        );
+        assert_eq!(
+            dec(&format!("junk {apache}"), HeaderFormat::Pem).unwrap_err(),
+            CertError::Malformed
+        );
+    }
+
+    #[test]
+    fn xfcc_uses_the_last_elements_cert_and_checks_its_hash() {
+        let (pem, der) = cert_pem();
+        let (other_pem, _) = cert_pem();
+        let value = format!(
+            "By=spiffe://a;Hash={};Cert=\"{}\";Subject=\"CN=x,O=y\";URI=spiffe://c,By=spiffe://b;Hash={};Cert=\"{}\";Subject=\"O=\\\"q\\\",CN=z\"",
+            hex(&[0u8; 32]),
+            nginx_escape(&other_pem),
+            hex(&thumbprint(&der)),
+            nginx_escape(&pem)
+        );
+        let p = decode(&value, HeaderFormat::Xfcc).unwrap();
+        assert_eq!(p.chain[0].as_ref(), der.as_slice());
+        assert_eq!(p.hash, Some(thumbprint(&der)));
+    }
+
+    #[test]
+    fn xfcc_hash_alone_is_enough_for_the_binding_and_a_wrong_hash_is_refused() {
+        let (pem, der) = cert_pem();
+        // Istio sidecars' default: no Cert.
+        let p = decode(&format!("By=spiffe://cluster.local/ns/a/sa/b;Hash={};Subject=\"\";URI=spiffe://cluster.local/ns/c/sa/d", hex(&thumbprint(&der))), HeaderFormat::Xfcc).unwrap();
+        assert!(p.chain.is_empty());
+        assert_eq!(p.hash, Some(thumbprint(&der)));
+        let lying = format!("Hash={};Cert=\"{}\"", hex(&[1u8; 32]), nginx_escape(&pem));
+        assert_eq!(
+            decode(&lying, HeaderFormat::Xfcc).unwrap_err(),
+            CertError::Malformed
+        );
+        assert_eq!(
+            decode("By=spiffe://a;Subject=\"CN=x\"", HeaderFormat::Xfcc).unwrap_err(),
+            CertError::Malformed
+        );
+        assert_eq!(
+            decode(
+                &format!("Hash={0};Hash={0}", hex(&[1u8; 32])),
+                HeaderFormat::Xfcc
+            )
+            .unwrap_err(),
+            CertError::Malformed
+        );
+    }
+
+    #[test]
+    fn xfcc_chain_key_carries_the_intermediates() {
+        let (leaf, leaf_der) = cert_pem();
+        let (inter, _) = cert_pem();
+        let p = decode(
+            &format!("Chain=\"{}\"", nginx_escape(&(leaf + &inter))),
+            HeaderFormat::Xfcc,
+        )
+        .unwrap();
+        assert_eq!(p.chain.len(), 2);
+        assert_eq!(p.chain[0].as_ref(), leaf_der.as_slice());
+    }
+
+    #[test]
+    fn traefik_decodes_an_escaped_comma_joined_chain() {
+        let (_, leaf) = cert_pem();
+        let (_, inter) = cert_pem();
+        // Traefik v2 URL-escapes the value; v1 did not.
+        let raw = format!("{},{}", b64(&leaf), b64(&inter));
+        let escaped = raw
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+            .replace(',', "%2C");
+        for v in [raw, escaped] {
+            let chain = dec(&v, HeaderFormat::Traefik).unwrap();
+            assert_eq!(chain.len(), 2);
+            assert_eq!(chain[0].as_ref(), leaf.as_slice());
+        }
+    }
+
+    #[test]
+    fn aliases_name_the_same_decoders() {
+        assert_eq!(
+            HeaderFormat::from_config("haproxy"),
+            Some(HeaderFormat::Base64Encoded)
+        );
+        assert_eq!(
+            HeaderFormat::from_config("f5"),
+            Some(HeaderFormat::Base64Encoded)
+        );
+        assert_eq!(
+            HeaderFormat::from_config("aws_alb"),
+            Some(HeaderFormat::UrlEncoded)
+        );
+        assert_eq!(HeaderFormat::from_config("apache"), Some(HeaderFormat::Pem));
+        assert_eq!(HeaderFormat::from_config("der"), None);
+        for f in HeaderFormat::ALL {
+            assert_eq!(HeaderFormat::from_config(f.as_str()), Some(f));
+        }
+    }
+
+    #[test]
+    fn auto_sniffs_every_format_to_the_same_certificate() {
+        let (pem, der) = cert_pem();
+        let values = [
+            b64(&der),
+            nginx_escape(&pem),
+            alb_escape(&pem),
+            pem.trim_end().replace('\n', " "),
+            format!(":{}:", b64(&der)),
+            format!(
+                "By=spiffe://x;Hash={};Cert=\"{}\"",
+                hex(&thumbprint(&der)),
+                nginx_escape(&pem)
+            ),
+            b64(&der).replace('+', "%2B").replace('/', "%2F"),
+        ];
+        for v in values {
+            let p = decode(&v, HeaderFormat::Auto).unwrap_or_else(|e| panic!("{e:?} for {v}"));
+            assert_eq!(p.chain[0].as_ref(), der.as_slice(), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_comma_is_a_duplicate_in_every_format_without_commas_of_its_own() {
+        let (pem, der) = cert_pem();
+        let cases = [
+            (HeaderFormat::Base64Encoded, b64(&der)),
+            (HeaderFormat::UrlEncoded, nginx_escape(&pem)),
+            (HeaderFormat::Pem, pem.trim_end().replace('\n', " ")),
+            (HeaderFormat::Rfc9440, format!(":{}:", b64(&der))),
+        ];
+        for (f, v) in cases {
+            assert_eq!(
+                decode(&format!("{v},{v}"), f).unwrap_err(),
+                CertError::Duplicate,
+                "{f:?}"
+            );
+        }
+    }
+}
