@@ -73,6 +73,7 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
             header: "x-consumer-sub".into(),
         }],
         trusted_ips: Vec::new(),
+        limits: Default::default(),
         keys: store,
         unknown_kid_wait: Duration::from_millis(10),
     };
@@ -144,6 +145,8 @@ fn bench(c: &mut Criterion) {
             audiences: &aud,
             leeway: 0,
             accepted_types: &types,
+            max_bytes: 16 * 1024,
+            max_json_depth: 16,
         };
         g.bench_function("floor/token_verify", |b| {
             b.iter(|| token::verify(black_box(&s.token), &s.keys, &rules, now).unwrap())

@@ -21,7 +21,7 @@ use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
 use crate::cert::{HeaderFormat, TrustStore};
-use crate::policy::{CertSource, ClaimHeader, HeaderSource, Policies, Policy, PopMode};
+use crate::policy::{CertSource, ClaimHeader, HeaderSource, Limits, Policies, Policy, PopMode};
 use crate::token::{KeySet, KeyStore};
 
 pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:9191";
@@ -72,6 +72,16 @@ struct RawConfig {
     upstream_headers_names: Option<Vec<String>>,
     proof_of_possession_mtls_from_header: Option<RawFromHeader>,
     trusted_ips: Option<Vec<String>>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_certificate_header_bytes: Option<usize>,
+    max_chain_length: Option<usize>,
+    max_token_bytes: Option<usize>,
+    max_json_depth: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -330,6 +340,7 @@ impl Validator<'_> {
             cert_source: cert_source?,
             upstream_headers: upstream_headers?,
             trusted_ips,
+            limits: self.limits(raw.limits.unwrap_or_default()),
             keys: store.clone(),
             unknown_kid_wait: Duration::from_millis(500).min(timeout),
         };
@@ -571,6 +582,49 @@ impl Validator<'_> {
                 None
             }
             None => Some(None),
+        }
+    }
+
+    fn limits(&mut self, raw: RawLimits) -> Limits {
+        let d = Limits::default();
+        let c = Limits::CEILING;
+        let mut pick = |key: &str, value: Option<usize>, default: usize, ceiling: usize| match value
+        {
+            None => default,
+            Some(v) if (1..=ceiling).contains(&v) => v,
+            Some(v) => {
+                self.issue(
+                    &format!("limits.{key}"),
+                    format!("{v} is outside 1..={ceiling}"),
+                );
+                default
+            }
+        };
+        Limits {
+            max_certificate_header_bytes: pick(
+                "max_certificate_header_bytes",
+                raw.max_certificate_header_bytes,
+                d.max_certificate_header_bytes,
+                c.max_certificate_header_bytes,
+            ),
+            max_chain_length: pick(
+                "max_chain_length",
+                raw.max_chain_length,
+                d.max_chain_length,
+                c.max_chain_length,
+            ),
+            max_token_bytes: pick(
+                "max_token_bytes",
+                raw.max_token_bytes,
+                d.max_token_bytes,
+                c.max_token_bytes,
+            ),
+            max_json_depth: pick(
+                "max_json_depth",
+                raw.max_json_depth,
+                d.max_json_depth,
+                c.max_json_depth,
+            ),
         }
     }
 
@@ -925,6 +979,35 @@ mod tests {
         assert_eq!(
             issues(&with_chain, dir.path())[0].key,
             "proof_of_possession_mtls_from_header.certificate_chain_header_name"
+        );
+    }
+
+    #[test]
+    fn limits_default_safely_and_refuse_values_outside_their_range() {
+        let dir = dir_with_ca();
+        assert_eq!(
+            load(GOOD, dir.path()).unwrap().policies.default.limits,
+            Limits::default()
+        );
+        let toml = format!("{GOOD}\n[limits]\nmax_chain_length = 3\nmax_token_bytes = 4096\nmax_json_depth = 4\nmax_certificate_header_bytes = 8192\n");
+        let l = load(&toml, dir.path()).unwrap().policies.default.limits;
+        assert_eq!(
+            (
+                l.max_chain_length,
+                l.max_token_bytes,
+                l.max_json_depth,
+                l.max_certificate_header_bytes
+            ),
+            (3, 4096, 4, 8192)
+        );
+        let toml = format!("{GOOD}\n[limits]\nmax_chain_length = 0\nmax_token_bytes = 10000000\n");
+        let keys: Vec<String> = issues(&toml, dir.path())
+            .into_iter()
+            .map(|i| i.key)
+            .collect();
+        assert_eq!(
+            keys,
+            vec!["limits.max_chain_length", "limits.max_token_bytes"]
         );
     }
 

@@ -8,9 +8,6 @@
 
 use std::collections::HashMap;
 
-/// Largest certificate header value accepted: a leaf plus a few intermediates, URL-encoded.
-pub const MAX_CERT_HEADER_BYTES: usize = 32 * 1024;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ExtractError {
     #[error("no bearer token")]
@@ -51,15 +48,17 @@ fn is_b64token(token: &str) -> bool {
         })
 }
 
-/// The raw value of the certificate header `name` (lower-case), if present and non-empty.
+/// The raw value of the certificate header `name` (lower-case), if present and non-empty, and no
+/// longer than `max_bytes`.
 pub fn cert_header<'a>(
     headers: &'a HashMap<String, String>,
     name: &str,
+    max_bytes: usize,
 ) -> Result<Option<&'a str>, ExtractError> {
     let Some(value) = headers.get(name) else {
         return Ok(None);
     };
-    if value.len() > MAX_CERT_HEADER_BYTES {
+    if value.len() > max_bytes {
         return Err(ExtractError::CertHeaderTooLarge);
     }
     let value = value.trim();
@@ -144,18 +143,18 @@ mod tests {
 
     #[test]
     fn cert_header_absent_empty_and_oversized() {
-        assert_eq!(cert_header(&h(&[]), "x-client-cert"), Ok(None));
+        assert_eq!(cert_header(&h(&[]), "x-client-cert", 100), Ok(None));
         assert_eq!(
-            cert_header(&h(&[("x-client-cert", "  ")]), "x-client-cert"),
+            cert_header(&h(&[("x-client-cert", "  ")]), "x-client-cert", 100),
             Ok(None)
         );
         assert_eq!(
-            cert_header(&h(&[("x-client-cert", " abc ")]), "x-client-cert"),
+            cert_header(&h(&[("x-client-cert", " abc ")]), "x-client-cert", 100),
             Ok(Some("abc"))
         );
-        let big = "a".repeat(MAX_CERT_HEADER_BYTES + 1);
+        let big = "a".repeat(101);
         assert_eq!(
-            cert_header(&h(&[("x-client-cert", &big)]), "x-client-cert"),
+            cert_header(&h(&[("x-client-cert", &big)]), "x-client-cert", 100),
             Err(ExtractError::CertHeaderTooLarge)
         );
     }

@@ -88,6 +88,8 @@ async fn verify_token(token: &str, policy: &Policy, now: u64) -> Result<Verified
         audiences: &policy.audiences,
         leeway: policy.leeway,
         accepted_types: &policy.accepted_token_types,
+        max_bytes: policy.limits.max_token_bytes,
+        max_json_depth: policy.limits.max_json_depth,
     };
     let mut keys = policy.keys.current();
     if !keys.is_loaded() {
@@ -123,22 +125,38 @@ fn client_certificate(
                 // is treated as absent (Kong's secure_source).
                 return Ok(None);
             }
-            let Some(value) =
-                extract::cert_header(input.headers, &source.name).map_err(extract_reason)?
+            let Some(value) = extract::cert_header(
+                input.headers,
+                &source.name,
+                policy.limits.max_certificate_header_bytes,
+            )
+            .map_err(extract_reason)?
             else {
                 return Ok(None);
             };
             let presented = cert::decode(value, source.format).map_err(cert_reason)?;
             let intermediates = match &source.chain_name {
                 Some(name) => {
-                    match extract::cert_header(input.headers, name).map_err(extract_reason)? {
+                    match extract::cert_header(
+                        input.headers,
+                        name,
+                        policy.limits.max_certificate_header_bytes,
+                    )
+                    .map_err(extract_reason)?
+                    {
                         Some(v) => cert::decode_chain(v, source.format).map_err(cert_reason)?,
                         None => Vec::new(),
                     }
                 }
                 None => Vec::new(),
             };
-            cert::verify(&presented, &intermediates, source.trust.as_deref(), now)
+            cert::verify(
+                &presented,
+                &intermediates,
+                source.trust.as_deref(),
+                policy.limits.max_chain_length,
+                now,
+            )
         }
         CertSource::Peer => {
             let value = input.peer_certificate.trim();
@@ -147,7 +165,7 @@ fn client_certificate(
             }
             // Envoy's TLS layer verified the chain during the handshake.
             let presented = cert::decode(value, HeaderFormat::UrlEncoded).map_err(cert_reason)?;
-            cert::verify(&presented, &[], None, now)
+            cert::verify(&presented, &[], None, policy.limits.max_chain_length, now)
         }
     };
     verified.map(|v| Some(v.thumbprint)).map_err(cert_reason)
@@ -218,7 +236,7 @@ fn extract_reason(e: ExtractError) -> DenyReason {
 
 fn token_reason(e: TokenError) -> DenyReason {
     match e {
-        TokenError::TooLarge => DenyReason::TokenTooLarge,
+        TokenError::TooLarge | TokenError::TooDeep => DenyReason::TokenTooLarge,
         TokenError::Malformed => DenyReason::TokenMalformed,
         TokenError::UnknownKey => DenyReason::TokenUnknownKey,
         TokenError::AlgorithmNotAllowed => DenyReason::TokenAlgorithmNotAllowed,

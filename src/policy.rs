@@ -43,6 +43,39 @@ pub struct ClaimHeader {
     pub header: String,
 }
 
+/// Caps on hostile input (the `[limits]` table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_certificate_header_bytes: usize,
+    /// Leaf plus intermediates, from the certificate header and the chain header together.
+    pub max_chain_length: usize,
+    pub max_token_bytes: usize,
+    /// Nesting of arrays and objects in a token's header and claims.
+    pub max_json_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_certificate_header_bytes: 32 * 1024,
+            max_chain_length: 5,
+            max_token_bytes: 16 * 1024,
+            max_json_depth: 16,
+        }
+    }
+}
+
+impl Limits {
+    /// The largest values a configuration may set: beyond them a limit stops protecting
+    /// anything (the CheckRequest itself is capped at 1 MiB).
+    pub const CEILING: Limits = Limits {
+        max_certificate_header_bytes: 256 * 1024,
+        max_chain_length: crate::cert::CHAIN_LEN_CEILING,
+        max_token_bytes: 64 * 1024,
+        max_json_depth: 64,
+    };
+}
+
 /// Everything one check needs to decide.
 #[derive(Clone)]
 pub struct Policy {
@@ -57,6 +90,7 @@ pub struct Policy {
     pub upstream_headers: Vec<ClaimHeader>,
     /// Kong's `trusted_ips`: the proxies allowed to set the certificate header.
     pub trusted_ips: Vec<ipnet::IpNet>,
+    pub limits: Limits,
     pub keys: Arc<KeyStore>,
     /// How long a check may wait for a JWKS refresh after meeting an unknown `kid`.
     pub unknown_kid_wait: Duration,

@@ -1113,3 +1113,83 @@ async fn xfcc_hash_alone_binds_when_the_mesh_verified_the_chain() {
     mesh.stop().await.unwrap();
     with_ca.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_limits_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    pki.write_root(dir.path());
+    let key = SigningKey::es256("k").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
+    let claims = bound_claims(&idp.issuer, AUD, "alice-app", &pki.alice, now);
+    let token = key.sign("at+jwt", &claims).unwrap();
+    let chain = pki.chain_header(&pki.alice);
+    let mut deep_claims = claims.clone();
+    deep_claims["groups"] = json!([[["a"]]]);
+    let deep = key.sign("at+jwt", &deep_claims).unwrap();
+    // Each limit set just above what alice's real request needs.
+    let limits = format!(
+        "[limits]\nmax_certificate_header_bytes = {}\nmax_chain_length = 2\nmax_token_bytes = {}\nmax_json_depth = 3\n",
+        chain.len(),
+        token.len()
+    );
+    let cb = Certbound::start(
+        &format!("{}\n{limits}", header_mode_config(&idp, "url_encoded")),
+        dir.path(),
+    )
+    .await;
+    cb.wait_ready().await;
+    run_case(
+        &cb,
+        "within every limit",
+        Req::new().bearer(&token).cert(&chain),
+        Expect::Allow {
+            reason: "bound",
+            sub: Some("alice-app"),
+        },
+    )
+    .await;
+    run_case(
+        &cb,
+        "header one byte over",
+        Req::new().bearer(&token).cert(&format!("{chain}%0A")),
+        deny("cert_header_too_large"),
+    )
+    .await;
+    let three = certbound::fixtures::url_encode_pem(
+        &(pki.alice.pem.clone() + &pki.inter.pem + &pki.root.pem),
+    );
+    run_case(
+        &cb,
+        "token over the limit",
+        Req::new().bearer(&format!("{token}AAAA")).cert(&chain),
+        deny("token_too_large"),
+    )
+    .await;
+    run_case(
+        &cb,
+        "claims nested too deep",
+        Req::new().bearer(&deep).cert(&chain),
+        deny("token_too_large"),
+    )
+    .await;
+    cb.stop().await.unwrap();
+
+    // The chain limit alone, with room in the header for three certificates.
+    let limits = "[limits]\nmax_chain_length = 2\n";
+    let cb = Certbound::start(
+        &format!("{}\n{limits}", header_mode_config(&idp, "url_encoded")),
+        dir.path(),
+    )
+    .await;
+    cb.wait_ready().await;
+    run_case(
+        &cb,
+        "three certificates, limit two",
+        Req::new().bearer(&token).cert(&three),
+        deny("cert_chain_too_long"),
+    )
+    .await;
+    cb.stop().await.unwrap();
+}

@@ -8,7 +8,7 @@
 mod format;
 mod verify;
 
-pub use format::{decode, decode_chain, HeaderFormat, Presented, MAX_CHAIN_LEN};
+pub use format::{decode, decode_chain, HeaderFormat, Presented, CHAIN_LEN_CEILING};
 pub use verify::{TrustStore, TrustStoreError};
 
 use rustls_pki_types::CertificateDer;
@@ -26,7 +26,7 @@ pub enum CertError {
     TooLarge,
     #[error("certificate value cannot be decoded")]
     Malformed,
-    #[error("certificate chain is longer than {MAX_CHAIN_LEN}")]
+    #[error("certificate chain is longer than allowed")]
     ChainTooLong,
     #[error("certificate does not chain to a trusted CA")]
     Untrusted,
@@ -60,23 +60,25 @@ pub fn x5t_s256(der: &[u8]) -> String {
 }
 
 /// Verifies what a header presented: with a trust store, the chain (plus `intermediates` from
-/// a separate chain header) must verify at `now` (seconds since the epoch). Without one (Envoy
+/// a separate chain header, `max_chain` certificates in all) must verify at `now` (seconds since
+/// the epoch). Without one (Envoy
 /// verified the peer certificate in its own handshake, or an XFCC hop did) only the thumbprint
 /// is taken: from the leaf, or from XFCC's `Hash` when no certificate was sent.
 pub fn verify(
     presented: &Presented,
     intermediates: &[CertificateDer<'static>],
     trust: Option<&TrustStore>,
+    max_chain: usize,
     now: u64,
 ) -> Result<VerifiedCert, CertError> {
+    if presented.chain.len() + intermediates.len() > max_chain {
+        return Err(CertError::ChainTooLong);
+    }
     let thumbprint = match (presented.chain.first(), trust) {
         (Some(leaf), Some(trust)) => {
             if intermediates.is_empty() {
                 trust.verify(&presented.chain, now)?;
             } else {
-                if presented.chain.len() + intermediates.len() > MAX_CHAIN_LEN {
-                    return Err(CertError::ChainTooLong);
-                }
                 let full: Vec<CertificateDer<'static>> = presented
                     .chain
                     .iter()

@@ -8,9 +8,6 @@ use super::claims::{self, Binding};
 use super::keys::KeySet;
 use super::TokenError;
 
-/// Largest access token accepted. Real JWT access tokens are 1-3 KiB.
-pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-
 /// What a token must satisfy, borrowed from the policy.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenRules<'a> {
@@ -20,6 +17,10 @@ pub struct TokenRules<'a> {
     /// Accepted JOSE `typ` values, compared case-insensitively. A token without `typ` is
     /// refused.
     pub accepted_types: &'a [String],
+    /// Longest token accepted (real JWT access tokens are 1-3 KiB).
+    pub max_bytes: usize,
+    /// Deepest nesting of arrays/objects in the token's header or claims.
+    pub max_json_depth: usize,
 }
 
 /// A token whose signature and claims verified.
@@ -37,9 +38,10 @@ pub fn verify(
     rules: &TokenRules<'_>,
     now: u64,
 ) -> Result<VerifiedToken, TokenError> {
-    if token.len() > MAX_TOKEN_BYTES {
+    if token.len() > rules.max_bytes {
         return Err(TokenError::TooLarge);
     }
+    check_depth(token, rules.max_json_depth)?;
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
     let typ_ok = header.typ.as_deref().is_some_and(|typ| {
         rules
@@ -76,6 +78,40 @@ pub fn verify(
         binding,
         exp,
     })
+}
+
+/// Refuses a header or claims segment nested deeper than `max`, before any JSON parser sees it.
+fn check_depth(token: &str, max: usize) -> Result<(), TokenError> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    for segment in token.split('.').take(2) {
+        let json = URL_SAFE_NO_PAD
+            .decode(segment)
+            .map_err(|_| TokenError::Malformed)?;
+        if json_depth(&json) > max {
+            return Err(TokenError::TooDeep);
+        }
+    }
+    Ok(())
+}
+
+/// Deepest nesting of `[`/`{` outside strings.
+fn json_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            b'[' | b'{' if !in_string => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' if !in_string => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// jsonwebtoken's validation is used for the signature and the algorithm only: the one
@@ -151,6 +187,8 @@ mod tests {
             audiences: &aud,
             leeway: 0,
             accepted_types: &types,
+            max_bytes: 16 * 1024,
+            max_json_depth: 8,
         };
         verify(token, keys, &rules, NOW)
     }
@@ -308,7 +346,7 @@ mod tests {
         let s = Signer::new("k1");
         let keys = keyset(&[&s]);
         assert_eq!(
-            run(&"a".repeat(MAX_TOKEN_BYTES + 1), &keys),
+            run(&"a".repeat(16 * 1024 + 1), &keys),
             Err(TokenError::TooLarge)
         );
         for junk in ["", "a", "a.b", "a.b.c", "....", "eyJ9.e30.x"] {
@@ -347,5 +385,26 @@ mod tests {
             let t = jsonwebtoken::encode(&h, &good_claims(), &enc).unwrap();
             assert!(run(&t, &keys).is_ok(), "{alg:?}");
         }
+    }
+
+    #[test]
+    fn claims_nested_deeper_than_the_limit_are_refused_before_parsing() {
+        let s = Signer::new("k1");
+        let mut c = good_claims();
+        let mut deep = json!(1);
+        for _ in 0..8 {
+            deep = json!([deep]);
+        }
+        c["deep"] = deep;
+        // 8 arrays inside the claims object: depth 9.
+        assert_eq!(
+            run(&s.sign("at+jwt", &c), &keyset(&[&s])),
+            Err(TokenError::TooDeep)
+        );
+        c["deep"] = json!([[["not too deep"]]]);
+        assert!(run(&s.sign("at+jwt", &c), &keyset(&[&s])).is_ok());
+        // Brackets inside strings do not count.
+        c["deep"] = json!("[[[[[[[[[[[[{{{{{{{{{{");
+        assert!(run(&s.sign("at+jwt", &c), &keyset(&[&s])).is_ok());
     }
 }

@@ -10,14 +10,16 @@ mod jwt;
 mod keys;
 
 pub use claims::Binding;
-pub use jwt::{verify, TokenRules, VerifiedToken, MAX_TOKEN_BYTES};
+pub use jwt::{verify, TokenRules, VerifiedToken};
 pub use keys::{KeySet, KeySetError, KeyStore, MAX_KEYS};
 
 /// Why a token was not accepted. Each variant maps to its own deny reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("token exceeds {MAX_TOKEN_BYTES} bytes")]
+    #[error("token exceeds the size limit")]
     TooLarge,
+    #[error("token JSON nests deeper than the limit")]
+    TooDeep,
     #[error("token is not a well-formed JWS")]
     Malformed,
     #[error("no signing key matches the token's kid")]

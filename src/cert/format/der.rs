@@ -5,7 +5,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use rustls_pki_types::CertificateDer;
 
-use super::{pem, MAX_CHAIN_LEN};
+use super::{pem, CHAIN_LEN_CEILING};
 use crate::cert::CertError;
 
 const STANDARD_INDIFFERENT: GeneralPurpose = GeneralPurpose::new(
@@ -39,7 +39,7 @@ pub(super) fn decode_traefik(value: &str) -> Result<Vec<CertificateDer<'static>>
         .into_owned();
     let mut chain = Vec::new();
     for part in unescaped.split(',') {
-        if chain.len() == MAX_CHAIN_LEN {
+        if chain.len() == CHAIN_LEN_CEILING {
             return Err(CertError::ChainTooLong);
         }
         let der = split_der(&base64_bytes(part)?)?;
@@ -55,7 +55,7 @@ pub(super) fn decode_traefik(value: &str) -> Result<Vec<CertificateDer<'static>>
 pub(super) fn split_der(mut bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let mut chain = Vec::new();
     while !bytes.is_empty() {
-        if chain.len() == MAX_CHAIN_LEN {
+        if chain.len() == CHAIN_LEN_CEILING {
             return Err(CertError::ChainTooLong);
         }
         let (rest, _) =

@@ -25,8 +25,9 @@ use rustls_pki_types::CertificateDer;
 
 use super::{CertError, Thumbprint};
 
-/// The longest chain accepted in one value (leaf plus intermediates).
-pub const MAX_CHAIN_LEN: usize = 5;
+/// The most certificates a decoder parses from one value, whatever the configured limit: it
+/// bounds the parsing work before any limit is applied.
+pub const CHAIN_LEN_CEILING: usize = 10;
 
 /// How the certificate is carried in the header (Kong's `certificate_header_format`, plus the
 /// formats other terminators use).
@@ -357,7 +358,7 @@ mod tests {
     #[test]
     fn chains_longer_than_the_cap_are_refused() {
         let (pem, _) = cert_pem();
-        let long = pem.repeat(MAX_CHAIN_LEN + 1);
+        let long = pem.repeat(CHAIN_LEN_CEILING + 1);
         assert_eq!(
             dec(&nginx_escape(&long), HeaderFormat::UrlEncoded).unwrap_err(),
             CertError::ChainTooLong

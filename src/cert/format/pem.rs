@@ -7,7 +7,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use super::der::check_der;
-use super::MAX_CHAIN_LEN;
+use super::CHAIN_LEN_CEILING;
 use crate::cert::CertError;
 
 const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
@@ -26,7 +26,7 @@ pub(super) fn decode_strict(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, 
     let mut chain = Vec::new();
     for item in CertificateDer::pem_slice_iter(pem) {
         let cert = item.map_err(|_| CertError::Malformed)?;
-        if chain.len() == MAX_CHAIN_LEN {
+        if chain.len() == CHAIN_LEN_CEILING {
             return Err(CertError::ChainTooLong);
         }
         chain.push(cert);
@@ -54,7 +54,7 @@ pub(super) fn decode_folded(mut text: &[u8]) -> Result<Vec<CertificateDer<'stati
         if text.is_empty() {
             break;
         }
-        if chain.len() == MAX_CHAIN_LEN {
+        if chain.len() == CHAIN_LEN_CEILING {
             return Err(CertError::ChainTooLong);
         }
         let body = text.strip_prefix(BEGIN).ok_or(CertError::Malformed)?;

@@ -7,7 +7,7 @@ use base64::Engine;
 use rustls_pki_types::CertificateDer;
 
 use super::der::check_der;
-use super::MAX_CHAIN_LEN;
+use super::CHAIN_LEN_CEILING;
 use crate::cert::CertError;
 
 /// One `:base64:` item, strictly: the colons, the standard alphabet, padding.
@@ -26,7 +26,7 @@ pub(super) fn decode_item(item: &str) -> Result<CertificateDer<'static>, CertErr
 pub(super) fn decode_list(value: &str) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let mut chain = Vec::new();
     for item in value.split(',') {
-        if chain.len() == MAX_CHAIN_LEN {
+        if chain.len() == CHAIN_LEN_CEILING {
             return Err(CertError::ChainTooLong);
         }
         chain.push(decode_item(item.trim_matches([' ', '\t']))?);
