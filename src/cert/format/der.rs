@@ -23,10 +23,17 @@ pub(super) fn decode_base64(value: &str) -> Result<Vec<CertificateDer<'static>>,
     split_der(&bytes)
 }
 
+const URL_SAFE_INDIFFERENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Standard alphabet, or the URL-safe one some terminators use; never a mix of both.
 fn base64_bytes(value: &str) -> Result<Vec<u8>, CertError> {
     let compact: Vec<u8> = value.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     STANDARD_INDIFFERENT
         .decode(&compact)
+        .or_else(|_| URL_SAFE_INDIFFERENT.decode(&compact))
         .map_err(|_| CertError::Malformed)
 }
 

@@ -169,7 +169,11 @@ fn sniff(value: &str) -> HeaderFormat {
     });
     if value.starts_with(':') {
         HeaderFormat::Rfc9440
-    } else if value.starts_with("-----BEGIN%20") {
+    } else if value.starts_with("-----BEGIN%20")
+        || value
+            .get(..3)
+            .is_some_and(|p| p.eq_ignore_ascii_case("%2D"))
+    {
         HeaderFormat::UrlEncoded
     } else if value.starts_with("-----BEGIN") {
         HeaderFormat::Pem
@@ -569,5 +573,40 @@ mod tests {
                 "{f:?}"
             );
         }
+    }
+
+    #[test]
+    fn base64_encoded_accepts_the_url_safe_alphabet() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (_, der) = loop {
+            let (p, d) = cert_pem();
+            if b64(&d).contains(['+', '/']) {
+                break (p, d);
+            }
+        };
+        assert_eq!(
+            dec(&URL_SAFE_NO_PAD.encode(&der), HeaderFormat::Base64Encoded).unwrap()[0].as_ref(),
+            der.as_slice()
+        );
+    }
+
+    #[test]
+    fn xfcc_keys_are_case_insensitive_and_empty_values_allowed() {
+        let (pem, der) = cert_pem();
+        let v = format!("by=spiffe://cluster.local/ns/istio-system/sa/gw;hash={};cert=\"{}\";subject=\"CN=api-client\";URI=", hex(&thumbprint(&der)), nginx_escape(&pem));
+        assert_eq!(
+            decode(&v, HeaderFormat::Xfcc).unwrap().chain[0].as_ref(),
+            der.as_slice()
+        );
+    }
+
+    #[test]
+    fn auto_recognises_pem_with_escaped_dashes() {
+        let (pem, der) = cert_pem();
+        let all_escaped: String = pem.bytes().map(|b| format!("%{b:02X}")).collect();
+        assert_eq!(
+            dec(&all_escaped, HeaderFormat::Auto).unwrap()[0].as_ref(),
+            der.as_slice()
+        );
     }
 }
