@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use figment::providers::Serialized;
 use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Value};
 use figment::Figment;
 use ipnet::IpNet;
 use rustls_pki_types::pem::PemObject;
@@ -47,11 +49,39 @@ const POP_COMPATIBLE_METHODS: &[&str] = &["bearer", "introspection", "session"];
 /// Methods certbound implements.
 const IMPLEMENTED_METHODS: &[&str] = &["bearer"];
 
+/// Keys that apply to the whole process. Everything else at the top level is the default
+/// policy, which `[policies.NAME]` tables override key by key.
+const GLOBAL_KEYS: &[&str] = &[
+    "grpc_listen",
+    "admin_listen",
+    "trusted_ips",
+    "limits",
+    "idp_ca_certificates",
+    "ssl_verify",
+    "timeout",
+    "rediscovery_lifetime",
+    "jwks_refresh_interval",
+];
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+struct RawGlobal {
     grpc_listen: Option<String>,
     admin_listen: Option<String>,
+    idp_ca_certificates: Option<Vec<PathBuf>>,
+    ssl_verify: Option<bool>,
+    timeout: Option<u64>,
+    rediscovery_lifetime: Option<u64>,
+    jwks_refresh_interval: Option<u64>,
+    trusted_ips: Option<Vec<String>>,
+    limits: Option<RawLimits>,
+}
+
+/// The keys one policy can set (top level for the default policy, `[policies.NAME]` for the
+/// others).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
     issuer: Option<String>,
     jwks_uri: Option<String>,
     jwks_file: Option<PathBuf>,
@@ -59,20 +89,20 @@ struct RawConfig {
     client_secret: Option<Vec<String>>,
     audience: Option<Vec<String>>,
     auth_methods: Option<Vec<String>>,
-    idp_ca_certificates: Option<Vec<PathBuf>>,
-    ssl_verify: Option<bool>,
     leeway: Option<u64>,
-    timeout: Option<u64>,
-    rediscovery_lifetime: Option<u64>,
-    jwks_refresh_interval: Option<u64>,
     access_token_types: Option<Vec<String>>,
     proof_of_possession_mtls: Option<String>,
     proof_of_possession_auth_methods_validation: Option<bool>,
     upstream_headers_claims: Option<Vec<String>>,
     upstream_headers_names: Option<Vec<String>>,
+    upstream_thumbprint_header: Option<String>,
+    hide_credentials: Option<bool>,
+    scopes_required: Option<Vec<String>>,
+    scopes_claim: Option<Vec<String>>,
+    audience_required: Option<Vec<String>>,
+    audience_claim: Option<Vec<String>>,
+    claims_forbidden: Option<Vec<String>>,
     proof_of_possession_mtls_from_header: Option<RawFromHeader>,
-    trusted_ips: Option<Vec<String>>,
-    limits: Option<RawLimits>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,14 +221,60 @@ impl Config {
 
     /// Validates whatever `figment` holds; `base` anchors relative paths.
     pub fn from_figment(figment: &Figment, base: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = figment
+        let load = |e: figment::Error| ConfigError::Load(Box::new(e));
+        // Re-extracted parts live in figment's "global" profile; name keys as the user wrote them.
+        let load_part = |e: figment::Error| {
+            ConfigError::Invalid(vec![Issue {
+                key: e.path.join("."),
+                message: e.kind.to_string(),
+            }])
+        };
+        let mut all: Dict = figment.extract().map_err(load)?;
+        let named = match all.remove("policies") {
+            None => Dict::new(),
+            Some(Value::Dict(_, d)) => d,
+            Some(_) => {
+                return Err(ConfigError::Invalid(vec![Issue {
+                    key: "policies".into(),
+                    message: "must be a table of [policies.NAME] tables".into(),
+                }]))
+            }
+        };
+        let (global, default): (Dict, Dict) = all
+            .into_iter()
+            .partition(|(k, _)| GLOBAL_KEYS.contains(&k.as_str()));
+        let global: RawGlobal = Figment::from(Serialized::globals(global))
             .extract()
-            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+            .map_err(load_part)?;
+        let raw_default: RawPolicy = Figment::from(Serialized::globals(&default))
+            .extract()
+            .map_err(load_part)?;
+        let mut raw_named = Vec::new();
+        for (name, table) in named {
+            let Value::Dict(_, overrides) = table else {
+                return Err(ConfigError::Invalid(vec![Issue {
+                    key: format!("policies.{name}"),
+                    message: "must be a table".into(),
+                }]));
+            };
+            // Key by key over the default policy; nested tables merge key by key too.
+            let raw: RawPolicy = Figment::from(Serialized::globals(&default))
+                .merge(Serialized::globals(overrides))
+                .extract()
+                .map_err(|e| {
+                    ConfigError::Invalid(vec![Issue {
+                        key: format!("policies.{name}.{}", e.path.join(".")),
+                        message: e.kind.to_string(),
+                    }])
+                })?;
+            raw_named.push((name, raw));
+        }
         let mut v = Validator {
             issues: Vec::new(),
             base,
+            scope: String::new(),
         };
-        let config = v.config(raw);
+        let config = v.config(global, raw_default, raw_named);
         match config {
             Some(c) if v.issues.is_empty() => Ok(c),
             _ => Err(ConfigError::Invalid(v.issues)),
@@ -206,15 +282,24 @@ impl Config {
     }
 }
 
+/// Settings every policy takes from the top level.
+struct Shared {
+    trusted_ips: Vec<IpNet>,
+    limits: Limits,
+    unknown_kid_wait: Duration,
+}
+
 struct Validator<'a> {
     issues: Vec<Issue>,
     base: &'a Path,
+    /// `policies.NAME.` while a named policy is validated, so issues name the full key.
+    scope: String,
 }
 
 impl Validator<'_> {
     fn issue(&mut self, key: &str, message: impl Into<String>) {
         self.issues.push(Issue {
-            key: key.into(),
+            key: format!("{}{key}", self.scope),
             message: message.into(),
         });
     }
@@ -241,15 +326,90 @@ impl Validator<'_> {
         }
     }
 
-    fn config(&mut self, raw: RawConfig) -> Option<Config> {
-        let grpc_listen = self.addr("grpc_listen", raw.grpc_listen, DEFAULT_GRPC_LISTEN);
-        let admin_listen = self.addr("admin_listen", raw.admin_listen, DEFAULT_ADMIN_LISTEN);
+    fn config(
+        &mut self,
+        global: RawGlobal,
+        default: RawPolicy,
+        named: Vec<(String, RawPolicy)>,
+    ) -> Option<Config> {
+        let grpc_listen = self.addr("grpc_listen", global.grpc_listen, DEFAULT_GRPC_LISTEN);
+        let admin_listen = self.addr("admin_listen", global.admin_listen, DEFAULT_ADMIN_LISTEN);
         if let (Some(g), Some(a)) = (grpc_listen, admin_listen) {
             if g == a && g.port() != 0 {
                 self.issue("admin_listen", "must differ from grpc_listen");
             }
         }
+        let timeout = Duration::from_millis(global.timeout.unwrap_or(10_000));
+        if timeout.is_zero() {
+            self.issue("timeout", "must be more than 0 milliseconds");
+        }
+        let idp_client = IdpClient {
+            extra_roots: self.idp_roots(global.idp_ca_certificates.unwrap_or_default()),
+            verify_tls: global.ssl_verify.unwrap_or(true),
+            timeout,
+        };
+        let min_interval = Duration::from_secs(global.rediscovery_lifetime.unwrap_or(30));
+        let refresh_interval = Duration::from_secs(global.jwks_refresh_interval.unwrap_or(300));
+        if refresh_interval.is_zero() {
+            self.issue("jwks_refresh_interval", "must be more than 0 seconds");
+        }
+        let shared = Shared {
+            trusted_ips: self.trusted_ips(global.trusted_ips.unwrap_or_default()),
+            limits: self.limits(global.limits.unwrap_or_default()),
+            unknown_kid_wait: Duration::from_millis(500).min(timeout),
+        };
 
+        let mut stores: Vec<(KeySource, Arc<KeyStore>)> = Vec::new();
+        let default = self.policy("default", default, &shared, &mut stores);
+        let mut policies = HashMap::new();
+        for (name, raw) in named {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                self.issue(
+                    &format!("policies.{name}"),
+                    "policy names are letters, digits, '-', '_' and '.'",
+                );
+                continue;
+            }
+            self.scope = format!("policies.{name}.");
+            let policy = self.policy(&name, raw, &shared, &mut stores);
+            self.scope.clear();
+            if let Some(p) = policy {
+                policies.insert(name, Arc::new(p));
+            }
+        }
+        let key_fetches = stores
+            .into_iter()
+            .filter(|(source, _)| !matches!(source, KeySource::File(_)))
+            .map(|(source, store)| KeyFetch {
+                store,
+                source,
+                min_interval,
+                refresh_interval,
+            })
+            .collect();
+        Some(Config {
+            grpc_listen: grpc_listen?,
+            admin_listen: admin_listen?,
+            policies: Policies {
+                default: Arc::new(default?),
+                named: policies,
+            },
+            key_fetches,
+            idp_client,
+        })
+    }
+
+    fn policy(
+        &mut self,
+        name: &str,
+        raw: RawPolicy,
+        shared: &Shared,
+        stores: &mut Vec<(KeySource, Arc<KeyStore>)>,
+    ) -> Option<Policy> {
         let issuer = match raw.issuer {
             Some(i) if is_http_url(&i) => Some(i.trim_end_matches('/').to_string()),
             Some(i) => {
@@ -264,8 +424,18 @@ impl Validator<'_> {
                 None
             }
         };
-        // The issuer as configured is what tokens must carry; only the discovery URL trims the slash.
-        let source = self.key_source(issuer.clone(), raw.jwks_uri, raw.jwks_file.as_deref());
+        let keys = self
+            .key_source(issuer.clone(), raw.jwks_uri, raw.jwks_file.as_deref())
+            .map(|(store, source)| {
+                // Policies with the same key source share one store and one fetcher.
+                match stores.iter().find(|(s, _)| *s == source) {
+                    Some((_, existing)) => existing.clone(),
+                    None => {
+                        stores.push((source, store.clone()));
+                        store
+                    }
+                }
+            });
 
         if let Some(secrets) = &raw.client_secret {
             let ids = raw.client_id.as_ref().map_or(0, Vec::len);
@@ -300,6 +470,11 @@ impl Validator<'_> {
 
         let upstream_headers =
             self.upstream_headers(raw.upstream_headers_claims, raw.upstream_headers_names);
+        let upstream_thumbprint_header = self.header_name(
+            "upstream_thumbprint_header",
+            raw.upstream_thumbprint_header,
+            false,
+        );
 
         let accepted_token_types = raw
             .access_token_types
@@ -308,30 +483,28 @@ impl Validator<'_> {
             self.issue("access_token_types", "must list at least one JOSE `typ`");
         }
 
-        let trusted_ips = self.trusted_ips(raw.trusted_ips.unwrap_or_default());
+        let scopes_required =
+            self.alternatives("scopes_required", raw.scopes_required.unwrap_or_default());
+        let audience_required = self.alternatives(
+            "audience_required",
+            raw.audience_required.unwrap_or_default(),
+        );
+        let scopes_claim = self.claim_path("scopes_claim", raw.scopes_claim, "scope");
+        let audience_claim = self.claim_path("audience_claim", raw.audience_claim, "aud");
+        let claims_forbidden = raw.claims_forbidden.unwrap_or_default();
+        if claims_forbidden.iter().any(String::is_empty) {
+            self.issue("claims_forbidden", "entries must not be empty");
+        }
+
         let cert_source = match raw.proof_of_possession_mtls_from_header {
-            Some(h) => self.header_source(h, &trusted_ips).map(CertSource::Header),
+            Some(h) => self
+                .header_source(h, &shared.trusted_ips)
+                .map(CertSource::Header),
             None => Some(CertSource::Peer),
         };
 
-        let timeout = Duration::from_millis(raw.timeout.unwrap_or(10_000));
-        if timeout.is_zero() {
-            self.issue("timeout", "must be more than 0 milliseconds");
-        }
-        let idp_client = IdpClient {
-            extra_roots: self.idp_roots(raw.idp_ca_certificates.unwrap_or_default()),
-            verify_tls: raw.ssl_verify.unwrap_or(true),
-            timeout,
-        };
-        let min_interval = Duration::from_secs(raw.rediscovery_lifetime.unwrap_or(30));
-        let refresh_interval = Duration::from_secs(raw.jwks_refresh_interval.unwrap_or(300));
-        if refresh_interval.is_zero() {
-            self.issue("jwks_refresh_interval", "must be more than 0 seconds");
-        }
-
-        let (store, source) = source?;
-        let policy = Policy {
-            name: "default".into(),
+        Some(Policy {
+            name: name.to_string(),
             issuer: issuer?,
             audiences,
             leeway: raw.leeway.unwrap_or(0),
@@ -339,30 +512,45 @@ impl Validator<'_> {
             pop_mode: pop_mode?,
             cert_source: cert_source?,
             upstream_headers: upstream_headers?,
-            trusted_ips,
-            limits: self.limits(raw.limits.unwrap_or_default()),
-            keys: store.clone(),
-            unknown_kid_wait: Duration::from_millis(500).min(timeout),
-        };
-        let key_fetches = match source {
-            KeySource::File(_) => Vec::new(),
-            source => vec![KeyFetch {
-                store,
-                source,
-                min_interval,
-                refresh_interval,
-            }],
-        };
-        Some(Config {
-            grpc_listen: grpc_listen?,
-            admin_listen: admin_listen?,
-            policies: Policies {
-                default: Arc::new(policy),
-                named: HashMap::new(),
-            },
-            key_fetches,
-            idp_client,
+            upstream_thumbprint_header: upstream_thumbprint_header?,
+            hide_credentials: raw.hide_credentials.unwrap_or(false),
+            scopes_required,
+            scopes_claim,
+            audience_required,
+            audience_claim,
+            claims_forbidden,
+            trusted_ips: shared.trusted_ips.clone(),
+            limits: shared.limits,
+            keys: keys?,
+            unknown_kid_wait: shared.unknown_kid_wait,
         })
+    }
+
+    /// Kong's AND/OR encoding: each entry is an alternative; the space-separated words in one
+    /// entry are all required.
+    fn alternatives(&mut self, key: &str, entries: Vec<String>) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        for e in entries {
+            let words: Vec<String> = e.split_whitespace().map(str::to_string).collect();
+            if words.is_empty() {
+                self.issue(key, "entries must not be empty");
+            } else {
+                out.push(words);
+            }
+        }
+        out
+    }
+
+    /// A claim path (Kong's `scopes_claim`/`audience_claim`: an array of nested object keys).
+    fn claim_path(&mut self, key: &str, path: Option<Vec<String>>, default: &str) -> Vec<String> {
+        let path = path.unwrap_or_else(|| vec![default.to_string()]);
+        if path.is_empty() || path.iter().any(String::is_empty) {
+            self.issue(
+                key,
+                "must be a non-empty list of claim names (a path into nested objects)",
+            );
+        }
+        path
     }
 
     fn key_source(
@@ -1009,6 +1197,50 @@ mod tests {
             keys,
             vec!["limits.max_chain_length", "limits.max_token_bytes"]
         );
+    }
+
+    #[test]
+    fn named_policies_override_key_by_key_and_errors_name_the_policy() {
+        let dir = dir_with_ca();
+        let toml = format!(
+            "{GOOD}\n[policies.strict-api]\nscopes_required = [\"a b\", \"c\"]\nleeway = 5\n\
+             [policies.strict-api.proof_of_possession_mtls_from_header]\ncertificate_header_format = \"rfc9440\"\n"
+        );
+        let c = load(&toml, dir.path()).unwrap();
+        let p = &c.policies.named["strict-api"];
+        assert_eq!(
+            p.scopes_required,
+            vec![
+                vec!["a".to_string(), "b".to_string()],
+                vec!["c".to_string()]
+            ]
+        );
+        assert_eq!(p.leeway, 5);
+        assert_eq!(p.audiences, c.policies.default.audiences, "inherited");
+        match &p.cert_source {
+            // The nested table merges key by key: the header name is inherited.
+            CertSource::Header(h) => assert_eq!(
+                (h.name.as_str(), h.format),
+                ("x-client-cert", HeaderFormat::Rfc9440)
+            ),
+            CertSource::Peer => panic!("expected header source"),
+        }
+        assert!(
+            std::sync::Arc::ptr_eq(&p.keys, &c.policies.default.keys),
+            "same issuer, one key store"
+        );
+
+        let err = load(
+            &format!("{GOOD}\n[policies.x]\nscopes_requird = [\"a\"]\n"),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("policies.x"), "{err}");
+        let i = issues(
+            &format!("{GOOD}\n[policies.y]\nproof_of_possession_mtls = \"maybe\"\n"),
+            dir.path(),
+        );
+        assert_eq!(i[0].key, "policies.y.proof_of_possession_mtls");
     }
 
     #[test]

@@ -61,6 +61,12 @@ pub enum DenyReason {
     TokenNotBound,
     BindingMalformed,
     BindingMismatch,
+    /// `claims_forbidden`: the token carries a claim the policy refuses.
+    ForbiddenClaim,
+    /// `audience_required` not met.
+    AudienceNotAllowed,
+    /// `scopes_required` not met.
+    InsufficientScope,
 }
 
 /// The RFC 6750 `error` code carried in `WWW-Authenticate`.
@@ -68,6 +74,7 @@ pub enum DenyReason {
 pub enum Rfc6750Error {
     InvalidRequest,
     InvalidToken,
+    InsufficientScope,
 }
 
 impl Rfc6750Error {
@@ -75,12 +82,13 @@ impl Rfc6750Error {
         match self {
             Self::InvalidRequest => "invalid_request",
             Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
         }
     }
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 29] = [
+    pub const ALL: [DenyReason; 32] = [
         Self::MissingToken,
         Self::MalformedAuthorization,
         Self::UnknownPolicy,
@@ -110,6 +118,9 @@ impl DenyReason {
         Self::TokenNotBound,
         Self::BindingMalformed,
         Self::BindingMismatch,
+        Self::ForbiddenClaim,
+        Self::AudienceNotAllowed,
+        Self::InsufficientScope,
     ];
 
     /// Metric label and log field. Stable: dashboards and alerts key on these.
@@ -144,6 +155,9 @@ impl DenyReason {
             Self::TokenNotBound => "token_not_bound",
             Self::BindingMalformed => "binding_malformed",
             Self::BindingMismatch => "binding_mismatch",
+            Self::ForbiddenClaim => "forbidden_claim",
+            Self::AudienceNotAllowed => "audience_not_allowed",
+            Self::InsufficientScope => "insufficient_scope",
         }
     }
 
@@ -156,7 +170,10 @@ impl DenyReason {
     pub fn http_status(self) -> u16 {
         match self {
             Self::MalformedAuthorization => 400,
-            Self::UnknownPolicy => 403,
+            Self::UnknownPolicy
+            | Self::ForbiddenClaim
+            | Self::AudienceNotAllowed
+            | Self::InsufficientScope => 403,
             Self::KeysUnavailable => 503,
             _ => 401,
         }
@@ -168,6 +185,9 @@ impl DenyReason {
         match self {
             Self::MissingToken | Self::UnknownPolicy | Self::KeysUnavailable => None,
             Self::MalformedAuthorization => Some(Rfc6750Error::InvalidRequest),
+            Self::ForbiddenClaim | Self::AudienceNotAllowed | Self::InsufficientScope => {
+                Some(Rfc6750Error::InsufficientScope)
+            }
             _ => Some(Rfc6750Error::InvalidToken),
         }
     }
@@ -209,6 +229,9 @@ impl DenyReason {
             Self::TokenNotBound => "access token is not certificate-bound",
             Self::BindingMalformed => "malformed certificate binding",
             Self::BindingMismatch => "certificate does not match access token",
+            Self::ForbiddenClaim => "access token carries a forbidden claim",
+            Self::AudienceNotAllowed => "access token audience not allowed here",
+            Self::InsufficientScope => "access token lacks the required scope",
         }
     }
 
@@ -241,6 +264,13 @@ pub enum Decision {
         remove: Vec<String>,
     },
     Deny(DenyReason),
+}
+
+impl Default for Decision {
+    /// Fail closed: a decision nobody made is a deny.
+    fn default() -> Self {
+        Decision::Deny(DenyReason::MissingToken)
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +308,9 @@ mod tests {
                     | DenyReason::MalformedAuthorization
                     | DenyReason::UnknownPolicy
                     | DenyReason::KeysUnavailable
+                    | DenyReason::ForbiddenClaim
+                    | DenyReason::AudienceNotAllowed
+                    | DenyReason::InsufficientScope
             ) {
                 continue;
             }
@@ -285,6 +318,20 @@ mod tests {
             assert_eq!(r.rfc6750_error(), Some(Rfc6750Error::InvalidToken), "{r:?}");
             assert!(!r.description().is_empty(), "{r:?}");
             assert_eq!(r.body_message(), "Unauthorized");
+        }
+    }
+
+    #[test]
+    fn authorization_failures_are_403_insufficient_scope() {
+        for r in [
+            DenyReason::ForbiddenClaim,
+            DenyReason::AudienceNotAllowed,
+            DenyReason::InsufficientScope,
+        ] {
+            assert_eq!(r.http_status(), 403);
+            assert_eq!(r.rfc6750_error(), Some(Rfc6750Error::InsufficientScope));
+            assert!(r.has_challenge());
+            assert_eq!(r.body_message(), "Forbidden");
         }
     }
 }

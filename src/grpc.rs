@@ -12,12 +12,14 @@ use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
     HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value as ProtoValue};
 use envoy_types::pb::google::rpc;
+use std::collections::BTreeMap;
 
 use crate::clock;
 use crate::decision::{Decision, DenyReason};
 use crate::metrics::Metrics;
-use crate::pipeline::{self, CheckInput};
+use crate::pipeline::{self, CheckInput, Outcome};
 use crate::policy::Policies;
 
 /// gRPC codes carried in `CheckResponse.status`.
@@ -73,12 +75,12 @@ impl Authorization for AuthzService {
                 policy = %outcome.policy,
                 status = reason.http_status(),
                 path = http.map_or("", |h| h.path.split('?').next().unwrap_or("")),
-                cert = outcome.cert_hint.as_deref().unwrap_or(""),
+                cert = outcome.thumbprint.as_deref().map_or("", |t| &t[..8.min(t.len())]),
                 "deny"
             );
         }
         Ok(tonic::Response::new(response(
-            &outcome.decision,
+            &outcome,
             crate::extract::host(headers),
         )))
     }
@@ -95,9 +97,9 @@ fn source_ip(
     }
 }
 
-/// Builds the CheckResponse for a decision. `host` becomes the challenge's `realm`.
-pub fn response(decision: &Decision, host: Option<&str>) -> CheckResponse {
-    match decision {
+/// Builds the CheckResponse for an outcome. `host` becomes the challenge's `realm`.
+pub fn response(outcome: &Outcome, host: Option<&str>) -> CheckResponse {
+    let mut resp = match &outcome.decision {
         Decision::Allow {
             headers, remove, ..
         } => CheckResponse {
@@ -115,14 +117,58 @@ pub fn response(decision: &Decision, host: Option<&str>) -> CheckResponse {
             })),
             ..Default::default()
         },
-        Decision::Deny(reason) => denied(*reason, host),
+        Decision::Deny(reason) => denied(*reason, host, outcome.scope_hint.as_deref()),
+    };
+    resp.dynamic_metadata = Some(metadata(outcome));
+    resp
+}
+
+/// What Envoy's access log and later filters can read under
+/// `envoy.filters.http.ext_authz`: the policy, the decision and its reason, and who it was.
+fn metadata(outcome: &Outcome) -> Struct {
+    let (decision, reason) = match &outcome.decision {
+        Decision::Allow { reason, .. } => ("allow", reason.as_str()),
+        Decision::Deny(reason) => ("deny", reason.as_str()),
+    };
+    let mut fields = BTreeMap::new();
+    let mut put = |k: &str, v: &str| {
+        fields.insert(
+            k.to_string(),
+            ProtoValue {
+                kind: Some(Kind::StringValue(v.to_string())),
+            },
+        );
+    };
+    put("policy", &outcome.policy);
+    put("decision", decision);
+    put("reason", reason);
+    for (k, v) in [
+        ("sub", &outcome.subject),
+        ("client_id", &outcome.client_id),
+        ("x5t", &outcome.thumbprint),
+    ] {
+        if let Some(v) = v {
+            put(k, v);
+        }
+    }
+    Struct {
+        fields: fields.into_iter().collect(),
     }
 }
 
-fn denied(reason: DenyReason, host: Option<&str>) -> CheckResponse {
+fn denied(reason: DenyReason, host: Option<&str>, scope: Option<&str>) -> CheckResponse {
     let mut headers = vec![overwrite("content-type", "application/json")];
     if reason.has_challenge() {
-        headers.push(overwrite("www-authenticate", &challenge(reason, host)));
+        let mut c = challenge(reason, host);
+        if let (DenyReason::InsufficientScope, Some(scope)) = (reason, scope) {
+            // Configured scope names; keep them inside the quoted string.
+            let scope: String = scope
+                .chars()
+                .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+                .collect();
+            c.push_str(&format!(", scope=\"{scope}\""));
+        }
+        headers.push(overwrite("www-authenticate", &c));
     }
     let code = if reason.http_status() == 401 {
         UNAUTHENTICATED
@@ -213,7 +259,11 @@ mod tests {
     #[test]
     fn denied_response_is_never_an_ok_status() {
         for r in DenyReason::ALL {
-            let resp = response(&Decision::Deny(r), Some("h"));
+            let outcome = Outcome {
+                decision: Decision::Deny(r),
+                ..Outcome::default()
+            };
+            let resp = response(&outcome, Some("h"));
             assert_ne!(resp.status.unwrap().code, OK, "{r:?}");
         }
     }

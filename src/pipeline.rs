@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::bind::{self, BindError, PopMode};
 use crate::cert::{self, CertError, HeaderFormat, Thumbprint};
@@ -28,15 +28,20 @@ pub struct CheckInput<'a> {
     pub source_ip: Option<IpAddr>,
 }
 
-/// The decision plus what logs and metrics need to describe it.
-#[derive(Debug, Clone)]
+/// The decision plus what logs, metrics and Envoy's dynamic metadata need to describe it.
+#[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub decision: Decision,
     /// The policy that decided, or the unknown name that was asked for.
     pub policy: String,
-    /// First 8 characters of the certificate's x5t#S256, for correlating logs without
-    /// logging the certificate.
-    pub cert_hint: Option<String>,
+    /// The certificate's x5t#S256, when one was presented and verified. Public data (a hash of
+    /// a public certificate); logs print only its first 8 characters.
+    pub thumbprint: Option<String>,
+    /// `sub` and `client_id` of a verified token.
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    /// For `insufficient_scope`: the scopes of the policy's first alternative.
+    pub scope_hint: Option<String>,
 }
 
 /// Runs one check at `now` (seconds since the epoch).
@@ -45,41 +50,118 @@ pub async fn check(input: &CheckInput<'_>, policies: &Policies, now: u64) -> Out
         return Outcome {
             decision: Decision::Deny(DenyReason::UnknownPolicy),
             policy: input.policy_name.unwrap_or_default().to_string(),
-            cert_hint: None,
+            ..Outcome::default()
         };
     };
-    let mut cert_hint = None;
-    let decision = match decide(input, policy, now, &mut cert_hint).await {
-        Ok(d) => d,
-        Err(reason) => Decision::Deny(reason),
-    };
-    Outcome {
-        decision,
+    let mut outcome = Outcome {
         policy: policy.name.clone(),
-        cert_hint,
-    }
+        ..Outcome::default()
+    };
+    outcome.decision = match decide(input, policy, now, &mut outcome).await {
+        Ok(d) => d,
+        Err(reason) => {
+            if reason == DenyReason::InsufficientScope {
+                outcome.scope_hint = policy.scopes_required.first().map(|alt| alt.join(" "));
+            }
+            Decision::Deny(reason)
+        }
+    };
+    outcome
 }
 
 async fn decide(
     input: &CheckInput<'_>,
     policy: &Arc<Policy>,
     now: u64,
-    cert_hint: &mut Option<String>,
+    outcome: &mut Outcome,
 ) -> Result<Decision, DenyReason> {
     let token = extract::bearer_token(input.headers).map_err(extract_reason)?;
     let verified = verify_token(token, policy, now).await?;
+    outcome.subject = verified
+        .claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    outcome.client_id = verified
+        .claims
+        .get("client_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let cert = client_certificate(input, policy, now)?;
-    if let Some(t) = &cert {
-        *cert_hint = Some(hint(t));
-    }
+    outcome.thumbprint = cert.as_ref().map(x5t);
     let reason =
         bind::check(policy.pop_mode, &verified.binding, cert.as_ref()).map_err(bind_reason)?;
-    let (headers, remove) = upstream_headers(policy, &verified);
+    authorize(policy, &verified.claims)?;
+    let (mut headers, mut remove) = upstream_headers(policy, &verified);
+    if let Some(name) = &policy.upstream_thumbprint_header {
+        match &outcome.thumbprint {
+            Some(t) => headers.push(UpstreamHeader {
+                name: name.clone(),
+                value: t.clone(),
+            }),
+            None => remove.push(name.clone()),
+        }
+    }
+    if policy.hide_credentials {
+        remove.push("authorization".to_string());
+        if let CertSource::Header(source) = &policy.cert_source {
+            remove.push(source.name.clone());
+            remove.extend(source.chain_name.clone());
+        }
+    }
     Ok(Decision::Allow {
         reason,
         headers,
         remove,
     })
+}
+
+/// Kong's authorization rules, checked once the token is proven: `claims_forbidden`, then
+/// `audience_required`, then `scopes_required` (each alternative is a set of values all
+/// required; any one alternative suffices).
+fn authorize(policy: &Policy, claims: &Map<String, Value>) -> Result<(), DenyReason> {
+    if policy
+        .claims_forbidden
+        .iter()
+        .any(|c| claims.contains_key(c))
+    {
+        return Err(DenyReason::ForbiddenClaim);
+    }
+    if !satisfies(
+        &policy.audience_required,
+        claim_at(claims, &policy.audience_claim),
+    ) {
+        return Err(DenyReason::AudienceNotAllowed);
+    }
+    if !satisfies(
+        &policy.scopes_required,
+        claim_at(claims, &policy.scopes_claim),
+    ) {
+        return Err(DenyReason::InsufficientScope);
+    }
+    Ok(())
+}
+
+fn satisfies(alternatives: &[Vec<String>], claim: Option<&Value>) -> bool {
+    if alternatives.is_empty() {
+        return true;
+    }
+    // A space-separated string (OAuth `scope`) or an array of strings (`aud`, `scp`, roles).
+    let have: Vec<&str> = match claim {
+        Some(Value::String(s)) => s.split_whitespace().collect(),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => return false,
+    };
+    alternatives
+        .iter()
+        .any(|alt| alt.iter().all(|want| have.contains(&want.as_str())))
+}
+
+/// Follows a path of object keys into the claims.
+fn claim_at<'c>(claims: &'c Map<String, Value>, path: &[String]) -> Option<&'c Value> {
+    let (first, rest) = path.split_first()?;
+    rest.iter()
+        .try_fold(claims.get(first)?, |v, key| v.get(key))
 }
 
 async fn verify_token(token: &str, policy: &Policy, now: u64) -> Result<VerifiedToken, DenyReason> {
@@ -188,7 +270,7 @@ fn upstream_headers(policy: &Policy, token: &VerifiedToken) -> (Vec<UpstreamHead
     let mut set = Vec::with_capacity(policy.upstream_headers.len());
     let mut remove = Vec::new();
     for mapping in &policy.upstream_headers {
-        match token.claims.get(&mapping.claim).and_then(header_value) {
+        match claim_by_name(&token.claims, &mapping.claim).and_then(header_value) {
             Some(value) => set.push(UpstreamHeader {
                 name: mapping.header.clone(),
                 value,
@@ -197,6 +279,15 @@ fn upstream_headers(policy: &Policy, token: &VerifiedToken) -> (Vec<UpstreamHead
         }
     }
     (set, remove)
+}
+
+/// A claim by its exact name, or else by a dotted path into nested objects
+/// (`realm_access.roles`); exact names win because claim names may contain dots (URLs).
+fn claim_by_name<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c Value> {
+    claims.get(name).or_else(|| {
+        let path: Vec<String> = name.split('.').map(str::to_string).collect();
+        (path.len() > 1).then(|| claim_at(claims, &path)).flatten()
+    })
 }
 
 /// Strings as they are; numbers and booleans in JSON form; arrays of scalars joined with `,`;
@@ -220,10 +311,9 @@ fn header_value(v: &Value) -> Option<String> {
     (!s.chars().any(char::is_control)).then_some(s)
 }
 
-fn hint(t: &Thumbprint) -> String {
+fn x5t(t: &Thumbprint) -> String {
     use base64::Engine;
-    let full = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t);
-    full[..8].to_string()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t)
 }
 
 fn extract_reason(e: ExtractError) -> DenyReason {

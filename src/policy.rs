@@ -88,6 +88,20 @@ pub struct Policy {
     pub pop_mode: PopMode,
     pub cert_source: CertSource,
     pub upstream_headers: Vec<ClaimHeader>,
+    /// Sends the certificate's x5t#S256 upstream in this header on allow.
+    pub upstream_thumbprint_header: Option<String>,
+    /// Kong's `hide_credentials`: the upstream gets neither the Authorization header nor the
+    /// certificate headers.
+    pub hide_credentials: bool,
+    /// Kong's `scopes_required`: any one alternative, each a set of scopes all required.
+    pub scopes_required: Vec<Vec<String>>,
+    /// Path to the scopes claim (`["scope"]`).
+    pub scopes_claim: Vec<String>,
+    /// Kong's `audience_required`, same encoding as `scopes_required`.
+    pub audience_required: Vec<Vec<String>>,
+    pub audience_claim: Vec<String>,
+    /// Kong's `claims_forbidden`: a token carrying any of these claims is refused.
+    pub claims_forbidden: Vec<String>,
     /// Kong's `trusted_ips`: the proxies allowed to set the certificate header.
     pub trusted_ips: Vec<ipnet::IpNet>,
     pub limits: Limits,

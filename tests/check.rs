@@ -70,7 +70,7 @@ fn assert_answer(name: &str, a: &Answer, expect: &Expect) {
             assert_eq!(a.http_status, *status, "{name}: {a:?}");
             let challenge = a.www_authenticate.as_deref().unwrap_or("");
             match (status, error) {
-                (401 | 400, Some(e)) => {
+                (401 | 400 | 403, Some(e)) => {
                     assert!(
                         challenge.starts_with("Bearer realm=\"api.test\""),
                         "{name}: {challenge}"
@@ -1189,6 +1189,235 @@ async fn configured_limits_are_enforced() {
         "three certificates, limit two",
         Req::new().bearer(&token).cert(&three),
         deny("cert_chain_too_long"),
+    )
+    .await;
+    cb.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_policies_override_the_default_and_apply_kongs_authorization_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    pki.write_root(dir.path());
+    let key = SigningKey::es256("k").unwrap();
+    let partner_key = SigningKey::rs256("p").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
+    let partner = TestIdp::start(dir.path(), jwks(&[&partner_key])).await;
+    let toml = format!(
+        "{}\n\
+         [policies.payments]\n\
+         scopes_required = [\"payments:read payments:write\", \"admin\"]\n\
+         audience_required = [\"{AUD}\"]\n\
+         claims_forbidden = [\"act\"]\n\
+         hide_credentials = true\n\
+         upstream_headers_claims = [\"realm_access.roles\", \"scope\"]\n\
+         upstream_headers_names = [\"x-roles\", \"x-scope\"]\n\n\
+         [policies.partner]\n\
+         issuer = \"{partner_iss}\"\n\
+         [policies.partner.proof_of_possession_mtls_from_header]\n\
+         certificate_header_format = \"base64_encoded\"\n",
+        header_mode_config(&idp, "url_encoded").replace(
+            "[proof_of_possession_mtls_from_header]",
+            "upstream_thumbprint_header = \"x-client-cert-x5t\"\n[proof_of_possession_mtls_from_header]"
+        ),
+        partner_iss = partner.issuer,
+    )
+    // The partner IdP has its own CA: trust both for HTTPS to the IdPs.
+    .replace(
+        &format!("idp_ca_certificates = [\"{}\"]", idp.ca_path.display()),
+        &format!("idp_ca_certificates = [\"{}\", \"{}\"]", idp.ca_path.display(), partner.ca_path.display()),
+    );
+    let cb = Certbound::start(&toml, dir.path()).await;
+    cb.wait_ready().await;
+    let cert = pki.chain_header(&pki.alice);
+    let token = |scope: &str, extra: Value| {
+        let mut c = bound_claims(&idp.issuer, AUD, "alice-app", &pki.alice, now);
+        c["scope"] = scope.into();
+        c["realm_access"] = json!({"roles": ["teller", "auditor"]});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        key.sign("at+jwt", &c).unwrap()
+    };
+    let pay = |t: &str| Req::new().bearer(t).cert(&cert).policy("payments");
+
+    // The default policy: no scope rules; the thumbprint header is set.
+    let a = run_case(
+        &cb,
+        "default policy",
+        Req::new().bearer(&token("openid", json!({}))).cert(&cert),
+        Expect::Allow {
+            reason: "bound",
+            sub: Some("alice-app"),
+        },
+    )
+    .await;
+    assert_eq!(a.upstream.get("x-client-cert-x5t"), Some(&pki.alice.x5t()));
+    assert_eq!(
+        a.metadata.get("policy").map(String::as_str),
+        Some("default")
+    );
+    assert_eq!(a.metadata.get("x5t"), Some(&pki.alice.x5t()));
+    assert_eq!(a.metadata.get("sub").map(String::as_str), Some("alice-app"));
+
+    // payments: all words of one alternative, or the other alternative.
+    let a = run_case(
+        &cb,
+        "payments: both scopes",
+        pay(&token("openid payments:read payments:write", json!({}))),
+        Expect::Allow {
+            reason: "bound",
+            sub: None,
+        },
+    )
+    .await;
+    assert_eq!(
+        a.upstream.get("x-roles").map(String::as_str),
+        Some("teller,auditor")
+    );
+    assert_eq!(
+        a.upstream.get("x-scope").map(String::as_str),
+        Some("openid payments:read payments:write")
+    );
+    let mut removed = a.upstream_removed.clone();
+    removed.sort();
+    // Its own header mapping replaces the default's (x-consumer-sub, x-client-id are not set),
+    // and hide_credentials strips the credentials.
+    assert!(!a.upstream.contains_key("x-consumer-sub"));
+    assert_eq!(
+        removed,
+        vec!["authorization", "x-client-cert"],
+        "hide_credentials"
+    );
+    assert_eq!(
+        a.metadata.get("policy").map(String::as_str),
+        Some("payments")
+    );
+    run_case(
+        &cb,
+        "payments: the other alternative",
+        pay(&token("admin", json!({}))),
+        Expect::Allow {
+            reason: "bound",
+            sub: None,
+        },
+    )
+    .await;
+    let a = run_case(
+        &cb,
+        "payments: half of an alternative",
+        pay(&token("payments:read", json!({}))),
+        Expect::Deny {
+            reason: "insufficient_scope",
+            status: 403,
+            error: Some("insufficient_scope"),
+        },
+    )
+    .await;
+    assert!(a
+        .www_authenticate
+        .unwrap()
+        .ends_with("scope=\"payments:read payments:write\""));
+    run_case(
+        &cb,
+        "payments: scope as an array",
+        pay(&token(
+            "",
+            json!({"scope": ["payments:write", "payments:read"]}),
+        )),
+        Expect::Allow {
+            reason: "bound",
+            sub: None,
+        },
+    )
+    .await;
+    run_case(
+        &cb,
+        "payments: forbidden claim",
+        pay(&token("admin", json!({"act": {"sub": "someone-else"}}))),
+        Expect::Deny {
+            reason: "forbidden_claim",
+            status: 403,
+            error: Some("insufficient_scope"),
+        },
+    )
+    .await;
+    // `audience` (401 invalid_token) still applies in every policy; audience_required is on top.
+    run_case(
+        &cb,
+        "payments: audience outside `audience`",
+        pay(&token("admin", json!({"aud": "https://other.test"}))),
+        deny("token_audience_mismatch"),
+    )
+    .await;
+    run_case(
+        &cb,
+        "payments: binding still enforced",
+        Req::new()
+            .bearer(&token("admin", json!({})))
+            .cert(&pki.chain_header(&pki.bob))
+            .policy("payments"),
+        deny("binding_mismatch"),
+    )
+    .await;
+
+    // partner: another issuer with its own keys (each policy's keys come from its own issuer,
+    // so a token from the other issuer names a key this policy does not have), and its own
+    // header format.
+    // base64_encoded: leaf and intermediate as concatenated DER.
+    let partner_cert = {
+        use base64::engine::general_purpose::STANDARD;
+        STANDARD.encode([pki.alice.der.as_ref(), pki.inter.der.as_ref()].concat())
+    };
+    let partner_token = partner_key
+        .sign(
+            "at+jwt",
+            &bound_claims(&partner.issuer, AUD, "partner-app", &pki.alice, now),
+        )
+        .unwrap();
+    run_case(
+        &cb,
+        "partner: its issuer",
+        Req::new()
+            .bearer(&partner_token)
+            .cert(&partner_cert)
+            .policy("partner"),
+        Expect::Allow {
+            reason: "bound",
+            sub: Some("partner-app"),
+        },
+    )
+    .await;
+    run_case(
+        &cb,
+        "partner token on the default policy",
+        Req::new().bearer(&partner_token).cert(&cert),
+        deny("token_unknown_key"),
+    )
+    .await;
+    run_case(
+        &cb,
+        "default token on the partner policy",
+        Req::new()
+            .bearer(&token("admin", json!({})))
+            .cert(&partner_cert)
+            .policy("partner"),
+        deny("token_unknown_key"),
+    )
+    .await;
+    run_case(
+        &cb,
+        "unknown policy",
+        Req::new()
+            .bearer(&token("admin", json!({})))
+            .cert(&cert)
+            .policy("nope"),
+        Expect::Deny {
+            reason: "unknown_policy",
+            status: 403,
+            error: None,
+        },
     )
     .await;
     cb.stop().await.unwrap();

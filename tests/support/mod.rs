@@ -45,11 +45,11 @@ impl TestIdp {
     pub async fn start(dir: &Path, jwks: Value) -> Self {
         let ca = Ca::root("test IdP CA").unwrap();
         let leaf = ca.server(&["127.0.0.1", "localhost"]).unwrap();
-        let ca_path = dir.join("idp-ca.pem");
-        std::fs::write(&ca_path, &ca.pem).unwrap();
-
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // One file per IdP: tests may run several in one folder.
+        let ca_path = dir.join(format!("idp-ca-{}.pem", addr.port()));
+        std::fs::write(&ca_path, &ca.pem).unwrap();
         let issuer = format!("https://127.0.0.1:{}", addr.port());
         let jwks = Arc::new(RwLock::new(jwks));
         let jwks_hits = Arc::new(AtomicUsize::new(0));
@@ -336,6 +336,8 @@ pub struct Answer {
     /// Headers set on the upstream request, all with overwrite semantics.
     pub upstream: HashMap<String, String>,
     pub upstream_removed: Vec<String>,
+    /// `dynamic_metadata` as strings.
+    pub metadata: HashMap<String, String>,
 }
 
 impl Answer {
@@ -348,6 +350,20 @@ impl Answer {
             body: String::new(),
             upstream: HashMap::new(),
             upstream_removed: Vec::new(),
+            metadata: resp
+                .dynamic_metadata
+                .map(|m| {
+                    m.fields
+                        .into_iter()
+                        .filter_map(|(k, v)| match v.kind {
+                            Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                                s,
+                            )) => Some((k, s)),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         match resp.http_response {
             Some(HttpResponse::OkResponse(ok)) => {
