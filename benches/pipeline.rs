@@ -82,6 +82,9 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
         trusted_ips: Vec::new(),
         limits: Default::default(),
         keys: store,
+        bearer: true,
+        introspection: None,
+        introspect_jwt_tokens: false,
         unknown_kid_wait: Duration::from_millis(10),
     };
     let headers: HashMap<String, String> = [

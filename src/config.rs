@@ -23,6 +23,7 @@ use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
 use crate::cert::{HeaderFormat, TrustStore};
+use crate::introspection::{ClientAuth, Introspector, Settings as IntrospectionSettings};
 use crate::policy::{CertSource, ClaimHeader, HeaderSource, Limits, Policies, Policy, PopMode};
 use crate::token::{KeySet, KeyStore};
 
@@ -47,7 +48,7 @@ const KONG_AUTH_METHODS: &[&str] = &[
 /// Methods that can carry a certificate binding (Kong's `proof_of_possession_auth_methods_validation`).
 const POP_COMPATIBLE_METHODS: &[&str] = &["bearer", "introspection", "session"];
 /// Methods certbound implements.
-const IMPLEMENTED_METHODS: &[&str] = &["bearer"];
+const IMPLEMENTED_METHODS: &[&str] = &["bearer", "introspection"];
 
 /// Keys that apply to the whole process. Everything else at the top level is the default
 /// policy, which `[policies.NAME]` tables override key by key.
@@ -102,6 +103,11 @@ struct RawPolicy {
     audience_required: Option<Vec<String>>,
     audience_claim: Option<Vec<String>>,
     claims_forbidden: Option<Vec<String>>,
+    introspection_endpoint: Option<String>,
+    introspection_endpoint_auth_method: Option<String>,
+    introspect_jwt_tokens: Option<bool>,
+    cache_introspection: Option<bool>,
+    cache_ttl: Option<u64>,
     proof_of_possession_mtls_from_header: Option<RawFromHeader>,
 }
 
@@ -284,6 +290,8 @@ impl Config {
 
 /// Settings every policy takes from the top level.
 struct Shared {
+    /// The HTTPS client for the IdP (introspection); `None` if it could not be built.
+    http: Option<reqwest::Client>,
     trusted_ips: Vec<IpNet>,
     limits: Limits,
     unknown_kid_wait: Duration,
@@ -353,7 +361,15 @@ impl Validator<'_> {
         if refresh_interval.is_zero() {
             self.issue("jwks_refresh_interval", "must be more than 0 seconds");
         }
+        let http = match crate::jwks::http_client(&idp_client) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.issue("idp_ca_certificates", e.to_string());
+                None
+            }
+        };
         let shared = Shared {
+            http,
             trusted_ips: self.trusted_ips(global.trusted_ips.unwrap_or_default()),
             limits: self.limits(global.limits.unwrap_or_default()),
             unknown_kid_wait: Duration::from_millis(500).min(timeout),
@@ -461,7 +477,7 @@ impl Validator<'_> {
                 None
             }
         };
-        self.auth_methods(
+        let methods = self.auth_methods(
             raw.auth_methods,
             pop_mode.unwrap_or(PopMode::Strict),
             raw.proof_of_possession_auth_methods_validation
@@ -503,6 +519,26 @@ impl Validator<'_> {
             None => Some(CertSource::Peer),
         };
 
+        let introspection = if methods.iter().any(|m| m == "introspection") {
+            let settings = self.introspection_settings(
+                issuer.clone(),
+                raw.introspection_endpoint,
+                raw.introspection_endpoint_auth_method,
+                raw.client_id.as_ref().and_then(|c| c.first().cloned()),
+                raw.client_secret.as_ref().and_then(|c| c.first().cloned()),
+                raw.cache_introspection.unwrap_or(true),
+                raw.cache_ttl.unwrap_or(3600),
+            );
+            match (settings, &shared.http) {
+                (Some(settings), Some(client)) => {
+                    Some(Some(Arc::new(Introspector::new(settings, client.clone()))))
+                }
+                _ => None,
+            }
+        } else {
+            Some(None)
+        };
+
         Some(Policy {
             name: name.to_string(),
             issuer: issuer?,
@@ -522,7 +558,65 @@ impl Validator<'_> {
             trusted_ips: shared.trusted_ips.clone(),
             limits: shared.limits,
             keys: keys?,
+            bearer: methods.iter().any(|m| m == "bearer"),
+            introspection: introspection?,
+            introspect_jwt_tokens: raw.introspect_jwt_tokens.unwrap_or(false),
             unknown_kid_wait: shared.unknown_kid_wait,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn introspection_settings(
+        &mut self,
+        issuer: Option<String>,
+        endpoint: Option<String>,
+        auth: Option<String>,
+        client_id: Option<String>,
+        client_secret: Option<String>,
+        cache: bool,
+        cache_ttl: u64,
+    ) -> Option<IntrospectionSettings> {
+        if let Some(e) = &endpoint {
+            if !is_http_url(e) {
+                self.issue(
+                    "introspection_endpoint",
+                    format!("`{e}` is not an http(s) URL"),
+                );
+            }
+        }
+        let auth = match auth.as_deref() {
+            None => None,
+            Some(a) => match ClientAuth::from_config(a) {
+                Some(a) => Some(a),
+                None => {
+                    self.issue(
+                        "introspection_endpoint_auth_method",
+                        format!("`{a}` is not one of client_secret_basic, client_secret_post"),
+                    );
+                    return None;
+                }
+            },
+        };
+        if client_id.is_none() || client_secret.is_none() {
+            self.issue(
+                "client_id",
+                "introspection authenticates with client_id[0] and client_secret[0]: set both",
+            );
+            return None;
+        }
+        if cache_ttl == 0 {
+            self.issue("cache_ttl", "must be more than 0 seconds");
+        }
+        Some(IntrospectionSettings {
+            issuer: issuer?,
+            endpoint,
+            auth,
+            client_id: client_id?,
+            client_secret: client_secret?,
+            cache,
+            cache_ttl: Duration::from_secs(cache_ttl.max(1)),
+            negative_ttl: Duration::from_secs(10),
+            max_entries: 100_000,
         })
     }
 
@@ -590,7 +684,12 @@ impl Validator<'_> {
         }
     }
 
-    fn auth_methods(&mut self, methods: Option<Vec<String>>, pop: PopMode, validate: bool) {
+    fn auth_methods(
+        &mut self,
+        methods: Option<Vec<String>>,
+        pop: PopMode,
+        validate: bool,
+    ) -> Vec<String> {
         let methods = methods.unwrap_or_else(|| vec!["bearer".into()]);
         if methods.is_empty() {
             self.issue("auth_methods", "must list at least one method");
@@ -625,6 +724,7 @@ impl Validator<'_> {
                 );
             }
         }
+        methods
     }
 
     fn upstream_headers(
@@ -1038,13 +1138,18 @@ mod tests {
             "{}",
             i[0].message
         );
+        // Introspection needs the resource server's credentials.
         let toml = GOOD.replace(
             r#"auth_methods = ["bearer"]"#,
             r#"auth_methods = ["introspection"]"#,
         );
-        assert!(issues(&toml, dir.path())[0]
-            .message
-            .contains("not supported"));
+        let i = issues(&toml, dir.path());
+        assert_eq!(i[0].key, "client_id");
+        let with_creds = toml.replace(
+            "leeway = 60",
+            "leeway = 60\nclient_id = [\"rs\"]\nclient_secret = [\"s\"]",
+        );
+        assert!(load(&with_creds, dir.path()).is_ok());
         let toml = GOOD.replace(
             r#"auth_methods = ["bearer"]"#,
             r#"auth_methods = ["magic"]"#,

@@ -61,6 +61,10 @@ pub enum DenyReason {
     TokenNotBound,
     BindingMalformed,
     BindingMismatch,
+    /// Introspection answered `active` other than `true`.
+    TokenInactive,
+    /// The introspection endpoint could not be reached or answered nonsense.
+    IntrospectionUnavailable,
     /// `claims_forbidden`: the token carries a claim the policy refuses.
     ForbiddenClaim,
     /// `audience_required` not met.
@@ -88,7 +92,7 @@ impl Rfc6750Error {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 32] = [
+    pub const ALL: [DenyReason; 34] = [
         Self::MissingToken,
         Self::MalformedAuthorization,
         Self::UnknownPolicy,
@@ -118,6 +122,8 @@ impl DenyReason {
         Self::TokenNotBound,
         Self::BindingMalformed,
         Self::BindingMismatch,
+        Self::TokenInactive,
+        Self::IntrospectionUnavailable,
         Self::ForbiddenClaim,
         Self::AudienceNotAllowed,
         Self::InsufficientScope,
@@ -155,6 +161,8 @@ impl DenyReason {
             Self::TokenNotBound => "token_not_bound",
             Self::BindingMalformed => "binding_malformed",
             Self::BindingMismatch => "binding_mismatch",
+            Self::TokenInactive => "token_inactive",
+            Self::IntrospectionUnavailable => "introspection_unavailable",
             Self::ForbiddenClaim => "forbidden_claim",
             Self::AudienceNotAllowed => "audience_not_allowed",
             Self::InsufficientScope => "insufficient_scope",
@@ -174,7 +182,7 @@ impl DenyReason {
             | Self::ForbiddenClaim
             | Self::AudienceNotAllowed
             | Self::InsufficientScope => 403,
-            Self::KeysUnavailable => 503,
+            Self::KeysUnavailable | Self::IntrospectionUnavailable => 503,
             _ => 401,
         }
     }
@@ -183,7 +191,10 @@ impl DenyReason {
     /// (RFC 6750 §3.1: "the resource server SHOULD NOT include an error code").
     pub fn rfc6750_error(self) -> Option<Rfc6750Error> {
         match self {
-            Self::MissingToken | Self::UnknownPolicy | Self::KeysUnavailable => None,
+            Self::MissingToken
+            | Self::UnknownPolicy
+            | Self::KeysUnavailable
+            | Self::IntrospectionUnavailable => None,
             Self::MalformedAuthorization => Some(Rfc6750Error::InvalidRequest),
             Self::ForbiddenClaim | Self::AudienceNotAllowed | Self::InsufficientScope => {
                 Some(Rfc6750Error::InsufficientScope)
@@ -194,7 +205,10 @@ impl DenyReason {
 
     /// Whether the answer carries a `WWW-Authenticate: Bearer` challenge at all.
     pub fn has_challenge(self) -> bool {
-        !matches!(self, Self::UnknownPolicy | Self::KeysUnavailable)
+        !matches!(
+            self,
+            Self::UnknownPolicy | Self::KeysUnavailable | Self::IntrospectionUnavailable
+        )
     }
 
     /// `error_description`: short and static, safe to show to anyone.
@@ -229,6 +243,8 @@ impl DenyReason {
             Self::TokenNotBound => "access token is not certificate-bound",
             Self::BindingMalformed => "malformed certificate binding",
             Self::BindingMismatch => "certificate does not match access token",
+            Self::TokenInactive => "access token is not active",
+            Self::IntrospectionUnavailable => "",
             Self::ForbiddenClaim => "access token carries a forbidden claim",
             Self::AudienceNotAllowed => "access token audience not allowed here",
             Self::InsufficientScope => "access token lacks the required scope",
@@ -308,6 +324,7 @@ mod tests {
                     | DenyReason::MalformedAuthorization
                     | DenyReason::UnknownPolicy
                     | DenyReason::KeysUnavailable
+                    | DenyReason::IntrospectionUnavailable
                     | DenyReason::ForbiddenClaim
                     | DenyReason::AudienceNotAllowed
                     | DenyReason::InsufficientScope

@@ -105,29 +105,35 @@ pub async fn fetch(client: &reqwest::Client, source: &KeySource) -> Result<KeySe
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, JwksError> {
+    read_capped(
+        client.get(url).header("accept", "application/json"),
+        url,
+        MAX_BODY_BYTES,
+    )
+    .await
+}
+
+/// Sends `req` and reads a successful response's body, refusing more than `max` bytes.
+pub(crate) async fn read_capped(
+    req: reqwest::RequestBuilder,
+    url: &str,
+    max: usize,
+) -> Result<Vec<u8>, JwksError> {
     let err = |reason: String| JwksError::Fetch {
         url: url.to_string(),
         reason,
     };
-    let mut resp = client
-        .get(url)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .map_err(|e| err(error_chain(&e)))?;
+    let mut resp = req.send().await.map_err(|e| err(error_chain(&e)))?;
     if !resp.status().is_success() {
         return Err(err(format!("status {}", resp.status())));
     }
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-    {
-        return Err(err(format!("body larger than {MAX_BODY_BYTES} bytes")));
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(err(format!("body larger than {max} bytes")));
     }
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| err(error_chain(&e)))? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(err(format!("body larger than {MAX_BODY_BYTES} bytes")));
+        if body.len() + chunk.len() > max {
+            return Err(err(format!("body larger than {max} bytes")));
         }
         body.extend_from_slice(&chunk);
     }

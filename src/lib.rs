@@ -17,6 +17,7 @@ pub mod demo;
 pub mod extract;
 pub mod fixtures;
 pub mod grpc;
+pub mod introspection;
 pub mod jwks;
 pub mod metrics;
 pub mod pipeline;

@@ -12,6 +12,7 @@ use crate::bind::{self, BindError, PopMode};
 use crate::cert::{self, CertError, HeaderFormat, Thumbprint};
 use crate::decision::{Decision, DenyReason, UpstreamHeader};
 use crate::extract::{self, ExtractError};
+use crate::introspection::IntrospectError;
 use crate::policy::{CertSource, Policies, Policy};
 use crate::token::{self, TokenError, TokenRules, VerifiedToken};
 
@@ -164,15 +165,41 @@ fn claim_at<'c>(claims: &'c Map<String, Value>, path: &[String]) -> Option<&'c V
         .try_fold(claims.get(first)?, |v, key| v.get(key))
 }
 
+/// Kong's routing between the methods: a JWT-shaped token goes to `bearer` when it is on
+/// (unless `introspect_jwt_tokens`); anything else to introspection when it is on.
 async fn verify_token(token: &str, policy: &Policy, now: u64) -> Result<VerifiedToken, DenyReason> {
-    let rules = TokenRules {
+    let jwt = crate::introspection::is_jwt_shaped(token);
+    match &policy.introspection {
+        Some(introspector) if !(policy.bearer && jwt && !policy.introspect_jwt_tokens) => {
+            if token.len() > policy.limits.max_token_bytes {
+                return Err(DenyReason::TokenTooLarge);
+            }
+            let response = introspector
+                .introspect(token, now)
+                .await
+                .map_err(|e| match e {
+                    IntrospectError::Inactive => DenyReason::TokenInactive,
+                    IntrospectError::Unavailable(_) => DenyReason::IntrospectionUnavailable,
+                })?;
+            token::verify_introspected(&response, &rules(policy), now).map_err(token_reason)
+        }
+        _ => verify_jwt(token, policy, now).await,
+    }
+}
+
+fn rules(policy: &Policy) -> TokenRules<'_> {
+    TokenRules {
         issuer: &policy.issuer,
         audiences: &policy.audiences,
         leeway: policy.leeway,
         accepted_types: &policy.accepted_token_types,
         max_bytes: policy.limits.max_token_bytes,
         max_json_depth: policy.limits.max_json_depth,
-    };
+    }
+}
+
+async fn verify_jwt(token: &str, policy: &Policy, now: u64) -> Result<VerifiedToken, DenyReason> {
+    let rules = rules(policy);
     let mut keys = policy.keys.current();
     if !keys.is_loaded() {
         keys = policy.keys.refresh(policy.unknown_kid_wait).await;

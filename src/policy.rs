@@ -106,6 +106,12 @@ pub struct Policy {
     pub trusted_ips: Vec<ipnet::IpNet>,
     pub limits: Limits,
     pub keys: Arc<KeyStore>,
+    /// `auth_methods` contains `bearer`: JWTs verified with the issuer's keys.
+    pub bearer: bool,
+    /// `auth_methods` contains `introspection`: RFC 7662 for opaque tokens.
+    pub introspection: Option<Arc<crate::introspection::Introspector>>,
+    /// Kong's `introspect_jwt_tokens`: JWT-shaped tokens are introspected too.
+    pub introspect_jwt_tokens: bool,
     /// How long a check may wait for a JWKS refresh after meeting an unknown `kid`.
     pub unknown_kid_wait: Duration,
 }
@@ -145,11 +151,11 @@ impl Policies {
         }
     }
 
-    /// Every distinct key store (readiness: all must be loaded).
+    /// Every distinct key store a policy verifies JWTs with (readiness: all must be loaded).
     pub fn key_stores(&self) -> Vec<Arc<KeyStore>> {
-        let mut stores: Vec<Arc<KeyStore>> = vec![self.default.keys.clone()];
-        for p in self.named.values() {
-            if !stores.iter().any(|s| Arc::ptr_eq(s, &p.keys)) {
+        let mut stores: Vec<Arc<KeyStore>> = Vec::new();
+        for p in std::iter::once(&self.default).chain(self.named.values()) {
+            if p.bearer && !stores.iter().any(|s| Arc::ptr_eq(s, &p.keys)) {
                 stores.push(p.keys.clone());
             }
         }

@@ -11,7 +11,7 @@ use certbound::clock::now_unix;
 use certbound::fixtures::{bound_claims, jwks, SigningKey};
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
-use support::{Answer, Certbound, Pki, Req, TestIdp};
+use support::{Answer, Certbound, Pki, Req, TestIdp, RS_CLIENT};
 
 const AUD: &str = "https://api.test";
 
@@ -1421,4 +1421,169 @@ async fn named_policies_override_the_default_and_apply_kongs_authorization_rules
     )
     .await;
     cb.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_tokens_are_introspected_bound_cached_and_routed_as_kong_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    pki.write_root(dir.path());
+    let key = SigningKey::es256("k").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
+    let toml = header_mode_config(&idp, "url_encoded").replace(
+        "auth_methods = [\"bearer\"]",
+        &format!("auth_methods = [\"bearer\", \"introspection\"]\nclient_id = [\"{}\"]\nclient_secret = [\"{}\"]", RS_CLIENT.0, RS_CLIENT.1),
+    );
+    let cb = Certbound::start(&toml, dir.path()).await;
+    cb.wait_ready().await;
+    let cert = pki.chain_header(&pki.alice);
+    let active = |extra: Value| {
+        let mut r = json!({"active": true, "iss": idp.issuer, "aud": AUD, "sub": "alice-app", "client_id": "alice-app",
+                            "exp": now + 600, "token_type": "Bearer", "cnf": {"x5t#S256": pki.alice.x5t()}});
+        for (k, v) in extra.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        r
+    };
+    idp.set_introspection("opaque-alice", active(json!({})));
+    let mut unbound = active(json!({}));
+    unbound.as_object_mut().unwrap().remove("cnf");
+    idp.set_introspection("opaque-unbound", unbound);
+    idp.set_introspection("opaque-expired", active(json!({"exp": now - 30})));
+    idp.set_introspection(
+        "opaque-other-aud",
+        active(json!({"aud": "https://other.test"})),
+    );
+    idp.set_introspection("opaque-revoked", json!({"active": false}));
+    idp.set_introspection("opaque-truthy", json!({"active": "true", "sub": "x"}));
+
+    run_case(
+        &cb,
+        "opaque: alice",
+        Req::new().bearer("opaque-alice").cert(&cert),
+        Expect::Allow {
+            reason: "bound",
+            sub: Some("alice-app"),
+        },
+    )
+    .await;
+    run_case(
+        &cb,
+        "opaque: stolen with bob's certificate",
+        Req::new()
+            .bearer("opaque-alice")
+            .cert(&pki.chain_header(&pki.bob)),
+        deny("binding_mismatch"),
+    )
+    .await;
+    run_case(
+        &cb,
+        "opaque: unbound under strict",
+        Req::new().bearer("opaque-unbound").cert(&cert),
+        deny("token_not_bound"),
+    )
+    .await;
+    run_case(
+        &cb,
+        "opaque: expired",
+        Req::new().bearer("opaque-expired").cert(&cert),
+        deny("token_expired"),
+    )
+    .await;
+    run_case(
+        &cb,
+        "opaque: wrong audience",
+        Req::new().bearer("opaque-other-aud").cert(&cert),
+        deny("token_audience_mismatch"),
+    )
+    .await;
+    run_case(
+        &cb,
+        "opaque: inactive",
+        Req::new().bearer("opaque-revoked").cert(&cert),
+        deny("token_inactive"),
+    )
+    .await;
+    run_case(
+        &cb,
+        "opaque: active must be exactly true",
+        Req::new().bearer("opaque-truthy").cert(&cert),
+        deny("token_inactive"),
+    )
+    .await;
+    run_case(
+        &cb,
+        "opaque: unknown to the IdP",
+        Req::new().bearer("never-issued").cert(&cert),
+        deny("token_inactive"),
+    )
+    .await;
+
+    // Cached by token hash: repeating a checked token (active or not) asks the IdP nothing.
+    let calls = idp.introspection_calls();
+    for t in ["opaque-alice", "opaque-revoked"] {
+        cb.check(&Req::new().bearer(t).cert(&cert)).await;
+    }
+    assert_eq!(idp.introspection_calls(), calls);
+    // At most one introspection of the same token in flight.
+    idp.set_introspection("opaque-burst", active(json!({})));
+    let burst_req = Req::new().bearer("opaque-burst").cert(&cert);
+    let burst = (0..16).map(|_| cb.check(&burst_req));
+    let answers = futures::future::join_all(burst).await;
+    assert!(answers.iter().all(Answer::allowed));
+    assert_eq!(idp.introspection_calls(), calls + 1);
+
+    // JWT-shaped tokens go to bearer when it is on: the IdP is not asked.
+    let jwt = key
+        .sign(
+            "at+jwt",
+            &bound_claims(&idp.issuer, AUD, "alice-app", &pki.alice, now),
+        )
+        .unwrap();
+    let calls = idp.introspection_calls();
+    run_case(
+        &cb,
+        "JWT with both methods on",
+        Req::new().bearer(&jwt).cert(&cert),
+        Expect::Allow {
+            reason: "bound",
+            sub: Some("alice-app"),
+        },
+    )
+    .await;
+    assert_eq!(idp.introspection_calls(), calls);
+    cb.stop().await.unwrap();
+
+    // With introspect_jwt_tokens, JWTs are introspected too (this IdP does not know the JWT).
+    let cb = Certbound::start(
+        &toml.replace("leeway = 0", "leeway = 0\nintrospect_jwt_tokens = true"),
+        dir.path(),
+    )
+    .await;
+    cb.wait_ready().await;
+    run_case(
+        &cb,
+        "JWT introspected",
+        Req::new().bearer(&jwt).cert(&cert),
+        deny("token_inactive"),
+    )
+    .await;
+    cb.stop().await.unwrap();
+
+    // Wrong client credentials: the IdP refuses (401), which is not an answer about the token.
+    let bad = Certbound::start(&toml.replace(RS_CLIENT.1, "wrong"), dir.path()).await;
+    bad.wait_ready().await;
+    run_case(
+        &bad,
+        "introspection refused",
+        Req::new().bearer("opaque-alice").cert(&cert),
+        Expect::Deny {
+            reason: "introspection_unavailable",
+            status: 503,
+            error: None,
+        },
+    )
+    .await;
+    bad.stop().await.unwrap();
 }

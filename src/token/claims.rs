@@ -82,6 +82,31 @@ pub(crate) fn check(
     Ok(exp)
 }
 
+/// The same rules for an RFC 7662 response, where `iss` and `exp` are optional members: checked
+/// when present. Returns `exp` (or `u64::MAX` when the IdP sent none).
+pub(crate) fn check_introspected(
+    claims: &Map<String, Value>,
+    issuer: &str,
+    audiences: &[String],
+    leeway: u64,
+    now: u64,
+) -> Result<u64, TokenError> {
+    let mut with_defaults;
+    let claims = if claims.contains_key("iss") && claims.contains_key("exp") {
+        claims
+    } else {
+        with_defaults = claims.clone();
+        with_defaults
+            .entry("iss")
+            .or_insert_with(|| Value::String(issuer.to_string()));
+        with_defaults
+            .entry("exp")
+            .or_insert_with(|| Value::from(u64::MAX));
+        &with_defaults
+    };
+    check(claims, issuer, audiences, leeway, now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +180,28 @@ mod tests {
         assert_eq!(
             check(&wrong, ISS, &aud(), 0, NOW),
             Err(TokenError::AudienceMismatch)
+        );
+    }
+
+    #[test]
+    fn introspection_responses_may_omit_iss_and_exp_but_not_lie_about_them() {
+        let c = claims(json!({"active": true, "aud": "https://api.test"}));
+        assert_eq!(check_introspected(&c, ISS, &aud(), 0, NOW), Ok(u64::MAX));
+        let c =
+            claims(json!({"active": true, "iss": "https://evil.test", "aud": "https://api.test"}));
+        assert_eq!(
+            check_introspected(&c, ISS, &aud(), 0, NOW),
+            Err(TokenError::IssuerMismatch)
+        );
+        let c = claims(json!({"active": true, "exp": NOW - 1}));
+        assert_eq!(
+            check_introspected(&c, ISS, &[], 0, NOW),
+            Err(TokenError::Expired)
+        );
+        let c = claims(json!({"active": true}));
+        assert_eq!(
+            check_introspected(&c, ISS, &aud(), 0, NOW),
+            Err(TokenError::MissingClaim("aud"))
         );
     }
 

@@ -80,6 +80,21 @@ pub fn verify(
     })
 }
 
+/// Applies the claim rules to an RFC 7662 response (already known `active: true`).
+pub fn verify_introspected(
+    response: &Map<String, Value>,
+    rules: &TokenRules<'_>,
+    now: u64,
+) -> Result<VerifiedToken, TokenError> {
+    let exp =
+        claims::check_introspected(response, rules.issuer, rules.audiences, rules.leeway, now)?;
+    Ok(VerifiedToken {
+        binding: claims::binding(response),
+        claims: response.clone(),
+        exp,
+    })
+}
+
 /// Refuses a header or claims segment nested deeper than `max`, before any JSON parser sees it.
 fn check_depth(token: &str, max: usize) -> Result<(), TokenError> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -10,7 +10,7 @@ mod jwt;
 mod keys;
 
 pub use claims::Binding;
-pub use jwt::{verify, TokenRules, VerifiedToken};
+pub use jwt::{verify, verify_introspected, TokenRules, VerifiedToken};
 pub use keys::{KeySet, KeySetError, KeyStore, MAX_KEYS};
 
 /// Why a token was not accepted. Each variant maps to its own deny reason.

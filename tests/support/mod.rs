@@ -38,8 +38,14 @@ pub struct TestIdp {
     pub ca_path: PathBuf,
     jwks: Arc<RwLock<Value>>,
     jwks_hits: Arc<AtomicUsize>,
+    /// token -> introspection response; anything else is `{"active": false}`.
+    introspection: Arc<RwLock<HashMap<String, Value>>>,
+    introspection_calls: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
+
+/// The resource server's credentials at the test IdP (client_secret_basic).
+pub const RS_CLIENT: (&str, &str) = ("rs-client", "rs secret+/=");
 
 impl TestIdp {
     pub async fn start(dir: &Path, jwks: Value) -> Self {
@@ -54,42 +60,36 @@ impl TestIdp {
         let jwks = Arc::new(RwLock::new(jwks));
         let jwks_hits = Arc::new(AtomicUsize::new(0));
         let acceptor = tls_acceptor(&leaf);
-        let state = (issuer.clone(), jwks.clone(), jwks_hits.clone());
+        let introspection = Arc::new(RwLock::new(HashMap::new()));
+        let introspection_calls = Arc::new(AtomicUsize::new(0));
+        let state = (
+            issuer.clone(),
+            jwks.clone(),
+            jwks_hits.clone(),
+            introspection.clone(),
+            introspection_calls.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 let acceptor = acceptor.clone();
-                let (issuer, jwks, hits) = state.clone();
+                let (issuer, jwks, hits, answers, calls) = state.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
                     let svc =
                         hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let body = match req.uri().path() {
-                                "/.well-known/openid-configuration" => Some(
-                                    json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")})
-                                        .to_string(),
-                                ),
-                                "/jwks" => {
-                                    hits.fetch_add(1, Ordering::SeqCst);
-                                    Some(jwks.read().unwrap().to_string())
-                                }
-                                _ => None,
+                            let st = IdpState {
+                                issuer: issuer.clone(),
+                                jwks: jwks.clone(),
+                                hits: hits.clone(),
+                                answers: answers.clone(),
+                                calls: calls.clone(),
                             };
-                            async move {
-                                let resp = match body {
-                                    Some(b) => Response::new(Full::new(Bytes::from(b))),
-                                    None => {
-                                        let mut r = Response::new(Full::new(Bytes::new()));
-                                        *r.status_mut() = StatusCode::NOT_FOUND;
-                                        r
-                                    }
-                                };
-                                Ok::<_, Infallible>(resp)
-                            }
+                            async move { Ok::<_, Infallible>(idp_route(req, st).await) }
                         });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), svc)
@@ -102,8 +102,22 @@ impl TestIdp {
             ca_path,
             jwks,
             jwks_hits,
+            introspection,
+            introspection_calls,
             task,
         }
+    }
+
+    /// What `/introspect` answers for `token`.
+    pub fn set_introspection(&self, token: &str, response: Value) {
+        self.introspection
+            .write()
+            .unwrap()
+            .insert(token.to_string(), response);
+    }
+
+    pub fn introspection_calls(&self) -> usize {
+        self.introspection_calls.load(Ordering::SeqCst)
     }
 
     pub fn set_jwks(&self, jwks: Value) {
@@ -118,6 +132,84 @@ impl TestIdp {
 impl Drop for TestIdp {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+struct IdpState {
+    issuer: String,
+    jwks: Arc<RwLock<Value>>,
+    hits: Arc<AtomicUsize>,
+    answers: Arc<RwLock<HashMap<String, Value>>>,
+    calls: Arc<AtomicUsize>,
+}
+
+async fn idp_route(req: Request<hyper::body::Incoming>, st: IdpState) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let issuer = &st.issuer;
+    let ok = |v: Value| Response::new(Full::new(Bytes::from(v.to_string())));
+    match req.uri().path() {
+        "/.well-known/openid-configuration" => ok(json!({
+            "issuer": issuer, "jwks_uri": format!("{issuer}/jwks"),
+            "introspection_endpoint": format!("{issuer}/introspect"),
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        })),
+        "/jwks" => {
+            st.hits.fetch_add(1, Ordering::SeqCst);
+            ok(st.jwks.read().unwrap().clone())
+        }
+        "/introspect" => {
+            st.calls.fetch_add(1, Ordering::SeqCst);
+            let auth = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let form = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let form = String::from_utf8_lossy(&form).to_string();
+            let token = form
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("token="))
+                .map(|t| {
+                    percent_encoding::percent_decode_str(&t.replace('+', " "))
+                        .decode_utf8_lossy()
+                        .to_string()
+                })
+                .unwrap_or_default();
+            let enc = |s: &str| {
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            };
+            let expected = {
+                use base64::Engine;
+                let raw = format!("{}:{}", enc(RS_CLIENT.0), enc(RS_CLIENT.1));
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                )
+            };
+            if auth.as_deref() != Some(expected.as_str()) {
+                let mut r = ok(json!({"error": "invalid_client"}));
+                *r.status_mut() = StatusCode::UNAUTHORIZED;
+                return r;
+            }
+            ok(st
+                .answers
+                .read()
+                .unwrap()
+                .get(&token)
+                .cloned()
+                .unwrap_or(json!({"active": false})))
+        }
+        _ => {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
     }
 }
 
