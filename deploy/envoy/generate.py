@@ -338,8 +338,8 @@ Guide: docs/deploy-envoy.md
 def sidecar_envoy() -> str:
     header = comment_block(f"""\
 Envoy in the application's pod, next to certbound (127.0.0.1:9191) and the app
-(127.0.0.1:8080): header mode behind the cluster's ingress controller, which terminates client
-mTLS and sets x-client-cert. {GENERATED}""")
+(127.0.0.1:8080): header mode behind the cluster's ingress controller (ingress-nginx), which
+terminates client mTLS and sets ssl-client-cert. {GENERATED}""")
     listener = Listener("ingress", "0.0.0.0", "8000", "header", "certbound", "app", DEPLOY_TIMEOUT,
                         "certbound")
     clusters = [
