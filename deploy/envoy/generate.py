@@ -53,7 +53,8 @@ access_log:
     "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
     log_format:
       # No request headers here: they carry tokens and certificates.
-      text_format: "[%START_TIME%] listener=%DOWNSTREAM_LOCAL_PORT% %REQ(:METHOD)% %REQ(:PATH)% -> %RESPONSE_CODE% flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS% %DURATION%ms\\n"
+      text_format_source:
+        inline_string: "[%START_TIME%] listener=%DOWNSTREAM_LOCAL_PORT% %REQ(:METHOD)% %REQ(:PATH)% -> %RESPONSE_CODE% flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS% %DURATION%ms\\n"
 """
 
 H2_OPTIONS = """\
