@@ -24,7 +24,7 @@ the reason) or `FAIL`; any FAIL makes the exit code 1.
                same groups; every metric an expression reads is one certbound exports
   grafana      the dashboard parses, has the promised panels, every expression compiles
                (promtool, with Grafana's variables substituted) and reads existing metrics
-  docs         every deploy/ path the docs and README name exists
+  docs         every relative link and every deploy/, scripts/, docs/ path in README and docs/ exists
 """
 
 from __future__ import annotations
@@ -174,6 +174,41 @@ def envoy_validate(envoy: str, config_text: str, work: Path, name: str) -> tuple
     return True, "OK"
 
 
+def walk(node, found: list) -> list:
+    if isinstance(node, dict):
+        found.append(node)
+        for v in node.values():
+            walk(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            walk(v, found)
+    return found
+
+
+def envoy_semantics(config: dict) -> list[str]:
+    """What Envoy's validation accepts but certbound cannot live with."""
+    problems = []
+    clusters = {c["name"]: c for c in config.get("static_resources", {}).get("clusters", [])}
+    filters = [n for n in walk(config, []) if n.get("name") == "envoy.filters.http.ext_authz" and "typed_config" in n]
+    if not filters:
+        problems.append("no ext_authz filter")
+    for f in filters:
+        tc = f["typed_config"]
+        if tc.get("failure_mode_allow", False) is not False:
+            problems.append("failure_mode_allow must be false")
+        grpc = tc.get("grpc_service", {})
+        cluster = clusters.get(grpc.get("envoy_grpc", {}).get("cluster_name"))
+        if cluster is None:
+            problems.append("ext_authz must use envoy_grpc with a defined cluster")
+            continue
+        if not grpc.get("timeout"):
+            problems.append("ext_authz grpc_service needs a timeout")
+        opts = cluster.get("typed_extension_protocol_options", {}).get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {})
+        if "http2_protocol_options" not in opts.get("explicit_http_config", {}):
+            problems.append(f"cluster {cluster['name']} must speak HTTP/2 (gRPC)")
+    return problems
+
+
 def check_envoy(envoy: str, work: Path, pki: Path) -> None:
     r = run([sys.executable, DEPLOY / "envoy" / "generate.py", "--check"])
     if r.returncode == 0:
@@ -208,6 +243,9 @@ def check_envoy(envoy: str, work: Path, pki: Path) -> None:
     configs.append(("tests/e2e/envoy.yaml.tmpl (rendered)", e2e))
 
     for i, (name, text) in enumerate(configs):
+        problems = envoy_semantics(yaml.safe_load(text))
+        (fail if problems else ok)("envoy", f"{name}: " + ("; ".join(problems) if problems else
+                                   "every ext_authz filter fails closed, has a timeout and an HTTP/2 cluster"))
         good, last = envoy_validate(envoy, localize(text), work, f"envoy-{i}.yaml")
         (ok if good else fail)("envoy", f"envoy --mode validate {name}: {last}")
         variant = uncomment_example(text)
@@ -762,16 +800,25 @@ def check_grafana(promtool: str | None, work: Path) -> None:
 
 def check_docs() -> None:
     files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    missing = []
+    missing, links = [], 0
     for f in files:
-        for m in re.finditer(r"(?<![\w/.-])((?:deploy|scripts|docs)/[A-Za-z0-9_./-]+[A-Za-z0-9_])", f.read_text()):
-            p = m.group(1)
-            if not (ROOT / p).exists():
-                missing.append(f"{rel(f)}: {p}")
+        text = f.read_text()
+        # Markdown links to files of the repository, relative to the document.
+        for m in re.finditer(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", text):
+            target = m.group(1)
+            if re.match(r"[a-z]+:", target):
+                continue
+            links += 1
+            if not (f.parent / target).exists():
+                missing.append(f"{rel(f)}: link {target}")
+        # Repository paths named in the text, relative to the root.
+        for m in re.finditer(r"(?<![\w/.-])((?:deploy|scripts|docs)/[A-Za-z0-9_./-]+[A-Za-z0-9_])", text):
+            if not (ROOT / m.group(1)).exists():
+                missing.append(f"{rel(f)}: {m.group(1)}")
     if missing:
         fail("docs", "paths named in the docs do not exist: " + "; ".join(sorted(set(missing))))
     else:
-        ok("docs", f"every deploy/, scripts/ and docs/ path named in {len(files)} documents exists")
+        ok("docs", f"every link ({links}) and every deploy/, scripts/, docs/ path in {len(files)} documents exists")
 
 
 def main() -> int:
