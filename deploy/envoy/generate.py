@@ -147,10 +147,12 @@ route_config:
 
 
 def http_connection_manager(stat_prefix: str, edge: bool, routes: str, filters: list[str],
-                            edge_comment: str) -> str:
+                            edge_comment: str, extra: str = "") -> str:
     edge_lines = ""
     if edge:
         edge_lines = f"\n{indent(edge_comment, 4)}\n    use_remote_address: true"
+    if extra:
+        edge_lines += "\n" + indent(extra, 4)
     return f"""\
 - name: envoy.filters.network.http_connection_manager
   typed_config:
@@ -171,6 +173,17 @@ HEADER_EDGE_COMMENT = """\
 MTLS_EDGE_COMMENT = """\
 # Envoy faces the clients: it appends the real TCP peer to X-Forwarded-For and drops client-set
 # x-envoy-* headers."""
+
+
+# What an Istio ingress gateway sets on its listeners by default: the verified client certificate
+# goes into x-forwarded-client-cert, replacing anything the client sent (and removed on
+# connections without a client certificate). Envoy does this before the HTTP filters run, so
+# ext_authz sees this hop's element.
+ISTIO_GATEWAY_XFCC = """\
+# As an Istio ingress gateway does by default: XFCC written by this hop from the verified client
+# certificate (Hash always, plus Cert, Subject, URI, DNS), never taken from the client.
+forward_client_cert_details: SANITIZE_SET
+set_current_client_cert_details: { subject: true, cert: true, uri: true, dns: true }"""
 
 
 def tls_transport_socket(cert: str, key: str, client_ca: str) -> str:
@@ -196,7 +209,7 @@ class Listener:
     name: str
     address: str
     port: str
-    mode: str                  # "header" | "mtls" | "plain" (test-only: no edge settings)
+    mode: str                  # "header" | "mtls" | "gateway" (mTLS, XFCC as an Istio gateway) | "plain" (test-only)
     cluster: str               # certbound cluster
     upstream: str
     timeout: str
@@ -208,8 +221,9 @@ class Listener:
         peer = self.mode == "mtls"
         filters = [ext_authz_filter(self.stat_prefix, self.cluster, self.timeout, peer), ROUTER_FILTER]
         hcm = http_connection_manager(
-            self.name, self.mode in ("header", "mtls"), route_config(self.name, self.upstream, self.example),
-            filters, HEADER_EDGE_COMMENT if self.mode == "header" else MTLS_EDGE_COMMENT)
+            self.name, self.mode in ("header", "mtls", "gateway"), route_config(self.name, self.upstream, self.example),
+            filters, HEADER_EDGE_COMMENT if self.mode == "header" else MTLS_EDGE_COMMENT,
+            ISTIO_GATEWAY_XFCC if self.mode == "gateway" else "")
         chain = ""
         if self.tls:
             chain = indent(tls_transport_socket(*self.tls), 2) + "\n  filters:\n" + indent(hcm, 2)
@@ -374,9 +388,10 @@ E2E_HEADER = f"""\
 #
 # {GENERATED}
 # The "plain" and "mtls" listeners are deploy/envoy/envoy-header.yaml and envoy-mtls.yaml with
-# loopback addresses; "kong" and the *_health observer clusters exist only for the suite.
+# loopback addresses; "gateway" stands in for an Istio ingress gateway; "kong" and the *_health
+# observer clusters exist only for the suite.
 #
-# Three listeners, each with its own certbound instance (one certificate source per certbound config):
+# Four listeners, each with its own certbound instance (one certificate source per certbound config):
 #   plain (@@ENVOY_PLAIN_PORT@@)  plain HTTP behind nginx, which terminates mTLS and sends the client
 #                                 cert as url-encoded PEM in x-client-cert -> certbound "header"
 #                                 (certificate_header_format = "url_encoded")
@@ -385,7 +400,11 @@ E2E_HEADER = f"""\
 #   kong  (@@ENVOY_KONG_PORT@@)   plain HTTP, client sends base64(DER) in x-client-cert exactly as in
 #                                 Kong's tutorial -> certbound "b64" (certificate_header_format =
 #                                 "base64_encoded")
-# All three route to the echo upstream, which reflects the headers it received; /healthz skips
+#   gateway (@@ENVOY_GATEWAY_PORT@@) Envoy terminates mTLS like an Istio ingress gateway and writes the
+#                                 client certificate into x-forwarded-client-cert (SANITIZE_SET) ->
+#                                 certbound "gateway" (certificate_header_format = "xfcc"), as in
+#                                 deploy/istio/gateway-mtls
+# All four route to the echo upstream, which reflects the headers it received; /healthz skips
 # ext_authz on every listener."""
 
 E2E_TIMEOUT = "2s"  # a debug build on a shared 2-core machine
@@ -400,18 +419,22 @@ def e2e_template() -> str:
                  tls=("@@PKI@@/server.pem", "@@PKI@@/server-key.pem", "@@PKI@@/client-ca-bundle.pem")),
         Listener("kong", "127.0.0.1", "@@ENVOY_KONG_PORT@@", "plain", "certbound_b64", "echo", E2E_TIMEOUT,
                  "certbound_b64"),
+        Listener("gateway", "127.0.0.1", "@@ENVOY_GATEWAY_PORT@@", "gateway", "certbound_gateway", "echo", E2E_TIMEOUT,
+                 "certbound_gateway",
+                 tls=("@@PKI@@/server.pem", "@@PKI@@/server-key.pem", "@@PKI@@/client-ca-bundle.pem")),
     ]
     clusters = [
         certbound_cluster("certbound_header", "STATIC", "127.0.0.1", "@@GRPC_HEADER_PORT@@"),
         certbound_cluster("certbound_peer", "STATIC", "127.0.0.1", "@@GRPC_PEER_PORT@@"),
         certbound_cluster("certbound_b64", "STATIC", "127.0.0.1", "@@GRPC_B64_PORT@@"),
+        certbound_cluster("certbound_gateway", "STATIC", "127.0.0.1", "@@GRPC_GATEWAY_PORT@@"),
     ]
     observer = """\
 # Observers only, never routed to: Envoy runs the standard gRPC health check
 # (grpc.health.v1.Health/Check, service "") against each certbound instance every second, so the
 # suite can read certbound's gRPC health from GET /clusters without a gRPC client of its own."""
     for i, (mode, port) in enumerate((("header", "@@GRPC_HEADER_PORT@@"), ("peer", "@@GRPC_PEER_PORT@@"),
-                                      ("b64", "@@GRPC_B64_PORT@@"))):
+                                      ("b64", "@@GRPC_B64_PORT@@"), ("gateway", "@@GRPC_GATEWAY_PORT@@"))):
         name = f"certbound_{mode}_health"
         clusters.append((observer + "\n" if i == 0 else "") + f"""\
 - name: {name}
