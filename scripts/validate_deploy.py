@@ -694,7 +694,8 @@ def check_certbound(certbound: str | None, rendered: dict[Path, list[dict]], wor
             fail("certbound", f"{label}: " + "; ".join(problems))
         elif certbound is not None:
             extra = f" with {', '.join(container_env)}" if container_env else ""
-            ok("certbound", f"{label}: certbound check-config passes{extra}; ports and mounted paths match the container")
+            where = f"; ports and mounted paths match container {cont['name']}" if cont is not None else ""
+            ok("certbound", f"{label}: certbound check-config passes{extra}{where}")
 
 
 # --- prometheus and grafana ----------------------------------------------------------------------
