@@ -6,7 +6,7 @@
     client --mTLS--> Envoy "gateway" (writes XFCC, as an Istio gateway) -------ext_authz--> certbound "gateway"
     all Envoy listeners -> echo upstream (reflects the headers it received)
     IdP (oidc-provider 9, HTTPS + mTLS) <- certbound (discovery, JWKS); a second "rogue" IdP nobody trusts
-    Prometheus -> scrapes the admin /metrics of the three certbound instances
+    Prometheus -> scrapes the admin /metrics of the four certbound instances
 
 Every process gets free ports, runs in its own session and is ended by PID in stop() (also on
 failure, atexit and SIGTERM). Logs and rendered configs live in tests/e2e/.work/run-*/ .
@@ -844,6 +844,7 @@ def _smoke(stack: Stack) -> None:
     check(stack.call_nginx("alice", token).status == expected, f"nginx -> envoy -> ext_authz: {expected}")
     check(stack.call_envoy_mtls("alice", token).status == expected, f"envoy mtls listener: {expected}")
     check(stack.call_envoy_kong({CERT_HEADER: stack.cert_base64_der("alice")}, token).status == expected, f"envoy kong listener: {expected}")
+    check(stack.call_envoy_gateway("alice", token).status == expected, f"envoy gateway listener (XFCC): {expected}")
     # ssl_verify_client on: nginx completes the handshake, then answers 400 itself.
     check(stack.call_nginx(None, token).status == 400, "nginx refuses a client without certificate: 400")
     up = stack.wait_prom_targets_up()
