@@ -3,9 +3,10 @@
     client --mTLS--> nginx --x-client-cert (url-encoded PEM)--> Envoy "plain" --ext_authz--> certbound "header"
     client --mTLS--> Envoy "mtls" (peer certificate) -------------------------ext_authz--> certbound "peer"
     client --x-client-cert (base64 DER, Kong style)--> Envoy "kong" ----------ext_authz--> certbound "b64"
+    client --mTLS--> Envoy "gateway" (writes XFCC, as an Istio gateway) -------ext_authz--> certbound "gateway"
     all Envoy listeners -> echo upstream (reflects the headers it received)
     IdP (oidc-provider 9, HTTPS + mTLS) <- certbound (discovery, JWKS); a second "rogue" IdP nobody trusts
-    Prometheus -> scrapes the admin /metrics of the three certbound instances
+    Prometheus -> scrapes the admin /metrics of the four certbound instances
 
 Every process gets free ports, runs in its own session and is ended by PID in stop() (also on
 failure, atexit and SIGTERM). Logs and rendered configs live in tests/e2e/.work/run-*/ .
@@ -234,6 +235,7 @@ class Ports:
     envoy_plain: int = 0
     envoy_mtls: int = 0
     envoy_kong: int = 0
+    envoy_gateway: int = 0
     nginx: int = 0
     prometheus: int = 0
     grpc_header: int = 0
@@ -242,6 +244,8 @@ class Ports:
     admin_peer: int = 0
     grpc_b64: int = 0
     admin_b64: int = 0
+    grpc_gateway: int = 0
+    admin_gateway: int = 0
 
     @classmethod
     def allocate(cls) -> "Ports":
@@ -250,8 +254,9 @@ class Ports:
 
 
 # One certbound process per certificate source (its config has exactly one):
-#   header = url-encoded PEM from nginx, peer = Envoy's TLS peer certificate, b64 = Kong's base64 DER
-CERTBOUND_MODES = ("header", "peer", "b64")
+#   header = url-encoded PEM from nginx, peer = Envoy's TLS peer certificate, b64 = Kong's base64 DER,
+#   gateway = the XFCC an Istio-style gateway (Envoy terminating mTLS) writes itself
+CERTBOUND_MODES = ("header", "peer", "b64", "gateway")
 
 
 class Stack:
@@ -454,7 +459,7 @@ class Stack:
         wait_until("echo", lambda: http_get(self.ports.echo, "/")[0] == 200, 10, proc=proc)
 
     def certbound_config(self, mode: str) -> Path:
-        """Render certbound's TOML for one instance (mode: header, peer or b64)."""
+        """Render certbound's TOML for one instance (mode: header, peer, b64 or gateway)."""
         ca = ", ".join(f'"{self.pki / f}"' for f in ("client-root-ca.pem", "client-int-ca.pem", "client-rsa-ca.pem"))
 
         def header_table(fmt: str) -> str:
@@ -470,7 +475,15 @@ class Stack:
 
         # Kong's tutorial sets secure_source = false: its client sends the header itself.
         kong = header_table("base64_encoded") + "secure_source = false\n"
-        source = {"header": header_table("url_encoded"), "peer": "", "b64": kong}[mode]
+        # As deploy/istio/gateway-mtls: the gateway verified the chain and writes XFCC itself.
+        gateway = (
+            "[proof_of_possession_mtls_from_header]\n"
+            'certificate_header_name   = "x-forwarded-client-cert"\n'
+            'certificate_header_format = "xfcc"\n'
+            "ca_certificates = []\n"
+            "secure_source = false\n"
+        )
+        source = {"header": header_table("url_encoded"), "peer": "", "b64": kong, "gateway": gateway}[mode]
         return render(E2E / "certbound.toml.tmpl", self.work / f"certbound-{mode}.toml", {
             "GRPC_PORT": getattr(self.ports, f"grpc_{mode}"),
             "ADMIN_PORT": getattr(self.ports, f"admin_{mode}"),
@@ -509,8 +522,10 @@ class Stack:
         config = render(E2E / "envoy.yaml.tmpl", self.work / "envoy.yaml", {
             "ENVOY_ADMIN_PORT": self.ports.envoy_admin, "ENVOY_PLAIN_PORT": self.ports.envoy_plain,
             "ENVOY_MTLS_PORT": self.ports.envoy_mtls, "ENVOY_KONG_PORT": self.ports.envoy_kong,
+            "ENVOY_GATEWAY_PORT": self.ports.envoy_gateway,
             "GRPC_HEADER_PORT": self.ports.grpc_header, "GRPC_PEER_PORT": self.ports.grpc_peer,
-            "GRPC_B64_PORT": self.ports.grpc_b64, "ECHO_PORT": self.ports.echo, "PKI": self.pki,
+            "GRPC_B64_PORT": self.ports.grpc_b64, "GRPC_GATEWAY_PORT": self.ports.grpc_gateway,
+            "ECHO_PORT": self.ports.echo, "PKI": self.pki,
         })
         self._run("envoy-validate", [envoy, "--mode", "validate", "-c", config])
         proc = self._spawn("envoy", [
@@ -519,7 +534,7 @@ class Stack:
             "--disable-hot-restart",
         ])
         wait_until("envoy /ready", lambda: http_get(self.ports.envoy_admin, "/ready") == (200, b"LIVE\n"), 30, proc=proc)
-        for port in (self.ports.envoy_plain, self.ports.envoy_mtls, self.ports.envoy_kong):
+        for port in (self.ports.envoy_plain, self.ports.envoy_mtls, self.ports.envoy_kong, self.ports.envoy_gateway):
             wait_until(f"envoy listener {port}", lambda p=port: port_open(p), 10, proc=proc)
 
     def _start_nginx(self) -> None:
@@ -539,7 +554,7 @@ class Stack:
         prometheus = find_sbin("prometheus")
         config = render(E2E / "prometheus.yml.tmpl", self.work / "prometheus.yml", {
             "ADMIN_HEADER_PORT": self.ports.admin_header, "ADMIN_PEER_PORT": self.ports.admin_peer,
-            "ADMIN_B64_PORT": self.ports.admin_b64,
+            "ADMIN_B64_PORT": self.ports.admin_b64, "ADMIN_GATEWAY_PORT": self.ports.admin_gateway,
         })
         tsdb = self.work / "prometheus-data"
         tsdb.mkdir(exist_ok=True)
@@ -696,6 +711,13 @@ class Stack:
         resp = self._send(conn, "GET", path, [("host", "localhost"), *self._auth_headers(token, headers)])
         return self._record("peer", resp)
 
+    def call_envoy_gateway(self, cert: Optional[str], token: Optional[str] = None, headers: Headers = (),
+                           path: str = "/") -> Response:
+        """Envoy terminates mTLS like an Istio ingress gateway and writes XFCC itself (certbound "gateway")."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.ports.envoy_gateway, timeout=10, context=self.tls_context(cert))
+        resp = self._send(conn, "GET", path, [("host", "localhost"), *self._auth_headers(token, headers)])
+        return self._record("gateway", resp)
+
     # -- Prometheus / admin -----------------------------------------------------------------------
 
     def prom_query(self, query: str) -> list:
@@ -751,7 +773,8 @@ class Stack:
             f"idp           {self.issuer}  (admin http://127.0.0.1:{p.idp_admin})",
             f"rogue idp     {self.rogue_issuer}",
             f"nginx         https://127.0.0.1:{p.nginx}  (mTLS required)",
-            f"envoy plain   http://127.0.0.1:{p.envoy_plain}   mtls https://127.0.0.1:{p.envoy_mtls}   kong http://127.0.0.1:{p.envoy_kong}",
+            f"envoy plain   http://127.0.0.1:{p.envoy_plain}   mtls https://127.0.0.1:{p.envoy_mtls}   kong http://127.0.0.1:{p.envoy_kong}"
+            f"   gateway https://127.0.0.1:{p.envoy_gateway}",
             f"envoy admin   http://127.0.0.1:{p.envoy_admin}",
             f"echo          http://127.0.0.1:{p.echo}",
             f"certbound     " + "   ".join(f"{m}: grpc {getattr(p, f'grpc_{m}')} admin {getattr(p, f'admin_{m}')}" for m in CERTBOUND_MODES)
@@ -821,6 +844,7 @@ def _smoke(stack: Stack) -> None:
     check(stack.call_nginx("alice", token).status == expected, f"nginx -> envoy -> ext_authz: {expected}")
     check(stack.call_envoy_mtls("alice", token).status == expected, f"envoy mtls listener: {expected}")
     check(stack.call_envoy_kong({CERT_HEADER: stack.cert_base64_der("alice")}, token).status == expected, f"envoy kong listener: {expected}")
+    check(stack.call_envoy_gateway("alice", token).status == expected, f"envoy gateway listener (XFCC): {expected}")
     # ssl_verify_client on: nginx completes the handshake, then answers 400 itself.
     check(stack.call_nginx(None, token).status == 400, "nginx refuses a client without certificate: 400")
     up = stack.wait_prom_targets_up()

@@ -16,9 +16,12 @@ with every decision the session produced (Stack records each response).
 from __future__ import annotations
 
 import base64
+import hashlib
+import http.client
 import json
 import os
 import re
+import ssl
 import subprocess
 import time
 import urllib.parse
@@ -416,6 +419,62 @@ def test_spoofed_forwarded_for_does_not_make_a_hop_trusted(stack, alice_rs):
 def test_the_same_request_from_the_trusted_proxy_address_is_allowed(stack, alice_rs):
     assert_allowed(stack.call_envoy_plain({CERT_HEADER: stack.cert_url_encoded("alice")}, alice_rs), "alice-app")
 
+
+
+# --- an Istio-style ingress gateway: Envoy terminates mTLS and writes XFCC (deploy/istio/gateway-mtls)
+
+def _xfcc_naming(stack, cert: str) -> str:
+    der = ssl.PEM_cert_to_DER_cert(stack.cert_pem(cert))
+    return f'Hash={hashlib.sha256(der).hexdigest()};Cert="{stack.cert_url_encoded(cert)}";Subject="CN={cert}"'
+
+
+def test_gateway_xfcc_binds_the_token_to_the_handshake_certificate(stack, alice_rs, alice_es):
+    resp = stack.call_envoy_gateway("alice", alice_rs)
+    assert_allowed(resp, "alice-app")
+    # The element certbound read is the one Envoy wrote from the handshake (it goes upstream too).
+    der = ssl.PEM_cert_to_DER_cert(stack.cert_pem("alice"))
+    xfcc = resp.upstream_headers.get("x-forwarded-client-cert", "")
+    assert f"Hash={hashlib.sha256(der).hexdigest()}" in xfcc and "Cert=" in xfcc, xfcc
+    assert_allowed(stack.call_envoy_gateway("alice", alice_es), "alice-app")
+
+
+def test_gateway_alice_token_with_bob_certificate(stack, alice_rs):
+    assert_invalid_token(stack.call_envoy_gateway("bob", alice_rs))
+
+
+def test_gateway_replaces_a_client_sent_xfcc(stack, alice_rs):
+    """bob holds alice's stolen token and her (public) certificate and sends an XFCC naming it:
+    the gateway (SANITIZE_SET) replaces it with bob's own, so the binding fails."""
+    forged = {"x-forwarded-client-cert": _xfcc_naming(stack, "alice")}
+    resp = stack.call_envoy_gateway("bob", alice_rs, forged)
+    assert_invalid_token(resp)
+
+
+# --- per-route settings of the shipped Envoy configs (deploy/envoy/generate.py) ------------------
+
+def _decisions_total(stack, mode: str) -> float:
+    _, text = stack.certbound_admin(mode, "/metrics")
+    return sum(float(line.split()[-1]) for line in text.decode().splitlines()
+               if line.startswith("certbound_decisions_total{"))
+
+
+def test_health_route_skips_ext_authz_and_nothing_else_does(stack):
+    """/healthz has ext_authz disabled per route (ExtAuthzPerRoute, as in deploy/envoy/*.yaml):
+    no token, no certificate header, and certbound is not asked. A path that only starts like it
+    is still checked."""
+    before = {mode: _decisions_total(stack, mode) for mode in ("header", "peer")}
+    # Sent without Stack's bookkeeping: certbound decides nothing here, so nothing is recorded.
+    plain = stack._send(http.client.HTTPConnection("127.0.0.1", stack.ports.envoy_plain, timeout=10),
+                        "GET", "/healthz?probe=1", [("host", "127.0.0.1")])
+    assert plain.status == 200 and plain.upstream is not None, plain
+    mtls = stack._send(http.client.HTTPSConnection("127.0.0.1", stack.ports.envoy_mtls, timeout=10,
+                                                   context=stack.tls_context("alice")),
+                       "GET", "/healthz", [("host", "localhost")])
+    assert mtls.status == 200 and mtls.upstream is not None, mtls
+    resp = stack.call_envoy_plain(path="/healthzz")
+    assert resp.status == 401 and resp.upstream is None, resp
+    after = {mode: _decisions_total(stack, mode) for mode in ("header", "peer")}
+    assert after == {"header": before["header"] + 1, "peer": before["peer"]}
 
 
 def test_health_after_matrix(stack):
