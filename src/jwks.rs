@@ -168,7 +168,6 @@ pub async fn run(
         match fetch(&client, &fetch_cfg.source).await {
             Ok(keys) => {
                 metrics.jwks_refresh_ok.inc();
-                metrics.jwks_keys.set(keys.len() as i64);
                 tracing::info!(keys = keys.len(), "signing keys loaded");
                 store.publish(keys);
                 retry = INITIAL_RETRY;

@@ -138,6 +138,9 @@ async fn track_readiness(
         } else {
             ServingStatus::NotServing
         };
+        // Summed over every issuer, static JWKS files included (they are never fetched).
+        let keys: usize = state.key_stores.iter().map(|s| s.current().len()).sum();
+        state.metrics.jwks_keys.set(keys as i64);
         if last != Some(status) {
             health.set_service_status("", status).await;
             health.set_service_status(AUTHZ_SERVICE_NAME, status).await;

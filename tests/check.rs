@@ -909,6 +909,21 @@ async fn grpc_health_reports_serving_once_keys_are_loaded() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(serving, "gRPC health never reported SERVING");
+    // The loaded-keys gauge follows (it is refreshed with readiness, every 200 ms).
+    let mut gauge = String::new();
+    for _ in 0..50 {
+        let (_, text) = cb.admin_get("/metrics").await;
+        gauge = text
+            .lines()
+            .find(|l| l.starts_with("certbound_jwks_keys "))
+            .unwrap_or("")
+            .to_string();
+        if gauge == "certbound_jwks_keys 1" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(gauge, "certbound_jwks_keys 1");
     cb.stop().await.unwrap();
 }
 
