@@ -395,6 +395,39 @@ def test_idp_key_rotation_picked_up_without_restart(stack, alice_rs):
     assert all(name in stack.alive() for name in pids), "a certbound process died"
 
 
+# --- opaque tokens (RFC 7662 introspection against the real IdP) ------------------------------
+
+AUDIENCE_OPAQUE = "https://opaque.test"
+
+
+def test_opaque_bound_token_is_introspected_and_allowed_for_its_certificate(stack):
+    token = stack.get_token("alice-app", AUDIENCE_OPAQUE)
+    assert token.count(".") != 2, "the IdP issued an opaque token"
+    assert_allowed(stack.call_nginx("alice", token), "alice-app")
+    # Again: served from certbound's cache (the IdP would answer the same).
+    assert_allowed(stack.call_nginx("alice", token), "alice-app")
+
+
+def test_opaque_token_stolen_and_replayed_with_another_certificate(stack):
+    token = stack.get_token("alice-app", AUDIENCE_OPAQUE)
+    resp = stack.call_nginx("bob", token)
+    assert_invalid_token(resp)
+    assert "does not match" in resp.www_authenticate
+
+
+def test_opaque_token_the_idp_never_issued(stack):
+    resp = stack.call_nginx("alice", "QpT3n0tAR3alT0k3nFr0mTh3IdPxxxxxxxxxxxxxxx")
+    assert_invalid_token(resp)
+    assert "not active" in resp.www_authenticate
+
+
+def test_unbound_opaque_token_refused_in_strict_mode(stack):
+    token = stack.get_token("unbound-app", AUDIENCE_OPAQUE, cert=None)
+    resp = stack.call_nginx("alice", token)
+    assert_invalid_token(resp)
+    assert "not certificate-bound" in resp.www_authenticate
+
+
 # --- header trust (secure_source + trusted_ips) -----------------------------------------------
 
 def test_stolen_token_with_public_certificate_sent_around_the_proxy_is_refused(stack, alice_rs):

@@ -50,7 +50,7 @@ const RESOURCES = {
   'https://api.test': { alg: 'RS256', format: 'jwt' },
   'https://api-es.test': { alg: 'ES256', format: 'jwt' },
   'https://other.test': { alg: 'RS256', format: 'jwt' },
-  'https://opaque.test': { format: 'opaque' }, // introspection-only tokens (RFC 7662 work later)
+  'https://opaque.test': { format: 'opaque' }, // introspection-only tokens (RFC 7662)
 };
 
 // --- signing keys --------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ function configuration() {
         client_secret: 'unbound-secret',
         token_endpoint_auth_method: 'client_secret_basic',
       },
-      // A resource server identity for RFC 7662 introspection (future certbound feature).
+      // certbound's resource server identity for RFC 7662 introspection.
       {
         ...CLIENT_DEFAULTS,
         client_id: 'certbound-rs',
