@@ -9,18 +9,26 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use arc_swap::ArcSwap;
+
 use crate::metrics::Metrics;
+use crate::policy::Policies;
 use crate::token::KeyStore;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
-    pub key_stores: Vec<Arc<KeyStore>>,
+    pub policies: Arc<ArcSwap<Policies>>,
 }
 
 impl AdminState {
+    /// Every key store the current policies verify JWTs with.
+    pub fn key_stores(&self) -> Vec<Arc<KeyStore>> {
+        self.policies.load().key_stores()
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.key_stores.iter().all(|s| s.is_ready())
+        self.key_stores().iter().all(|s| s.is_ready())
     }
 }
 

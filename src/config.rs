@@ -171,6 +171,9 @@ pub struct Config {
     pub policies: Policies,
     pub key_fetches: Vec<KeyFetch>,
     pub idp_client: IdpClient,
+    /// Every file the configuration was built from (the config file itself, CA bundles, JWKS
+    /// files): a reload is due when one of them changes.
+    pub files: Vec<PathBuf>,
 }
 
 /// One problem with one key.
@@ -222,7 +225,9 @@ impl Config {
                 .ignore(NON_CONFIG_ENV),
         );
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_figment(&figment, base)
+        let mut config = Self::from_figment(&figment, base)?;
+        config.files.insert(0, path.to_path_buf());
+        Ok(config)
     }
 
     /// Validates whatever `figment` holds; `base` anchors relative paths.
@@ -279,6 +284,7 @@ impl Config {
             issues: Vec::new(),
             base,
             scope: String::new(),
+            files: Vec::new(),
         };
         let config = v.config(global, raw_default, raw_named);
         match config {
@@ -302,6 +308,7 @@ struct Validator<'a> {
     base: &'a Path,
     /// `policies.NAME.` while a named policy is validated, so issues name the full key.
     scope: String,
+    files: Vec<PathBuf>,
 }
 
 impl Validator<'_> {
@@ -416,6 +423,7 @@ impl Validator<'_> {
             },
             key_fetches,
             idp_client,
+            files: std::mem::take(&mut self.files),
         })
     }
 
@@ -667,6 +675,7 @@ impl Validator<'_> {
             }
             (None, Some(file)) => {
                 let path = self.path(file);
+                self.files.push(path.clone());
                 let loaded = std::fs::read(&path)
                     .map_err(|e| e.to_string())
                     .and_then(|body| KeySet::from_jwks_json(&body).map_err(|e| e.to_string()));
@@ -824,6 +833,7 @@ impl Validator<'_> {
             .iter()
             .map(|p| self.path(p))
             .collect();
+        self.files.extend(cas.iter().cloned());
         let trust = if cas.is_empty() {
             if format != Some(HeaderFormat::Xfcc) {
                 self.issue(
@@ -937,6 +947,7 @@ impl Validator<'_> {
         let mut roots = Vec::new();
         for f in files {
             let path = self.path(&f);
+            self.files.push(path.clone());
             let certs: Result<Vec<_>, _> =
                 CertificateDer::pem_file_iter(&path).and_then(|it| it.collect());
             match certs {

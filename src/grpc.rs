@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Instant;
 
 use envoy_types::ext_authz::v3::pb::{
@@ -28,12 +30,13 @@ const PERMISSION_DENIED: i32 = 7;
 const UNAUTHENTICATED: i32 = 16;
 
 pub struct AuthzService {
-    policies: Arc<Policies>,
+    /// Swapped whole on reload; a check keeps the snapshot it started with.
+    policies: Arc<ArcSwap<Policies>>,
     metrics: Arc<Metrics>,
 }
 
 impl AuthzService {
-    pub fn new(policies: Arc<Policies>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(policies: Arc<ArcSwap<Policies>>, metrics: Arc<Metrics>) -> Self {
         Self { policies, metrics }
     }
 }
@@ -64,7 +67,8 @@ impl Authorization for AuthzService {
                 .map(String::as_str),
             source_ip: attrs.and_then(source_ip),
         };
-        let outcome = pipeline::check(&input, &self.policies, clock::now_unix()).await;
+        let policies = self.policies.load_full();
+        let outcome = pipeline::check(&input, &policies, clock::now_unix()).await;
         self.metrics.record(&outcome.decision);
         self.metrics
             .check_duration

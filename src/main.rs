@@ -122,10 +122,36 @@ fn run_serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             admin = %listeners.admin.local_addr()?,
             "certbound serving"
         );
-        server::serve(config, listeners, shutdown_signal()).await?;
+        let (trigger, rx) = tokio::sync::mpsc::unbounded_channel();
+        forward_sighup(trigger);
+        let reload = server::Reload {
+            path,
+            poll_interval: Some(std::time::Duration::from_secs(2)),
+            trigger: rx,
+        };
+        server::serve_with_reload(config, listeners, shutdown_signal(), Some(reload)).await?;
         tracing::info!("certbound stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// SIGHUP asks for a configuration reload.
+fn forward_sighup(trigger: tokio::sync::mpsc::UnboundedSender<()>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!(
+                "cannot listen for SIGHUP; the config is still reloaded when its files change"
+            );
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if trigger.send(()).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 fn check_config(path: PathBuf) -> anyhow::Result<ExitCode> {

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub jwks_refresh_ok: IntCounter,
     pub jwks_refresh_error: IntCounter,
     pub jwks_keys: IntGauge,
+    pub reload_ok: IntCounter,
+    pub reload_error: IntCounter,
 }
 
 impl Metrics {
@@ -57,6 +59,14 @@ impl Metrics {
         registry.register(Box::new(refresh.clone()))?;
         let jwks_keys = IntGauge::new("certbound_jwks_keys", "Signing keys currently loaded.")?;
         registry.register(Box::new(jwks_keys.clone()))?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "certbound_config_reloads_total",
+                "Configuration reloads by result.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(reloads.clone()))?;
         Ok(Self {
             registry,
             allow,
@@ -65,6 +75,8 @@ impl Metrics {
             jwks_refresh_ok: refresh.with_label_values(&["ok"]),
             jwks_refresh_error: refresh.with_label_values(&["error"]),
             jwks_keys,
+            reload_ok: reloads.with_label_values(&["ok"]),
+            reload_error: reloads.with_label_values(&["error"]),
         })
     }
 

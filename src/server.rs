@@ -8,16 +8,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use std::path::{Path, PathBuf};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{Config, KeyFetch, KeySource};
 use crate::grpc::AuthzService;
 use crate::jwks;
 use crate::metrics::Metrics;
+use crate::policy::{Policies, Policy};
+use crate::token::KeyStore;
 
 /// Largest CheckRequest accepted. Headers are capped far below this; the cap bounds memory
 /// before any of our own checks run.
@@ -61,6 +66,16 @@ impl Listeners {
     }
 }
 
+/// Where a running server reloads its configuration from.
+pub struct Reload {
+    /// The config file (`serve --config`).
+    pub path: PathBuf,
+    /// Poll the config and every file it names this often; `None`: only on `trigger`.
+    pub poll_interval: Option<Duration>,
+    /// SIGHUP, or a test, asks for a reload.
+    pub trigger: mpsc::UnboundedReceiver<()>,
+}
+
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight checks finish and
 /// returns.
 pub async fn serve(
@@ -68,25 +83,33 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let metrics = Arc::new(Metrics::new()?);
-    let policies = Arc::new(config.policies);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    serve_with_reload(config, listeners, shutdown, None).await
+}
 
-    if !config.key_fetches.is_empty() {
-        let client = jwks::http_client(&config.idp_client)?;
-        for fetch in config.key_fetches {
-            tokio::spawn(jwks::run(
-                fetch,
-                client.clone(),
-                metrics.clone(),
-                stop_rx.clone(),
-            ));
-        }
+/// `serve`, reloading the configuration when `reload` says so.
+pub async fn serve_with_reload(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reload: Option<Reload>,
+) -> Result<(), ServeError> {
+    let metrics = Arc::new(Metrics::new()?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let client = jwks::http_client(&config.idp_client)?;
+    let mut fetchers = Fetchers {
+        running: Vec::new(),
+        client,
+        metrics: metrics.clone(),
+        stop: stop_rx.clone(),
+    };
+    for fetch in config.key_fetches {
+        fetchers.start(fetch);
     }
+    let policies = Arc::new(ArcSwap::from_pointee(config.policies));
 
     let admin_state = AdminState {
         metrics: metrics.clone(),
-        key_stores: policies.key_stores(),
+        policies: policies.clone(),
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(track_readiness(
@@ -94,6 +117,17 @@ pub async fn serve(
         admin_state.clone(),
         stop_rx.clone(),
     ));
+    if let Some(reload) = reload {
+        let listen = (config.grpc_listen, config.admin_listen);
+        tokio::spawn(reload_loop(
+            reload,
+            config.files,
+            listen,
+            policies.clone(),
+            fetchers,
+            stop_rx.clone(),
+        ));
+    }
 
     let authz = AuthorizationServer::new(AuthzService::new(policies, metrics))
         .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
@@ -121,6 +155,151 @@ pub async fn serve(
     Ok(())
 }
 
+/// The running key fetchers, one per key source, kept across reloads so a reload never empties
+/// a key store that is in use.
+struct Fetchers {
+    running: Vec<(KeySource, Arc<KeyStore>)>,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Fetchers {
+    fn start(&mut self, fetch: KeyFetch) {
+        self.running
+            .push((fetch.source.clone(), fetch.store.clone()));
+        tokio::spawn(jwks::run(
+            fetch,
+            self.client.clone(),
+            self.metrics.clone(),
+            self.stop.clone(),
+        ));
+    }
+
+    /// The running store for `source`, if any.
+    fn existing(&self, source: &KeySource) -> Option<Arc<KeyStore>> {
+        self.running
+            .iter()
+            .find(|(s, _)| s == source)
+            .map(|(_, store)| store.clone())
+    }
+}
+
+/// How long a reload waits for a new issuer's keys before giving up on that reload.
+const NEW_KEYS_WAIT: Duration = Duration::from_secs(10);
+
+async fn reload_loop(
+    mut reload: Reload,
+    mut files: Vec<PathBuf>,
+    listen: (SocketAddr, SocketAddr),
+    policies: Arc<ArcSwap<Policies>>,
+    mut fetchers: Fetchers,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut seen = fingerprint(&files);
+    let poll = reload
+        .poll_interval
+        .unwrap_or(Duration::from_secs(3600 * 24 * 365));
+    loop {
+        tokio::select! {
+            got = reload.trigger.recv() => {
+                if got.is_none() {
+                    // Nobody can trigger any more; keep polling.
+                    reload.trigger = mpsc::unbounded_channel().1;
+                    if reload.poll_interval.is_none() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            _ = tokio::time::sleep(poll) => {
+                let now = fingerprint(&files);
+                if now == seen {
+                    continue;
+                }
+            }
+            _ = stop.changed() => return,
+        }
+        match apply(&reload.path, listen, &policies, &mut fetchers).await {
+            Ok(new_files) => {
+                fetchers.metrics.reload_ok.inc();
+                files = new_files;
+                tracing::info!(path = %reload.path.display(), "configuration reloaded");
+            }
+            Err(e) => {
+                fetchers.metrics.reload_error.inc();
+                tracing::error!(path = %reload.path.display(), error = %e, "configuration reload refused; the previous configuration keeps serving");
+            }
+        }
+        seen = fingerprint(&files);
+    }
+}
+
+/// Loads, validates and swaps in a new configuration, or changes nothing.
+async fn apply(
+    path: &Path,
+    listen: (SocketAddr, SocketAddr),
+    policies: &ArcSwap<Policies>,
+    fetchers: &mut Fetchers,
+) -> Result<Vec<PathBuf>, String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    if (config.grpc_listen, config.admin_listen) != listen {
+        tracing::warn!("grpc_listen / admin_listen changed: restart certbound to apply them");
+    }
+    // Keep the stores already running for unchanged key sources; start and wait for new ones.
+    let mut replace: Vec<(Arc<KeyStore>, Arc<KeyStore>)> = Vec::new();
+    for fetch in config.key_fetches {
+        match fetchers.existing(&fetch.source) {
+            Some(running) => replace.push((fetch.store.clone(), running)),
+            None => {
+                let store = fetch.store.clone();
+                fetchers.start(fetch);
+                let deadline = tokio::time::Instant::now() + NEW_KEYS_WAIT;
+                while !store.is_ready() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if !store.is_ready() {
+                    return Err("a new issuer's signing keys could not be loaded".into());
+                }
+            }
+        }
+    }
+    let rebind = |p: &Arc<Policy>| -> Arc<Policy> {
+        match replace.iter().find(|(new, _)| Arc::ptr_eq(new, &p.keys)) {
+            Some((_, running)) => {
+                let mut p = (**p).clone();
+                p.keys = running.clone();
+                Arc::new(p)
+            }
+            None => p.clone(),
+        }
+    };
+    let next = Policies {
+        default: rebind(&config.policies.default),
+        named: config
+            .policies
+            .named
+            .iter()
+            .map(|(k, p)| (k.clone(), rebind(p)))
+            .collect(),
+    };
+    policies.store(Arc::new(next));
+    Ok(config.files)
+}
+
+/// Modification time and length of every file, to notice edits (and Kubernetes ConfigMap
+/// symlink swaps) without a file-system watcher.
+fn fingerprint(files: &[PathBuf]) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
@@ -139,7 +318,7 @@ async fn track_readiness(
             ServingStatus::NotServing
         };
         // Summed over every issuer, static JWKS files included (they are never fetched).
-        let keys: usize = state.key_stores.iter().map(|s| s.current().len()).sum();
+        let keys: usize = state.key_stores().iter().map(|s| s.current().len()).sum();
         state.metrics.jwks_keys.set(keys as i64);
         if last != Some(status) {
             health.set_service_status("", status).await;

@@ -1602,3 +1602,110 @@ async fn opaque_tokens_are_introspected_bound_cached_and_routed_as_kong_does() {
     .await;
     bad.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_under_load_swaps_the_config_without_failing_a_check_and_refuses_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    pki.write_root(dir.path());
+    let key = SigningKey::es256("k").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
+    let path = dir.path().join("certbound.toml");
+    let v1 = header_mode_config(&idp, "url_encoded");
+    std::fs::write(&path, &v1).unwrap();
+    let (cb, reload) = Certbound::start_reloading(&path).await;
+    cb.wait_ready().await;
+    let token = key
+        .sign(
+            "at+jwt",
+            &bound_claims(&idp.issuer, AUD, "alice-app", &pki.alice, now),
+        )
+        .unwrap();
+    let req = Req::new()
+        .bearer(&token)
+        .cert(&pki.chain_header(&pki.alice));
+
+    // Load: four clients checking back to back for the whole test.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, req, grpc) = (stop.clone(), req.clone(), cb.grpc);
+        load.push(tokio::spawn(async move {
+            let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(format!("http://{grpc}")).await.unwrap();
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.check(req.to_proto()).await {
+                    Ok(r) if r.get_ref().status.as_ref().is_some_and(|s| s.code == 0) => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        }));
+    }
+
+    let header_now = || async {
+        cb.check(&req)
+            .await
+            .upstream
+            .keys()
+            .filter(|k| k.starts_with("x-"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(header_now().await.contains(&"x-consumer-sub".to_string()));
+    // A valid change: another upstream header name. Applied on the trigger (SIGHUP in `serve`).
+    for round in 0..3 {
+        let name = format!("x-sub-v{round}");
+        std::fs::write(
+            &path,
+            v1.replace("\"x-consumer-sub\"", &format!("\"{name}\"")),
+        )
+        .unwrap();
+        let before = cb
+            .metric("certbound_config_reloads_total{result=\"ok\"}")
+            .await;
+        reload.send(()).unwrap();
+        for _ in 0..100 {
+            if cb
+                .metric("certbound_config_reloads_total{result=\"ok\"}")
+                .await
+                > before
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(header_now().await.contains(&name), "round {round}");
+    }
+    // An invalid change is refused; the previous config keeps serving.
+    std::fs::write(&path, v1.replace("url_encoded", "carrier_pigeon")).unwrap();
+    reload.send(()).unwrap();
+    for _ in 0..100 {
+        if cb
+            .metric("certbound_config_reloads_total{result=\"error\"}")
+            .await
+            == 1
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        cb.metric("certbound_config_reloads_total{result=\"error\"}")
+            .await,
+        1
+    );
+    assert!(header_now().await.contains(&"x-sub-v2".to_string()));
+    assert!(cb.readyz().await == 200, "keys survive reloads");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for task in load {
+        let (ok, failed) = task.await.unwrap();
+        assert_eq!(failed, 0, "a check failed during a reload");
+        total += ok;
+    }
+    assert!(total > 0);
+    cb.stop().await.unwrap();
+}

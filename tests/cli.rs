@@ -315,3 +315,64 @@ fn demo_answers_allow_for_the_bound_pair_and_deny_for_a_swapped_certificate() {
     assert_eq!(wait_exit(&mut child.0).code(), Some(0));
     assert!(dir.path().join("certbound.toml").is_file());
 }
+
+#[test]
+fn serve_reloads_on_sighup_and_when_the_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let mut child = certbound()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = capture_stderr(&mut child);
+    let mut child = Reap(child);
+    wait_for(&logs, "certbound serving");
+
+    std::fs::write(
+        &path,
+        original.replace("[proof_of", "leeway = 5\n[proof_of"),
+    )
+    .unwrap();
+    let ok = Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    wait_for(&logs, "configuration reloaded");
+
+    // No signal: the file changes and the poll notices (every 2 s).
+    let reloaded_once = logs
+        .lock()
+        .unwrap()
+        .matches("configuration reloaded")
+        .count();
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(
+        &path,
+        original.replace("[proof_of", "leeway = 7\n[proof_of"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while logs
+        .lock()
+        .unwrap()
+        .matches("configuration reloaded")
+        .count()
+        == reloaded_once
+    {
+        assert!(
+            Instant::now() < deadline,
+            "file change not picked up:\n{}",
+            logs.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A broken file is refused and logged; the server keeps running.
+    std::fs::write(&path, "issuer = 42\n").unwrap();
+    wait_for(&logs, "reload refused");
+    assert!(child.0.try_wait().unwrap().is_none(), "still serving");
+}

@@ -259,6 +259,52 @@ impl Certbound {
         }
     }
 
+    /// Starts a server from a config file that reloads when `trigger` fires.
+    pub async fn start_reloading(path: &Path) -> (Self, tokio::sync::mpsc::UnboundedSender<()>) {
+        let config = Config::load(path).unwrap_or_else(|e| panic!("test config refused: {e}"));
+        let listeners = Listeners::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let grpc = listeners.grpc.local_addr().unwrap();
+        let admin = listeners.admin.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let (trigger, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+        let reload = server::Reload {
+            path: path.to_path_buf(),
+            poll_interval: None,
+            trigger: reload_rx,
+        };
+        let task = tokio::spawn(server::serve_with_reload(
+            config,
+            listeners,
+            async {
+                let _ = rx.await;
+            },
+            Some(reload),
+        ));
+        (
+            Self {
+                grpc,
+                admin,
+                stop: Some(tx),
+                task: Some(task),
+            },
+            trigger,
+        )
+    }
+
+    /// A counter or gauge's value from /metrics (0 when absent).
+    pub async fn metric(&self, series: &str) -> u64 {
+        let (_, text) = self.admin_get("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0)
+    }
+
     /// Waits (bounded) until /readyz answers 200.
     pub async fn wait_ready(&self) {
         for _ in 0..200 {
@@ -382,7 +428,7 @@ impl Req {
         map
     }
 
-    fn to_proto(&self) -> CheckRequest {
+    pub fn to_proto(&self) -> CheckRequest {
         let source = attribute_context::Peer {
             certificate: self.peer_certificate.clone(),
             address: Some(Address {
