@@ -52,9 +52,10 @@ access_log:
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
     log_format:
-      # No request headers here: they carry tokens and certificates.
+      # No request headers here: they carry tokens and certificates. certbound's verdict comes
+      # from its dynamic metadata: the policy, the decision and its reason, who, which certificate.
       text_format_source:
-        inline_string: "[%START_TIME%] listener=%DOWNSTREAM_LOCAL_PORT% %REQ(:METHOD)% %REQ(:PATH)% -> %RESPONSE_CODE% flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS% %DURATION%ms\\n"
+        inline_string: "[%START_TIME%] listener=%DOWNSTREAM_LOCAL_PORT% %REQ(:METHOD)% %REQ(:PATH)% -> %RESPONSE_CODE% flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS% %DURATION%ms policy=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:policy)% decision=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision)% reason=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)% sub=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)% x5t=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:x5t)%\\n"
 """
 
 H2_OPTIONS = """\
@@ -119,9 +120,9 @@ def route_config(name: str, upstream: str, example: bool) -> str:
     if example:
         routes.append(f"""\
 {EXAMPLE_BEGIN} (commented out on purpose).
-# Selecting a named certbound policy per route needs [policies.payments] in certbound.toml.
-# Named policies are not implemented yet: today certbound denies any request that names a
-# policy with 403 unknown_policy (fail closed), so enable this only once they are.
+# Selecting a named certbound policy per route needs [policies.payments] in certbound.toml
+# (README: "Per-route policies"). A route naming a policy certbound does not have is denied
+# 403 unknown_policy (fail closed): add the policy to certbound first, then uncomment this.
 # - name: payments
 #   match: {{ prefix: "/payments/" }}
 #   route: {{ cluster: {upstream} }}

@@ -428,6 +428,24 @@ def test_unbound_opaque_token_refused_in_strict_mode(stack):
     assert "not certificate-bound" in resp.www_authenticate
 
 
+def test_envoy_access_log_shows_certbounds_verdict_from_dynamic_metadata(stack, alice_rs):
+    marker = f"/access-log-{time.time_ns()}"
+    assert_allowed(stack.call_nginx("alice", alice_rs, path=marker), "alice-app")
+    assert_invalid_token(stack.call_nginx("bob", alice_rs, path=marker + "-stolen"))
+    log = stack.logs / "envoy.log"
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [l for l in log.read_text(errors="replace").splitlines() if marker in l]
+        if len(lines) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    allowed = next(l for l in lines if f"{marker} " in l)
+    stolen = next(l for l in lines if f"{marker}-stolen " in l)
+    assert "policy=default decision=allow reason=bound sub=alice-app x5t=" + stack.thumbprint("alice") in allowed
+    assert "decision=deny reason=binding_mismatch" in stolen
+    assert alice_rs not in log.read_text(errors="replace"), "the token reached Envoy's log"
+
+
 # --- header trust (secure_source + trusted_ips) -----------------------------------------------
 
 def test_stolen_token_with_public_certificate_sent_around_the_proxy_is_refused(stack, alice_rs):
