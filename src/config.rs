@@ -166,9 +166,11 @@ impl Config {
                 message: format!("{} is not a readable file", path.display()),
             }]));
         }
-        let figment = Figment::new()
-            .merge(Toml::file(path))
-            .merge(Env::prefixed("CERTBOUND_").split("__").ignore(NON_CONFIG_ENV));
+        let figment = Figment::new().merge(Toml::file(path)).merge(
+            Env::prefixed("CERTBOUND_")
+                .split("__")
+                .ignore(NON_CONFIG_ENV),
+        );
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_figment(&figment, base)
     }
