@@ -9,14 +9,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use certbound::bind::{self, PopMode};
-use certbound::cert::{self, CertError, HeaderFormat, Thumbprint};
+use certbound::cert::{self, HeaderFormat, Thumbprint};
 use certbound::clock::now_unix;
 use certbound::config::Config;
 use certbound::extract;
-use certbound::fixtures::{bound_claims, jwks, url_encode_pem, Ca, Leaf, SigningKey};
+use certbound::fixtures::{
+    bound_claims, decoded_chain, encode_for, header_encodings, jwks, pem_text, url_encode_pem, Ca,
+    Layout, Leaf, SigningKey,
+};
 use certbound::grpc::AuthzService;
 use certbound::metrics::Metrics;
 use certbound::policy::Policies;
@@ -73,22 +76,7 @@ static POOL: LazyLock<Pool> = LazyLock::new(|| {
     }
 });
 
-/// How a terminator happens to lay out one encoding.
-#[derive(Debug, Clone)]
-struct Style {
-    /// Columns at which bare base64 is wrapped; 0 keeps it on one line.
-    wrap: usize,
-    /// What a wrapped base64 line ends with (`base64` without `tr -d '\n'`, or folded).
-    wrap_with: &'static str,
-    strip_padding: bool,
-    /// PEM line end and width, as the terminator's TLS library writes them.
-    pem_line_end: &'static str,
-    pem_width: usize,
-    lead: &'static str,
-    trail: &'static str,
-}
-
-fn style() -> impl Strategy<Value = Style> {
+fn layout() -> impl Strategy<Value = Layout> {
     (
         prop_oneof![Just(0usize), 1usize..=120],
         select(vec!["\n", "\r\n", " ", "\t"]),
@@ -99,7 +87,7 @@ fn style() -> impl Strategy<Value = Style> {
         select(vec!["", " ", "\t", "  "]),
     )
         .prop_map(
-            |(wrap, wrap_with, strip_padding, pem_line_end, pem_width, lead, trail)| Style {
+            |(wrap, wrap_with, strip_padding, pem_line_end, pem_width, lead, trail)| Layout {
                 wrap,
                 wrap_with,
                 strip_padding,
@@ -109,107 +97,6 @@ fn style() -> impl Strategy<Value = Style> {
                 trail,
             },
         )
-}
-
-fn wrap(s: &str, width: usize, with: &str) -> String {
-    if width == 0 {
-        return s.to_string();
-    }
-    s.as_bytes()
-        .chunks(width)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect::<Vec<_>>()
-        .join(with)
-}
-
-fn base64_body(der: &[u8], s: &Style) -> String {
-    let b64 = if s.strip_padding {
-        STANDARD_NO_PAD.encode(der)
-    } else {
-        STANDARD.encode(der)
-    };
-    wrap(&b64, s.wrap, s.wrap_with)
-}
-
-fn pem_text(chain: &[&[u8]], s: &Style) -> String {
-    let le = s.pem_line_end;
-    chain
-        .iter()
-        .map(|der| {
-            let body = wrap(&STANDARD.encode(der), s.pem_width, le);
-            format!("-----BEGIN CERTIFICATE-----{le}{body}{le}-----END CERTIFICATE-----{le}")
-        })
-        .collect()
-}
-
-/// Every way a terminator is known to put a certificate chain into one header value:
-/// (what, value, the chain a decoder must return). Some of these are formats that land with the
-/// new `HeaderFormat` variants (PEM folded into spaces, RFC 9440, XFCC, Traefik); until a
-/// variant decodes them, no decoder accepts them, which the properties allow.
-fn encodings(chain: &[&[u8]], s: &Style) -> Vec<(&'static str, String, Vec<Vec<u8>>)> {
-    let all: Vec<Vec<u8>> = chain.iter().map(|c| c.to_vec()).collect();
-    let leaf = chain[0];
-    let pem = pem_text(chain, s);
-    let around = |v: String| format!("{}{v}{}", s.lead, s.trail);
-    let alb = pem
-        .replace(' ', "%20")
-        .replace('\n', "%0A")
-        .replace('\r', "%0D");
-    let hex: String = cert::thumbprint(leaf)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let url_leaf = url_encode_pem(&pem_text(&chain[..1], s));
-    let url_chain = url_encode_pem(&pem);
-    let traefik = chain
-        .iter()
-        .map(|c| STANDARD.encode(c))
-        .collect::<Vec<_>>()
-        .join(",");
-    vec![
-        (
-            "base64 of the DER (Kong, HAProxy, F5)",
-            around(base64_body(&chain.concat(), s)),
-            all.clone(),
-        ),
-        (
-            "base64 of the PEM text",
-            around(base64_body(pem.as_bytes(), s)),
-            all.clone(),
-        ),
-        (
-            "nginx $ssl_client_escaped_cert",
-            url_encode_pem(&pem),
-            all.clone(),
-        ),
-        ("AWS ALB (+, = and / left raw)", alb, all.clone()),
-        (
-            "PEM with line breaks folded into spaces (Apache)",
-            around(pem.replace("\r\n", " ").replace('\n', " ")),
-            all.clone(),
-        ),
-        (
-            "RFC 9440 Client-Cert",
-            format!(":{}:", STANDARD.encode(leaf)),
-            vec![leaf.to_vec()],
-        ),
-        (
-            "Envoy x-forwarded-client-cert",
-            format!("By=spiffe://proxy.test;Hash={hex};Cert=\"{url_leaf}\";Chain=\"{url_chain}\";Subject=\"CN=client\";URI=;DNS=client.test"),
-            all.clone(),
-        ),
-        (
-            "Traefik (base64 DER per certificate, escaped)",
-            url_encode_pem(&traefik),
-            all,
-        ),
-    ]
-}
-
-/// The chain a header value decodes to, as plain bytes (the one place that knows the decoder's
-/// return type).
-fn decoded(value: &str, format: HeaderFormat) -> Result<Vec<Vec<u8>>, CertError> {
-    cert::decode(value, format).map(|chain| chain.iter().map(|c| c.as_ref().to_vec()).collect())
 }
 
 /// The leaf alone, or leaf + intermediate (+ root: some terminators send the whole chain).
@@ -230,25 +117,25 @@ proptest! {
     /// anyone else's) is exactly the chain that was encoded, never another certificate.
     #[test]
     fn every_format_decodes_a_certificate_to_the_same_der(
-        leaf in 0..LEAVES, extra in 0usize..=2, s in style(),
+        leaf in 0..LEAVES, extra in 0usize..=2, layout in layout(),
     ) {
         let pool = &*POOL;
         let chain = chain_of(pool, leaf, extra);
-        let values = encodings(&chain, &s);
+        let values = header_encodings(&chain, &layout);
         for format in HeaderFormat::ALL {
             let mut accepted = Vec::new();
-            for (what, value, expected) in &values {
-                if let Ok(got) = decoded(value, format) {
+            for e in &values {
+                if let Ok(got) = decoded_chain(&e.value, format) {
                     prop_assert_eq!(
-                        &got, expected,
-                        "{} decoded {} to another chain", format.as_str(), what
+                        &got, &e.chain,
+                        "{} decoded {} to another chain", format.as_str(), e.shape
                     );
-                    accepted.push(*what);
+                    accepted.push(e.shape);
                 }
             }
             prop_assert!(
                 !accepted.is_empty(),
-                "{} accepts none of the known encodings: add one to encodings()",
+                "{} accepts none of the known encodings: add one to fixtures::header_encodings",
                 format.as_str()
             );
         }
@@ -327,7 +214,13 @@ enum Source {
 
 fn services(pool: &Pool) -> Services {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("client-ca.pem"), &pool.root.pem).unwrap();
+    // The intermediate is configured next to the root, so a leaf sent alone chains too (RFC 9440
+    // and XFCC hops may send only the leaf).
+    std::fs::write(
+        dir.path().join("client-ca.pem"),
+        format!("{}{}", pool.root.pem, pool.inter.pem),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("jwks.json"), jwks(&[&pool.key]).to_string()).unwrap();
     let base = format!(
         "issuer = \"{ISSUER}\"\njwks_file = \"jwks.json\"\naudience = [\"{AUDIENCE}\"]\nproof_of_possession_mtls = \"strict\"\n"
@@ -398,17 +291,13 @@ fn decide(rt: &tokio::runtime::Runtime, svc: &AuthzService, req: CheckRequest) -
     (status.code, status.message)
 }
 
-/// A value for `source` that the source's decoder reads as exactly `chain`.
-fn value_for(source: Source, chain: &[&[u8]], s: &Style) -> Option<String> {
-    let format = match source {
-        Source::Header(f) => f,
+/// A value for `source` that the source's decoder reads back as it was encoded.
+fn value_for(source: Source, chain: &[&[u8]], layout: &Layout) -> Option<String> {
+    match source {
+        Source::Header(f) => encode_for(f, chain, layout).map(|e| e.value),
         // Envoy's `attributes.source.certificate`: URL-encoded PEM.
-        Source::Peer => return Some(url_encode_pem(&pem_text(chain, s))),
-    };
-    encodings(chain, s)
-        .into_iter()
-        .find(|(_, v, expected)| decoded(v, format).as_ref() == Ok(expected))
-        .map(|(_, v, _)| v)
+        Source::Peer => Some(url_encode_pem(&pem_text(chain, layout))),
+    }
 }
 
 proptest! {
@@ -424,7 +313,7 @@ proptest! {
         a in 0..LEAVES,
         b in 0..LEAVES - 1,
         extra in 0usize..=2,
-        s in style(),
+        layout in layout(),
         flip_at in any::<prop::sample::Index>(),
         flip_bits in 1u8..=255,
     ) {
@@ -436,19 +325,14 @@ proptest! {
         let at = flip_at.index(mutated.len());
         mutated[at] ^= flip_bits;
         for (source, svc) in &SERVICES.by_source {
-            // In header mode the leaf alone does not chain to the root: send the intermediate.
-            let extra = match source {
-                Source::Header(_) => extra.max(1),
-                Source::Peer => extra,
-            };
             let chain_a = chain_of(pool, a, extra);
             let chain_b = chain_of(pool, b, extra);
-            let own = value_for(*source, &chain_a, &s)
+            let own = value_for(*source, &chain_a, &layout)
                 .ok_or_else(|| TestCaseError::fail(format!("{source:?}: no encoding decodes")))?;
             let (code, reason) = decide(&rt, svc, check_request(token, *source, &own));
             prop_assert_eq!(code, 0, "{:?}: A's token with A's certificate: {}", source, reason);
 
-            let other = value_for(*source, &chain_b, &s)
+            let other = value_for(*source, &chain_b, &layout)
                 .ok_or_else(|| TestCaseError::fail(format!("{source:?}: no encoding decodes")))?;
             let (code, reason) = decide(&rt, svc, check_request(token, *source, &other));
             prop_assert_ne!(code, 0, "{:?}: A's token allowed with B's certificate", source);
@@ -456,12 +340,15 @@ proptest! {
 
             let mut damaged = chain_a.clone();
             damaged[0] = &mutated;
-            for (what, value, _) in encodings(&chain_b, &s).into_iter().chain(encodings(&damaged, &s)) {
-                let (code, reason) = decide(&rt, svc, check_request(token, *source, &value));
+            let others = header_encodings(&chain_b, &layout)
+                .into_iter()
+                .chain(header_encodings(&damaged, &layout));
+            for e in others {
+                let (code, reason) = decide(&rt, svc, check_request(token, *source, &e.value));
                 prop_assert_ne!(
                     code, 0,
                     "{:?}: allowed with {} of another certificate ({}; A changed at byte {})",
-                    source, what, reason, at
+                    source, e.shape, reason, at
                 );
             }
         }
