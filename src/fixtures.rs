@@ -234,3 +234,164 @@ pub fn bound_claims(issuer: &str, audience: &str, sub: &str, cert: &Leaf, now: u
         "cnf": { "x5t#S256": cert.x5t() },
     })
 }
+
+/// How a terminator happens to lay out an encoding: where base64 is wrapped, line ends,
+/// padding, whitespace around the value. `Layout::default()` is the common one-line form.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Columns at which bare base64 is wrapped; 0 keeps it on one line.
+    pub wrap: usize,
+    /// What a wrapped base64 line ends with (`base64` without `tr -d '\n'`, or folded).
+    pub wrap_with: &'static str,
+    pub strip_padding: bool,
+    /// PEM line end and width, as the terminator's TLS library writes them.
+    pub pem_line_end: &'static str,
+    pub pem_width: usize,
+    pub lead: &'static str,
+    pub trail: &'static str,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self {
+            wrap: 0,
+            wrap_with: "\n",
+            strip_padding: false,
+            pem_line_end: "\n",
+            pem_width: 64,
+            lead: "",
+            trail: "",
+        }
+    }
+}
+
+/// One way a terminator carries a certificate chain in one header value.
+#[derive(Debug, Clone)]
+pub struct HeaderEncoding {
+    /// Who sends it this way.
+    pub shape: &'static str,
+    pub value: String,
+    /// The chain the value carries, leaf first, as a decoder must return it (RFC 9440's
+    /// `Client-Cert` carries the leaf only).
+    pub chain: Vec<Vec<u8>>,
+}
+
+fn wrap(s: &str, width: usize, with: &str) -> String {
+    if width == 0 {
+        return s.to_string();
+    }
+    s.as_bytes()
+        .chunks(width)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(with)
+}
+
+/// PEM text of a chain, leaf first.
+pub fn pem_text(chain: &[&[u8]], layout: &Layout) -> String {
+    let le = layout.pem_line_end;
+    chain
+        .iter()
+        .map(|der| {
+            let body = wrap(&STANDARD.encode(der), layout.pem_width, le);
+            format!("-----BEGIN CERTIFICATE-----{le}{body}{le}-----END CERTIFICATE-----{le}")
+        })
+        .collect()
+}
+
+/// Every way a terminator is known to put a certificate chain (leaf first) into one header
+/// value. The list is by sender, not by `HeaderFormat`: a format is covered when one of these
+/// decodes under it (see `encode_for`), so tests and fuzz seeds pick up new formats unchanged.
+pub fn header_encodings(chain: &[&[u8]], layout: &Layout) -> Vec<HeaderEncoding> {
+    let all: Vec<Vec<u8>> = chain.iter().map(|c| c.to_vec()).collect();
+    let Some(leaf) = chain.first().copied() else {
+        return Vec::new();
+    };
+    let pem = pem_text(chain, layout);
+    let around = |v: String| format!("{}{v}{}", layout.lead, layout.trail);
+    let b64 = |bytes: &[u8]| {
+        let s = if layout.strip_padding {
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+        } else {
+            STANDARD.encode(bytes)
+        };
+        wrap(&s, layout.wrap, layout.wrap_with)
+    };
+    let hex: String = crate::cert::thumbprint(leaf)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let traefik = chain
+        .iter()
+        .map(|c| STANDARD.encode(c))
+        .collect::<Vec<_>>()
+        .join(",");
+    let enc = |shape, value, chain: &Vec<Vec<u8>>| HeaderEncoding {
+        shape,
+        value,
+        chain: chain.clone(),
+    };
+    vec![
+        enc(
+            "base64 of the DER (Kong, HAProxy, F5)",
+            around(b64(&chain.concat())),
+            &all,
+        ),
+        enc("base64 of the PEM text", around(b64(pem.as_bytes())), &all),
+        enc("nginx $ssl_client_escaped_cert", url_encode_pem(&pem), &all),
+        enc(
+            "AWS ALB (+, = and / left raw)",
+            pem.replace(' ', "%20")
+                .replace('\n', "%0A")
+                .replace('\r', "%0D"),
+            &all,
+        ),
+        enc(
+            "PEM with line breaks folded into spaces (Apache)",
+            around(pem.replace("\r\n", " ").replace('\n', " ")),
+            &all,
+        ),
+        enc(
+            "RFC 9440 Client-Cert",
+            format!(":{}:", STANDARD.encode(leaf)),
+            &vec![leaf.to_vec()],
+        ),
+        enc(
+            "Envoy x-forwarded-client-cert",
+            format!(
+                "By=spiffe://proxy.test;Hash={hex};Cert=\"{}\";Chain=\"{}\";Subject=\"CN=client\";URI=;DNS=client.test",
+                url_encode_pem(&pem_text(&chain[..1], layout)),
+                url_encode_pem(&pem)
+            ),
+            &all,
+        ),
+        enc(
+            "Traefik (base64 DER per certificate, escaped)",
+            url_encode_pem(&traefik),
+            &all,
+        ),
+    ]
+}
+
+/// The chain a header value decodes to in `format`, as plain bytes. The one place that knows
+/// what `cert::decode` returns.
+pub fn decoded_chain(
+    value: &str,
+    format: crate::cert::HeaderFormat,
+) -> std::result::Result<Vec<Vec<u8>>, crate::cert::CertError> {
+    crate::cert::decode(value, format).map(|p| p.chain.iter().map(|c| c.to_vec()).collect())
+}
+
+/// An encoding of `chain` that `format` decodes back to exactly what it carries, if any known
+/// one does; the whole chain when possible, else the leaf alone (RFC 9440 sends intermediates
+/// in a header of their own).
+pub fn encode_for(
+    format: crate::cert::HeaderFormat,
+    chain: &[&[u8]],
+    layout: &Layout,
+) -> Option<HeaderEncoding> {
+    header_encodings(chain, layout)
+        .into_iter()
+        .filter(|e| decoded_chain(&e.value, format).as_ref() == Ok(&e.chain))
+        .min_by_key(|e| chain.len() - e.chain.len())
+}

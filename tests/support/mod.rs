@@ -3,7 +3,6 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,10 +28,23 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-/// A minimal OpenID provider over HTTPS: discovery and a JWKS that tests can replace.
+/// How the test IdP treats a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdpMode {
+    /// Serves discovery and the JWKS.
+    Up,
+    /// Closes every connection as soon as it is accepted (a crashed or restarting IdP).
+    Refuse,
+    /// Accepts, completes TLS, reads the request and answers nothing until the mode changes
+    /// (an overloaded or wedged IdP).
+    Hang,
+}
+
+/// A minimal OpenID provider over HTTPS: discovery and a JWKS that tests can replace, a switch
+/// to make it refuse or hang, and counters of key requests (discovery or JWKS) in flight.
 pub struct TestIdp {
     pub issuer: String,
     pub ca_path: PathBuf,
@@ -41,7 +53,35 @@ pub struct TestIdp {
     /// token -> introspection response; anything else is `{"active": false}`.
     introspection: Arc<RwLock<HashMap<String, Value>>>,
     introspection_calls: Arc<AtomicUsize>,
+    mode: watch::Sender<IdpMode>,
+    requests: Arc<Requests>,
     task: JoinHandle<()>,
+}
+
+/// Key requests (discovery and JWKS) as the IdP saw them.
+#[derive(Default)]
+struct Requests {
+    started: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// Counts one request in flight until dropped: answered, or abandoned by hyper.
+struct InFlight(Arc<Requests>);
+
+impl InFlight {
+    fn enter(r: &Arc<Requests>) -> Self {
+        r.started.fetch_add(1, Ordering::SeqCst);
+        let now = r.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        r.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(r.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The resource server's credentials at the test IdP (client_secret_basic).
@@ -59,6 +99,8 @@ impl TestIdp {
         let issuer = format!("https://127.0.0.1:{}", addr.port());
         let jwks = Arc::new(RwLock::new(jwks));
         let jwks_hits = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Requests::default());
+        let (mode, _) = watch::channel(IdpMode::Up);
         let acceptor = tls_acceptor(&leaf);
         let introspection = Arc::new(RwLock::new(HashMap::new()));
         let introspection_calls = Arc::new(AtomicUsize::new(0));
@@ -68,14 +110,20 @@ impl TestIdp {
             jwks_hits.clone(),
             introspection.clone(),
             introspection_calls.clone(),
+            mode.clone(),
+            requests.clone(),
         );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                let (issuer, jwks, hits, answers, calls, mode, requests) = state.clone();
+                if *mode.borrow() == IdpMode::Refuse {
+                    drop(tcp);
+                    continue;
+                }
                 let acceptor = acceptor.clone();
-                let (issuer, jwks, hits, answers, calls) = state.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
@@ -88,8 +136,10 @@ impl TestIdp {
                                 hits: hits.clone(),
                                 answers: answers.clone(),
                                 calls: calls.clone(),
+                                requests: requests.clone(),
+                                mode: mode.subscribe(),
                             };
-                            async move { Ok::<_, Infallible>(idp_route(req, st).await) }
+                            idp_route(req, st)
                         });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), svc)
@@ -104,6 +154,8 @@ impl TestIdp {
             jwks_hits,
             introspection,
             introspection_calls,
+            mode,
+            requests,
             task,
         }
     }
@@ -127,10 +179,36 @@ impl TestIdp {
     pub fn jwks_hits(&self) -> usize {
         self.jwks_hits.load(Ordering::SeqCst)
     }
+
+    pub fn set_mode(&self, mode: IdpMode) {
+        self.mode.send_replace(mode);
+    }
+
+    /// Key requests (discovery or JWKS) received so far.
+    pub fn key_requests(&self) -> usize {
+        self.requests.started.load(Ordering::SeqCst)
+    }
+
+    /// Key requests being answered (or hung) right now.
+    pub fn key_requests_in_flight(&self) -> usize {
+        self.requests.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most key requests ever in flight at once since the last reset.
+    pub fn max_key_requests_in_flight(&self) -> usize {
+        self.requests.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn reset_max_in_flight(&self) {
+        let now = self.requests.in_flight.load(Ordering::SeqCst);
+        self.requests.max_in_flight.store(now, Ordering::SeqCst);
+    }
 }
 
 impl Drop for TestIdp {
     fn drop(&mut self) {
+        // Release hung requests so their tasks end with the test.
+        self.mode.send_replace(IdpMode::Up);
         self.task.abort();
     }
 }
@@ -141,9 +219,34 @@ struct IdpState {
     hits: Arc<AtomicUsize>,
     answers: Arc<RwLock<HashMap<String, Value>>>,
     calls: Arc<AtomicUsize>,
+    requests: Arc<Requests>,
+    mode: watch::Receiver<IdpMode>,
 }
 
-async fn idp_route(req: Request<hyper::body::Incoming>, st: IdpState) -> Response<Full<Bytes>> {
+async fn idp_route(
+    req: Request<hyper::body::Incoming>,
+    mut st: IdpState,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let key_request = matches!(
+        req.uri().path(),
+        "/.well-known/openid-configuration" | "/jwks"
+    );
+    let _in_flight = key_request.then(|| InFlight::enter(&st.requests));
+    // Hang until the test changes the mode (or the IdP is dropped).
+    let now = *st
+        .mode
+        .wait_for(|m| *m != IdpMode::Hang)
+        .await
+        .map_err(|_| std::io::Error::other("IdP gone"))?;
+    if now == IdpMode::Refuse {
+        // A pooled keep-alive connection from before the outage: failing the service makes
+        // hyper drop it unanswered.
+        return Err(std::io::Error::other("IdP refusing"));
+    }
+    Ok(idp_answer(req, st).await)
+}
+
+async fn idp_answer(req: Request<hyper::body::Incoming>, st: IdpState) -> Response<Full<Bytes>> {
     use http_body_util::BodyExt;
     let issuer = &st.issuer;
     let ok = |v: Value| Response::new(Full::new(Bytes::from(v.to_string())));
@@ -339,15 +442,28 @@ impl Certbound {
     }
 
     pub async fn check(&self, req: &Req) -> Answer {
-        let mut client = AuthorizationClient::connect(format!("http://{}", self.grpc))
+        check_at(self.grpc, req).await
+    }
+
+    /// `grpc.health.v1` status of the ext_authz service, `None` while the server does not know
+    /// the service yet.
+    pub async fn grpc_health(
+        &self,
+    ) -> Option<tonic_health::pb::health_check_response::ServingStatus> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
             .await
             .unwrap();
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
         let resp = client
-            .check(req.to_proto())
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "envoy.service.auth.v3.Authorization".into(),
+            })
             .await
-            .expect("Check must never fail at the gRPC level")
+            .ok()?
             .into_inner();
-        Answer::from_proto(resp)
+        tonic_health::pb::health_check_response::ServingStatus::try_from(resp.status).ok()
     }
 
     /// Sends the shutdown signal and waits for `serve` to return.
@@ -361,6 +477,19 @@ impl Certbound {
             .expect("shutdown hung")
             .unwrap()
     }
+}
+
+/// One Check over a new connection to `grpc`, as Envoy sends it.
+pub async fn check_at(grpc: SocketAddr, req: &Req) -> Answer {
+    let mut client = AuthorizationClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let resp = client
+        .check(req.to_proto())
+        .await
+        .expect("Check must never fail at the gRPC level")
+        .into_inner();
+    Answer::from_proto(resp)
 }
 
 impl Drop for Certbound {
@@ -468,6 +597,8 @@ impl Req {
 #[derive(Debug)]
 pub struct Answer {
     pub grpc_code: i32,
+    /// `status.message`: the deny reason (`DenyReason::as_str`), empty on allow.
+    pub reason: String,
     pub http_status: u16,
     pub www_authenticate: Option<String>,
     pub body: String,
@@ -480,9 +611,12 @@ pub struct Answer {
 
 impl Answer {
     fn from_proto(resp: envoy_types::ext_authz::v3::pb::CheckResponse) -> Self {
-        let grpc_code = resp.status.map_or(-1, |s| s.code);
+        let (grpc_code, reason) = resp
+            .status
+            .map_or((-1, String::new()), |s| (s.code, s.message));
         let mut a = Answer {
             grpc_code,
+            reason,
             http_status: 0,
             www_authenticate: None,
             body: String::new(),
