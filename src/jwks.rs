@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::config::{IdpClient, KeyFetch, KeySource};
+use crate::http::{error_chain, read_capped};
 use crate::metrics::Metrics;
 use crate::token::KeySet;
 
@@ -109,40 +110,13 @@ async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, JwksError> 
         url: url.to_string(),
         reason,
     };
-    let mut resp = client
+    let resp = client
         .get(url)
         .header("accept", "application/json")
         .send()
         .await
         .map_err(|e| err(error_chain(&e)))?;
-    if !resp.status().is_success() {
-        return Err(err(format!("status {}", resp.status())));
-    }
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-    {
-        return Err(err(format!("body larger than {MAX_BODY_BYTES} bytes")));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| err(error_chain(&e)))? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(err(format!("body larger than {MAX_BODY_BYTES} bytes")));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
+    read_capped(resp, MAX_BODY_BYTES).await.map_err(err)
 }
 
 /// Keeps one issuer's key store filled until `shutdown` turns true.

@@ -9,7 +9,7 @@ mod format;
 mod verify;
 
 pub use format::{decode, HeaderFormat, MAX_CHAIN_LEN};
-pub use verify::{TrustStore, TrustStoreError};
+pub use verify::{IssuerRef, TrustStore, TrustStoreError};
 
 use sha2::{Digest, Sha256};
 
