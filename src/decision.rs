@@ -57,6 +57,10 @@ pub enum DenyReason {
     CertNotYetValid,
     CertNotForClientAuth,
     CertInvalid,
+    /// OCSP or the CRL says the client certificate is revoked.
+    CertRevoked,
+    /// `revocation_check_mode = "STRICT"` and the revocation status could not be determined.
+    CertRevocationUnknown,
     TokenNotBound,
     BindingMalformed,
     BindingMismatch,
@@ -79,7 +83,7 @@ impl Rfc6750Error {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 28] = [
+    pub const ALL: [DenyReason; 30] = [
         Self::MissingToken,
         Self::MalformedAuthorization,
         Self::UnknownPolicy,
@@ -105,6 +109,8 @@ impl DenyReason {
         Self::CertNotYetValid,
         Self::CertNotForClientAuth,
         Self::CertInvalid,
+        Self::CertRevoked,
+        Self::CertRevocationUnknown,
         Self::TokenNotBound,
         Self::BindingMalformed,
         Self::BindingMismatch,
@@ -138,6 +144,8 @@ impl DenyReason {
             Self::CertNotYetValid => "cert_not_yet_valid",
             Self::CertNotForClientAuth => "cert_not_for_client_auth",
             Self::CertInvalid => "cert_invalid",
+            Self::CertRevoked => "cert_revoked",
+            Self::CertRevocationUnknown => "cert_revocation_unknown",
             Self::TokenNotBound => "token_not_bound",
             Self::BindingMalformed => "binding_malformed",
             Self::BindingMismatch => "binding_mismatch",
@@ -202,6 +210,8 @@ impl DenyReason {
             Self::CertNotYetValid => "client certificate not yet valid",
             Self::CertNotForClientAuth => "client certificate not valid for client auth",
             Self::CertInvalid => "client certificate failed verification",
+            Self::CertRevoked => "client certificate revoked",
+            Self::CertRevocationUnknown => "client certificate revocation status unknown",
             Self::TokenNotBound => "access token is not certificate-bound",
             Self::BindingMalformed => "malformed certificate binding",
             Self::BindingMismatch => "certificate does not match access token",

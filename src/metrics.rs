@@ -9,6 +9,7 @@ use prometheus::{
 };
 
 use crate::decision::{AllowReason, Decision, DenyReason};
+use crate::revocation::{CheckResult, Method, Observer};
 
 pub struct Metrics {
     registry: Registry,
@@ -18,6 +19,7 @@ pub struct Metrics {
     pub jwks_refresh_ok: IntCounter,
     pub jwks_refresh_error: IntCounter,
     pub jwks_keys: IntGauge,
+    revocation_checks: HashMap<(Method, CheckResult), IntCounter>,
 }
 
 impl Metrics {
@@ -57,6 +59,19 @@ impl Metrics {
         registry.register(Box::new(refresh.clone()))?;
         let jwks_keys = IntGauge::new("certbound_jwks_keys", "Signing keys currently loaded.")?;
         registry.register(Box::new(jwks_keys.clone()))?;
+        let checks = IntCounterVec::new(
+            Opts::new(
+                "certbound_revocation_checks_total",
+                "OCSP and CRL consultations by result (cached statuses are not counted).",
+            ),
+            &["method", "result"],
+        )?;
+        registry.register(Box::new(checks.clone()))?;
+        let revocation_checks = Method::ALL
+            .iter()
+            .flat_map(|m| CheckResult::ALL.iter().map(move |r| (*m, *r)))
+            .map(|(m, r)| ((m, r), checks.with_label_values(&[m.as_str(), r.as_str()])))
+            .collect();
         Ok(Self {
             registry,
             allow,
@@ -65,6 +80,7 @@ impl Metrics {
             jwks_refresh_ok: refresh.with_label_values(&["ok"]),
             jwks_refresh_error: refresh.with_label_values(&["error"]),
             jwks_keys,
+            revocation_checks,
         })
     }
 
@@ -86,6 +102,14 @@ impl Metrics {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Observer for Metrics {
+    fn consulted(&self, method: Method, result: CheckResult) {
+        if let Some(c) = self.revocation_checks.get(&(method, result)) {
+            c.inc();
+        }
     }
 }
 
@@ -115,5 +139,20 @@ mod tests {
         );
         // Every reason is exported from the start, so rate() works before the first deny.
         assert!(text.contains(r#"reason="cert_untrusted"} 0"#));
+    }
+
+    #[test]
+    fn revocation_consultations_are_counted_by_method_and_result() {
+        let m = Metrics::new().unwrap();
+        m.consulted(Method::Ocsp, CheckResult::Revoked);
+        let text = m.render();
+        assert!(
+            text.contains(r#"certbound_revocation_checks_total{method="ocsp",result="revoked"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"certbound_revocation_checks_total{method="crl",result="error"} 0"#),
+            "{text}"
+        );
     }
 }

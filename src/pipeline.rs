@@ -1,5 +1,5 @@
 //! One check, start to end, over plain data: select policy -> extract credentials -> verify the
-//! token -> verify the certificate -> bind -> decide. This is what the gRPC adapter, the tests
+//! token -> verify the certificate -> bind -> revocation -> decide. This is what the gRPC adapter, the tests
 //! and the benchmarks call. It never returns an error: every failure is a `Decision::Deny`.
 
 use std::collections::HashMap;
@@ -8,10 +8,13 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::bind::{self, BindError, PopMode};
-use crate::cert::{self, CertError, HeaderFormat, Thumbprint};
+use rustls_pki_types::CertificateDer;
+
+use crate::cert::{self, CertError, HeaderFormat, IssuerRef, Thumbprint};
 use crate::decision::{Decision, DenyReason, UpstreamHeader};
 use crate::extract::{self, ExtractError};
 use crate::policy::{CertSource, Policies, Policy};
+use crate::revocation::RevocationError;
 use crate::token::{self, TokenError, TokenRules, VerifiedToken};
 
 /// What the pipeline reads from a CheckRequest.
@@ -66,11 +69,25 @@ async fn decide(
     let token = extract::bearer_token(input.headers).map_err(extract_reason)?;
     let verified = verify_token(token, policy, now).await?;
     let cert = client_certificate(input, policy, now)?;
-    if let Some(t) = &cert {
-        *cert_hint = Some(hint(t));
+    if let Some(c) = &cert {
+        *cert_hint = Some(hint(&c.thumbprint));
     }
-    let reason =
-        bind::check(policy.pop_mode, &verified.binding, cert.as_ref()).map_err(bind_reason)?;
+    let reason = bind::check(
+        policy.pop_mode,
+        &verified.binding,
+        cert.as_ref().map(|c| &c.thumbprint),
+    )
+    .map_err(bind_reason)?;
+    // Revocation last: it may need network I/O, so only requests that passed every local check
+    // can cause a fetch.
+    if let (Some(c), CertSource::Header(source)) = (&cert, &policy.cert_source) {
+        if let (Some(checker), Some(issuer)) = (&source.revocation, c.issuer) {
+            checker
+                .check(&c.chain, issuer, &c.thumbprint, now)
+                .await
+                .map_err(revocation_reason)?;
+        }
+    }
     let (headers, remove) = upstream_headers(policy, &verified);
     Ok(Decision::Allow {
         reason,
@@ -103,24 +120,35 @@ async fn verify_token(token: &str, policy: &Policy, now: u64) -> Result<Verified
     }
 }
 
-/// The thumbprint of the client certificate, if one was presented and verified. With PoP off
-/// nothing is read. A certificate that is present but fails is always a deny, whatever the mode.
+/// A client certificate that was presented and verified.
+struct Presented {
+    thumbprint: Thumbprint,
+    /// As decoded, leaf first; kept for the revocation check.
+    chain: Vec<CertificateDer<'static>>,
+    /// The leaf's issuer on the verified path; `None` when Envoy verified the chain.
+    issuer: Option<IssuerRef>,
+}
+
+/// The client certificate, if one was presented and verified. With PoP off nothing is read. A
+/// certificate that is present but fails is always a deny, whatever the mode.
 fn client_certificate(
     input: &CheckInput<'_>,
     policy: &Policy,
     now: u64,
-) -> Result<Option<Thumbprint>, DenyReason> {
+) -> Result<Option<Presented>, DenyReason> {
     if policy.pop_mode == PopMode::Off {
         return Ok(None);
     }
-    let verified = match &policy.cert_source {
+    let (chain, issuer) = match &policy.cert_source {
         CertSource::Header(source) => {
             let Some(value) =
                 extract::cert_header(input.headers, &source.name).map_err(extract_reason)?
             else {
                 return Ok(None);
             };
-            cert::verify(value, source.format, Some(&source.trust), now)
+            let chain = cert::decode(value, source.format).map_err(cert_reason)?;
+            let issuer = source.trust.verify_path(&chain, now).map_err(cert_reason)?;
+            (chain, Some(issuer))
         }
         CertSource::Peer => {
             let value = input.peer_certificate.trim();
@@ -128,10 +156,16 @@ fn client_certificate(
                 return Ok(None);
             }
             // Envoy's TLS layer verified the chain during the handshake.
-            cert::verify(value, HeaderFormat::UrlEncoded, None, now)
+            let chain = cert::decode(value, HeaderFormat::UrlEncoded).map_err(cert_reason)?;
+            (chain, None)
         }
     };
-    verified.map(|v| Some(v.thumbprint)).map_err(cert_reason)
+    let leaf = chain.first().ok_or(DenyReason::CertMalformed)?;
+    Ok(Some(Presented {
+        thumbprint: cert::thumbprint(leaf.as_ref()),
+        chain,
+        issuer,
+    }))
 }
 
 /// Claims to upstream headers. A configured header whose claim is absent (or not representable
@@ -214,6 +248,13 @@ fn cert_reason(e: CertError) -> DenyReason {
         CertError::NotYetValid => DenyReason::CertNotYetValid,
         CertError::NotForClientAuth => DenyReason::CertNotForClientAuth,
         CertError::Invalid => DenyReason::CertInvalid,
+    }
+}
+
+fn revocation_reason(e: RevocationError) -> DenyReason {
+    match e {
+        RevocationError::Revoked => DenyReason::CertRevoked,
+        RevocationError::Unknown => DenyReason::CertRevocationUnknown,
     }
 }
 

@@ -70,6 +70,9 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new()?);
     let policies = Arc::new(config.policies);
+    for checker in policies.revocation_checkers() {
+        checker.observe(metrics.clone());
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
 
     if !config.key_fetches.is_empty() {
