@@ -3,6 +3,8 @@
     client --mTLS--> nginx --x-client-cert (url-encoded PEM)--> Envoy "plain" --ext_authz--> certbound "header"
     client --mTLS--> Envoy "mtls" (peer certificate) -------------------------ext_authz--> certbound "peer"
     client --x-client-cert (base64 DER, Kong style)--> Envoy "kong" ----------ext_authz--> certbound "b64"
+    client --mTLS--> nginx /strict/ --x-client-cert--> Envoy "strict" ---------ext_authz--> certbound "strict"
+    openssl ocsp (index of the client intermediate; eve revoked) <- certbound "header", "b64", "strict"
     all Envoy listeners -> echo upstream (reflects the headers it received)
     IdP (oidc-provider 9, HTTPS + mTLS) <- certbound (discovery, JWKS); a second "rogue" IdP nobody trusts
     Prometheus -> scrapes the admin /metrics of the three certbound instances
@@ -234,6 +236,8 @@ class Ports:
     envoy_plain: int = 0
     envoy_mtls: int = 0
     envoy_kong: int = 0
+    envoy_strict: int = 0
+    ocsp: int = 0
     nginx: int = 0
     prometheus: int = 0
     grpc_header: int = 0
@@ -242,6 +246,8 @@ class Ports:
     admin_peer: int = 0
     grpc_b64: int = 0
     admin_b64: int = 0
+    grpc_strict: int = 0
+    admin_strict: int = 0
 
     @classmethod
     def allocate(cls) -> "Ports":
@@ -250,8 +256,10 @@ class Ports:
 
 
 # One certbound process per certificate source (its config has exactly one):
-#   header = url-encoded PEM from nginx, peer = Envoy's TLS peer certificate, b64 = Kong's base64 DER
-CERTBOUND_MODES = ("header", "peer", "b64")
+#   header = url-encoded PEM from nginx, peer = Envoy's TLS peer certificate, b64 = Kong's base64 DER,
+#   strict = url-encoded PEM from nginx with revocation_check_mode = "STRICT" (the others use Kong's
+#   default IGNORE_CA_ERROR; peer mode leaves revocation to Envoy)
+CERTBOUND_MODES = ("header", "peer", "b64", "strict")
 
 
 class Stack:
@@ -308,6 +316,7 @@ class Stack:
             self.issuer = f"https://127.0.0.1:{self.ports.idp}"
             self.rogue_issuer = f"https://127.0.0.1:{self.ports.rogue_idp}"
             self._step("pki", self._start_pki)
+            self._step("ocsp", self._start_ocsp)
             self._step("idp", self._start_idps)
             self._step("echo", self._start_echo)
             self._step("certbound", self._start_certbound)
@@ -415,8 +424,38 @@ class Stack:
 
     # -- components ------------------------------------------------------------------------------
 
+    @property
+    def ocsp_url(self) -> str:
+        """The OCSP responder dave's and eve's certificates name (Authority Information Access)."""
+        return f"http://127.0.0.1:{self.ports.ocsp}/"
+
     def _start_pki(self) -> None:
-        self._run("pki", ["bash", E2E / "pki.sh", self.pki])
+        self._run("pki", ["bash", E2E / "pki.sh", self.pki, self.ocsp_url])
+
+    def _start_ocsp(self) -> None:
+        """A real OCSP responder: `openssl ocsp` answering from the intermediate's `openssl ca`
+        index (eve revoked), signing with the delegated responder certificate. It listens on every
+        interface (`-port` takes no address); the port is random and the run short-lived."""
+        pki = self.pki
+        proc = self._spawn("ocsp", [
+            "openssl", "ocsp", "-index", pki / "ocsp-db" / "index.txt", "-port", self.ports.ocsp,
+            "-CA", pki / "client-int-ca.pem", "-rsigner", pki / "ocsp-responder.pem",
+            "-rkey", pki / "ocsp-responder-key.pem", "-rmd", "sha256", "-ignore_err",
+        ])
+        # Ready when it says so. Not by connecting: `openssl ocsp` serves one connection at a time,
+        # and a probe that connects and closes leaves it stuck, deaf to every later client.
+        wait_until("openssl ocsp", lambda: b"waiting for OCSP client connections" in proc.log.read_bytes(),
+                   10, proc=proc)
+
+    def ocsp_running(self) -> bool:
+        return any(p.name == "ocsp" and p.popen.poll() is None for p in self.procs)
+
+    def stop_ocsp(self) -> None:
+        """End the OCSP responder by its PID (the STRICT test needs it gone)."""
+        for proc in self.procs:
+            if proc.name == "ocsp" and proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+                proc.popen.wait(timeout=10)
 
     def _start_idps(self) -> None:
         node = find_node()
@@ -457,7 +496,7 @@ class Stack:
         """Render certbound's TOML for one instance (mode: header, peer or b64)."""
         ca = ", ".join(f'"{self.pki / f}"' for f in ("client-root-ca.pem", "client-int-ca.pem", "client-rsa-ca.pem"))
 
-        def header_table(fmt: str) -> str:
+        def header_table(fmt: str, revocation: str) -> str:
             return (
                 "[proof_of_possession_mtls_from_header]\n"
                 f'certificate_header_name   = "{CERT_HEADER}"\n'
@@ -466,9 +505,16 @@ class Stack:
                 f"ca_certificates = [{ca}]\n"
                 "allow_partial_chain = false\n"
                 "ssl_verify = true\n"
+                + revocation
             )
 
-        source = {"header": header_table("url_encoded"), "peer": "", "b64": header_table("base64_encoded")}[mode]
+        # Kong's default mode, spelled out; dave and eve name the suite's OCSP responder.
+        ignore = 'revocation_check_mode = "IGNORE_CA_ERROR"\n'
+        # Short cache, so the test that stops the responder sees the cached "good" expire quickly.
+        strict = 'revocation_check_mode = "STRICT"\ncert_cache_ttl = 1000\nhttp_timeout = 1000\n'
+        source = {"header": header_table("url_encoded", ignore), "peer": "",
+                  "b64": header_table("base64_encoded", ignore),
+                  "strict": header_table("url_encoded", strict)}[mode]
         return render(E2E / "certbound.toml.tmpl", self.work / f"certbound-{mode}.toml", {
             "GRPC_PORT": getattr(self.ports, f"grpc_{mode}"),
             "ADMIN_PORT": getattr(self.ports, f"admin_{mode}"),
@@ -509,6 +555,7 @@ class Stack:
             "ENVOY_MTLS_PORT": self.ports.envoy_mtls, "ENVOY_KONG_PORT": self.ports.envoy_kong,
             "GRPC_HEADER_PORT": self.ports.grpc_header, "GRPC_PEER_PORT": self.ports.grpc_peer,
             "GRPC_B64_PORT": self.ports.grpc_b64, "ECHO_PORT": self.ports.echo, "PKI": self.pki,
+            "ENVOY_STRICT_PORT": self.ports.envoy_strict, "GRPC_STRICT_PORT": self.ports.grpc_strict,
         })
         self._run("envoy-validate", [envoy, "--mode", "validate", "-c", config])
         proc = self._spawn("envoy", [
@@ -517,7 +564,7 @@ class Stack:
             "--disable-hot-restart",
         ])
         wait_until("envoy /ready", lambda: http_get(self.ports.envoy_admin, "/ready") == (200, b"LIVE\n"), 30, proc=proc)
-        for port in (self.ports.envoy_plain, self.ports.envoy_mtls, self.ports.envoy_kong):
+        for port in (self.ports.envoy_plain, self.ports.envoy_mtls, self.ports.envoy_kong, self.ports.envoy_strict):
             wait_until(f"envoy listener {port}", lambda p=port: port_open(p), 10, proc=proc)
 
     def _start_nginx(self) -> None:
@@ -526,7 +573,8 @@ class Stack:
         for sub in ("", "tmp"):
             (prefix / sub).mkdir(parents=True, exist_ok=True)
         values = {"PREFIX": prefix, "LOGS": self.logs, "PKI": self.pki,
-                  "NGINX_PORT": self.ports.nginx, "ENVOY_PLAIN_PORT": self.ports.envoy_plain}
+                  "NGINX_PORT": self.ports.nginx, "ENVOY_PLAIN_PORT": self.ports.envoy_plain,
+                  "ENVOY_STRICT_PORT": self.ports.envoy_strict}
         render(E2E / "nginx.conf.tmpl", prefix / "nginx.conf", values)
         argv = [nginx, "-p", prefix, "-c", "nginx.conf", "-e", self.logs / "nginx-error.log"]
         self._run("nginx-test", [*argv, "-t"])
@@ -537,7 +585,7 @@ class Stack:
         prometheus = find_sbin("prometheus")
         config = render(E2E / "prometheus.yml.tmpl", self.work / "prometheus.yml", {
             "ADMIN_HEADER_PORT": self.ports.admin_header, "ADMIN_PEER_PORT": self.ports.admin_peer,
-            "ADMIN_B64_PORT": self.ports.admin_b64,
+            "ADMIN_B64_PORT": self.ports.admin_b64, "ADMIN_STRICT_PORT": self.ports.admin_strict,
         })
         tsdb = self.work / "prometheus-data"
         tsdb.mkdir(exist_ok=True)
@@ -671,6 +719,22 @@ class Stack:
         resp = self._send(conn, method, path, [("host", "localhost"), *self._auth_headers(token, headers, scheme)])
         return self._record("header", resp)
 
+    def call_nginx_strict(self, cert: Optional[str], token: Optional[str] = None, headers: Headers = ()) -> Response:
+        """Through nginx /strict/ -> Envoy strict -> certbound "strict" (revocation STRICT) -> echo."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.ports.nginx, timeout=10, context=self.tls_context(cert))
+        resp = self._send(conn, "GET", "/strict/", [("host", "localhost"), *self._auth_headers(token, headers)])
+        return self._record("strict", resp)
+
+    def certbound_metric(self, mode: str, name: str, **labels: str) -> float:
+        """One sample from a certbound instance's own /metrics (0 when absent)."""
+        _, body = self.certbound_admin(mode, "/metrics")
+        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+        for line in body.decode().splitlines():
+            key, _, value = line.rpartition(" ")
+            if key == want:
+                return float(value)
+        return 0.0
+
     def call_envoy_plain(self, headers: Headers = (), token: Optional[str] = None, path: str = "/",
                          method: str = "GET", scheme: str = "Bearer") -> Response:
         """Straight to Envoy's plain listener with arbitrary headers, as a WAF or a misrouted client
@@ -747,7 +811,8 @@ class Stack:
             f"idp           {self.issuer}  (admin http://127.0.0.1:{p.idp_admin})",
             f"rogue idp     {self.rogue_issuer}",
             f"nginx         https://127.0.0.1:{p.nginx}  (mTLS required)",
-            f"envoy plain   http://127.0.0.1:{p.envoy_plain}   mtls https://127.0.0.1:{p.envoy_mtls}   kong http://127.0.0.1:{p.envoy_kong}",
+            f"envoy plain   http://127.0.0.1:{p.envoy_plain}   mtls https://127.0.0.1:{p.envoy_mtls}   kong http://127.0.0.1:{p.envoy_kong}   strict http://127.0.0.1:{p.envoy_strict}",
+            f"ocsp          {self.ocsp_url}  (openssl ocsp)",
             f"envoy admin   http://127.0.0.1:{p.envoy_admin}",
             f"echo          http://127.0.0.1:{p.echo}",
             f"certbound     " + "   ".join(f"{m}: grpc {getattr(p, f'grpc_{m}')} admin {getattr(p, f'admin_{m}')}" for m in CERTBOUND_MODES)

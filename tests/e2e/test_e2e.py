@@ -369,6 +369,94 @@ def test_kong_listener_refuses_wrong_certificate_and_format(stack, alice_rs):
     assert_invalid_token(stack.call_envoy_kong({CERT_HEADER: stack.cert_url_encoded("alice")}, alice_rs))
 
 
+# --- revocation: a real `openssl ocsp` responder; eve is revoked in its index ----------------------
+
+REVOKED = 'error_description="client certificate revoked"'
+UNKNOWN = 'error_description="client certificate revocation status unknown"'
+
+
+def _ocsp_checks(stack, mode: str, result: str) -> float:
+    return stack.certbound_metric(mode, "certbound_revocation_checks_total", method="ocsp", result=result)
+
+
+@pytest.fixture(scope="session")
+def dave_token(stack) -> str:
+    # The IdP binds a token to whichever certificate the client shows over mTLS.
+    token = stack.get_token("bob-app", AUDIENCE_RS, cert="dave")
+    assert jwt_parts(token)[1]["cnf"]["x5t#S256"] == stack.thumbprint("dave")
+    return token
+
+
+@pytest.fixture(scope="session")
+def eve_token(stack) -> str:
+    token = stack.get_token("bob-app", AUDIENCE_RS, cert="eve")
+    assert jwt_parts(token)[1]["cnf"]["x5t#S256"] == stack.thumbprint("eve")
+    return token
+
+
+def test_certificates_name_the_ocsp_responder(stack):
+    for name in ("dave", "eve"):
+        out = subprocess.run(["openssl", "x509", "-in", str(stack.pki / f"{name}.pem"), "-noout", "-ocsp_uri"],
+                             capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == stack.ocsp_url
+    assert stack.ocsp_running()
+
+
+def test_ocsp_good_certificate_allowed_through_nginx(stack, dave_token):
+    before = _ocsp_checks(stack, "header", "good")
+    assert_allowed(stack.call_nginx("dave", dave_token), "bob-app")
+    assert _ocsp_checks(stack, "header", "good") == before + 1
+
+
+def test_ocsp_revoked_certificate_denied_cert_revoked_through_nginx(stack, eve_token):
+    before = stack.certbound_metric("header", "certbound_decisions_total", decision="deny", reason="cert_revoked")
+    resp = stack.call_nginx("eve", eve_token)
+    assert_invalid_token(resp)
+    assert REVOKED in resp.www_authenticate, resp
+    assert stack.certbound_metric("header", "certbound_decisions_total", decision="deny",
+                                  reason="cert_revoked") == before + 1
+    assert _ocsp_checks(stack, "header", "revoked") >= 1
+    # Cached: the same answer again, without asking the responder again.
+    revoked_checks = _ocsp_checks(stack, "header", "revoked")
+    assert REVOKED in stack.call_nginx("eve", eve_token).www_authenticate
+    assert _ocsp_checks(stack, "header", "revoked") == revoked_checks
+
+
+def test_revoked_certificate_denied_on_the_kong_listener_too(stack, eve_token, dave_token):
+    assert_allowed(stack.call_envoy_kong({CERT_HEADER: stack.cert_base64_der("dave")}, dave_token), "bob-app")
+    resp = stack.call_envoy_kong({CERT_HEADER: stack.cert_base64_der("eve")}, eve_token)
+    assert_invalid_token(resp)
+    assert REVOKED in resp.www_authenticate, resp
+
+
+def test_strict_mode_while_the_responder_answers(stack, dave_token, eve_token, alice_rs):
+    assert_allowed(stack.call_nginx_strict("dave", dave_token), "bob-app")
+    resp = stack.call_nginx_strict("eve", eve_token)
+    assert_invalid_token(resp)
+    assert REVOKED in resp.www_authenticate, resp
+    # alice's certificate names no responder and no CRL: STRICT cannot determine its status.
+    resp = stack.call_nginx_strict("alice", alice_rs)
+    assert_invalid_token(resp)
+    assert UNKNOWN in resp.www_authenticate, resp
+
+
+def test_strict_mode_denies_cert_revocation_unknown_when_the_responder_is_stopped(stack, dave_token):
+    stack.stop_ocsp()
+    assert not stack.ocsp_running()
+    # dave's "good" is cached for cert_cache_ttl = 1 s; after that STRICT must refuse him.
+    deadline = time.monotonic() + 15
+    while True:
+        resp = stack.call_nginx_strict("dave", dave_token)
+        if resp.status != 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert_invalid_token(resp)
+    assert UNKNOWN in resp.www_authenticate, resp
+    assert stack.certbound_metric("strict", "certbound_decisions_total", decision="deny",
+                                  reason="cert_revocation_unknown") >= 1
+    assert _ocsp_checks(stack, "strict", "error") >= 1
+
+
 # --- key rotation, health, metrics (after the matrix) ------------------------------------------------
 
 def test_idp_key_rotation_picked_up_without_restart(stack, alice_rs):
