@@ -67,6 +67,7 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
             trust: Some(trust.clone()),
             chain_name: None,
             secure_source: false,
+            revocation: None,
         }),
         upstream_headers: vec![ClaimHeader {
             claim: "sub".into(),

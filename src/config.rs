@@ -23,8 +23,10 @@ use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
 use crate::cert::{HeaderFormat, TrustStore};
+use crate::http::RevocationFetcher;
 use crate::introspection::{ClientAuth, Introspector, Settings as IntrospectionSettings};
 use crate::policy::{CertSource, ClaimHeader, HeaderSource, Limits, Policies, Policy, PopMode};
+use crate::revocation::{self, Checker};
 use crate::token::{KeySet, KeyStore};
 
 pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:9191";
@@ -130,6 +132,10 @@ struct RawFromHeader {
     ca_certificates: Option<Vec<PathBuf>>,
     allow_partial_chain: Option<bool>,
     ssl_verify: Option<bool>,
+    revocation_check_mode: Option<String>,
+    cert_cache_ttl: Option<u64>,
+    http_timeout: Option<u64>,
+    revocation_wait: Option<u64>,
 }
 
 /// Where an issuer's signing keys come from.
@@ -778,6 +784,7 @@ impl Validator<'_> {
 
     fn header_source(&mut self, raw: RawFromHeader, trusted_ips: &[IpNet]) -> Option<HeaderSource> {
         const T: &str = "proof_of_possession_mtls_from_header";
+        let revocation = self.revocation_settings(&raw);
         let name = self.header_name(
             &format!("{T}.certificate_header_name"),
             raw.certificate_header_name,
@@ -852,12 +859,36 @@ impl Validator<'_> {
                 }
             }
         };
+        // Revocation needs the verified path's issuer: no trust store (xfcc without CAs), no check.
+        let revocation = match (revocation?, &trust) {
+            (Some(settings), Some(trust)) => {
+                // Kong gives `ssl_verify` in this table to TLS towards OCSP/CRL endpoints; chain
+                // verification against ca_certificates is always on, whatever it says.
+                let verify_tls = raw.ssl_verify.unwrap_or(true);
+                match RevocationFetcher::new(settings.http_timeout, verify_tls) {
+                    Ok(fetch) => Some(Arc::new(Checker::new(
+                        settings,
+                        trust.clone(),
+                        Arc::new(fetch),
+                    ))),
+                    Err(e) => {
+                        self.issue(
+                            &format!("{T}.ssl_verify"),
+                            format!("cannot build the OCSP/CRL HTTP client: {e}"),
+                        );
+                        return None;
+                    }
+                }
+            }
+            _ => None,
+        };
         Some(HeaderSource {
             name: name??,
             chain_name: chain_name?,
             format: format?,
             trust,
             secure_source,
+            revocation,
         })
     }
 
@@ -941,6 +972,43 @@ impl Validator<'_> {
             }
         }
         out
+    }
+
+    /// `Some(None)`: valid, no checking (SKIP). `None`: invalid (issues recorded).
+    fn revocation_settings(&mut self, raw: &RawFromHeader) -> Option<Option<revocation::Settings>> {
+        const T: &str = "proof_of_possession_mtls_from_header";
+        let mode = match raw.revocation_check_mode.as_deref() {
+            None => Some(revocation::Mode::IgnoreCaError),
+            Some(m) => match revocation::Mode::parse(m) {
+                Some(mode) => Some(mode),
+                None => {
+                    self.issue(
+                        &format!("{T}.revocation_check_mode"),
+                        format!("`{m}` is not one of SKIP, IGNORE_CA_ERROR, STRICT"),
+                    );
+                    None
+                }
+            },
+        };
+        let mut millis = |key: &str, value: Option<u64>, default: u64| {
+            let d = Duration::from_millis(value.unwrap_or(default));
+            if d.is_zero() {
+                self.issue(&format!("{T}.{key}"), "must be more than 0 milliseconds");
+                return None;
+            }
+            Some(d)
+        };
+        let cache_ttl = millis("cert_cache_ttl", raw.cert_cache_ttl, 60_000);
+        let http_timeout = millis("http_timeout", raw.http_timeout, 30_000);
+        let wait = millis("revocation_wait", raw.revocation_wait, 500);
+        let mode = mode?;
+        let settings = revocation::Settings {
+            mode,
+            cache_ttl: cache_ttl?,
+            http_timeout: http_timeout?,
+            wait: wait?,
+        };
+        Some((mode != revocation::Mode::Skip).then_some(settings))
     }
 
     fn idp_roots(&mut self, files: Vec<PathBuf>) -> Vec<CertificateDer<'static>> {
@@ -1197,6 +1265,81 @@ mod tests {
             CertSource::Header(h) => assert_eq!(h.format, HeaderFormat::Base64Encoded),
             CertSource::Peer => panic!("expected header source"),
         }
+    }
+
+    fn header_source(c: &Config) -> &HeaderSource {
+        match &c.policies.default.cert_source {
+            CertSource::Header(h) => h,
+            CertSource::Peer => panic!("expected header source"),
+        }
+    }
+
+    #[test]
+    fn revocation_defaults_to_kongs_ignore_ca_error_with_kongs_timings() {
+        let dir = dir_with_ca();
+        let c = load(GOOD, dir.path()).unwrap();
+        let checker = header_source(&c).revocation.as_ref().unwrap();
+        assert_eq!(
+            checker.settings(),
+            &revocation::Settings {
+                mode: revocation::Mode::IgnoreCaError,
+                cache_ttl: Duration::from_millis(60_000),
+                http_timeout: Duration::from_millis(30_000),
+                wait: Duration::from_millis(500),
+            }
+        );
+    }
+
+    #[test]
+    fn revocation_modes_are_kongs_spelling_or_lower_case_and_skip_builds_no_checker() {
+        let dir = dir_with_ca();
+        for (value, mode) in [
+            ("STRICT", Some(revocation::Mode::Strict)),
+            ("strict", Some(revocation::Mode::Strict)),
+            ("IGNORE_CA_ERROR", Some(revocation::Mode::IgnoreCaError)),
+            ("ignore_ca_error", Some(revocation::Mode::IgnoreCaError)),
+            ("SKIP", None),
+            ("skip", None),
+        ] {
+            let toml = format!(
+                "{GOOD}revocation_check_mode = \"{value}\"\ncert_cache_ttl = 1000\nhttp_timeout = 2000\nrevocation_wait = 300\n"
+            );
+            let c = load(&toml, dir.path()).unwrap();
+            let got = header_source(&c)
+                .revocation
+                .as_ref()
+                .map(|r| r.settings().clone());
+            assert_eq!(got.as_ref().map(|s| s.mode), mode, "{value}");
+            if let Some(s) = got {
+                assert_eq!(s.cache_ttl, Duration::from_millis(1000));
+                assert_eq!(s.http_timeout, Duration::from_millis(2000));
+                assert_eq!(s.wait, Duration::from_millis(300));
+            }
+        }
+    }
+
+    #[test]
+    fn bad_revocation_values_name_their_keys() {
+        let dir = dir_with_ca();
+        let toml = format!(
+            "{GOOD}revocation_check_mode = \"Strict\"\ncert_cache_ttl = 0\nhttp_timeout = 0\nrevocation_wait = 0\n"
+        );
+        let i = issues(&toml, dir.path());
+        let keys: Vec<&str> = i.iter().map(|i| i.key.as_str()).collect();
+        for k in [
+            "revocation_check_mode",
+            "cert_cache_ttl",
+            "http_timeout",
+            "revocation_wait",
+        ] {
+            let k = format!("proof_of_possession_mtls_from_header.{k}");
+            assert!(keys.contains(&k.as_str()), "{k} not in {keys:?}");
+        }
+        assert!(
+            i[0].message.contains("SKIP, IGNORE_CA_ERROR, STRICT"),
+            "{}",
+            i[0].message
+        );
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub enum DenyReason {
     CertNotForClientAuth,
     CertInvalid,
     CertUnverifiable,
+    /// OCSP or the CRL says the client certificate is revoked.
+    CertRevoked,
+    /// `revocation_check_mode = "STRICT"` and the revocation status could not be determined.
+    CertRevocationUnknown,
     TokenNotBound,
     BindingMalformed,
     BindingMismatch,
@@ -92,7 +96,7 @@ impl Rfc6750Error {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 34] = [
+    pub const ALL: [DenyReason; 36] = [
         Self::MissingToken,
         Self::MalformedAuthorization,
         Self::UnknownPolicy,
@@ -119,6 +123,8 @@ impl DenyReason {
         Self::CertNotForClientAuth,
         Self::CertInvalid,
         Self::CertUnverifiable,
+        Self::CertRevoked,
+        Self::CertRevocationUnknown,
         Self::TokenNotBound,
         Self::BindingMalformed,
         Self::BindingMismatch,
@@ -158,6 +164,8 @@ impl DenyReason {
             Self::CertNotForClientAuth => "cert_not_for_client_auth",
             Self::CertInvalid => "cert_invalid",
             Self::CertUnverifiable => "cert_unverifiable",
+            Self::CertRevoked => "cert_revoked",
+            Self::CertRevocationUnknown => "cert_revocation_unknown",
             Self::TokenNotBound => "token_not_bound",
             Self::BindingMalformed => "binding_malformed",
             Self::BindingMismatch => "binding_mismatch",
@@ -240,6 +248,8 @@ impl DenyReason {
             Self::CertNotForClientAuth => "client certificate not valid for client auth",
             Self::CertInvalid => "client certificate failed verification",
             Self::CertUnverifiable => "client certificate chain cannot be verified",
+            Self::CertRevoked => "client certificate revoked",
+            Self::CertRevocationUnknown => "client certificate revocation status unknown",
             Self::TokenNotBound => "access token is not certificate-bound",
             Self::BindingMalformed => "malformed certificate binding",
             Self::BindingMismatch => "certificate does not match access token",

@@ -21,6 +21,10 @@ pub enum FixtureError {
     Sign(#[from] jsonwebtoken::errors::Error),
     #[error("public key cannot be expressed as a JWK")]
     Jwk,
+    #[error("DER encoding failed: {0}")]
+    Der(#[from] der::Error),
+    #[error("OCSP: {0}")]
+    Ocsp(String),
 }
 
 type Result<T> = std::result::Result<T, FixtureError>;
@@ -69,14 +73,73 @@ impl Ca {
 
     /// A client certificate (EKU clientAuth) valid from `not_before` to `not_after` (Unix seconds).
     pub fn client(&self, cn: &str, not_before: u64, not_after: u64) -> Result<Leaf> {
-        let mut p = CertificateParams::new(vec![format!("{cn}.clients.test")])?;
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let epoch = rcgen::date_time_ymd(1970, 1, 1);
-        p.not_before = epoch + Duration::from_secs(not_before);
-        p.not_after = epoch + Duration::from_secs(not_after);
+        self.issue(client_params(cn, not_before, not_after)?)
+    }
+
+    /// A client certificate like [`Ca::client`] that names where its revocation status is
+    /// published: an OCSP responder in its Authority Information Access extension and a CRL
+    /// distribution point.
+    pub fn client_with_urls(
+        &self,
+        cn: &str,
+        not_before: u64,
+        not_after: u64,
+        ocsp: Option<&str>,
+        crl: Option<&str>,
+    ) -> Result<Leaf> {
+        let mut p = client_params(cn, not_before, not_after)?;
+        if let Some(url) = ocsp {
+            p.custom_extensions.push(aia_ocsp(url)?);
+        }
+        if let Some(url) = crl {
+            p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![url.to_string()],
+            }];
+        }
         self.issue(p)
+    }
+
+    /// A certificate for signing OCSP responses on this CA's behalf; `ocsp_signing` adds the
+    /// id-kp-OCSPSigning EKU that makes it an authorised (delegated) responder.
+    pub fn ocsp_responder(&self, cn: &str, ocsp_signing: bool) -> Result<Responder> {
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = if ocsp_signing {
+            vec![ExtendedKeyUsagePurpose::OcspSigning]
+        } else {
+            vec![ExtendedKeyUsagePurpose::ClientAuth]
+        };
+        let key = KeyPair::generate()?;
+        let cert = p.signed_by(&key, &Issuer::from_params(&self.params, &self.key))?;
+        Ok(Responder {
+            der: cert.der().clone(),
+            key,
+        })
+    }
+
+    /// A CRL signed by this CA listing `revoked`, valid from `this_update` to `next_update`.
+    pub fn crl(&self, revoked: &[&Leaf], this_update: u64, next_update: u64) -> Result<Vec<u8>> {
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        let mut revoked_certs = Vec::new();
+        for leaf in revoked {
+            revoked_certs.push(rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(&leaf.serial()?),
+                revocation_time: epoch + Duration::from_secs(this_update),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            });
+        }
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: epoch + Duration::from_secs(this_update),
+            next_update: epoch + Duration::from_secs(next_update),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&Issuer::from_params(&self.params, &self.key))?;
+        Ok(crl.der().as_ref().to_vec())
     }
 
     /// A TLS server certificate for the given DNS names / IP addresses.
@@ -102,6 +165,31 @@ impl Ca {
     }
 }
 
+fn client_params(cn: &str, not_before: u64, not_after: u64) -> Result<CertificateParams> {
+    let mut p = CertificateParams::new(vec![format!("{cn}.clients.test")])?;
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    p.not_before = epoch + Duration::from_secs(not_before);
+    p.not_after = epoch + Duration::from_secs(not_after);
+    Ok(p)
+}
+
+/// Authority Information Access with one id-ad-ocsp URI (rcgen has no field for it).
+fn aia_ocsp(url: &str) -> Result<rcgen::CustomExtension> {
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax};
+    let aia = AuthorityInfoAccessSyntax(vec![AccessDescription {
+        access_method: const_oid::db::rfc5280::ID_AD_OCSP,
+        access_location: GeneralName::UniformResourceIdentifier(der::asn1::Ia5String::new(url)?),
+    }]);
+    Ok(rcgen::CustomExtension::from_oid_content(
+        &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+        der::Encode::to_der(&aia)?,
+    ))
+}
+
 fn ca_params(cn: &str) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     p.distinguished_name.push(DnType::CommonName, cn);
@@ -111,6 +199,12 @@ fn ca_params(cn: &str) -> Result<CertificateParams> {
 }
 
 impl Leaf {
+    /// The serial number's DER value bytes.
+    pub fn serial(&self) -> Result<Vec<u8>> {
+        let cert = <x509_cert::Certificate as der::Decode>::from_der(self.der.as_ref())?;
+        Ok(cert.tbs_certificate.serial_number.as_bytes().to_vec())
+    }
+
     /// RFC 8705 `x5t#S256`.
     pub fn x5t(&self) -> String {
         crate::cert::x5t_s256(self.der.as_ref())
@@ -394,4 +488,125 @@ pub fn encode_for(
         .into_iter()
         .filter(|e| decoded_chain(&e.value, format).as_ref() == Ok(&e.chain))
         .min_by_key(|e| chain.len() - e.chain.len())
+}
+
+/// A delegated OCSP responder: its certificate and key.
+pub struct Responder {
+    pub der: CertificateDer<'static>,
+    key: KeyPair,
+}
+
+/// Who signs a fixture OCSP response.
+#[derive(Clone, Copy)]
+pub enum OcspSigner<'a> {
+    /// The CA that issued the certificate.
+    Issuer,
+    /// A responder certificate, embedded in the response.
+    Delegated(&'a Responder),
+    /// Some other CA's key (a forgery).
+    Other(&'a Ca),
+}
+
+/// A signed OCSP response about one certificate, for tests of the verifier and for local
+/// responders.
+pub struct OcspAnswer<'a> {
+    issuer: &'a Ca,
+    leaf: &'a Leaf,
+    status: x509_ocsp::CertStatus,
+    this_update: u64,
+    next_update: Option<u64>,
+    signer: OcspSigner<'a>,
+}
+
+/// `revoked` status with the given revocation time.
+pub fn revoked_status(at: u64) -> Result<x509_ocsp::CertStatus> {
+    Ok(x509_ocsp::CertStatus::Revoked(x509_ocsp::RevokedInfo {
+        revocation_time: x509_ocsp::OcspGeneralizedTime(gtime(at)?),
+        revocation_reason: None,
+    }))
+}
+
+fn gtime(t: u64) -> Result<der::asn1::GeneralizedTime> {
+    Ok(der::asn1::GeneralizedTime::from_unix_duration(
+        Duration::from_secs(t),
+    )?)
+}
+
+impl<'a> OcspAnswer<'a> {
+    /// Signed by the issuer, without nextUpdate (as `openssl ocsp` answers without `-nmin`).
+    pub fn new(
+        issuer: &'a Ca,
+        leaf: &'a Leaf,
+        status: x509_ocsp::CertStatus,
+        this_update: u64,
+    ) -> Self {
+        Self {
+            issuer,
+            leaf,
+            status,
+            this_update,
+            next_update: None,
+            signer: OcspSigner::Issuer,
+        }
+    }
+
+    pub fn next_update(mut self, t: u64) -> Self {
+        self.next_update = Some(t);
+        self
+    }
+
+    pub fn signer(mut self, signer: OcspSigner<'a>) -> Self {
+        self.signer = signer;
+        self
+    }
+
+    /// The DER OCSPResponse.
+    pub fn der(&self) -> Result<Vec<u8>> {
+        use der::{Decode, Encode};
+        use x509_ocsp::{
+            BasicOcspResponse, OcspGeneralizedTime, OcspResponse, ResponderId, ResponseData,
+            SingleResponse, Version,
+        };
+        let parse = |d: &CertificateDer<'_>| x509_cert::Certificate::from_der(d.as_ref());
+        let cert_id =
+            crate::revocation::ocsp::cert_id(&parse(&self.leaf.der)?, &parse(&self.issuer.der)?)
+                .map_err(|e| FixtureError::Ocsp(e.to_string()))?;
+        let (key, certs): (&KeyPair, _) = match self.signer {
+            OcspSigner::Issuer => (&self.issuer.key, None),
+            OcspSigner::Delegated(r) => (&r.key, Some(vec![parse(&r.der)?])),
+            OcspSigner::Other(ca) => (&ca.key, None),
+        };
+        let key_hash = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            key.public_key_raw(),
+        );
+        let data = ResponseData {
+            version: Version::V1,
+            responder_id: ResponderId::ByKey(der::asn1::OctetString::new(key_hash.as_ref())?),
+            produced_at: OcspGeneralizedTime(gtime(self.this_update)?),
+            responses: vec![SingleResponse {
+                cert_id,
+                cert_status: self.status,
+                this_update: OcspGeneralizedTime(gtime(self.this_update)?),
+                next_update: match self.next_update {
+                    Some(t) => Some(OcspGeneralizedTime(gtime(t)?)),
+                    None => None,
+                },
+                single_extensions: None,
+            }],
+            response_extensions: None,
+        };
+        let signature = rcgen::SigningKey::sign(key, &data.to_der()?)?;
+        let basic = BasicOcspResponse {
+            tbs_response_data: data,
+            // KeyPair::generate() keys are ECDSA P-256.
+            signature_algorithm: x509_cert::spki::AlgorithmIdentifierOwned {
+                oid: const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
+                parameters: None,
+            },
+            signature: der::asn1::BitString::from_bytes(&signature)?,
+            certs,
+        };
+        Ok(OcspResponse::successful(basic)?.to_der()?)
+    }
 }

@@ -177,7 +177,7 @@ impl Introspector {
                 form.push(("client_secret", &self.settings.client_secret));
             }
         }
-        let body = crate::jwks::read_capped(req.form(&form), &endpoint.url, MAX_RESPONSE_BYTES)
+        let body = crate::jwks::send_capped(req.form(&form), &endpoint.url, MAX_RESPONSE_BYTES)
             .await
             .map_err(|e| IntrospectError::Unavailable(e.to_string()))?;
         let response: Map<String, Value> = serde_json::from_slice(&body)
@@ -210,7 +210,7 @@ impl Introspector {
             "{}/.well-known/openid-configuration",
             self.settings.issuer.trim_end_matches('/')
         );
-        let body = crate::jwks::read_capped(self.client.get(&url), &url, MAX_RESPONSE_BYTES)
+        let body = crate::jwks::send_capped(self.client.get(&url), &url, MAX_RESPONSE_BYTES)
             .await
             .map_err(|e| IntrospectError::Unavailable(e.to_string()))?;
         let doc: Discovery = serde_json::from_slice(&body)

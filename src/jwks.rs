@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::config::{IdpClient, KeyFetch, KeySource};
+use crate::http::{error_chain, read_capped};
 use crate::metrics::Metrics;
 use crate::token::KeySet;
 
@@ -105,7 +106,7 @@ pub async fn fetch(client: &reqwest::Client, source: &KeySource) -> Result<KeySe
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, JwksError> {
-    read_capped(
+    send_capped(
         client.get(url).header("accept", "application/json"),
         url,
         MAX_BODY_BYTES,
@@ -114,7 +115,7 @@ async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, JwksError> 
 }
 
 /// Sends `req` and reads a successful response's body, refusing more than `max` bytes.
-pub(crate) async fn read_capped(
+pub(crate) async fn send_capped(
     req: reqwest::RequestBuilder,
     url: &str,
     max: usize,
@@ -123,32 +124,8 @@ pub(crate) async fn read_capped(
         url: url.to_string(),
         reason,
     };
-    let mut resp = req.send().await.map_err(|e| err(error_chain(&e)))?;
-    if !resp.status().is_success() {
-        return Err(err(format!("status {}", resp.status())));
-    }
-    if resp.content_length().is_some_and(|n| n > max as u64) {
-        return Err(err(format!("body larger than {max} bytes")));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| err(error_chain(&e)))? {
-        if body.len() + chunk.len() > max {
-            return Err(err(format!("body larger than {max} bytes")));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
+    let resp = req.send().await.map_err(|e| err(error_chain(&e)))?;
+    read_capped(resp, max).await.map_err(err)
 }
 
 /// Keeps one issuer's key store filled until `shutdown` turns true.

@@ -9,6 +9,7 @@ use prometheus::{
 };
 
 use crate::decision::{AllowReason, Decision, DenyReason};
+use crate::revocation::{CheckResult, Method, Observer};
 
 pub struct Metrics {
     registry: Registry,
@@ -20,6 +21,7 @@ pub struct Metrics {
     pub jwks_keys: IntGauge,
     pub reload_ok: IntCounter,
     pub reload_error: IntCounter,
+    revocation_checks: HashMap<(Method, CheckResult), IntCounter>,
 }
 
 impl Metrics {
@@ -67,6 +69,19 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(reloads.clone()))?;
+        let checks = IntCounterVec::new(
+            Opts::new(
+                "certbound_revocation_checks_total",
+                "OCSP and CRL consultations by result (cached statuses are not counted).",
+            ),
+            &["method", "result"],
+        )?;
+        registry.register(Box::new(checks.clone()))?;
+        let revocation_checks = Method::ALL
+            .iter()
+            .flat_map(|m| CheckResult::ALL.iter().map(move |r| (*m, *r)))
+            .map(|(m, r)| ((m, r), checks.with_label_values(&[m.as_str(), r.as_str()])))
+            .collect();
         Ok(Self {
             registry,
             allow,
@@ -77,6 +92,7 @@ impl Metrics {
             jwks_keys,
             reload_ok: reloads.with_label_values(&["ok"]),
             reload_error: reloads.with_label_values(&["error"]),
+            revocation_checks,
         })
     }
 
@@ -98,6 +114,14 @@ impl Metrics {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Observer for Metrics {
+    fn consulted(&self, method: Method, result: CheckResult) {
+        if let Some(c) = self.revocation_checks.get(&(method, result)) {
+            c.inc();
+        }
     }
 }
 
@@ -127,5 +151,20 @@ mod tests {
         );
         // Every reason is exported from the start, so rate() works before the first deny.
         assert!(text.contains(r#"reason="cert_untrusted"} 0"#));
+    }
+
+    #[test]
+    fn revocation_consultations_are_counted_by_method_and_result() {
+        let m = Metrics::new().unwrap();
+        m.consulted(Method::Ocsp, CheckResult::Revoked);
+        let text = m.render();
+        assert!(
+            text.contains(r#"certbound_revocation_checks_total{method="ocsp",result="revoked"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"certbound_revocation_checks_total{method="crl",result="error"} 0"#),
+            "{text}"
+        );
     }
 }

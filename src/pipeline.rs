@@ -1,5 +1,5 @@
 //! One check, start to end, over plain data: select policy -> extract credentials -> verify the
-//! token -> verify the certificate -> bind -> decide. This is what the gRPC adapter, the tests
+//! token -> verify the certificate -> bind -> revocation -> decide. This is what the gRPC adapter, the tests
 //! and the benchmarks call. It never returns an error: every failure is a `Decision::Deny`.
 
 use std::collections::HashMap;
@@ -9,11 +9,14 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::bind::{self, BindError, PopMode};
-use crate::cert::{self, CertError, HeaderFormat, Thumbprint};
+use rustls_pki_types::CertificateDer;
+
+use crate::cert::{self, CertError, HeaderFormat, IssuerRef, Thumbprint};
 use crate::decision::{Decision, DenyReason, UpstreamHeader};
 use crate::extract::{self, ExtractError};
 use crate::introspection::IntrospectError;
 use crate::policy::{CertSource, Policies, Policy};
+use crate::revocation::RevocationError;
 use crate::token::{self, TokenError, TokenRules, VerifiedToken};
 
 /// What the pipeline reads from a CheckRequest.
@@ -89,10 +92,24 @@ async fn decide(
         .and_then(Value::as_str)
         .map(str::to_string);
     let cert = client_certificate(input, policy, now)?;
-    outcome.thumbprint = cert.as_ref().map(x5t);
-    let reason =
-        bind::check(policy.pop_mode, &verified.binding, cert.as_ref()).map_err(bind_reason)?;
+    outcome.thumbprint = cert.as_ref().map(|c| x5t(&c.thumbprint));
+    let reason = bind::check(
+        policy.pop_mode,
+        &verified.binding,
+        cert.as_ref().map(|c| &c.thumbprint),
+    )
+    .map_err(bind_reason)?;
     authorize(policy, &verified.claims)?;
+    // Revocation last: it may need network I/O, so only requests that passed every local check
+    // can cause a fetch.
+    if let (Some(c), CertSource::Header(source)) = (&cert, &policy.cert_source) {
+        if let (Some(checker), Some(issuer)) = (&source.revocation, c.issuer) {
+            checker
+                .check(&c.chain, issuer, &c.thumbprint, now)
+                .await
+                .map_err(revocation_reason)?;
+        }
+    }
     let (mut headers, mut remove) = upstream_headers(policy, &verified);
     if let Some(name) = &policy.upstream_thumbprint_header {
         match &outcome.thumbprint {
@@ -217,17 +234,26 @@ async fn verify_jwt(token: &str, policy: &Policy, now: u64) -> Result<VerifiedTo
     }
 }
 
-/// The thumbprint of the client certificate, if one was presented and verified. With PoP off
-/// nothing is read. A certificate that is present but fails is always a deny, whatever the mode.
+/// A client certificate that was presented and verified.
+struct ClientCert {
+    thumbprint: Thumbprint,
+    /// As decoded, leaf first; kept for the revocation check.
+    chain: Vec<CertificateDer<'static>>,
+    /// The leaf's issuer on the verified path; `None` when Envoy verified the chain.
+    issuer: Option<IssuerRef>,
+}
+
+/// The client certificate, if one was presented and verified. With PoP off nothing is read. A
+/// certificate that is present but fails is always a deny, whatever the mode.
 fn client_certificate(
     input: &CheckInput<'_>,
     policy: &Policy,
     now: u64,
-) -> Result<Option<Thumbprint>, DenyReason> {
+) -> Result<Option<ClientCert>, DenyReason> {
     if policy.pop_mode == PopMode::Off {
         return Ok(None);
     }
-    let verified = match &policy.cert_source {
+    let (chain, verified) = match &policy.cert_source {
         CertSource::Header(source) => {
             if source.secure_source && !from_trusted_hop(input.source_ip, &policy.trusted_ips) {
                 // Anyone can copy a certificate into a header: from an untrusted hop the header
@@ -243,29 +269,31 @@ fn client_certificate(
             else {
                 return Ok(None);
             };
-            let presented = cert::decode(value, source.format).map_err(cert_reason)?;
-            let intermediates = match &source.chain_name {
-                Some(name) => {
-                    match extract::cert_header(
-                        input.headers,
-                        name,
-                        policy.limits.max_certificate_header_bytes,
-                    )
-                    .map_err(extract_reason)?
-                    {
-                        Some(v) => cert::decode_chain(v, source.format).map_err(cert_reason)?,
-                        None => Vec::new(),
-                    }
+            let mut presented = cert::decode(value, source.format).map_err(cert_reason)?;
+            if let Some(name) = &source.chain_name {
+                if let Some(v) = extract::cert_header(
+                    input.headers,
+                    name,
+                    policy.limits.max_certificate_header_bytes,
+                )
+                .map_err(extract_reason)?
+                {
+                    // Intermediates from their own header extend the chain (the revocation
+                    // check reads the issuer from the same list).
+                    presented
+                        .chain
+                        .extend(cert::decode_chain(v, source.format).map_err(cert_reason)?);
                 }
-                None => Vec::new(),
-            };
-            cert::verify(
+            }
+            let verified = cert::verify(
                 &presented,
-                &intermediates,
+                &[],
                 source.trust.as_deref(),
                 policy.limits.max_chain_length,
                 now,
             )
+            .map_err(cert_reason)?;
+            (presented.chain, verified)
         }
         CertSource::Peer => {
             let value = input.peer_certificate.trim();
@@ -274,10 +302,16 @@ fn client_certificate(
             }
             // Envoy's TLS layer verified the chain during the handshake.
             let presented = cert::decode(value, HeaderFormat::UrlEncoded).map_err(cert_reason)?;
-            cert::verify(&presented, &[], None, policy.limits.max_chain_length, now)
+            let verified = cert::verify(&presented, &[], None, policy.limits.max_chain_length, now)
+                .map_err(cert_reason)?;
+            (presented.chain, verified)
         }
     };
-    verified.map(|v| Some(v.thumbprint)).map_err(cert_reason)
+    Ok(Some(ClientCert {
+        thumbprint: verified.thumbprint,
+        chain,
+        issuer: verified.issuer,
+    }))
 }
 
 fn from_trusted_hop(source: Option<IpAddr>, trusted: &[ipnet::IpNet]) -> bool {
@@ -379,6 +413,13 @@ fn cert_reason(e: CertError) -> DenyReason {
         CertError::NotForClientAuth => DenyReason::CertNotForClientAuth,
         CertError::Invalid => DenyReason::CertInvalid,
         CertError::Unverifiable => DenyReason::CertUnverifiable,
+    }
+}
+
+fn revocation_reason(e: RevocationError) -> DenyReason {
+    match e {
+        RevocationError::Revoked => DenyReason::CertRevoked,
+        RevocationError::Unknown => DenyReason::CertRevocationUnknown,
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 pub use crate::bind::PopMode;
 use crate::cert::{HeaderFormat, TrustStore};
+use crate::revocation::Checker;
 use crate::token::KeyStore;
 
 /// Where the client certificate comes from.
@@ -33,6 +34,8 @@ pub struct HeaderSource {
     /// Kong's `secure_source`: the header counts only when the request reached Envoy from one
     /// of `Policy::trusted_ips`.
     pub secure_source: bool,
+    /// `None` when `revocation_check_mode = "SKIP"`.
+    pub revocation: Option<Arc<Checker>>,
 }
 
 /// One claim copied to one upstream request header on allow.
@@ -160,5 +163,22 @@ impl Policies {
             }
         }
         stores
+    }
+
+    /// Every distinct revocation checker (metrics are attached to each at start).
+    pub fn revocation_checkers(&self) -> Vec<Arc<Checker>> {
+        let mut checkers: Vec<Arc<Checker>> = Vec::new();
+        for p in std::iter::once(&self.default).chain(self.named.values()) {
+            if let CertSource::Header(HeaderSource {
+                revocation: Some(c),
+                ..
+            }) = &p.cert_source
+            {
+                if !checkers.iter().any(|x| Arc::ptr_eq(x, c)) {
+                    checkers.push(c.clone());
+                }
+            }
+        }
+        checkers
     }
 }

@@ -105,6 +105,9 @@ pub async fn serve_with_reload(
     for fetch in config.key_fetches {
         fetchers.start(fetch);
     }
+    for checker in config.policies.revocation_checkers() {
+        checker.observe(metrics.clone());
+    }
     let policies = Arc::new(ArcSwap::from_pointee(config.policies));
 
     let admin_state = AdminState {
@@ -274,6 +277,9 @@ async fn apply(
             None => p.clone(),
         }
     };
+    for checker in config.policies.revocation_checkers() {
+        checker.observe(fetchers.metrics.clone());
+    }
     let next = Policies {
         default: rebind(&config.policies.default),
         named: config

@@ -9,7 +9,7 @@ mod format;
 mod verify;
 
 pub use format::{decode, decode_chain, HeaderFormat, Presented, CHAIN_LEN_CEILING};
-pub use verify::{TrustStore, TrustStoreError};
+pub use verify::{IssuerRef, TrustStore, TrustStoreError};
 
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
@@ -46,6 +46,9 @@ pub enum CertError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifiedCert {
     pub thumbprint: Thumbprint,
+    /// The leaf's issuer on the verified path (for revocation checks); `None` when no trust
+    /// store verified the chain.
+    pub issuer: Option<IssuerRef>,
 }
 
 /// SHA-256 of a DER certificate.
@@ -74,10 +77,10 @@ pub fn verify(
     if presented.chain.len() + intermediates.len() > max_chain {
         return Err(CertError::ChainTooLong);
     }
-    let thumbprint = match (presented.chain.first(), trust) {
+    let (thumbprint, issuer) = match (presented.chain.first(), trust) {
         (Some(leaf), Some(trust)) => {
-            if intermediates.is_empty() {
-                trust.verify(&presented.chain, now)?;
+            let issuer = if intermediates.is_empty() {
+                trust.verify_path(&presented.chain, now)?
             } else {
                 let full: Vec<CertificateDer<'static>> = presented
                     .chain
@@ -85,13 +88,13 @@ pub fn verify(
                     .chain(intermediates)
                     .cloned()
                     .collect();
-                trust.verify(&full, now)?;
-            }
-            thumbprint(leaf.as_ref())
+                trust.verify_path(&full, now)?
+            };
+            (thumbprint(leaf.as_ref()), Some(issuer))
         }
-        (Some(leaf), None) => thumbprint(leaf.as_ref()),
+        (Some(leaf), None) => (thumbprint(leaf.as_ref()), None),
         (None, Some(_)) => return Err(CertError::Unverifiable),
-        (None, None) => presented.hash.ok_or(CertError::Malformed)?,
+        (None, None) => (presented.hash.ok_or(CertError::Malformed)?, None),
     };
-    Ok(VerifiedCert { thumbprint })
+    Ok(VerifiedCert { thumbprint, issuer })
 }

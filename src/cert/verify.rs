@@ -6,7 +6,10 @@ use std::path::Path;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
-use webpki::{EndEntityCert, KeyUsage};
+use webpki::{
+    CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, RevocationCheckDepth,
+    RevocationOptions, RevocationOptionsBuilder, UnknownStatusPolicy, VerifiedPath,
+};
 
 use super::CertError;
 
@@ -34,6 +37,9 @@ pub enum TrustStoreError {
 #[derive(Debug)]
 pub struct TrustStore {
     anchors: Vec<TrustAnchor<'static>>,
+    /// The certificates the anchors came from, same order: revocation needs the leaf's issuer as
+    /// a whole certificate, which a `TrustAnchor` no longer is.
+    anchor_certs: Vec<CertificateDer<'static>>,
     /// Configured CA certificates that are not anchors (intermediates when partial chains are
     /// off): usable to complete a path, never to end one.
     intermediates: Vec<CertificateDer<'static>>,
@@ -91,6 +97,7 @@ impl TrustStore {
         allow_partial_chain: bool,
     ) -> Result<Self, TrustStoreError> {
         let mut anchors = Vec::new();
+        let mut anchor_certs = Vec::new();
         let mut intermediates = Vec::new();
         for (path, index, cert) in certs {
             let self_signed =
@@ -108,6 +115,7 @@ impl TrustStore {
                     })?
                     .to_owned();
                 anchors.push(anchor);
+                anchor_certs.push(cert);
             } else {
                 intermediates.push(cert);
             }
@@ -117,14 +125,70 @@ impl TrustStore {
         }
         Ok(Self {
             anchors,
+            anchor_certs,
             intermediates,
         })
     }
 
     /// Verifies `chain` (leaf first) at `now` seconds since the epoch.
     pub fn verify(&self, chain: &[CertificateDer<'_>], now: u64) -> Result<(), CertError> {
+        self.verify_path(chain, now).map(|_| ())
+    }
+
+    /// Like [`TrustStore::verify`], and says which certificate issued the leaf on the path that
+    /// verified (for revocation checks).
+    pub fn verify_path(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: u64,
+    ) -> Result<IssuerRef, CertError> {
         let (leaf, sent) = chain.split_first().ok_or(CertError::Malformed)?;
         let ee = EndEntityCert::try_from(leaf).map_err(|_| CertError::Malformed)?;
+        self.build(&ee, sent, now, None).map_err(map_webpki_error)
+    }
+
+    /// Verifies `chain` again with `crl` consulted for the leaf. The CRL must be authoritative
+    /// for the leaf and current at `now`; `CertRevoked`, `UnknownRevocationStatus` (the CRL does
+    /// not cover the leaf) and `CrlExpired` are the answers that matter to the caller.
+    pub fn verify_with_crl(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: u64,
+        crl: &CertRevocationList<'_>,
+    ) -> Result<(), webpki::Error> {
+        let crls = [crl];
+        let options = RevocationOptionsBuilder::new(&crls)
+            .map_err(|_| webpki::Error::UnknownRevocationStatus)?
+            .with_depth(RevocationCheckDepth::EndEntity)
+            .with_status_policy(UnknownStatusPolicy::Deny)
+            .with_expiration_policy(ExpirationPolicy::Enforce)
+            .build();
+        let (leaf, sent) = chain.split_first().ok_or(webpki::Error::BadDer)?;
+        let ee = EndEntityCert::try_from(leaf)?;
+        self.build(&ee, sent, now, Some(options)).map(|_| ())
+    }
+
+    /// The DER certificate `issuer` points at: one of `chain` (the one that verified) or a
+    /// configured CA certificate.
+    pub fn issuer_der<'a>(
+        &'a self,
+        chain: &'a [CertificateDer<'a>],
+        issuer: IssuerRef,
+    ) -> Option<&'a CertificateDer<'a>> {
+        match issuer {
+            IssuerRef::Presented(i) => chain.get(i),
+            IssuerRef::Intermediate(i) => self.intermediates.get(i),
+            IssuerRef::Anchor(i) => self.anchor_certs.get(i),
+        }
+    }
+
+    fn build(
+        &self,
+        ee: &EndEntityCert<'_>,
+        sent: &[CertificateDer<'_>],
+        now: u64,
+        revocation: Option<RevocationOptions<'_>>,
+    ) -> Result<IssuerRef, webpki::Error> {
         let mut intermediates: Vec<CertificateDer<'_>> =
             Vec::with_capacity(sent.len() + self.intermediates.len());
         intermediates.extend(sent.iter().map(|c| CertificateDer::from(c.as_ref())));
@@ -133,18 +197,59 @@ impl TrustStore {
                 .iter()
                 .map(|c| CertificateDer::from(c.as_ref())),
         );
+        let issuer = std::cell::Cell::new(None);
+        // webpki hands the verified path to this callback; the path borrows our own slices, so
+        // the issuer is identified by address, never by (forgeable) names.
+        let record = |path: &VerifiedPath<'_>| {
+            issuer.set(self.issuer_of(path, sent));
+            Ok(())
+        };
         ee.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
             &self.anchors,
             &intermediates,
             UnixTime::since_unix_epoch(std::time::Duration::from_secs(now)),
             KeyUsage::client_auth(),
-            None,
-            None,
-        )
-        .map(|_| ())
-        .map_err(map_webpki_error)
+            revocation,
+            Some(&record),
+        )?;
+        // A verified path always has an issuer; not finding it is a bug, refused all the same.
+        issuer.get().ok_or(webpki::Error::UnknownIssuer)
     }
+
+    fn issuer_of(&self, path: &VerifiedPath<'_>, sent: &[CertificateDer<'_>]) -> Option<IssuerRef> {
+        let same = |a: &[u8], b: &[u8]| a.as_ptr() == b.as_ptr() && a.len() == b.len();
+        match path.intermediate_certificates().next() {
+            Some(cert) => {
+                let der = cert.der();
+                if let Some(i) = sent.iter().position(|c| same(c, &der)) {
+                    return Some(IssuerRef::Presented(i + 1));
+                }
+                self.intermediates
+                    .iter()
+                    .position(|c| same(c, &der))
+                    .map(IssuerRef::Intermediate)
+            }
+            None => {
+                let anchor = path.anchor();
+                self.anchors
+                    .iter()
+                    .position(|a| std::ptr::eq(a, anchor))
+                    .map(IssuerRef::Anchor)
+            }
+        }
+    }
+}
+
+/// Which certificate issued the leaf on a verified path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerRef {
+    /// Index into the presented chain (leaf = 0).
+    Presented(usize),
+    /// A configured CA certificate that is not an anchor.
+    Intermediate(usize),
+    /// A configured trust anchor.
+    Anchor(usize),
 }
 
 fn is_self_signed(cert: &CertificateDer<'_>) -> Result<bool, String> {
@@ -271,6 +376,30 @@ mod tests {
         assert_eq!(partial.verify(std::slice::from_ref(&l), NOW), Ok(()));
         let full = TrustStore::from_der(vec![ca.der.clone(), inter.der.clone()], false).unwrap();
         assert_eq!(full.verify(&[l], NOW), Ok(()));
+    }
+
+    #[test]
+    fn the_leafs_issuer_on_the_verified_path_is_reported() {
+        let ca = root("root");
+        let inter = child_ca("inter", &ca);
+        let store = TrustStore::from_der(vec![ca.der.clone()], false).unwrap();
+        let direct = leaf(&ca, None, 0, 4_000_000_000);
+        let chain = [direct];
+        let issuer = store.verify_path(&chain, NOW).unwrap();
+        assert_eq!(issuer, IssuerRef::Anchor(0));
+        assert_eq!(store.issuer_der(&chain, issuer), Some(&ca.der));
+
+        let l = leaf(&inter, None, 0, 4_000_000_000);
+        let chain = [l.clone(), inter.der.clone()];
+        let issuer = store.verify_path(&chain, NOW).unwrap();
+        assert_eq!(issuer, IssuerRef::Presented(1));
+        assert_eq!(store.issuer_der(&chain, issuer), Some(&inter.der));
+
+        let full = TrustStore::from_der(vec![ca.der.clone(), inter.der.clone()], false).unwrap();
+        let chain = [l];
+        let issuer = full.verify_path(&chain, NOW).unwrap();
+        assert_eq!(issuer, IssuerRef::Intermediate(0));
+        assert_eq!(full.issuer_der(&chain, issuer), Some(&inter.der));
     }
 
     #[test]

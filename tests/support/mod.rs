@@ -720,3 +720,157 @@ impl Pki {
         p
     }
 }
+
+/// A local OCSP responder and CRL server (plain HTTP, or HTTPS with `tls`): answers OCSP POSTs
+/// on `/ocsp` from a table keyed by serial number and serves `/crl`, after an optional delay,
+/// counting every request.
+pub struct RevocationServer {
+    pub base: String,
+    state: Arc<RevocationState>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct RevocationState {
+    ocsp: RwLock<HashMap<Vec<u8>, Vec<u8>>>,
+    crl: RwLock<Option<Vec<u8>>>,
+    delay: RwLock<Duration>,
+    ocsp_hits: AtomicUsize,
+    crl_hits: AtomicUsize,
+}
+
+impl RevocationServer {
+    pub async fn start(tls: Option<&Leaf>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let acceptor = tls.map(tls_acceptor);
+        let state = Arc::new(RevocationState::default());
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (state, acceptor) = (shared.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, std::convert::Infallible>(state.answer(req).await) }
+                    });
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match acceptor {
+                        Some(a) => match a.accept(tcp).await {
+                            Ok(tls) => http.serve_connection(TokioIo::new(tls), svc).await,
+                            Err(_) => return,
+                        },
+                        None => http.serve_connection(TokioIo::new(tcp), svc).await,
+                    };
+                });
+            }
+        });
+        Self {
+            base: format!("{scheme}://127.0.0.1:{}", addr.port()),
+            state,
+            task,
+        }
+    }
+
+    pub fn ocsp_url(&self) -> String {
+        format!("{}/ocsp", self.base)
+    }
+
+    pub fn crl_url(&self) -> String {
+        format!("{}/crl", self.base)
+    }
+
+    /// The DER OCSPResponse to give for `leaf`.
+    pub fn answer_for(&self, leaf: &Leaf, response: Vec<u8>) {
+        self.state
+            .ocsp
+            .write()
+            .unwrap()
+            .insert(leaf.serial().unwrap(), response);
+    }
+
+    pub fn set_crl(&self, der: Vec<u8>) {
+        *self.state.crl.write().unwrap() = Some(der);
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        *self.state.delay.write().unwrap() = d;
+    }
+
+    pub fn ocsp_hits(&self) -> usize {
+        self.state.ocsp_hits.load(Ordering::SeqCst)
+    }
+
+    pub fn crl_hits(&self) -> usize {
+        self.state.crl_hits.load(Ordering::SeqCst)
+    }
+}
+
+impl RevocationState {
+    async fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        use der::{Decode, Encode};
+        use http_body_util::BodyExt;
+        let delay = *self.delay.read().unwrap();
+        tokio::time::sleep(delay).await;
+        let path = req.uri().path().to_string();
+        let body = match path.as_str() {
+            "/ocsp" => {
+                self.ocsp_hits.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(req.method(), hyper::Method::POST);
+                assert_eq!(
+                    req.headers()["content-type"].to_str().unwrap(),
+                    "application/ocsp-request"
+                );
+                let raw = req.into_body().collect().await.unwrap().to_bytes();
+                let request = x509_ocsp::OcspRequest::from_der(&raw).unwrap();
+                let serial = request.tbs_request.request_list[0]
+                    .req_cert
+                    .serial_number
+                    .as_bytes()
+                    .to_vec();
+                self.ocsp
+                    .read()
+                    .unwrap()
+                    .get(&serial)
+                    .cloned()
+                    .unwrap_or_else(|| x509_ocsp::OcspResponse::unauthorized().to_der().unwrap())
+            }
+            "/crl" => {
+                self.crl_hits.fetch_add(1, Ordering::SeqCst);
+                match self.crl.read().unwrap().clone() {
+                    Some(crl) => crl,
+                    None => return status(StatusCode::NOT_FOUND),
+                }
+            }
+            _ => return status(StatusCode::NOT_FOUND),
+        };
+        Response::new(Full::new(Bytes::from(body)))
+    }
+}
+
+fn status(code: StatusCode) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = code;
+    r
+}
+
+impl Drop for RevocationServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `certbound_revocation_checks_total{method, result}` from a certbound's /metrics.
+pub async fn revocation_checks(cb: &Certbound, method: &str, result: &str) -> u64 {
+    let (_, text) = cb.admin_get("/metrics").await;
+    let prefix =
+        format!("certbound_revocation_checks_total{{method=\"{method}\",result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
