@@ -6,7 +6,36 @@
 
 use std::time::Duration;
 
+use rustls_pki_types::CertificateDer;
+
 use crate::revocation::{Fetch, FetchError, FetchFuture};
+
+/// An outbound client with certbound's common settings: `timeout` bounds connect and the whole
+/// request, at most three redirects, `extra_roots` on top of the system roots, and certificate
+/// verification off only when `verify_tls` (Kong's `ssl_verify`) is false.
+pub fn client(
+    timeout: Duration,
+    verify_tls: bool,
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<reqwest::Client, String> {
+    let roots = extra_roots
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der.as_ref()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| error_chain(&e))?;
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent(concat!("certbound/", env!("CARGO_PKG_VERSION")));
+    if !roots.is_empty() {
+        builder = builder.tls_certs_merge(roots);
+    }
+    if !verify_tls {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    builder.build().map_err(|e| error_chain(&e))
+}
 
 /// Reads `resp`'s body, refusing it as soon as it exceeds `max` bytes (before reading it when
 /// the server announces the length). Non-2xx answers are errors.
@@ -49,18 +78,7 @@ pub struct RevocationFetcher {
 impl RevocationFetcher {
     /// `timeout` bounds each whole request (Kong's `http_timeout`).
     pub fn new(timeout: Duration, verify_tls: bool) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("certbound/", env!("CARGO_PKG_VERSION")));
-        if !verify_tls {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        }
-        builder
-            .build()
-            .map(|client| Self { client })
-            .map_err(|e| error_chain(&e))
+        client(timeout, verify_tls, &[]).map(|client| Self { client })
     }
 
     async fn send(

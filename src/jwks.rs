@@ -40,26 +40,7 @@ pub enum JwksError {
 
 /// The HTTPS client for the IdP: system roots plus `idp_ca_certificates`.
 pub fn http_client(cfg: &IdpClient) -> Result<reqwest::Client, JwksError> {
-    let roots = cfg
-        .extra_roots
-        .iter()
-        .map(|der| reqwest::Certificate::from_der(der.as_ref()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| JwksError::Client(e.to_string()))?;
-    let mut builder = reqwest::Client::builder()
-        .timeout(cfg.timeout)
-        .connect_timeout(cfg.timeout)
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .user_agent(concat!("certbound/", env!("CARGO_PKG_VERSION")));
-    if !roots.is_empty() {
-        builder = builder.tls_certs_merge(roots);
-    }
-    if !cfg.verify_tls {
-        builder = builder.tls_danger_accept_invalid_certs(true);
-    }
-    builder
-        .build()
-        .map_err(|e| JwksError::Client(e.to_string()))
+    crate::http::client(cfg.timeout, cfg.verify_tls, &cfg.extra_roots).map_err(JwksError::Client)
 }
 
 #[derive(Deserialize)]
