@@ -9,6 +9,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
+use certbound::cache::Caches;
 use certbound::cert::{self, HeaderFormat, TrustStore};
 use certbound::clock::now_unix;
 use certbound::fixtures::{bound_claims, jwks, Ca, SigningKey};
@@ -87,6 +88,7 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
         introspection: None,
         introspect_jwt_tokens: false,
         unknown_kid_wait: Duration::from_millis(10),
+        caches: Arc::new(Caches::off()),
     };
     let headers: HashMap<String, String> = [
         (":authority", "api.bench"),

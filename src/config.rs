@@ -22,6 +22,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
+use crate::cache::{Caches, Settings as CacheSettings};
 use crate::cert::{HeaderFormat, TrustStore};
 use crate::http::RevocationFetcher;
 use crate::introspection::{ClientAuth, Introspector, Settings as IntrospectionSettings};
@@ -110,6 +111,9 @@ struct RawPolicy {
     introspect_jwt_tokens: Option<bool>,
     cache_introspection: Option<bool>,
     cache_ttl: Option<u64>,
+    cache_tokens: Option<bool>,
+    token_cache_size: Option<u64>,
+    certificate_cache_size: Option<u64>,
     proof_of_possession_mtls_from_header: Option<RawFromHeader>,
 }
 
@@ -553,6 +557,19 @@ impl Validator<'_> {
             Some(None)
         };
 
+        let caches = CacheSettings {
+            tokens: if raw.cache_tokens.unwrap_or(true) {
+                raw.token_cache_size
+                    .unwrap_or(CacheSettings::DEFAULT_TOKENS)
+            } else {
+                0
+            },
+            certificates: raw
+                .certificate_cache_size
+                .unwrap_or(CacheSettings::DEFAULT_CERTIFICATES),
+            ttl: Duration::from_secs(raw.cache_ttl.unwrap_or(3600)),
+        };
+
         Some(Policy {
             name: name.to_string(),
             issuer: issuer?,
@@ -576,6 +593,9 @@ impl Validator<'_> {
             introspection: introspection?,
             introspect_jwt_tokens: raw.introspect_jwt_tokens.unwrap_or(false),
             unknown_kid_wait: shared.unknown_kid_wait,
+            // Built here for this policy alone: a cache shared between policies could hand one
+            // policy's verdict to another.
+            caches: Arc::new(Caches::new(caches)),
         })
     }
 
@@ -1094,6 +1114,26 @@ mod tests {
             Err(e) => panic!("expected validation issues, got {e}"),
             Ok(_) => panic!("expected validation issues, config was accepted"),
         }
+    }
+
+    #[test]
+    fn cache_keys_size_the_caches_and_every_policy_gets_its_own() {
+        let dir = dir_with_ca();
+        let c = load(GOOD, dir.path()).unwrap();
+        assert!(c.policies.default.caches.caches_tokens());
+        assert!(c.policies.default.caches.caches_certificates());
+        let toml =
+            format!("{GOOD}\n[policies.other]\ncache_tokens = false\ncertificate_cache_size = 0\n");
+        let c = load(&toml, dir.path()).unwrap();
+        let other = &c.policies.named["other"];
+        assert!(!other.caches.caches_tokens());
+        assert!(!other.caches.caches_certificates());
+        let toml = format!("{GOOD}\n[policies.same]\n");
+        let c = load(&toml, dir.path()).unwrap();
+        assert!(!Arc::ptr_eq(
+            &c.policies.default.caches,
+            &c.policies.named["same"].caches
+        ));
     }
 
     #[test]

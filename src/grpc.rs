@@ -70,6 +70,7 @@ impl Authorization for AuthzService {
         let policies = self.policies.load_full();
         let outcome = pipeline::check(&input, &policies, clock::now_unix()).await;
         self.metrics.record(&outcome.decision);
+        self.metrics.record_cache(&outcome.cache);
         self.metrics
             .check_duration
             .observe(started.elapsed().as_secs_f64());

@@ -3,12 +3,14 @@
 //! The per-request data flow, one module per step:
 //! `extract` (credentials from the CheckRequest) -> `cert` (decode + chain check) ->
 //! `token` (JWT verification against the issuer's keys) -> `bind` (cnf.x5t#S256) ->
-//! `decision` (allow / deny with a reason). `pipeline` runs the steps over plain data; `grpc`,
+//! `decision` (allow / deny with a reason). `cache` keeps verified tokens and certificates per
+//! policy. `pipeline` runs the steps over plain data; `grpc`,
 //! `admin`, `metrics`, `jwks` and `server` are the adapters around it.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod bind;
+pub mod cache;
 pub mod cert;
 pub mod clock;
 pub mod config;

@@ -8,6 +8,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::cache::{Lookup, Lookups};
 use crate::decision::{AllowReason, Decision, DenyReason};
 use crate::revocation::{CheckResult, Method, Observer};
 
@@ -22,7 +23,12 @@ pub struct Metrics {
     pub reload_ok: IntCounter,
     pub reload_error: IntCounter,
     revocation_checks: HashMap<(Method, CheckResult), IntCounter>,
+    /// `[hit, miss]` per cache, in the order of `CACHES`.
+    cache_requests: [[IntCounter; 2]; 3],
 }
+
+/// The `cache` label values of `certbound_cache_requests_total`.
+pub const CACHES: [&str; 3] = ["token", "certificate", "certificate_der"];
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
@@ -82,8 +88,21 @@ impl Metrics {
             .flat_map(|m| CheckResult::ALL.iter().map(move |r| (*m, *r)))
             .map(|(m, r)| ((m, r), checks.with_label_values(&[m.as_str(), r.as_str()])))
             .collect();
+        let lookups = IntCounterVec::new(
+            Opts::new(
+                "certbound_cache_requests_total",
+                "Lookups in the verified-token and verified-certificate caches by result.",
+            ),
+            &["cache", "result"],
+        )?;
+        registry.register(Box::new(lookups.clone()))?;
+        let pair = |cache: &str| {
+            [Lookup::Hit, Lookup::Miss].map(|r| lookups.with_label_values(&[cache, r.as_str()]))
+        };
+        let cache_requests = CACHES.map(pair);
         Ok(Self {
             registry,
+            cache_requests,
             allow,
             deny,
             check_duration,
@@ -103,6 +122,18 @@ impl Metrics {
         };
         if let Some(c) = counter {
             c.inc();
+        }
+    }
+
+    /// Counts what the result caches answered during one check.
+    pub fn record_cache(&self, lookups: &Lookups) {
+        let found = [lookups.token, lookups.certificate, lookups.certificate_der];
+        for (counters, lookup) in self.cache_requests.iter().zip(found) {
+            match lookup {
+                Some(Lookup::Hit) => counters[0].inc(),
+                Some(Lookup::Miss) => counters[1].inc(),
+                None => {}
+            }
         }
     }
 
@@ -151,6 +182,24 @@ mod tests {
         );
         // Every reason is exported from the start, so rate() works before the first deny.
         assert!(text.contains(r#"reason="cert_untrusted"} 0"#));
+    }
+
+    #[test]
+    fn cache_lookups_are_counted_by_cache_and_result() {
+        let m = Metrics::new().unwrap();
+        m.record_cache(&Lookups {
+            token: Some(Lookup::Hit),
+            certificate: Some(Lookup::Miss),
+            certificate_der: None,
+        });
+        let text = m.render();
+        for line in [
+            r#"certbound_cache_requests_total{cache="token",result="hit"} 1"#,
+            r#"certbound_cache_requests_total{cache="certificate",result="miss"} 1"#,
+            r#"certbound_cache_requests_total{cache="certificate_der",result="hit"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]

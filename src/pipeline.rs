@@ -9,9 +9,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::bind::{self, BindError, PopMode};
-use rustls_pki_types::CertificateDer;
-
-use crate::cert::{self, CertError, HeaderFormat, IssuerRef, Thumbprint};
+use crate::cache::{self, CertFacts, Lookup, Lookups, TokenFacts};
+use crate::cert::{self, CertError, HeaderFormat, Thumbprint};
 use crate::decision::{Decision, DenyReason, UpstreamHeader};
 use crate::extract::{self, ExtractError};
 use crate::introspection::IntrospectError;
@@ -46,6 +45,8 @@ pub struct Outcome {
     pub client_id: Option<String>,
     /// For `insufficient_scope`: the scopes of the policy's first alternative.
     pub scope_hint: Option<String>,
+    /// What the result caches answered.
+    pub cache: Lookups,
 }
 
 /// Runs one check at `now` (seconds since the epoch).
@@ -80,18 +81,10 @@ async fn decide(
     outcome: &mut Outcome,
 ) -> Result<Decision, DenyReason> {
     let token = extract::bearer_token(input.headers).map_err(extract_reason)?;
-    let verified = verify_token(token, policy, now).await?;
-    outcome.subject = verified
-        .claims
-        .get("sub")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    outcome.client_id = verified
-        .claims
-        .get("client_id")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let cert = client_certificate(input, policy, now)?;
+    let verified = token_facts(token, policy, now, &mut outcome.cache).await?;
+    outcome.subject.clone_from(&verified.subject);
+    outcome.client_id.clone_from(&verified.client_id);
+    let cert = client_certificate(input, policy, now, &mut outcome.cache)?;
     outcome.thumbprint = cert.as_ref().map(|c| x5t(&c.thumbprint));
     let reason = bind::check(
         policy.pop_mode,
@@ -99,7 +92,7 @@ async fn decide(
         cert.as_ref().map(|c| &c.thumbprint),
     )
     .map_err(bind_reason)?;
-    authorize(policy, &verified.claims)?;
+    verified.authorized?;
     // Revocation last: it may need network I/O, so only requests that passed every local check
     // can cause a fetch.
     if let (Some(c), CertSource::Header(source)) = (&cert, &policy.cert_source) {
@@ -110,7 +103,7 @@ async fn decide(
                 .map_err(revocation_reason)?;
         }
     }
-    let (mut headers, mut remove) = upstream_headers(policy, &verified);
+    let (mut headers, mut remove) = (verified.headers.clone(), verified.remove.clone());
     if let Some(name) = &policy.upstream_thumbprint_header {
         match &outcome.thumbprint {
             Some(t) => headers.push(UpstreamHeader {
@@ -183,14 +176,21 @@ fn claim_at<'c>(claims: &'c Map<String, Value>, path: &[String]) -> Option<&'c V
 }
 
 /// Kong's routing between the methods: a JWT-shaped token goes to `bearer` when it is on
-/// (unless `introspect_jwt_tokens`); anything else to introspection when it is on.
-async fn verify_token(token: &str, policy: &Policy, now: u64) -> Result<VerifiedToken, DenyReason> {
+/// (unless `introspect_jwt_tokens`); anything else to introspection when it is on. JWTs go
+/// through the policy's token cache; introspection results have their own cache
+/// (`cache_introspection`).
+async fn token_facts(
+    token: &str,
+    policy: &Policy,
+    now: u64,
+    lookups: &mut Lookups,
+) -> Result<Arc<TokenFacts>, DenyReason> {
     let jwt = crate::introspection::is_jwt_shaped(token);
+    if token.len() > policy.limits.max_token_bytes {
+        return Err(DenyReason::TokenTooLarge);
+    }
     match &policy.introspection {
         Some(introspector) if !(policy.bearer && jwt && !policy.introspect_jwt_tokens) => {
-            if token.len() > policy.limits.max_token_bytes {
-                return Err(DenyReason::TokenTooLarge);
-            }
             let response = introspector
                 .introspect(token, now)
                 .await
@@ -198,9 +198,54 @@ async fn verify_token(token: &str, policy: &Policy, now: u64) -> Result<Verified
                     IntrospectError::Inactive => DenyReason::TokenInactive,
                     IntrospectError::Unavailable(_) => DenyReason::IntrospectionUnavailable,
                 })?;
-            token::verify_introspected(&response, &rules(policy), now).map_err(token_reason)
+            let verified =
+                token::verify_introspected(&response, &rules(policy), now).map_err(token_reason)?;
+            Ok(Arc::new(facts(policy, verified, [0; 32])))
         }
-        _ => verify_jwt(token, policy, now).await,
+        _ if !policy.caches.caches_tokens() => {
+            let (verified, keys) = verify_jwt(token, policy, now).await?;
+            Ok(Arc::new(facts(policy, verified, keys)))
+        }
+        _ => {
+            let key = cache::token_key(token);
+            if let Some(hit) = policy.caches.token(&key) {
+                // Proven with the keys the issuer publishes now: only the clock can change the
+                // answer. A changed key set sends the token back to full verification.
+                if hit.keys == policy.keys.fingerprint() {
+                    lookups.token = Some(Lookup::Hit);
+                    hit.check_time(policy.leeway, now)?;
+                    return Ok(hit);
+                }
+            }
+            lookups.token = Some(Lookup::Miss);
+            let (verified, keys) = verify_jwt(token, policy, now).await?;
+            let f = Arc::new(facts(policy, verified, keys));
+            policy.caches.put_token(key, f.clone(), policy.leeway, now);
+            Ok(f)
+        }
+    }
+}
+
+/// What the rest of the check needs from a verified token, decided once per token and policy.
+fn facts(policy: &Policy, verified: VerifiedToken, keys: [u8; 32]) -> TokenFacts {
+    let text = |name: &str| {
+        verified
+            .claims
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let (headers, remove) = upstream_headers(policy, &verified);
+    TokenFacts {
+        subject: text("sub"),
+        client_id: text("client_id"),
+        authorized: authorize(policy, &verified.claims),
+        headers,
+        remove,
+        exp: verified.exp,
+        nbf: verified.nbf,
+        keys,
+        binding: verified.binding,
     }
 }
 
@@ -215,7 +260,12 @@ fn rules(policy: &Policy) -> TokenRules<'_> {
     }
 }
 
-async fn verify_jwt(token: &str, policy: &Policy, now: u64) -> Result<VerifiedToken, DenyReason> {
+/// Verifies a JWT; also returns the fingerprint of the key set that verified it.
+async fn verify_jwt(
+    token: &str,
+    policy: &Policy,
+    now: u64,
+) -> Result<(VerifiedToken, [u8; 32]), DenyReason> {
     let rules = rules(policy);
     let mut keys = policy.keys.current();
     if !keys.is_loaded() {
@@ -228,19 +278,12 @@ async fn verify_jwt(token: &str, policy: &Policy, now: u64) -> Result<VerifiedTo
         Err(TokenError::UnknownKey) => {
             // The IdP may have rotated its keys: ask for a (rate-limited) refresh, once.
             let keys = policy.keys.refresh(policy.unknown_kid_wait).await;
-            token::verify(token, &keys, &rules, now).map_err(token_reason)
+            token::verify(token, &keys, &rules, now)
+                .map(|v| (v, keys.fingerprint()))
+                .map_err(token_reason)
         }
-        other => other.map_err(token_reason),
+        other => other.map(|v| (v, keys.fingerprint())).map_err(token_reason),
     }
-}
-
-/// A client certificate that was presented and verified.
-struct ClientCert {
-    thumbprint: Thumbprint,
-    /// As decoded, leaf first; kept for the revocation check.
-    chain: Vec<CertificateDer<'static>>,
-    /// The leaf's issuer on the verified path; `None` when Envoy verified the chain.
-    issuer: Option<IssuerRef>,
 }
 
 /// The client certificate, if one was presented and verified. With PoP off nothing is read. A
@@ -249,40 +292,67 @@ fn client_certificate(
     input: &CheckInput<'_>,
     policy: &Policy,
     now: u64,
-) -> Result<Option<ClientCert>, DenyReason> {
+    lookups: &mut Lookups,
+) -> Result<Option<Arc<CertFacts>>, DenyReason> {
     if policy.pop_mode == PopMode::Off {
         return Ok(None);
     }
-    let (chain, verified) = match &policy.cert_source {
+    let caches = &policy.caches;
+    let max_bytes = policy.limits.max_certificate_header_bytes;
+    match &policy.cert_source {
         CertSource::Header(source) => {
             if source.secure_source && !from_trusted_hop(input.source_ip, &policy.trusted_ips) {
                 // Anyone can copy a certificate into a header: from an untrusted hop the header
                 // is treated as absent (Kong's secure_source).
                 return Ok(None);
             }
-            let Some(value) = extract::cert_header(
-                input.headers,
-                &source.name,
-                policy.limits.max_certificate_header_bytes,
-            )
-            .map_err(extract_reason)?
+            let Some(value) = extract::cert_header(input.headers, &source.name, max_bytes)
+                .map_err(extract_reason)?
             else {
                 return Ok(None);
             };
+            let chain_value = match &source.chain_name {
+                Some(name) => {
+                    extract::cert_header(input.headers, name, max_bytes).map_err(extract_reason)?
+                }
+                None => None,
+            };
+            let header_key = caches.caches_certificates().then(|| match chain_value {
+                Some(v) => cache::header_key(&[value, v]),
+                None => cache::header_key(&[value]),
+            });
+            if let Some(key) = &header_key {
+                let hit = caches.cert_by_header(key, now);
+                lookups.certificate = Some(if hit.is_some() {
+                    Lookup::Hit
+                } else {
+                    Lookup::Miss
+                });
+                if hit.is_some() {
+                    return Ok(hit);
+                }
+            }
             let mut presented = cert::decode(value, source.format).map_err(cert_reason)?;
-            if let Some(name) = &source.chain_name {
-                if let Some(v) = extract::cert_header(
-                    input.headers,
-                    name,
-                    policy.limits.max_certificate_header_bytes,
-                )
-                .map_err(extract_reason)?
-                {
-                    // Intermediates from their own header extend the chain (the revocation
-                    // check reads the issuer from the same list).
-                    presented
-                        .chain
-                        .extend(cert::decode_chain(v, source.format).map_err(cert_reason)?);
+            if let Some(v) = chain_value {
+                // Intermediates from their own header extend the chain (the revocation check
+                // reads the issuer from the same list).
+                presented
+                    .chain
+                    .extend(cert::decode_chain(v, source.format).map_err(cert_reason)?);
+            }
+            // The same chain in another encoding (line breaks, escaping) was verified already.
+            let der_key = (header_key.is_some() && !presented.chain.is_empty())
+                .then(|| cache::der_key(&presented.chain));
+            if let Some(key) = &der_key {
+                let hit = caches.cert_by_der(key, now);
+                lookups.certificate_der = Some(if hit.is_some() {
+                    Lookup::Hit
+                } else {
+                    Lookup::Miss
+                });
+                if let (Some(hit), Some(header_key)) = (hit, header_key) {
+                    caches.put_cert(header_key, None, hit.clone(), now);
+                    return Ok(Some(hit));
                 }
             }
             let verified = cert::verify(
@@ -293,25 +363,57 @@ fn client_certificate(
                 now,
             )
             .map_err(cert_reason)?;
-            (presented.chain, verified)
+            let facts = Arc::new(CertFacts {
+                thumbprint: verified.thumbprint,
+                issuer: verified.issuer,
+                // Only the revocation check reads the chain: not kept in memory otherwise.
+                chain: if source.revocation.is_some() {
+                    presented.chain
+                } else {
+                    Vec::new()
+                },
+                validity: verified.validity,
+            });
+            if let Some(key) = header_key {
+                caches.put_cert(key, der_key, facts.clone(), now);
+            }
+            Ok(Some(facts))
         }
         CertSource::Peer => {
             let value = input.peer_certificate.trim();
             if value.is_empty() {
                 return Ok(None);
             }
+            let key = caches
+                .caches_certificates()
+                .then(|| cache::header_key(&[value]));
+            if let Some(key) = &key {
+                let hit = caches.cert_by_header(key, now);
+                lookups.certificate = Some(if hit.is_some() {
+                    Lookup::Hit
+                } else {
+                    Lookup::Miss
+                });
+                if hit.is_some() {
+                    return Ok(hit);
+                }
+            }
             // Envoy's TLS layer verified the chain during the handshake.
             let presented = cert::decode(value, HeaderFormat::UrlEncoded).map_err(cert_reason)?;
             let verified = cert::verify(&presented, &[], None, policy.limits.max_chain_length, now)
                 .map_err(cert_reason)?;
-            (presented.chain, verified)
+            let facts = Arc::new(CertFacts {
+                thumbprint: verified.thumbprint,
+                issuer: verified.issuer,
+                chain: Vec::new(),
+                validity: verified.validity,
+            });
+            if let Some(key) = key {
+                caches.put_cert(key, None, facts.clone(), now);
+            }
+            Ok(Some(facts))
         }
-    };
-    Ok(Some(ClientCert {
-        thumbprint: verified.thumbprint,
-        chain,
-        issuer: verified.issuer,
-    }))
+    }
 }
 
 fn from_trusted_hop(source: Option<IpAddr>, trusted: &[ipnet::IpNet]) -> bool {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::bind::PopMode;
+use crate::cache::Caches;
 use crate::cert::{HeaderFormat, TrustStore};
 use crate::revocation::Checker;
 use crate::token::KeyStore;
@@ -117,6 +118,9 @@ pub struct Policy {
     pub introspect_jwt_tokens: bool,
     /// How long a check may wait for a JWKS refresh after meeting an unknown `kid`.
     pub unknown_kid_wait: Duration,
+    /// Verified tokens and certificates. Owned by this policy alone (never shared between
+    /// policies) and replaced with it on reload.
+    pub caches: Arc<Caches>,
 }
 
 impl std::fmt::Debug for Policy {

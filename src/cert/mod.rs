@@ -9,7 +9,7 @@ mod format;
 mod verify;
 
 pub use format::{decode, decode_chain, HeaderFormat, Presented, CHAIN_LEN_CEILING};
-pub use verify::{IssuerRef, TrustStore, TrustStoreError};
+pub use verify::{IssuerRef, TrustStore, TrustStoreError, Validity};
 
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
@@ -49,6 +49,9 @@ pub struct VerifiedCert {
     /// The leaf's issuer on the verified path (for revocation checks); `None` when no trust
     /// store verified the chain.
     pub issuer: Option<IssuerRef>,
+    /// When this result holds: the verified path's dates, or `Validity::ALWAYS` when no trust
+    /// store verified the chain.
+    pub validity: Validity,
 }
 
 /// SHA-256 of a DER certificate.
@@ -77,10 +80,10 @@ pub fn verify(
     if presented.chain.len() + intermediates.len() > max_chain {
         return Err(CertError::ChainTooLong);
     }
-    let (thumbprint, issuer) = match (presented.chain.first(), trust) {
+    let (thumbprint, issuer, validity) = match (presented.chain.first(), trust) {
         (Some(leaf), Some(trust)) => {
-            let issuer = if intermediates.is_empty() {
-                trust.verify_path(&presented.chain, now)?
+            let (issuer, validity) = if intermediates.is_empty() {
+                trust.verify_path_validity(&presented.chain, now)?
             } else {
                 let full: Vec<CertificateDer<'static>> = presented
                     .chain
@@ -88,13 +91,21 @@ pub fn verify(
                     .chain(intermediates)
                     .cloned()
                     .collect();
-                trust.verify_path(&full, now)?
+                trust.verify_path_validity(&full, now)?
             };
-            (thumbprint(leaf.as_ref()), Some(issuer))
+            (thumbprint(leaf.as_ref()), Some(issuer), validity)
         }
-        (Some(leaf), None) => (thumbprint(leaf.as_ref()), None),
+        (Some(leaf), None) => (thumbprint(leaf.as_ref()), None, Validity::ALWAYS),
         (None, Some(_)) => return Err(CertError::Unverifiable),
-        (None, None) => (presented.hash.ok_or(CertError::Malformed)?, None),
+        (None, None) => (
+            presented.hash.ok_or(CertError::Malformed)?,
+            None,
+            Validity::ALWAYS,
+        ),
     };
-    Ok(VerifiedCert { thumbprint, issuer })
+    Ok(VerifiedCert {
+        thumbprint,
+        issuer,
+        validity,
+    })
 }

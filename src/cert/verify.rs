@@ -142,6 +142,18 @@ impl TrustStore {
         chain: &[CertificateDer<'_>],
         now: u64,
     ) -> Result<IssuerRef, CertError> {
+        self.verify_path_validity(chain, now)
+            .map(|(issuer, _)| issuer)
+    }
+
+    /// Like [`TrustStore::verify_path`], and also says when the verified path is valid: the
+    /// intersection of the validity windows of the leaf and the intermediates on the path (the
+    /// anchor's own dates are not checked, as in path building).
+    pub fn verify_path_validity(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: u64,
+    ) -> Result<(IssuerRef, Validity), CertError> {
         let (leaf, sent) = chain.split_first().ok_or(CertError::Malformed)?;
         let ee = EndEntityCert::try_from(leaf).map_err(|_| CertError::Malformed)?;
         self.build(&ee, sent, now, None).map_err(map_webpki_error)
@@ -188,7 +200,7 @@ impl TrustStore {
         sent: &[CertificateDer<'_>],
         now: u64,
         revocation: Option<RevocationOptions<'_>>,
-    ) -> Result<IssuerRef, webpki::Error> {
+    ) -> Result<(IssuerRef, Validity), webpki::Error> {
         let mut intermediates: Vec<CertificateDer<'_>> =
             Vec::with_capacity(sent.len() + self.intermediates.len());
         intermediates.extend(sent.iter().map(|c| CertificateDer::from(c.as_ref())));
@@ -198,10 +210,12 @@ impl TrustStore {
                 .map(|c| CertificateDer::from(c.as_ref())),
         );
         let issuer = std::cell::Cell::new(None);
+        let validity = std::cell::Cell::new(None);
         // webpki hands the verified path to this callback; the path borrows our own slices, so
         // the issuer is identified by address, never by (forgeable) names.
         let record = |path: &VerifiedPath<'_>| {
             issuer.set(self.issuer_of(path, sent));
+            validity.set(path_validity(path));
             Ok(())
         };
         ee.verify_for_usage(
@@ -213,8 +227,12 @@ impl TrustStore {
             revocation,
             Some(&record),
         )?;
-        // A verified path always has an issuer; not finding it is a bug, refused all the same.
-        issuer.get().ok_or(webpki::Error::UnknownIssuer)
+        // A verified path always has an issuer and dates that parse; not finding them is a bug,
+        // refused all the same.
+        Ok((
+            issuer.get().ok_or(webpki::Error::UnknownIssuer)?,
+            validity.get().ok_or(webpki::Error::BadDerTime)?,
+        ))
     }
 
     fn issuer_of(&self, path: &VerifiedPath<'_>, sent: &[CertificateDer<'_>]) -> Option<IssuerRef> {
@@ -239,6 +257,41 @@ impl TrustStore {
             }
         }
     }
+}
+
+/// When a verified result may be reused: `not_before..=not_after`, seconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: u64,
+    pub not_after: u64,
+}
+
+impl Validity {
+    /// No dates were checked (no trust store: the chain was verified elsewhere).
+    pub const ALWAYS: Validity = Validity {
+        not_before: 0,
+        not_after: u64::MAX,
+    };
+
+    pub fn contains(&self, now: u64) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+}
+
+/// The window in which every certificate on the path (leaf and intermediates) is valid.
+fn path_validity(path: &VerifiedPath<'_>) -> Option<Validity> {
+    let mut window = Validity::ALWAYS;
+    let certs = std::iter::once(path.end_entity().der())
+        .chain(path.intermediate_certificates().map(|c| c.der()));
+    for der in certs {
+        let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        let v = parsed.validity();
+        let from = u64::try_from(v.not_before.timestamp()).unwrap_or(0);
+        let to = u64::try_from(v.not_after.timestamp()).ok()?;
+        window.not_before = window.not_before.max(from);
+        window.not_after = window.not_after.min(to);
+    }
+    Some(window)
 }
 
 /// Which certificate issued the leaf on a verified path.

@@ -29,7 +29,7 @@ pub(crate) fn binding(claims: &Map<String, Value>) -> Binding {
 }
 
 /// Reads a NumericDate. Fractions are allowed by RFC 7519 and truncated.
-fn numeric_date(
+pub(crate) fn numeric_date(
     claims: &Map<String, Value>,
     name: &'static str,
 ) -> Result<Option<u64>, TokenError> {

@@ -29,6 +29,8 @@ pub struct VerifiedToken {
     pub claims: Map<String, Value>,
     pub binding: Binding,
     pub exp: u64,
+    /// `nbf`, when the token has one: a cached verification re-checks it at every use.
+    pub nbf: Option<u64>,
 }
 
 /// Verifies `token` against `keys` at `now`.
@@ -73,10 +75,12 @@ pub fn verify(
         now,
     )?;
     let binding = claims::binding(&data.claims);
+    let nbf = claims::numeric_date(&data.claims, "nbf")?;
     Ok(VerifiedToken {
         claims: data.claims,
         binding,
         exp,
+        nbf,
     })
 }
 
@@ -90,6 +94,7 @@ pub fn verify_introspected(
         claims::check_introspected(response, rules.issuer, rules.audiences, rules.leeway, now)?;
     Ok(VerifiedToken {
         binding: claims::binding(response),
+        nbf: claims::numeric_date(response, "nbf")?,
         claims: response.clone(),
         exp,
     })

@@ -12,6 +12,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use sha2::Digest;
 use tokio::sync::{watch, Notify};
 
 /// Most keys accepted from one JWKS: more is a misconfiguration or an attack on memory.
@@ -41,6 +42,10 @@ pub struct KeySet {
     by_kid: HashMap<String, usize>,
     keys: Vec<SigningKey>,
     loaded: bool,
+    /// SHA-256 of the JWKS document: cached verifications name the key set that proved them,
+    /// so a changed set (a key removed) sends every cached token back to full verification,
+    /// while a periodic refresh that fetched the same document keeps them.
+    fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for KeySet {
@@ -68,6 +73,7 @@ impl KeySet {
         }
         let mut set = KeySet {
             loaded: true,
+            fingerprint: sha2::Sha256::digest(body).into(),
             ..KeySet::default()
         };
         for value in raw.keys {
@@ -101,6 +107,11 @@ impl KeySet {
 
     pub fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Identifies the JWKS document this set was read from.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
     }
 
     pub fn is_empty(&self) -> bool {
@@ -207,6 +218,11 @@ impl KeyStore {
 
     pub fn current(&self) -> Arc<KeySet> {
         self.current.load_full()
+    }
+
+    /// The current set's fingerprint, read without taking a reference (the cached path).
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.current.load().fingerprint
     }
 
     /// Whether keys have ever been loaded (readiness).

@@ -1,0 +1,383 @@
+//! Result caches on the request path: tokens whose signature and claims verified, and client
+//! certificates whose chain verified, so signature and chain checks run once per distinct
+//! credential instead of once per request.
+//!
+//! Each policy owns its caches: they are built with the policy and replaced with it on reload.
+//! A result proven under one policy's issuer, keys, trust anchors and rules is therefore never
+//! reused under another, and a reload (new trust anchors, new rules) starts from empty caches.
+//!
+//! Guarantees:
+//! - only verified credentials are cached; a failed verification is redone every time;
+//! - a cached token is re-checked against `exp` and `nbf` (with `leeway`) at the injected time
+//!   on every use, and leaves memory by its `exp` (and `cache_ttl`) at the latest;
+//! - a cached token names the JWKS document that verified it: once the issuer's key set
+//!   changes, the token is verified again against the new set (a removed key stops it);
+//! - a cached certificate is reused only inside the validity window of the path that verified
+//!   and for at most `cache_ttl`; revocation still runs on every request;
+//! - keys are SHA-256 digests: memory per entry does not grow with the credential, and making
+//!   two credentials share an entry is as hard as a SHA-256 collision.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+use moka::Expiry;
+use rustls_pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
+
+use crate::cert::{IssuerRef, Thumbprint, Validity};
+use crate::decision::{DenyReason, UpstreamHeader};
+use crate::token::Binding;
+
+/// A cache key: the SHA-256 of what was presented.
+pub type Key = [u8; 32];
+
+/// Sizes and lifetime (`cache_tokens`, `token_cache_size`, `certificate_cache_size`,
+/// `cache_ttl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Most verified tokens kept; 0 turns the token cache off.
+    pub tokens: u64,
+    /// Most verified certificates kept (per layer); 0 turns the certificate cache off.
+    pub certificates: u64,
+    /// The longest any result is kept, whatever its own expiry.
+    pub ttl: Duration,
+}
+
+impl Settings {
+    pub const DEFAULT_TOKENS: u64 = 100_000;
+    pub const DEFAULT_CERTIFICATES: u64 = 10_000;
+    pub const OFF: Settings = Settings {
+        tokens: 0,
+        certificates: 0,
+        ttl: Duration::ZERO,
+    };
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            tokens: Self::DEFAULT_TOKENS,
+            certificates: Self::DEFAULT_CERTIFICATES,
+            ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What a check needs from a verified token, under the policy that verified it. Kept small on
+/// purpose (the claims themselves are not kept): 100 000 entries fit in a few tens of MiB.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenFacts {
+    pub binding: Binding,
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    /// The policy's `claims_forbidden`/`audience_required`/`scopes_required` verdict.
+    pub authorized: Result<(), DenyReason>,
+    /// Upstream headers to set and to remove on allow (from claims).
+    pub headers: Vec<UpstreamHeader>,
+    pub remove: Vec<String>,
+    pub exp: u64,
+    pub nbf: Option<u64>,
+    /// `KeySet::fingerprint` of the keys that verified the signature.
+    pub keys: [u8; 32],
+}
+
+impl TokenFacts {
+    /// The time rules `token::verify` applied, at `now`.
+    pub fn check_time(&self, leeway: u64, now: u64) -> Result<(), DenyReason> {
+        if now > self.exp.saturating_add(leeway) {
+            return Err(DenyReason::TokenExpired);
+        }
+        if self.nbf.is_some_and(|nbf| now.saturating_add(leeway) < nbf) {
+            return Err(DenyReason::TokenNotYetValid);
+        }
+        Ok(())
+    }
+}
+
+/// A client certificate that was presented and verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFacts {
+    pub thumbprint: Thumbprint,
+    /// The leaf's issuer on the verified path; `None` when no trust store verified the chain.
+    pub issuer: Option<IssuerRef>,
+    /// As decoded, leaf first, for the revocation check; empty when the policy checks none.
+    pub chain: Vec<CertificateDer<'static>>,
+    pub validity: Validity,
+}
+
+/// Whether a lookup found a usable entry (metrics, tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    Miss,
+}
+
+impl Lookup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+        }
+    }
+}
+
+/// The cache lookups one check made; `None` where it made none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lookups {
+    pub token: Option<Lookup>,
+    /// Keyed by the raw certificate header value(s).
+    pub certificate: Option<Lookup>,
+    /// Keyed by the decoded DER chain, after a miss on the raw value.
+    pub certificate_der: Option<Lookup>,
+}
+
+/// One entry and how long moka may keep it.
+struct Timed<T> {
+    value: Arc<T>,
+    lifetime: Duration,
+}
+
+impl<T> Clone for Timed<T> {
+    fn clone(&self) -> Self {
+        Self {
+            value: self.value.clone(),
+            lifetime: self.lifetime,
+        }
+    }
+}
+
+struct OwnLifetime;
+
+impl<T> Expiry<Key, Timed<T>> for OwnLifetime {
+    fn expire_after_create(&self, _: &Key, v: &Timed<T>, _: Instant) -> Option<Duration> {
+        Some(v.lifetime)
+    }
+}
+
+fn cache<T: Send + Sync + 'static>(capacity: u64) -> Option<Cache<Key, Timed<T>>> {
+    (capacity > 0).then(|| {
+        Cache::builder()
+            .max_capacity(capacity)
+            .expire_after(OwnLifetime)
+            .build()
+    })
+}
+
+/// One policy's caches.
+pub struct Caches {
+    tokens: Option<Cache<Key, Timed<TokenFacts>>>,
+    certs_by_header: Option<Cache<Key, Timed<CertFacts>>>,
+    certs_by_der: Option<Cache<Key, Timed<CertFacts>>>,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches")
+            .field("tokens", &self.tokens.is_some())
+            .field("certificates", &self.certs_by_header.is_some())
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl Caches {
+    pub fn new(settings: Settings) -> Self {
+        let ttl = settings.ttl;
+        let (tokens, certs) = if ttl.is_zero() {
+            (0, 0)
+        } else {
+            (settings.tokens, settings.certificates)
+        };
+        Self {
+            tokens: cache(tokens),
+            certs_by_header: cache(certs),
+            certs_by_der: cache(certs),
+            ttl,
+        }
+    }
+
+    /// No caching at all: every check verifies everything.
+    pub fn off() -> Self {
+        Self::new(Settings::OFF)
+    }
+
+    pub fn caches_tokens(&self) -> bool {
+        self.tokens.is_some()
+    }
+
+    pub fn caches_certificates(&self) -> bool {
+        self.certs_by_header.is_some()
+    }
+
+    pub fn token(&self, key: &Key) -> Option<Arc<TokenFacts>> {
+        self.tokens.as_ref()?.get(key).map(|t| t.value)
+    }
+
+    /// Keeps `facts` until the token expires (`exp` + `leeway`, as seen at `now`), at most
+    /// `cache_ttl`.
+    pub fn put_token(&self, key: Key, facts: Arc<TokenFacts>, leeway: u64, now: u64) {
+        let Some(cache) = &self.tokens else { return };
+        let left = facts.exp.saturating_add(leeway).saturating_sub(now);
+        if left == 0 {
+            return;
+        }
+        let lifetime = Duration::from_secs(left).min(self.ttl);
+        cache.insert(
+            key,
+            Timed {
+                value: facts,
+                lifetime,
+            },
+        );
+    }
+
+    /// A certificate by the raw header value(s) it arrived in, if still valid at `now`.
+    pub fn cert_by_header(&self, key: &Key, now: u64) -> Option<Arc<CertFacts>> {
+        Self::valid(self.certs_by_header.as_ref()?.get(key)?, now)
+    }
+
+    /// A certificate by its decoded DER chain, if still valid at `now`.
+    pub fn cert_by_der(&self, key: &Key, now: u64) -> Option<Arc<CertFacts>> {
+        Self::valid(self.certs_by_der.as_ref()?.get(key)?, now)
+    }
+
+    fn valid(entry: Timed<CertFacts>, now: u64) -> Option<Arc<CertFacts>> {
+        entry.value.validity.contains(now).then_some(entry.value)
+    }
+
+    /// Keeps a verified certificate under both keys until its path stops being valid, at most
+    /// `cache_ttl`. `der_key` is `None` where there is no verification to skip by DER.
+    pub fn put_cert(&self, header_key: Key, der_key: Option<Key>, facts: Arc<CertFacts>, now: u64) {
+        let left = facts.validity.not_after.saturating_sub(now);
+        if left == 0 || !facts.validity.contains(now) {
+            return;
+        }
+        let entry = Timed {
+            lifetime: Duration::from_secs(left).min(self.ttl),
+            value: facts,
+        };
+        if let (Some(cache), Some(key)) = (&self.certs_by_der, der_key) {
+            cache.insert(key, entry.clone());
+        }
+        if let Some(cache) = &self.certs_by_header {
+            cache.insert(header_key, entry);
+        }
+    }
+
+    /// Entries currently held (tests; moka counts lazily, so pending work is run first).
+    pub fn token_count(&self) -> u64 {
+        self.tokens.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.entry_count()
+        })
+    }
+}
+
+/// The key for a token: the SHA-256 of its bytes.
+pub fn token_key(token: &str) -> Key {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The key for one or more header values. Each value is length-prefixed so that moving bytes
+/// from one header to the other never gives the same key.
+pub fn header_key(values: &[&str]) -> Key {
+    let mut h = Sha256::new();
+    for v in values {
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// The key for a decoded chain (leaf first), length-prefixed like `header_key`.
+pub fn der_key<'a>(chain: impl IntoIterator<Item = &'a CertificateDer<'a>>) -> Key {
+    let mut h = Sha256::new();
+    for c in chain {
+        h.update((c.len() as u64).to_be_bytes());
+        h.update(c.as_ref());
+    }
+    h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(exp: u64, nbf: Option<u64>) -> TokenFacts {
+        TokenFacts {
+            binding: Binding::Unbound,
+            subject: None,
+            client_id: None,
+            authorized: Ok(()),
+            headers: Vec::new(),
+            remove: Vec::new(),
+            exp,
+            nbf,
+            keys: [0; 32],
+        }
+    }
+
+    #[test]
+    fn a_cached_token_expires_at_exp_plus_leeway_and_not_before() {
+        let f = facts(1000, None);
+        assert_eq!(f.check_time(0, 1000), Ok(()));
+        assert_eq!(f.check_time(0, 1001), Err(DenyReason::TokenExpired));
+        assert_eq!(f.check_time(5, 1005), Ok(()));
+        assert_eq!(f.check_time(5, 1006), Err(DenyReason::TokenExpired));
+    }
+
+    #[test]
+    fn a_cached_token_is_not_valid_before_nbf() {
+        let f = facts(2000, Some(1000));
+        assert_eq!(f.check_time(0, 999), Err(DenyReason::TokenNotYetValid));
+        assert_eq!(f.check_time(1, 999), Ok(()));
+    }
+
+    #[test]
+    fn an_expired_token_is_not_stored() {
+        let c = Caches::new(Settings::default());
+        c.put_token([1; 32], Arc::new(facts(1000, None)), 0, 1000);
+        assert!(c.token(&[1; 32]).is_none());
+        c.put_token([2; 32], Arc::new(facts(1001, None)), 0, 1000);
+        assert!(c.token(&[2; 32]).is_some());
+    }
+
+    #[test]
+    fn a_certificate_is_served_only_inside_its_validity() {
+        let c = Caches::new(Settings::default());
+        let cert = Arc::new(CertFacts {
+            thumbprint: [7; 32],
+            issuer: None,
+            chain: Vec::new(),
+            validity: Validity {
+                not_before: 100,
+                not_after: 200,
+            },
+        });
+        c.put_cert([1; 32], Some([2; 32]), cert, 150);
+        assert!(c.cert_by_header(&[1; 32], 150).is_some());
+        assert!(c.cert_by_der(&[2; 32], 200).is_some());
+        assert!(c.cert_by_header(&[1; 32], 201).is_none());
+        assert!(c.cert_by_der(&[2; 32], 99).is_none());
+    }
+
+    #[test]
+    fn zero_sizes_turn_the_caches_off() {
+        let c = Caches::new(Settings {
+            tokens: 0,
+            certificates: 0,
+            ttl: Duration::from_secs(60),
+        });
+        c.put_token([1; 32], Arc::new(facts(u64::MAX, None)), 0, 0);
+        assert!(c.token(&[1; 32]).is_none());
+        assert!(!c.caches_tokens() && !c.caches_certificates());
+    }
+
+    #[test]
+    fn bytes_moved_between_header_values_change_the_key() {
+        assert_ne!(header_key(&["ab", "c"]), header_key(&["a", "bc"]));
+        assert_ne!(header_key(&["abc"]), header_key(&["abc", ""]));
+    }
+}
