@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic_health::ServingStatus;
 
 use crate::admin::{self, AdminState};
@@ -28,6 +29,10 @@ use crate::token::KeyStore;
 /// before any of our own checks run.
 pub const MAX_CHECK_REQUEST_BYTES: usize = 1024 * 1024;
 const AUTHZ_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
+/// HTTP/2 streams one connection may have open at once (checks in flight from one Envoy).
+const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -140,13 +145,26 @@ pub async fn serve_with_reload(
         let _ = stop_tx.send(true);
     });
 
+    // Envoy multiplexes every check of a worker thread over one or a few HTTP/2 connections:
+    // allow many concurrent streams per connection, and windows large enough that flow control
+    // never stalls a burst of small CheckRequests.
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .add_service(health_service)
         .add_service(authz)
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.grpc),
+            // tonic sets TCP_NODELAY only on listeners it binds itself; a check's response is
+            // one small write that must not wait for Nagle.
+            TcpListenerStream::new(listeners.grpc).map(|conn| {
+                if let Ok(c) = &conn {
+                    let _ = c.set_nodelay(true);
+                }
+                conn
+            }),
             stopped(stop_rx.clone()),
         );
     let admin = axum::serve(listeners.admin, admin::router(admin_state))
