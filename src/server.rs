@@ -145,28 +145,10 @@ pub async fn serve_with_reload(
         let _ = stop_tx.send(true);
     });
 
-    // Envoy multiplexes every check of a worker thread over one or a few HTTP/2 connections:
-    // allow many concurrent streams per connection, and windows large enough that flow control
-    // never stalls a burst of small CheckRequests.
-    let grpc = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
+    let grpc = grpc_builder()
         .add_service(health_service)
         .add_service(authz)
-        .serve_with_incoming_shutdown(
-            // tonic sets TCP_NODELAY only on listeners it binds itself; a check's response is
-            // one small write that must not wait for Nagle.
-            TcpListenerStream::new(listeners.grpc).map(|conn| {
-                if let Ok(c) = &conn {
-                    let _ = c.set_nodelay(true);
-                }
-                conn
-            }),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming(listeners.grpc), stopped(stop_rx.clone()));
     let admin = axum::serve(listeners.admin, admin::router(admin_state))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
 
@@ -174,6 +156,32 @@ pub async fn serve_with_reload(
     grpc?;
     admin?;
     Ok(())
+}
+
+/// The gRPC server settings (also used by the always-allow baseline server of the
+/// benchmarks, so the two are compared on equal terms). Envoy multiplexes every check of a
+/// worker thread over one or a few HTTP/2 connections: many concurrent streams per connection,
+/// and windows large enough that flow control never stalls a burst of small CheckRequests.
+pub fn grpc_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+}
+
+/// Accepted connections, with TCP_NODELAY: tonic sets it only on listeners it binds itself,
+/// and a check's response is one small write that must not wait for Nagle.
+pub fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(c) = &conn {
+            let _ = c.set_nodelay(true);
+        }
+        conn
+    })
 }
 
 /// The running key fetchers, one per key source, kept across reloads so a reload never empties
