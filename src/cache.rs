@@ -104,6 +104,8 @@ pub struct CertFacts {
     /// As decoded, leaf first, for the revocation check; empty when the policy checks none.
     pub chain: Vec<CertificateDer<'static>>,
     pub validity: Validity,
+    /// When the chain was verified: `cache_ttl` counts from here, whichever layer keeps it.
+    pub verified_at: u64,
 }
 
 /// Whether a lookup found a usable entry (metrics, tests).
@@ -251,11 +253,13 @@ impl Caches {
     /// `cache_ttl`. `der_key` is `None` where there is no verification to skip by DER.
     pub fn put_cert(&self, header_key: Key, der_key: Option<Key>, facts: Arc<CertFacts>, now: u64) {
         let left = facts.validity.not_after.saturating_sub(now);
-        if left == 0 || !facts.validity.contains(now) {
+        let age = Duration::from_secs(now.saturating_sub(facts.verified_at));
+        let lifetime = Duration::from_secs(left).min(self.ttl.saturating_sub(age));
+        if lifetime.is_zero() || !facts.validity.contains(now) {
             return;
         }
         let entry = Timed {
-            lifetime: Duration::from_secs(left).min(self.ttl),
+            lifetime,
             value: facts,
         };
         if let (Some(cache), Some(key)) = (&self.certs_by_der, der_key) {
@@ -355,6 +359,7 @@ mod tests {
                 not_before: 100,
                 not_after: 200,
             },
+            verified_at: 150,
         });
         c.put_cert([1; 32], Some([2; 32]), cert, 150);
         assert!(c.cert_by_header(&[1; 32], 150).is_some());

@@ -373,6 +373,7 @@ fn client_certificate(
                     Vec::new()
                 },
                 validity: verified.validity,
+                verified_at: now,
             });
             if let Some(key) = header_key {
                 caches.put_cert(key, der_key, facts.clone(), now);
@@ -407,6 +408,7 @@ fn client_certificate(
                 issuer: verified.issuer,
                 chain: Vec::new(),
                 validity: verified.validity,
+                verified_at: now,
             });
             if let Some(key) = key {
                 caches.put_cert(key, None, facts.clone(), now);
