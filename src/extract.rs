@@ -18,9 +18,27 @@ pub enum ExtractError {
     CertHeaderTooLarge,
 }
 
+/// The authentication scheme an access token came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    /// RFC 9449 `Authorization: DPoP <token>`.
+    Dpop,
+}
+
 /// The bearer token from `authorization`. Another scheme (Basic, DPoP...) counts as no bearer
 /// token at all, as RFC 6750 §3.1 asks for requests without bearer credentials.
 pub fn bearer_token(headers: &HashMap<String, String>) -> Result<&str, ExtractError> {
+    access_token(headers, false).map(|(_, t)| t)
+}
+
+/// The access token and its scheme: `Bearer`, or `DPoP` when `dpop` is on (otherwise a DPoP
+/// credential counts as no token, like any scheme certbound does not take). Both carry a
+/// `b64token` (RFC 9449 §7.1).
+pub fn access_token(
+    headers: &HashMap<String, String>,
+    dpop: bool,
+) -> Result<(Scheme, &str), ExtractError> {
     let Some(value) = headers.get("authorization") else {
         return Err(ExtractError::MissingToken);
     };
@@ -29,14 +47,18 @@ pub fn bearer_token(headers: &HashMap<String, String>) -> Result<&str, ExtractEr
     }
     let value = value.trim();
     let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if dpop && scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         return Err(ExtractError::MissingToken);
-    }
+    };
     let token = rest.trim_start_matches([' ', '\t']);
     if !is_b64token(token) {
         return Err(ExtractError::MalformedAuthorization);
     }
-    Ok(token)
+    Ok((scheme, token))
 }
 
 /// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -111,6 +133,27 @@ mod tests {
         assert_eq!(
             bearer_token(&h(&[("authorization", "DPoP abc")])),
             Err(ExtractError::MissingToken)
+        );
+    }
+
+    #[test]
+    fn dpop_scheme_is_read_only_when_dpop_is_on() {
+        let headers = h(&[("authorization", "DPoP abc.def.ghi")]);
+        assert_eq!(
+            access_token(&headers, true),
+            Ok((Scheme::Dpop, "abc.def.ghi"))
+        );
+        assert_eq!(
+            access_token(&headers, false),
+            Err(ExtractError::MissingToken)
+        );
+        assert_eq!(
+            access_token(&h(&[("authorization", "dpop a b")]), true),
+            Err(ExtractError::MalformedAuthorization)
+        );
+        assert_eq!(
+            access_token(&h(&[("authorization", "Bearer t")]), true),
+            Ok((Scheme::Bearer, "t"))
         );
     }
 

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod demo;
+pub mod dpop;
 pub mod extract;
 pub mod fixtures;
 pub mod grpc;
