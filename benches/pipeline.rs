@@ -87,6 +87,7 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
         introspection: None,
         introspect_jwt_tokens: false,
         unknown_kid_wait: Duration::from_millis(10),
+        dpop: certbound::dpop::DpopPolicy::off(),
     };
     let headers: HashMap<String, String> = [
         (":authority", "api.bench"),

@@ -121,7 +121,12 @@ pub fn response(outcome: &Outcome, host: Option<&str>) -> CheckResponse {
             })),
             ..Default::default()
         },
-        Decision::Deny(reason) => denied(*reason, host, outcome.scope_hint.as_deref()),
+        Decision::Deny(reason) => denied(
+            *reason,
+            host,
+            outcome.scope_hint.as_deref(),
+            outcome.dpop.as_ref(),
+        ),
     };
     resp.dynamic_metadata = Some(metadata(outcome));
     resp
@@ -160,9 +165,16 @@ fn metadata(outcome: &Outcome) -> Struct {
     }
 }
 
-fn denied(reason: DenyReason, host: Option<&str>, scope: Option<&str>) -> CheckResponse {
+fn denied(
+    reason: DenyReason,
+    host: Option<&str>,
+    scope: Option<&str>,
+    dpop: Option<&crate::dpop::Challenge>,
+) -> CheckResponse {
     let mut headers = vec![overwrite("content-type", "application/json")];
-    if reason.has_challenge() {
+    if let (Some(d), 401) = (dpop, reason.http_status()) {
+        headers.extend(dpop_challenges(reason, host, d));
+    } else if reason.has_challenge() {
         let mut c = challenge(reason, host);
         if let (DenyReason::InsufficientScope, Some(scope)) = (reason, scope) {
             // Configured scope names; keep them inside the quoted string.
@@ -194,6 +206,41 @@ fn denied(reason: DenyReason, host: Option<&str>, scope: Option<&str>) -> CheckR
         })),
         ..Default::default()
     }
+}
+
+/// A 401 of a policy that takes DPoP: `strict` answers with the `DPoP` challenge alone;
+/// `optional` with the `Bearer` one first (its error only for non-DPoP reasons), then `DPoP`
+/// (RFC 9449 §7.1 allows both). Plus `DPoP-Nonce` when the policy uses nonces.
+fn dpop_challenges(
+    reason: DenyReason,
+    host: Option<&str>,
+    d: &crate::dpop::Challenge,
+) -> Vec<HeaderValueOption> {
+    let mut challenges = Vec::new();
+    if d.mode != crate::dpop::DpopMode::Strict {
+        challenges.push(if reason.dpop_error().is_some() {
+            challenge(DenyReason::MissingToken, host)
+        } else {
+            challenge(reason, host)
+        });
+    }
+    challenges.push(crate::dpop::challenge(d, reason));
+    let mut headers: Vec<HeaderValueOption> = challenges
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut h = overwrite("www-authenticate", c);
+            if i > 0 {
+                // One header line per challenge.
+                h.append_action = HeaderAppendAction::AppendIfExistsOrAdd as i32;
+            }
+            h
+        })
+        .collect();
+    if let Some(nonce) = &d.nonce {
+        headers.push(overwrite("dpop-nonce", nonce));
+    }
+    headers
 }
 
 /// `Bearer realm="<host>"[, error="...", error_description="..."]` (RFC 6750 §3).

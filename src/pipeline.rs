@@ -13,7 +13,8 @@ use rustls_pki_types::CertificateDer;
 
 use crate::cert::{self, CertError, HeaderFormat, IssuerRef, Thumbprint};
 use crate::decision::{Decision, DenyReason, UpstreamHeader};
-use crate::extract::{self, ExtractError};
+use crate::dpop::{self, DpopMode};
+use crate::extract::{self, ExtractError, Scheme};
 use crate::introspection::IntrospectError;
 use crate::policy::{CertSource, Policies, Policy};
 use crate::revocation::RevocationError;
@@ -46,6 +47,8 @@ pub struct Outcome {
     pub client_id: Option<String>,
     /// For `insufficient_scope`: the scopes of the policy's first alternative.
     pub scope_hint: Option<String>,
+    /// Set when the policy takes DPoP: a 401 carries the `DPoP` challenge too.
+    pub dpop: Option<dpop::Challenge>,
 }
 
 /// Runs one check at `now` (seconds since the epoch).
@@ -59,6 +62,11 @@ pub async fn check(input: &CheckInput<'_>, policies: &Policies, now: u64) -> Out
     };
     let mut outcome = Outcome {
         policy: policy.name.clone(),
+        dpop: (policy.dpop.mode != DpopMode::Off).then(|| dpop::Challenge {
+            mode: policy.dpop.mode,
+            algs: policy.dpop.algs_str(),
+            nonce: policy.dpop.nonce.as_ref().map(|n| n.issue(now)),
+        }),
         ..Outcome::default()
     };
     outcome.decision = match decide(input, policy, now, &mut outcome).await {
@@ -79,7 +87,8 @@ async fn decide(
     now: u64,
     outcome: &mut Outcome,
 ) -> Result<Decision, DenyReason> {
-    let token = extract::bearer_token(input.headers).map_err(extract_reason)?;
+    let (scheme, token) = extract::access_token(input.headers, policy.dpop.mode != DpopMode::Off)
+        .map_err(extract_reason)?;
     let verified = verify_token(token, policy, now).await?;
     outcome.subject = verified
         .claims
@@ -99,6 +108,20 @@ async fn decide(
         cert.as_ref().map(|c| &c.thumbprint),
     )
     .map_err(bind_reason)?;
+    let reason = dpop::check(
+        &policy.dpop,
+        &dpop::Request {
+            headers: input.headers,
+            scheme,
+            token,
+            claims: &verified.claims,
+            mtls: reason,
+            max_json_depth: policy.limits.max_json_depth,
+            leeway: policy.leeway,
+            now,
+        },
+    )
+    .await?;
     authorize(policy, &verified.claims)?;
     // Revocation last: it may need network I/O, so only requests that passed every local check
     // can cause a fetch.
@@ -118,6 +141,16 @@ async fn decide(
                 value: t.clone(),
             }),
             None => remove.push(name.clone()),
+        }
+    }
+    if policy.dpop.mode != DpopMode::Off {
+        // As Kong does: the upstream sees a plain bearer request, never the proof.
+        remove.push("dpop".to_string());
+        if scheme == Scheme::Dpop && !policy.hide_credentials {
+            headers.push(UpstreamHeader {
+                name: "authorization".to_string(),
+                value: format!("Bearer {token}"),
+            });
         }
     }
     if policy.hide_credentials {

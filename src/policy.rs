@@ -117,6 +117,8 @@ pub struct Policy {
     pub introspect_jwt_tokens: bool,
     /// How long a check may wait for a JWKS refresh after meeting an unknown `kid`.
     pub unknown_kid_wait: Duration,
+    /// Kong's `proof_of_possession_dpop` and its settings.
+    pub dpop: crate::dpop::DpopPolicy,
 }
 
 impl std::fmt::Debug for Policy {
@@ -125,6 +127,7 @@ impl std::fmt::Debug for Policy {
             .field("name", &self.name)
             .field("issuer", &self.issuer)
             .field("pop_mode", &self.pop_mode)
+            .field("dpop", &self.dpop.mode)
             .finish_non_exhaustive()
     }
 }
