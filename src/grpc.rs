@@ -318,4 +318,69 @@ mod tests {
             assert_ne!(resp.status.unwrap().code, OK, "{r:?}");
         }
     }
+
+    fn dpop_denial(mode: crate::dpop::DpopMode, reason: DenyReason) -> Vec<HeaderValueOption> {
+        let outcome = Outcome {
+            decision: Decision::Deny(reason),
+            dpop: Some(crate::dpop::Challenge {
+                mode,
+                algs: "ES256".into(),
+                nonce: Some("n0nce".into()),
+            }),
+            ..Outcome::default()
+        };
+        match response(&outcome, Some("api.test")).http_response {
+            Some(HttpResponse::DeniedResponse(d)) => d.headers,
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    fn header<'h>(headers: &'h [HeaderValueOption], name: &str) -> Vec<(&'h str, i32)> {
+        headers
+            .iter()
+            .filter_map(|h| h.header.as_ref().map(|v| (v, h.append_action)))
+            .filter(|(v, _)| v.key == name)
+            .map(|(v, a)| (v.value.as_str(), a))
+            .collect()
+    }
+
+    #[test]
+    fn optional_dpop_answers_bearer_then_dpop_challenges_on_their_own_lines() {
+        let h = dpop_denial(crate::dpop::DpopMode::Optional, DenyReason::DpopStale);
+        let www = header(&h, "www-authenticate");
+        assert_eq!(www.len(), 2, "{www:?}");
+        assert_eq!(www[0].0, "Bearer realm=\"api.test\"");
+        assert_eq!(www[0].1, HeaderAppendAction::OverwriteIfExistsOrAdd as i32);
+        assert!(www[1]
+            .0
+            .starts_with("DPoP algs=\"ES256\", error=\"invalid_dpop_proof\""));
+        assert_eq!(www[1].1, HeaderAppendAction::AppendIfExistsOrAdd as i32);
+        assert_eq!(header(&h, "dpop-nonce")[0].0, "n0nce");
+    }
+
+    #[test]
+    fn strict_dpop_answers_one_dpop_challenge_carrying_token_errors_too() {
+        let h = dpop_denial(crate::dpop::DpopMode::Strict, DenyReason::TokenExpired);
+        let www = header(&h, "www-authenticate");
+        assert_eq!(www.len(), 1, "{www:?}");
+        assert!(
+            www[0]
+                .0
+                .starts_with("DPoP algs=\"ES256\", error=\"invalid_token\""),
+            "{www:?}"
+        );
+    }
+
+    #[test]
+    fn dpop_policies_answer_non_401_denials_as_before() {
+        for (reason, challenges) in [
+            (DenyReason::InsufficientScope, 1),
+            (DenyReason::DpopReplayStoreUnavailable, 0),
+        ] {
+            let h = dpop_denial(crate::dpop::DpopMode::Strict, reason);
+            let www = header(&h, "www-authenticate");
+            assert_eq!(www.len(), challenges, "{reason:?}: {www:?}");
+            assert!(www.iter().all(|(v, _)| v.starts_with("Bearer ")), "{www:?}");
+        }
+    }
 }
