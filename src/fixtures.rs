@@ -313,6 +313,15 @@ impl SigningKey {
         h.typ = Some(typ.into());
         Ok(jsonwebtoken::encode(&h, claims, &self.encoding)?)
     }
+
+    /// A DPoP proof (RFC 9449 §4.2): `typ` `dpop+jwt`, this key's public JWK in the header, no
+    /// `kid`.
+    pub fn dpop_proof(&self, claims: &Value) -> Result<String> {
+        let mut h = Header::new(self.alg);
+        h.typ = Some("dpop+jwt".into());
+        h.jwk = Some(serde_json::from_value(self.jwk.clone()).map_err(|_| FixtureError::Jwk)?);
+        Ok(jsonwebtoken::encode(&h, claims, &self.encoding)?)
+    }
 }
 
 /// A JWKS document of the given keys' public halves.

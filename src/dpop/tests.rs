@@ -692,3 +692,34 @@ fn challenges_carry_algs_and_the_right_error() {
         "DPoP algs=\"ES256 RS256\""
     );
 }
+
+#[test]
+fn fixture_proofs_verify_for_rsa_pss_and_ec_keys() {
+    use crate::fixtures::SigningKey;
+    for key in [
+        SigningKey::rs256("r").unwrap(),
+        SigningKey::rsa("p", Algorithm::PS256).unwrap(),
+        SigningKey::es256("e").unwrap(),
+    ] {
+        let proof = key.dpop_proof(&good_claims()).unwrap();
+        let p = parse_ok(&proof).unwrap();
+        assert_eq!(p.alg, key.alg);
+        assert_eq!(verify(&p, &expected(Some(&p.jkt))), Ok(()), "{:?}", key.alg);
+        // An RSA key is never accepted for an EC algorithm, nor the reverse.
+        let mut claims_only = proof.split('.');
+        let (h, c) = (claims_only.next().unwrap(), claims_only.next().unwrap());
+        let mut header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).unwrap()).unwrap();
+        header["alg"] = json!(if key.alg == Algorithm::ES256 {
+            "RS256"
+        } else {
+            "ES256"
+        });
+        let swapped = format!(
+            "{}.{c}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            proof.rsplit('.').next().unwrap()
+        );
+        assert_eq!(parse_ok(&swapped), Err(DpopError::BadKey), "{:?}", key.alg);
+    }
+}
