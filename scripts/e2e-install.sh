@@ -19,7 +19,7 @@ step_time() { log "  ($(( SECONDS - $1 ))s)"; }
 # --- 1. Debian packages ------------------------------------------------------------------------
 t=$SECONDS
 # curl: the Kong tutorial test runs it verbatim; redis-server: the DPoP replay store shared by two
-# certbound replicas (and tests/dpop_redis.rs)
+# certbound replicas (and tests/dpop.rs)
 DEB_PKGS=(nginx prometheus wrk openssl curl redis-server)
 missing=()
 for p in "${DEB_PKGS[@]}"; do
