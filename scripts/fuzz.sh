@@ -30,11 +30,8 @@ if [ ${#targets[@]} -eq 0 ]; then
     mapfile -t targets < <(cargo fuzz list)
 fi
 
-# The dev profile shares the repository's target/ (the fuzz crate's lock file keeps the same
-# versions): build scripts and proc-macros compiled by `cargo test` are reused, only the
-# instrumented target code is built anew (under target/x86_64-unknown-linux-gnu/).
 case "${FUZZ_PROFILE:-dev}" in
-    dev) flags=(--sanitizer none --dev --target-dir "$PWD/target") ;;
+    dev) flags=(--sanitizer none --dev) ;;
     # 16 codegen units instead of cargo-fuzz's default 1 builds much faster on 2 cores for a
     # small loss of fuzzing speed.
     release) flags=(--sanitizer none --release --codegen-units 16) ;;
