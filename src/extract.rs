@@ -3,7 +3,8 @@
 //!
 //! Envoy lower-cases header names and joins repeated headers with `,` into one value. A bearer
 //! token (RFC 6750 `b64token`) never contains a raw comma, so a comma in `authorization` means
-//! the header was sent more than once. For certificate headers that judgement belongs to each
+//! the header was sent more than once (or one value carried auth-params, as Digest does); how
+//! many values are tolerated is `[limits] max_authorization_values`. For certificate headers that judgement belongs to each
 //! format (`cert::decode`): some formats use commas themselves.
 
 use std::collections::HashMap;
@@ -18,21 +19,37 @@ pub enum ExtractError {
     CertHeaderTooLarge,
 }
 
-/// The bearer token from `authorization`. Another scheme (Basic, DPoP...) counts as no bearer
-/// token at all, as RFC 6750 §3.1 asks for requests without bearer credentials.
-pub fn bearer_token(headers: &HashMap<String, String>) -> Result<&str, ExtractError> {
+/// The bearer token from `authorization`, which may hold at most `max_values` comma-separated
+/// values (Envoy joins a repeated header with `, `; a b64token never contains a comma). More
+/// values than that is malformed. Within the limit exactly one value must be a Bearer
+/// credential: none counts as no bearer token at all (another scheme such as Basic or DPoP,
+/// as RFC 6750 §3.1 asks for requests without bearer credentials), two or more is malformed,
+/// since which one the client meant cannot be known.
+pub fn bearer_token(
+    headers: &HashMap<String, String>,
+    max_values: usize,
+) -> Result<&str, ExtractError> {
     let Some(value) = headers.get("authorization") else {
         return Err(ExtractError::MissingToken);
     };
-    if value.contains(',') {
+    if value.split(',').count() > max_values {
         return Err(ExtractError::MalformedAuthorization);
     }
-    let value = value.trim();
-    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ExtractError::MissingToken);
+    let mut bearer = None;
+    for credential in value.split(',') {
+        let credential = credential.trim_matches([' ', '\t']);
+        let (scheme, rest) = credential
+            .split_once([' ', '\t'])
+            .unwrap_or((credential, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            continue;
+        }
+        if bearer.is_some() {
+            return Err(ExtractError::MalformedAuthorization);
+        }
+        bearer = Some(rest.trim_start_matches([' ', '\t']));
     }
-    let token = rest.trim_start_matches([' ', '\t']);
+    let token = bearer.ok_or(ExtractError::MissingToken)?;
     if !is_b64token(token) {
         return Err(ExtractError::MalformedAuthorization);
     }
@@ -94,7 +111,7 @@ mod tests {
             " Bearer\tabc.def.ghi ",
         ] {
             assert_eq!(
-                bearer_token(&h(&[("authorization", v)])),
+                bearer_token(&h(&[("authorization", v)]), 1),
                 Ok("abc.def.ghi"),
                 "{v:?}"
             );
@@ -103,13 +120,13 @@ mod tests {
 
     #[test]
     fn no_header_or_other_scheme_is_missing_token() {
-        assert_eq!(bearer_token(&h(&[])), Err(ExtractError::MissingToken));
+        assert_eq!(bearer_token(&h(&[]), 1), Err(ExtractError::MissingToken));
         assert_eq!(
-            bearer_token(&h(&[("authorization", "Basic dXNlcjpwYXNz")])),
+            bearer_token(&h(&[("authorization", "Basic dXNlcjpwYXNz")]), 1),
             Err(ExtractError::MissingToken)
         );
         assert_eq!(
-            bearer_token(&h(&[("authorization", "DPoP abc")])),
+            bearer_token(&h(&[("authorization", "DPoP abc")]), 1),
             Err(ExtractError::MissingToken)
         );
     }
@@ -119,7 +136,60 @@ mod tests {
         // How Envoy forwards two Authorization headers.
         let v = "Bearer aaa.bbb.ccc, Bearer ddd.eee.fff";
         assert_eq!(
-            bearer_token(&h(&[("authorization", v)])),
+            bearer_token(&h(&[("authorization", v)]), 1),
+            Err(ExtractError::MalformedAuthorization)
+        );
+    }
+
+    #[test]
+    fn more_values_than_the_limit_are_malformed_whatever_they_hold() {
+        for v in [
+            "Basic dXNlcjpwYXNz, Bearer aaa.bbb.ccc, DPoP x",
+            "Bearer aaa.bbb.ccc,,",
+            ",,,",
+        ] {
+            assert_eq!(
+                bearer_token(&h(&[("authorization", v)]), 2),
+                Err(ExtractError::MalformedAuthorization),
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn within_the_limit_the_one_bearer_value_is_the_token() {
+        for v in [
+            "Basic dXNlcjpwYXNz, Bearer aaa.bbb.ccc",
+            "Bearer aaa.bbb.ccc, Basic dXNlcjpwYXNz",
+            "Bearer aaa.bbb.ccc",
+            "bearer\taaa.bbb.ccc ,",
+        ] {
+            assert_eq!(
+                bearer_token(&h(&[("authorization", v)]), 2),
+                Ok("aaa.bbb.ccc"),
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn within_the_limit_two_bearer_values_are_malformed_and_none_is_missing() {
+        assert_eq!(
+            bearer_token(
+                &h(&[("authorization", "Bearer aaa.bbb.ccc, Bearer aaa.bbb.ccc")]),
+                4
+            ),
+            Err(ExtractError::MalformedAuthorization)
+        );
+        assert_eq!(
+            bearer_token(&h(&[("authorization", "Basic dXNlcjpwYXNz, DPoP abc")]), 4),
+            Err(ExtractError::MissingToken)
+        );
+        assert_eq!(
+            bearer_token(
+                &h(&[("authorization", "Basic dXNlcjpwYXNz, Bearer a b")]),
+                4
+            ),
             Err(ExtractError::MalformedAuthorization)
         );
     }
@@ -134,7 +204,7 @@ mod tests {
             "Bearer ===",
         ] {
             assert_eq!(
-                bearer_token(&h(&[("authorization", v)])),
+                bearer_token(&h(&[("authorization", v)]), 1),
                 Err(ExtractError::MalformedAuthorization),
                 "{v:?}"
             );

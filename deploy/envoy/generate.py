@@ -107,7 +107,20 @@ ROUTER_FILTER = """\
 """
 
 
-def route_config(name: str, upstream: str, example: bool) -> str:
+def policy_route(name: str, prefix: str, policy: str, upstream: str) -> str:
+    return f"""\
+- name: {name}
+  match: {{ prefix: "{prefix}" }}
+  route: {{ cluster: {upstream} }}
+  typed_per_filter_config:
+    envoy.filters.http.ext_authz:
+      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+      check_settings:
+        context_extensions: {{ policy: {policy} }}"""
+
+
+def route_config(name: str, upstream: str, example: bool,
+                 policy_routes: tuple[tuple[str, str, str], ...] = ()) -> str:
     routes = [f"""\
 # The upstream's health endpoint, for load balancer and Kubernetes probes: no token asked.
 - name: health
@@ -132,6 +145,8 @@ def route_config(name: str, upstream: str, example: bool) -> str:
 #       check_settings:
 #         context_extensions: {{ policy: payments }}
 {EXAMPLE_END}""")
+    for route, prefix, policy in policy_routes:
+        routes.append(policy_route(route, prefix, policy, upstream))
     routes.append(f"""\
 - name: default
   match: {{ prefix: "/" }}
@@ -217,12 +232,13 @@ class Listener:
     stat_prefix: str
     example: bool = False
     tls: tuple[str, str, str] | None = None  # (cert, key, client CA) for mode "mtls"
+    policy_routes: tuple[tuple[str, str, str], ...] = ()  # (route name, path prefix, certbound policy)
 
     def render(self) -> str:
         peer = self.mode == "mtls"
         filters = [ext_authz_filter(self.stat_prefix, self.cluster, self.timeout, peer), ROUTER_FILTER]
         hcm = http_connection_manager(
-            self.name, self.mode in ("header", "mtls", "gateway"), route_config(self.name, self.upstream, self.example),
+            self.name, self.mode in ("header", "mtls", "gateway"), route_config(self.name, self.upstream, self.example, self.policy_routes),
             filters, HEADER_EDGE_COMMENT if self.mode == "header" else MTLS_EDGE_COMMENT,
             ISTIO_GATEWAY_XFCC if self.mode == "gateway" else "")
         chain = ""
@@ -406,7 +422,8 @@ E2E_HEADER = f"""\
 #                                 certbound "gateway" (certificate_header_format = "xfcc"), as in
 #                                 deploy/istio/gateway-mtls
 # All four route to the echo upstream, which reflects the headers it received; /healthz skips
-# ext_authz on every listener."""
+# ext_authz on every listener. On "plain", /strict/ names certbound's policy "strict"
+# (revocation_check_mode = "STRICT", checked against the suite's openssl ocsp responder)."""
 
 E2E_TIMEOUT = "2s"  # a debug build on a shared 2-core machine
 
@@ -414,7 +431,7 @@ E2E_TIMEOUT = "2s"  # a debug build on a shared 2-core machine
 def e2e_template() -> str:
     listeners = [
         Listener("plain", "127.0.0.1", "@@ENVOY_PLAIN_PORT@@", "header", "certbound_header", "echo", E2E_TIMEOUT,
-                 "certbound_header"),
+                 "certbound_header", policy_routes=(("strict", "/strict/", "strict"),)),
         Listener("mtls", "127.0.0.1", "@@ENVOY_MTLS_PORT@@", "mtls", "certbound_peer", "echo", E2E_TIMEOUT,
                  "certbound_peer",
                  tls=("@@PKI@@/server.pem", "@@PKI@@/server-key.pem", "@@PKI@@/client-ca-bundle.pem")),
