@@ -139,6 +139,7 @@ struct RawLimits {
     max_chain_length: Option<usize>,
     max_token_bytes: Option<usize>,
     max_json_depth: Option<usize>,
+    max_authorization_values: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1138,6 +1139,12 @@ impl Validator<'_> {
                 d.max_json_depth,
                 c.max_json_depth,
             ),
+            max_authorization_values: pick(
+                "max_authorization_values",
+                raw.max_authorization_values,
+                d.max_authorization_values,
+                c.max_authorization_values,
+            ),
         }
     }
 
@@ -1631,14 +1638,28 @@ mod tests {
             ),
             (3, 4096, 4, 8192)
         );
-        let toml = format!("{GOOD}\n[limits]\nmax_chain_length = 0\nmax_token_bytes = 10000000\n");
+        let toml = format!("{GOOD}\n[limits]\nmax_chain_length = 0\nmax_token_bytes = 10000000\nmax_authorization_values = 9\n");
         let keys: Vec<String> = issues(&toml, dir.path())
             .into_iter()
             .map(|i| i.key)
             .collect();
         assert_eq!(
             keys,
-            vec!["limits.max_chain_length", "limits.max_token_bytes"]
+            vec![
+                "limits.max_chain_length",
+                "limits.max_token_bytes",
+                "limits.max_authorization_values"
+            ]
+        );
+        let toml = format!("{GOOD}\n[limits]\nmax_authorization_values = 8\n");
+        assert_eq!(
+            load(&toml, dir.path())
+                .unwrap()
+                .policies
+                .default
+                .limits
+                .max_authorization_values,
+            Limits::CEILING.max_authorization_values
         );
     }
 

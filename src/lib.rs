@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod http;
 pub mod introspection;
 pub mod jwks;
+pub mod kong;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

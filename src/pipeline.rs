@@ -18,7 +18,7 @@ use crate::extract::{self, ExtractError, Scheme};
 use crate::introspection::IntrospectError;
 use crate::policy::{CertSource, Policies, Policy};
 use crate::revocation::RevocationError;
-use crate::token::{self, TokenError, TokenRules, VerifiedToken};
+use crate::token::{self, TokenError, VerifiedToken};
 
 /// What the pipeline reads from a CheckRequest.
 #[derive(Debug, Clone, Copy)]
@@ -87,8 +87,12 @@ async fn decide(
     now: u64,
     outcome: &mut Outcome,
 ) -> Result<Decision, DenyReason> {
-    let (scheme, token) = extract::access_token(input.headers, policy.dpop.mode != DpopMode::Off)
-        .map_err(extract_reason)?;
+    let (scheme, token) = extract::access_token(
+        input.headers,
+        policy.limits.max_authorization_values,
+        policy.dpop.mode != DpopMode::Off,
+    )
+    .map_err(extract_reason)?;
     let verified = verify_token(token, policy, now).await?;
     outcome.subject = verified
         .claims
@@ -114,7 +118,7 @@ async fn decide(
             headers: input.headers,
             scheme,
             token,
-            claims: &verified.claims,
+            jkt: &dpop::token_jkt(&verified.claims),
             mtls: reason,
             max_json_depth: policy.limits.max_json_depth,
             leeway: policy.leeway,
@@ -231,25 +235,14 @@ async fn verify_token(token: &str, policy: &Policy, now: u64) -> Result<Verified
                     IntrospectError::Inactive => DenyReason::TokenInactive,
                     IntrospectError::Unavailable(_) => DenyReason::IntrospectionUnavailable,
                 })?;
-            token::verify_introspected(&response, &rules(policy), now).map_err(token_reason)
+            token::verify_introspected(&response, &policy.token_rules(), now).map_err(token_reason)
         }
         _ => verify_jwt(token, policy, now).await,
     }
 }
 
-fn rules(policy: &Policy) -> TokenRules<'_> {
-    TokenRules {
-        issuer: &policy.issuer,
-        audiences: &policy.audiences,
-        leeway: policy.leeway,
-        accepted_types: &policy.accepted_token_types,
-        max_bytes: policy.limits.max_token_bytes,
-        max_json_depth: policy.limits.max_json_depth,
-    }
-}
-
 async fn verify_jwt(token: &str, policy: &Policy, now: u64) -> Result<VerifiedToken, DenyReason> {
-    let rules = rules(policy);
+    let rules = policy.token_rules();
     let mut keys = policy.keys.current();
     if !keys.is_loaded() {
         keys = policy.keys.refresh(policy.unknown_kid_wait).await;

@@ -107,7 +107,7 @@ ROUTER_FILTER = """\
 """
 
 
-def policy_route(name: str, prefix: str, upstream: str, policy: str) -> str:
+def policy_route(name: str, prefix: str, policy: str, upstream: str) -> str:
     """A route whose checks use certbound's `[policies.<policy>]`."""
     return f"""\
 - name: {name}
@@ -121,9 +121,9 @@ def policy_route(name: str, prefix: str, upstream: str, policy: str) -> str:
 
 
 def route_config(name: str, upstream: str, example: bool,
-                 policies: tuple[tuple[str, str], ...] = ()) -> str:
-    """`policies`: (path prefix, certbound policy) pairs, most specific first; the last one
-    covers "/" and replaces the default route."""
+                 policy_routes: tuple[tuple[str, str, str], ...] = ()) -> str:
+    """`policy_routes`: (route name, path prefix, certbound policy), most specific first; one
+    covering "/" replaces the default route."""
     routes = [f"""\
 # The upstream's health endpoint, for load balancer and Kubernetes probes: no token asked.
 - name: health
@@ -148,9 +148,9 @@ def route_config(name: str, upstream: str, example: bool,
 #       check_settings:
 #         context_extensions: {{ policy: payments }}
 {EXAMPLE_END}""")
-    for prefix, policy in policies:
-        routes.append(policy_route(policy, prefix, upstream, policy))
-    if not policies:
+    for route, prefix, policy in policy_routes:
+        routes.append(policy_route(route, prefix, policy, upstream))
+    if not any(prefix == "/" for _, prefix, _ in policy_routes):
         routes.append(f"""\
 - name: default
   match: {{ prefix: "/" }}
@@ -236,14 +236,14 @@ class Listener:
     stat_prefix: str
     example: bool = False
     tls: tuple[str, str, str] | None = None  # (cert, key, client CA) for mode "mtls"
-    policies: tuple[tuple[str, str], ...] = ()  # (path prefix, certbound policy) routes
+    policy_routes: tuple[tuple[str, str, str], ...] = ()  # (route name, path prefix, certbound policy)
 
     def render(self) -> str:
         peer = self.mode == "mtls"
         filters = [ext_authz_filter(self.stat_prefix, self.cluster, self.timeout, peer), ROUTER_FILTER]
         hcm = http_connection_manager(
             self.name, self.mode in ("header", "mtls", "gateway"),
-            route_config(self.name, self.upstream, self.example, self.policies),
+            route_config(self.name, self.upstream, self.example, self.policy_routes),
             filters, HEADER_EDGE_COMMENT if self.mode == "header" else MTLS_EDGE_COMMENT,
             ISTIO_GATEWAY_XFCC if self.mode == "gateway" else "")
         chain = ""
@@ -430,17 +430,18 @@ E2E_HEADER = f"""\
 #                                 certificates -> two certbound replicas "dpop" / "dpop2" sharing
 #                                 one Redis replay store; /nonce/ uses the policy with server nonces
 # All of them route to the echo upstream, which reflects the headers it received; /healthz skips
-# ext_authz on every listener."""
+# ext_authz on every listener. On "plain", /strict/ names certbound's policy "strict"
+# (revocation_check_mode = "STRICT", checked against the suite's openssl ocsp responder)."""
 
 E2E_TIMEOUT = "2s"  # a debug build on a shared 2-core machine
 # DPoP routes: certbound policies with and without server nonces.
-DPOP_ROUTES = (("/nonce/", "dpop-nonce"), ("/", "dpop"))
+DPOP_ROUTES = (("dpop-nonce", "/nonce/", "dpop-nonce"), ("dpop", "/", "dpop"))
 
 
 def e2e_template() -> str:
     listeners = [
         Listener("plain", "127.0.0.1", "@@ENVOY_PLAIN_PORT@@", "header", "certbound_header", "echo", E2E_TIMEOUT,
-                 "certbound_header"),
+                 "certbound_header", policy_routes=(("strict", "/strict/", "strict"),)),
         Listener("mtls", "127.0.0.1", "@@ENVOY_MTLS_PORT@@", "mtls", "certbound_peer", "echo", E2E_TIMEOUT,
                  "certbound_peer",
                  tls=("@@PKI@@/server.pem", "@@PKI@@/server-key.pem", "@@PKI@@/client-ca-bundle.pem")),
@@ -450,7 +451,7 @@ def e2e_template() -> str:
                  "certbound_gateway",
                  tls=("@@PKI@@/server.pem", "@@PKI@@/server-key.pem", "@@PKI@@/client-ca-bundle.pem")),
         *(Listener(name, "127.0.0.1", port, "plain", f"certbound_{name}", "echo", E2E_TIMEOUT, f"certbound_{name}",
-                   policies=DPOP_ROUTES)
+                   policy_routes=DPOP_ROUTES)
           for name, port in (("dpop", "@@ENVOY_DPOP_PORT@@"), ("dpop2", "@@ENVOY_DPOP2_PORT@@"))),
     ]
     clusters = [

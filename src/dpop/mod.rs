@@ -148,19 +148,19 @@ impl From<DpopError> for DenyReason {
 pub use crate::extract::Scheme;
 
 /// What a token says about its DPoP binding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Jkt<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Jkt {
     Unbound,
-    Bound(&'a str),
+    Bound(String),
     /// `cnf.jkt` present but not a string.
     Malformed,
 }
 
 /// `cnf.jkt` of verified claims (a JWT's or an introspection response's).
-pub fn token_jkt(claims: &Map<String, Value>) -> Jkt<'_> {
+pub fn token_jkt(claims: &Map<String, Value>) -> Jkt {
     match claims.get("cnf").and_then(|c| c.as_object()?.get("jkt")) {
         None => Jkt::Unbound,
-        Some(Value::String(s)) => Jkt::Bound(s),
+        Some(Value::String(s)) => Jkt::Bound(s.clone()),
         Some(_) => Jkt::Malformed,
     }
 }
@@ -171,7 +171,8 @@ pub struct Request<'a> {
     pub headers: &'a HashMap<String, String>,
     pub scheme: Scheme,
     pub token: &'a str,
-    pub claims: &'a Map<String, Value>,
+    /// The token's `cnf.jkt` ([`token_jkt`]).
+    pub jkt: &'a Jkt,
     /// The mTLS step's verdict: `Bound` when the token's certificate binding was proven.
     pub mtls: AllowReason,
     pub max_json_depth: usize,
@@ -182,9 +183,9 @@ pub struct Request<'a> {
 /// Applies the policy's DPoP rules. Returns the allow reason for the whole check (the mTLS one,
 /// or a DPoP one when a proof was verified).
 pub async fn check(policy: &DpopPolicy, req: &Request<'_>) -> Result<AllowReason, DenyReason> {
-    let jkt = match token_jkt(req.claims) {
+    let jkt = match req.jkt {
         Jkt::Malformed => return Err(DenyReason::BindingMalformed),
-        Jkt::Bound(j) => Some(j),
+        Jkt::Bound(j) => Some(j.as_str()),
         Jkt::Unbound => None,
     };
     match (policy.mode, req.scheme) {

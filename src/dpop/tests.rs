@@ -421,7 +421,7 @@ async fn run(
             headers: h,
             scheme,
             token: TOKEN,
-            claims: c,
+            jkt: &token_jkt(c),
             mtls: AllowReason::UnboundOptional,
             max_json_depth: 16,
             leeway: 5,
@@ -468,11 +468,12 @@ async fn with_dpop_off_a_jkt_token_passes_only_when_its_certificate_was_proven()
     let client = Client::es256();
     let c = claims(Some(&client.jkt()));
     let h = headers(None);
+    let j = token_jkt(&c);
     let req = |mtls| Request {
         headers: &h,
         scheme: Scheme::Bearer,
         token: TOKEN,
-        claims: &c,
+        jkt: &j,
         mtls,
         max_json_depth: 16,
         leeway: 5,

@@ -6,6 +6,8 @@
     client --mTLS--> Envoy "gateway" (writes XFCC, as an Istio gateway) -------ext_authz--> certbound "gateway"
     DPoP client --plain HTTP--> Envoy "dpop" / "dpop2" ----ext_authz--> certbound "dpop" / "dpop2"
                                  (two replicas sharing one Redis replay store; no certificates)
+    client --mTLS--> nginx /strict/ --> Envoy "plain", route with policy "strict" --> certbound "header"
+    openssl ocsp (index of the client intermediate; eve revoked) <- certbound "header", "b64"
     all Envoy listeners -> echo upstream (reflects the headers it received)
     IdP (oidc-provider 9, HTTPS + mTLS) <- certbound (discovery, JWKS); a second "rogue" IdP nobody trusts
     Prometheus -> scrapes the admin /metrics of the four certbound instances
@@ -246,6 +248,7 @@ class Ports:
     envoy_mtls: int = 0
     envoy_kong: int = 0
     envoy_gateway: int = 0
+    ocsp: int = 0
     nginx: int = 0
     prometheus: int = 0
     grpc_header: int = 0
@@ -297,6 +300,7 @@ class Stack:
         self.timings: dict[str, float] = {}
         self._stopped = True
         self._logs_dumped = False
+        self.paused: set[str] = set()  # names of processes stopped with SIGSTOP
         self._restore_sigterm = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -332,6 +336,7 @@ class Stack:
             self.issuer = f"https://127.0.0.1:{self.ports.idp}"
             self.rogue_issuer = f"https://127.0.0.1:{self.ports.rogue_idp}"
             self._step("pki", self._start_pki)
+            self._step("ocsp", self._start_ocsp)
             self._step("idp", self._start_idps)
             self._step("echo", self._start_echo)
             self._step("redis", self._start_redis)
@@ -351,6 +356,9 @@ class Stack:
         if self._stopped:
             return
         self._stopped = True
+        # A SIGSTOPped process would not act on SIGTERM until continued.
+        for name in list(self.paused):
+            self.resume(name)
         for proc in reversed(self.procs):
             if proc.popen.poll() is None:
                 try:
@@ -370,6 +378,26 @@ class Stack:
         if self._restore_sigterm is not None:
             signal.signal(signal.SIGTERM, self._restore_sigterm)
             self._restore_sigterm = None
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP one process: it keeps its sockets, so connections to it hang instead of being
+        refused (an overloaded or wedged peer). Always resume() it in a `finally`; stop() resumes
+        whatever is still paused."""
+        proc = self._proc(name)
+        os.kill(proc.popen.pid, signal.SIGSTOP)
+        self.paused.add(name)
+
+    def resume(self, name: str) -> None:
+        proc = self._proc(name)
+        if proc.popen.poll() is None:
+            os.kill(proc.popen.pid, signal.SIGCONT)
+        self.paused.discard(name)
+
+    def _proc(self, name: str) -> "Proc":
+        for proc in self.procs:
+            if proc.name == name:
+                return proc
+        raise StackError(f"no process named {name!r}: {[p.name for p in self.procs]}")
 
     def alive(self) -> list[str]:
         return [p.name for p in self.procs if p.popen.poll() is None]
@@ -440,8 +468,38 @@ class Stack:
 
     # -- components ------------------------------------------------------------------------------
 
+    @property
+    def ocsp_url(self) -> str:
+        """The OCSP responder dave's and eve's certificates name (Authority Information Access)."""
+        return f"http://127.0.0.1:{self.ports.ocsp}/"
+
     def _start_pki(self) -> None:
-        self._run("pki", ["bash", E2E / "pki.sh", self.pki])
+        self._run("pki", ["bash", E2E / "pki.sh", self.pki, self.ocsp_url])
+
+    def _start_ocsp(self) -> None:
+        """A real OCSP responder: `openssl ocsp` answering from the intermediate's `openssl ca`
+        index (eve revoked), signing with the delegated responder certificate. It listens on every
+        interface (`-port` takes no address); the port is random and the run short-lived."""
+        pki = self.pki
+        proc = self._spawn("ocsp", [
+            "openssl", "ocsp", "-index", pki / "ocsp-db" / "index.txt", "-port", self.ports.ocsp,
+            "-CA", pki / "client-int-ca.pem", "-rsigner", pki / "ocsp-responder.pem",
+            "-rkey", pki / "ocsp-responder-key.pem", "-rmd", "sha256", "-ignore_err",
+        ])
+        # Ready when it says so. Not by connecting: `openssl ocsp` serves one connection at a time,
+        # and a probe that connects and closes leaves it stuck, deaf to every later client.
+        wait_until("openssl ocsp", lambda: b"waiting for OCSP client connections" in proc.log.read_bytes(),
+                   10, proc=proc)
+
+    def ocsp_running(self) -> bool:
+        return any(p.name == "ocsp" and p.popen.poll() is None for p in self.procs)
+
+    def stop_ocsp(self) -> None:
+        """End the OCSP responder by its PID (the STRICT test needs it gone)."""
+        for proc in self.procs:
+            if proc.name == "ocsp" and proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+                proc.popen.wait(timeout=10)
 
     def _start_idps(self) -> None:
         node = find_node()
@@ -497,7 +555,19 @@ class Stack:
                 f"ca_certificates = [{ca}]\n"
                 "allow_partial_chain = false\n"
                 "ssl_verify = true\n"
+                "# Kong's default, spelled out: dave and eve name the suite's OCSP responder.\n"
+                'revocation_check_mode = "IGNORE_CA_ERROR"\n'
             )
+
+        # The route Envoy sends nginx's /strict/ to names this policy (context_extensions): the
+        # same certificate source, but a status that cannot be determined denies. A short cache,
+        # so the test that stops the responder sees the cached "good" expire quickly.
+        strict = (
+            "\n[policies.strict.proof_of_possession_mtls_from_header]\n"
+            'revocation_check_mode = "STRICT"\n'
+            "cert_cache_ttl = 1000\n"
+            "http_timeout = 1000\n"
+        )
 
         # Kong's tutorial sets secure_source = false: its client sends the header itself.
         kong = header_table("base64_encoded") + "secure_source = false\n"
@@ -526,7 +596,7 @@ class Stack:
             "[policies.dpop-nonce]\n" + dpop_policy +
             f'dpop_use_nonce = true\ndpop_nonce_secret = "{DPOP_NONCE_SECRET}"\n'
         )
-        source = {"header": header_table("url_encoded"), "peer": "", "b64": kong, "gateway": gateway,
+        source = {"header": header_table("url_encoded") + strict, "peer": "", "b64": kong, "gateway": gateway,
                   "dpop": dpop, "dpop2": dpop}[mode]
         return render(E2E / "certbound.toml.tmpl", self.work / f"certbound-{mode}.toml", {
             "GRPC_PORT": getattr(self.ports, f"grpc_{mode}"),
@@ -750,6 +820,16 @@ class Stack:
         resp = self._send(conn, method, path, [("host", "localhost"), *self._auth_headers(token, headers, scheme)])
         return self._record("header", resp)
 
+    def certbound_metric(self, mode: str, name: str, **labels: str) -> float:
+        """One sample from a certbound instance's own /metrics (0 when absent)."""
+        _, body = self.certbound_admin(mode, "/metrics")
+        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+        for line in body.decode().splitlines():
+            key, _, value = line.rpartition(" ")
+            if key == want:
+                return float(value)
+        return 0.0
+
     def call_envoy_plain(self, headers: Headers = (), token: Optional[str] = None, path: str = "/",
                          method: str = "GET", scheme: str = "Bearer", from_proxy: bool = True) -> Response:
         """Straight to Envoy's plain listener with arbitrary headers (certbound "header",
@@ -849,6 +929,7 @@ class Stack:
             f"nginx         https://127.0.0.1:{p.nginx}  (mTLS required)",
             f"envoy plain   http://127.0.0.1:{p.envoy_plain}   mtls https://127.0.0.1:{p.envoy_mtls}   kong http://127.0.0.1:{p.envoy_kong}"
             f"   gateway https://127.0.0.1:{p.envoy_gateway}",
+            f"ocsp          {self.ocsp_url}  (openssl ocsp)",
             f"envoy admin   http://127.0.0.1:{p.envoy_admin}",
             f"echo          http://127.0.0.1:{p.echo}",
             f"certbound     " + "   ".join(f"{m}: grpc {getattr(p, f'grpc_{m}')} admin {getattr(p, f'admin_{m}')}" for m in CERTBOUND_MODES)
