@@ -98,6 +98,7 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
         introspect_jwt_tokens: false,
         unknown_kid_wait: Duration::from_millis(10),
         caches: Arc::new(Caches::off()),
+        dpop: certbound::dpop::DpopPolicy::off(),
     };
     let mut warm = policy.clone();
     warm.caches = Arc::new(Caches::new(Settings::default()));

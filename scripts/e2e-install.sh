@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything certbound's end-to-end suite (tests/e2e/) needs, idempotently:
-#   1. Debian packages: nginx, prometheus, wrk, openssl, curl (apt skipped entirely when all present)
+#   1. Debian packages: nginx, prometheus, wrk, openssl, curl, redis-server (apt skipped entirely
+#      when all present)
 #   2. a virtualenv at <repo>/.venv with tests/e2e/requirements.txt (Envoy, pytest, Node 24)
 #   3. the test IdP's npm packages (tests/e2e/idp, `npm ci` from the committed lock file)
 # Nothing installed by hand survives a machine change, so this script is the only source of truth;
@@ -17,7 +18,9 @@ step_time() { log "  ($(( SECONDS - $1 ))s)"; }
 
 # --- 1. Debian packages ------------------------------------------------------------------------
 t=$SECONDS
-DEB_PKGS=(nginx prometheus wrk openssl curl)   # curl: the Kong tutorial test runs it verbatim
+# curl: the Kong tutorial test runs it verbatim; redis-server: the DPoP replay store shared by two
+# certbound replicas (and tests/dpop.rs)
+DEB_PKGS=(nginx prometheus wrk openssl curl redis-server)
 missing=()
 for p in "${DEB_PKGS[@]}"; do
   # dpkg's status, not `command -v`: nginx lives in /usr/sbin, which is not on every PATH.

@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# First: the integration tests need redis-server too (tests/dpop.rs). Idempotent, so
+# scripts/e2e.sh's own run of it below is quick.
+echo "== install the real peers"
+bash scripts/e2e-install.sh
+
 echo "== unit and integration tests"
 cargo test --locked --all-targets
 

@@ -9,6 +9,9 @@ the reason) or `FAIL`; any FAIL makes the exit code 1.
                ConfigMap and the e2e template); `envoy --mode validate` on each of them (TLS file
                paths pointed at throw-away certificates), and on the deploy configs with their
                commented per-route policy example switched on
+  kong         `certbound import-kong` on tests/kong/services-and-routes.yaml: the certbound.toml
+               passes check-config; its Envoy routes, put into deploy/envoy/envoy-header.yaml,
+               pass `envoy --mode validate`
   kustomize    every kustomization.yaml: listed files exist, every manifest in its folder is
                listed; with kubectl present, `kubectl kustomize` renders it to the same objects
   kubernetes   kubernetes-validate (strict: unknown fields are errors) on every object of a
@@ -252,6 +255,40 @@ def check_envoy(envoy: str, work: Path, pki: Path) -> None:
         if variant is not None:
             good, last = envoy_validate(envoy, localize(variant), work, f"envoy-{i}-example.yaml")
             (ok if good else fail)("envoy", f"envoy --mode validate {name} with the per-route policy example on: {last}")
+
+
+def check_kong_import(envoy: str, certbound: str | None, work: Path, pki: Path) -> None:
+    """`certbound import-kong` on the Kong examples of tests/kong: its certbound.toml passes
+    check-config, and its Envoy routes, put into deploy/envoy/envoy-header.yaml, pass
+    `envoy --mode validate`."""
+    if not certbound:
+        report("kong", "skip", "no --certbound: import-kong not checked")
+        return
+    out = work / "kong-import"
+    env = dict(os.environ, DECK_ISSUER="https://idp.example/realms/master", DECK_CLIENT_ID="kong",
+               DECK_CLIENT_SECRET="s3cret", DECK_CA_CERT_ID="kong-ca", DECK_CACHE_TTL="120",
+               DECK_CA_CERT_PEM=(pki / "ca.pem").read_text())
+    r = run([certbound, "import-kong", ROOT / "tests" / "kong" / "services-and-routes.yaml", "--out", out,
+             "--trusted-ip", "10.0.0.0/8"], env=env)
+    if r.returncode != 0:
+        fail("kong", f"import-kong: {(r.stdout + r.stderr).strip()[-300:]}")
+        return
+    r = run([certbound, "check-config", "--config", out / "certbound.toml"])
+    (ok if r.returncode == 0 else fail)("kong", f"imported certbound.toml: {(r.stdout + r.stderr).strip()[-300:]}")
+    config = yaml.safe_load((DEPLOY / "envoy" / "envoy-header.yaml").read_text())
+    routes = yaml.safe_load((out / "envoy-routes.yaml").read_text())["routes"]
+    hcm = next(n for n in walk(config, []) if n.get("route_config"))
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = routes
+    app = next(c for c in config["static_resources"]["clusters"] if c["name"] == "app")
+    for cluster in sorted({r["route"]["cluster"] for r in routes}):
+        clone = copy.deepcopy(app)
+        clone["name"] = clone["load_assignment"]["cluster_name"] = cluster
+        config["static_resources"]["clusters"].append(clone)
+    text = yaml.safe_dump(config).replace("/etc/envoy/tls/server.pem", str(pki / "server.pem")) \
+        .replace("/etc/envoy/tls/server-key.pem", str(pki / "server-key.pem")) \
+        .replace("/etc/envoy/tls/client-ca.pem", str(pki / "ca.pem"))
+    good, last = envoy_validate(envoy, text, work, "envoy-kong-import.yaml")
+    (ok if good else fail)("kong", f"envoy --mode validate with the imported Kong routes: {last}")
 
 
 # --- kustomize roots -----------------------------------------------------------------------------
@@ -835,6 +872,7 @@ def main() -> int:
         pki = make_pki(work / "pki")
         check_dockerfile(args.hadolint)
         check_envoy(args.envoy, work, pki)
+        check_kong_import(args.envoy, args.certbound, work, pki)
         rendered = check_kustomizations(args.kubectl)
         providers = check_mesh_config()
         check_kubernetes(providers)

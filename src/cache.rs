@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cert::{IssuerRef, Thumbprint, Validity};
 use crate::decision::{DenyReason, UpstreamHeader};
+use crate::dpop::Jkt;
 use crate::token::Binding;
 
 /// A cache key: the SHA-256 of what was presented.
@@ -69,6 +70,8 @@ impl Default for Settings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenFacts {
     pub binding: Binding,
+    /// `cnf.jkt`, for the DPoP step (which runs on every request: a proof is never cached).
+    pub jkt: Jkt,
     pub subject: Option<String>,
     pub client_id: Option<String>,
     /// The policy's `claims_forbidden`/`audience_required`/`scopes_required` verdict.
@@ -312,6 +315,7 @@ mod tests {
     fn facts(exp: u64, nbf: Option<u64>) -> TokenFacts {
         TokenFacts {
             binding: Binding::Unbound,
+            jkt: Jkt::Unbound,
             subject: None,
             client_id: None,
             authorized: Ok(()),

@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use crate::cache::{Caches, Settings as CacheSettings};
 use crate::cert::{HeaderFormat, TrustStore};
+use crate::dpop::{self, DpopMode, DpopPolicy, NonceIssuer, ReplayStore};
 use crate::http::RevocationFetcher;
 use crate::introspection::{ClientAuth, Introspector, Settings as IntrospectionSettings};
 use crate::policy::{CertSource, ClaimHeader, HeaderSource, Limits, Policies, Policy, PopMode};
@@ -65,6 +66,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "timeout",
     "rediscovery_lifetime",
     "jwks_refresh_interval",
+    "dpop_replay",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +81,17 @@ struct RawGlobal {
     jwks_refresh_interval: Option<u64>,
     trusted_ips: Option<Vec<String>>,
     limits: Option<RawLimits>,
+    dpop_replay: Option<RawReplay>,
+}
+
+/// The DPoP `jti` replay store, shared by every policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplay {
+    store: Option<String>,
+    redis_url: Option<String>,
+    timeout: Option<u64>,
+    max_entries: Option<u64>,
 }
 
 /// The keys one policy can set (top level for the default policy, `[policies.NAME]` for the
@@ -115,6 +128,12 @@ struct RawPolicy {
     token_cache_size: Option<u64>,
     certificate_cache_size: Option<u64>,
     proof_of_possession_mtls_from_header: Option<RawFromHeader>,
+    proof_of_possession_dpop: Option<String>,
+    dpop_proof_lifetime: Option<u64>,
+    dpop_use_nonce: Option<bool>,
+    dpop_nonce_secret: Option<String>,
+    dpop_signing_alg_values: Option<Vec<String>>,
+    dpop_htu_base_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +143,7 @@ struct RawLimits {
     max_chain_length: Option<usize>,
     max_token_bytes: Option<usize>,
     max_json_depth: Option<usize>,
+    max_authorization_values: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -304,6 +324,16 @@ impl Config {
     }
 }
 
+/// A policy's DPoP keys as written.
+struct DpopKeys {
+    mode: Option<String>,
+    lifetime: Option<u64>,
+    use_nonce: Option<bool>,
+    nonce_secret: Option<String>,
+    algs: Option<Vec<String>>,
+    base_url: Option<String>,
+}
+
 /// Settings every policy takes from the top level.
 struct Shared {
     /// The HTTPS client for the IdP (introspection); `None` if it could not be built.
@@ -311,6 +341,7 @@ struct Shared {
     trusted_ips: Vec<IpNet>,
     limits: Limits,
     unknown_kid_wait: Duration,
+    replay: Option<Arc<ReplayStore>>,
 }
 
 struct Validator<'a> {
@@ -390,6 +421,7 @@ impl Validator<'_> {
             trusted_ips: self.trusted_ips(global.trusted_ips.unwrap_or_default()),
             limits: self.limits(global.limits.unwrap_or_default()),
             unknown_kid_wait: Duration::from_millis(500).min(timeout),
+            replay: self.replay_store(global.dpop_replay.unwrap_or_default()),
         };
 
         let mut stores: Vec<(KeySource, Arc<KeyStore>)> = Vec::new();
@@ -537,6 +569,18 @@ impl Validator<'_> {
             None => Some(CertSource::Peer),
         };
 
+        let dpop = self.dpop(
+            DpopKeys {
+                mode: raw.proof_of_possession_dpop,
+                lifetime: raw.dpop_proof_lifetime,
+                use_nonce: raw.dpop_use_nonce,
+                nonce_secret: raw.dpop_nonce_secret,
+                algs: raw.dpop_signing_alg_values,
+                base_url: raw.dpop_htu_base_url,
+            },
+            shared,
+        );
+
         let introspection = if methods.iter().any(|m| m == "introspection") {
             let settings = self.introspection_settings(
                 issuer.clone(),
@@ -596,6 +640,147 @@ impl Validator<'_> {
             // Built here for this policy alone: a cache shared between policies could hand one
             // policy's verdict to another.
             caches: Arc::new(Caches::new(caches)),
+            dpop: dpop?,
+        })
+    }
+
+    fn replay_store(&mut self, raw: RawReplay) -> Option<Arc<ReplayStore>> {
+        let timeout = raw.timeout.unwrap_or(200);
+        if timeout == 0 {
+            self.issue("dpop_replay.timeout", "must be more than 0 milliseconds");
+        }
+        match raw.store.as_deref().unwrap_or("memory") {
+            "memory" => {
+                if raw.redis_url.is_some() {
+                    self.issue("dpop_replay.redis_url", "only with store = \"redis\"");
+                }
+                let max = raw.max_entries.unwrap_or(100_000);
+                if max == 0 {
+                    self.issue("dpop_replay.max_entries", "must be at least 1");
+                }
+                Some(Arc::new(ReplayStore::memory(max.max(1))))
+            }
+            "redis" => {
+                let Some(url) = raw.redis_url else {
+                    self.issue(
+                        "dpop_replay.redis_url",
+                        "required with store = \"redis\" (redis://host:6379/0)",
+                    );
+                    return None;
+                };
+                match ReplayStore::redis(&url, Duration::from_millis(timeout.max(1))) {
+                    Ok(s) => Some(Arc::new(s)),
+                    Err(_) => {
+                        // The URL may carry a password: never echo it.
+                        self.issue(
+                            "dpop_replay.redis_url",
+                            "is not a redis:// or rediss:// URL",
+                        );
+                        None
+                    }
+                }
+            }
+            other => {
+                self.issue(
+                    "dpop_replay.store",
+                    format!("`{other}` is not one of memory, redis"),
+                );
+                None
+            }
+        }
+    }
+
+    fn dpop(&mut self, raw: DpopKeys, shared: &Shared) -> Option<DpopPolicy> {
+        let mode = match raw.mode.as_deref().unwrap_or("off") {
+            "off" => Some(DpopMode::Off),
+            "optional" => Some(DpopMode::Optional),
+            "strict" => Some(DpopMode::Strict),
+            other => {
+                self.issue(
+                    "proof_of_possession_dpop",
+                    format!("`{other}` is not one of off, optional, strict"),
+                );
+                None
+            }
+        };
+        let lifetime = raw.lifetime.unwrap_or(300);
+        if lifetime == 0 {
+            self.issue("dpop_proof_lifetime", "must be more than 0 seconds");
+        }
+        let algs = match raw.algs {
+            None => Some(dpop::DEFAULT_ALGS.to_vec()),
+            Some(names) => {
+                let mut algs = Vec::new();
+                for n in &names {
+                    match n.parse::<jsonwebtoken::Algorithm>() {
+                        Ok(a) if dpop::DEFAULT_ALGS.contains(&a) => algs.push(a),
+                        _ => self.issue(
+                            "dpop_signing_alg_values",
+                            format!(
+                                "`{n}` is not an asymmetric JWS algorithm (known: {})",
+                                dpop::DEFAULT_ALGS
+                                    .iter()
+                                    .map(|a| format!("{a:?}"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ),
+                    }
+                }
+                if names.is_empty() {
+                    self.issue(
+                        "dpop_signing_alg_values",
+                        "must list at least one algorithm",
+                    );
+                }
+                Some(algs)
+            }
+        };
+        let nonce = match (raw.use_nonce.unwrap_or(false), raw.nonce_secret) {
+            (false, _) => Some(None),
+            (true, Some(secret)) if secret.len() >= dpop::MIN_SECRET_BYTES => {
+                Some(Some(Arc::new(NonceIssuer::new(secret.as_bytes()))))
+            }
+            (true, Some(_)) => {
+                self.issue(
+                    "dpop_nonce_secret",
+                    format!(
+                        "must be at least {} bytes (the same value on every replica)",
+                        dpop::MIN_SECRET_BYTES
+                    ),
+                );
+                None
+            }
+            (true, None) => {
+                self.issue(
+                    "dpop_nonce_secret",
+                    "required with dpop_use_nonce = true: nonces are an HMAC under this secret, shared by every replica",
+                );
+                None
+            }
+        };
+        let base_url = match raw.base_url {
+            None => Some(None),
+            Some(u) => match dpop::normalize_htu(&u) {
+                Some(n) if !u.contains(['?', '#']) => {
+                    Some(Some(n.trim_end_matches('/').to_string()))
+                }
+                _ => {
+                    self.issue(
+                        "dpop_htu_base_url",
+                        format!("`{u}` is not an http(s) URL without query or fragment"),
+                    );
+                    None
+                }
+            },
+        };
+        Some(DpopPolicy {
+            mode: mode?,
+            lifetime,
+            algs: algs?,
+            nonce: nonce?,
+            base_url: base_url?,
+            replay: shared.replay.clone()?,
         })
     }
 
@@ -973,6 +1158,12 @@ impl Validator<'_> {
                 raw.max_json_depth,
                 d.max_json_depth,
                 c.max_json_depth,
+            ),
+            max_authorization_values: pick(
+                "max_authorization_values",
+                raw.max_authorization_values,
+                d.max_authorization_values,
+                c.max_authorization_values,
             ),
         }
     }
@@ -1487,14 +1678,28 @@ mod tests {
             ),
             (3, 4096, 4, 8192)
         );
-        let toml = format!("{GOOD}\n[limits]\nmax_chain_length = 0\nmax_token_bytes = 10000000\n");
+        let toml = format!("{GOOD}\n[limits]\nmax_chain_length = 0\nmax_token_bytes = 10000000\nmax_authorization_values = 9\n");
         let keys: Vec<String> = issues(&toml, dir.path())
             .into_iter()
             .map(|i| i.key)
             .collect();
         assert_eq!(
             keys,
-            vec!["limits.max_chain_length", "limits.max_token_bytes"]
+            vec![
+                "limits.max_chain_length",
+                "limits.max_token_bytes",
+                "limits.max_authorization_values"
+            ]
+        );
+        let toml = format!("{GOOD}\n[limits]\nmax_authorization_values = 8\n");
+        assert_eq!(
+            load(&toml, dir.path())
+                .unwrap()
+                .policies
+                .default
+                .limits
+                .max_authorization_values,
+            Limits::CEILING.max_authorization_values
         );
     }
 
@@ -1550,5 +1755,106 @@ mod tests {
             "jwks_file = \"jwks.json\"\njwks_uri = \"https://idp.example/jwks\"",
         );
         assert_eq!(issues(&toml, dir.path())[0].key, "jwks_file");
+    }
+
+    #[test]
+    fn dpop_keys_load_per_policy_with_kong_defaults() {
+        let dir = dir_with_ca();
+        let c = load(
+            &format!(
+                "{GOOD}\n[policies.d]\nproof_of_possession_dpop = \"strict\"\n\
+                 dpop_use_nonce = true\ndpop_nonce_secret = \"{}\"\n\
+                 dpop_signing_alg_values = [\"ES256\"]\n\
+                 dpop_htu_base_url = \"https://API.example:443/\"\n",
+                "s".repeat(32)
+            ),
+            dir.path(),
+        )
+        .unwrap();
+        let default = &c.policies.default.dpop;
+        assert_eq!(default.mode, DpopMode::Off, "Kong's default");
+        assert_eq!(default.lifetime, 300);
+        assert!(default.nonce.is_none());
+        let d = &c.policies.named["d"].dpop;
+        assert_eq!(d.mode, DpopMode::Strict);
+        assert_eq!(d.algs, vec![jsonwebtoken::Algorithm::ES256]);
+        assert!(d.nonce.is_some());
+        assert_eq!(d.base_url.as_deref(), Some("https://api.example"));
+        assert!(
+            Arc::ptr_eq(&d.replay, &default.replay),
+            "one replay store for the process"
+        );
+    }
+
+    #[test]
+    fn bad_dpop_keys_are_each_named() {
+        let dir = dir_with_ca();
+        let cases = [
+            (
+                "proof_of_possession_dpop = \"maybe\"",
+                "policies.d.proof_of_possession_dpop",
+            ),
+            ("dpop_proof_lifetime = 0", "policies.d.dpop_proof_lifetime"),
+            ("dpop_use_nonce = true", "policies.d.dpop_nonce_secret"),
+            (
+                "dpop_use_nonce = true\ndpop_nonce_secret = \"short\"",
+                "policies.d.dpop_nonce_secret",
+            ),
+            (
+                "dpop_signing_alg_values = [\"HS256\"]",
+                "policies.d.dpop_signing_alg_values",
+            ),
+            (
+                "dpop_signing_alg_values = []",
+                "policies.d.dpop_signing_alg_values",
+            ),
+            (
+                "dpop_htu_base_url = \"https://api.example/?q\"",
+                "policies.d.dpop_htu_base_url",
+            ),
+            (
+                "dpop_htu_base_url = \"ftp://api.example\"",
+                "policies.d.dpop_htu_base_url",
+            ),
+        ];
+        for (line, key) in cases {
+            let i = issues(&format!("{GOOD}\n[policies.d]\n{line}\n"), dir.path());
+            assert_eq!(i[0].key, key, "{line}");
+        }
+    }
+
+    #[test]
+    fn the_replay_store_is_checked_without_echoing_its_url() {
+        let dir = dir_with_ca();
+        for (table, key) in [
+            ("store = \"redis\"", "dpop_replay.redis_url"),
+            ("store = \"disk\"", "dpop_replay.store"),
+            ("max_entries = 0", "dpop_replay.max_entries"),
+            ("timeout = 0", "dpop_replay.timeout"),
+            (
+                "store = \"memory\"\nredis_url = \"redis://x\"",
+                "dpop_replay.redis_url",
+            ),
+        ] {
+            let i = issues(&format!("{GOOD}\n[dpop_replay]\n{table}\n"), dir.path());
+            assert_eq!(i[0].key, key, "{table}");
+        }
+        let i = issues(
+            &format!(
+                "{GOOD}\n[dpop_replay]\nstore = \"redis\"\nredis_url = \"http://user:hunter2@x\"\n"
+            ),
+            dir.path(),
+        );
+        assert_eq!(i[0].key, "dpop_replay.redis_url");
+        assert!(!i[0].message.contains("hunter2"), "{}", i[0].message);
+        let c = load(
+            &format!("{GOOD}\n[dpop_replay]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6379/0\"\n"),
+            dir.path(),
+        )
+        .unwrap();
+        assert!(matches!(
+            *c.policies.default.dpop.replay,
+            ReplayStore::Redis(_)
+        ));
     }
 }

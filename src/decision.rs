@@ -11,16 +11,28 @@ pub enum AllowReason {
     UnboundOptional,
     /// `proof_of_possession_mtls = "off"`.
     PopOff,
+    /// A DPoP proof matched the token's `cnf.jkt` (no certificate binding).
+    DpopBound,
+    /// Both the certificate and a DPoP proof matched the token's `cnf`.
+    BoundMtlsDpop,
 }
 
 impl AllowReason {
-    pub const ALL: [AllowReason; 3] = [Self::Bound, Self::UnboundOptional, Self::PopOff];
+    pub const ALL: [AllowReason; 5] = [
+        Self::Bound,
+        Self::UnboundOptional,
+        Self::PopOff,
+        Self::DpopBound,
+        Self::BoundMtlsDpop,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Bound => "bound",
             Self::UnboundOptional => "unbound_optional",
             Self::PopOff => "pop_off",
+            Self::DpopBound => "dpop_bound",
+            Self::BoundMtlsDpop => "bound_mtls_dpop",
         }
     }
 }
@@ -75,6 +87,28 @@ pub enum DenyReason {
     AudienceNotAllowed,
     /// `scopes_required` not met.
     InsufficientScope,
+    /// DPoP required and no `DPoP` header (or the token came as `DPoP` without one).
+    DpopProofMissing,
+    /// The proof is not one well-formed `dpop+jwt` with a public `jwk`, or is too large.
+    DpopProofInvalid,
+    DpopAlgorithmNotAllowed,
+    DpopSignatureInvalid,
+    DpopMethodMismatch,
+    DpopUriMismatch,
+    DpopStale,
+    DpopTokenHashMismatch,
+    /// The proof's `jti` was seen before within its lifetime.
+    DpopReplayed,
+    /// `dpop_use_nonce` and the proof carries no current server nonce.
+    DpopNonceRequired,
+    /// The proof's key is not the one the token's `cnf.jkt` names.
+    DpopKeyMismatch,
+    /// `proof_of_possession_dpop = "strict"` and the token has no `cnf.jkt`.
+    DpopTokenNotBound,
+    /// A token bound with `cnf.jkt` sent without DPoP (RFC 9449 §7.2: no downgrade).
+    DpopBearerDowngrade,
+    /// The shared replay store (Redis) could not be asked: the proof's freshness is unproven.
+    DpopReplayStoreUnavailable,
 }
 
 /// The RFC 6750 `error` code carried in `WWW-Authenticate`.
@@ -96,7 +130,7 @@ impl Rfc6750Error {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 36] = [
+    pub const ALL: [DenyReason; 50] = [
         Self::MissingToken,
         Self::MalformedAuthorization,
         Self::UnknownPolicy,
@@ -133,6 +167,20 @@ impl DenyReason {
         Self::ForbiddenClaim,
         Self::AudienceNotAllowed,
         Self::InsufficientScope,
+        Self::DpopProofMissing,
+        Self::DpopProofInvalid,
+        Self::DpopAlgorithmNotAllowed,
+        Self::DpopSignatureInvalid,
+        Self::DpopMethodMismatch,
+        Self::DpopUriMismatch,
+        Self::DpopStale,
+        Self::DpopTokenHashMismatch,
+        Self::DpopReplayed,
+        Self::DpopNonceRequired,
+        Self::DpopKeyMismatch,
+        Self::DpopTokenNotBound,
+        Self::DpopBearerDowngrade,
+        Self::DpopReplayStoreUnavailable,
     ];
 
     /// Metric label and log field. Stable: dashboards and alerts key on these.
@@ -174,6 +222,20 @@ impl DenyReason {
             Self::ForbiddenClaim => "forbidden_claim",
             Self::AudienceNotAllowed => "audience_not_allowed",
             Self::InsufficientScope => "insufficient_scope",
+            Self::DpopProofMissing => "dpop_proof_missing",
+            Self::DpopProofInvalid => "dpop_proof_invalid",
+            Self::DpopAlgorithmNotAllowed => "dpop_algorithm_not_allowed",
+            Self::DpopSignatureInvalid => "dpop_signature_invalid",
+            Self::DpopMethodMismatch => "dpop_htm_mismatch",
+            Self::DpopUriMismatch => "dpop_htu_mismatch",
+            Self::DpopStale => "dpop_iat_invalid",
+            Self::DpopTokenHashMismatch => "dpop_ath_mismatch",
+            Self::DpopReplayed => "dpop_replayed",
+            Self::DpopNonceRequired => "dpop_nonce_required",
+            Self::DpopKeyMismatch => "dpop_key_mismatch",
+            Self::DpopTokenNotBound => "dpop_token_not_bound",
+            Self::DpopBearerDowngrade => "dpop_bearer_downgrade",
+            Self::DpopReplayStoreUnavailable => "dpop_replay_store_unavailable",
         }
     }
 
@@ -190,7 +252,9 @@ impl DenyReason {
             | Self::ForbiddenClaim
             | Self::AudienceNotAllowed
             | Self::InsufficientScope => 403,
-            Self::KeysUnavailable | Self::IntrospectionUnavailable => 503,
+            Self::KeysUnavailable
+            | Self::IntrospectionUnavailable
+            | Self::DpopReplayStoreUnavailable => 503,
             _ => 401,
         }
     }
@@ -202,7 +266,8 @@ impl DenyReason {
             Self::MissingToken
             | Self::UnknownPolicy
             | Self::KeysUnavailable
-            | Self::IntrospectionUnavailable => None,
+            | Self::IntrospectionUnavailable
+            | Self::DpopReplayStoreUnavailable => None,
             Self::MalformedAuthorization => Some(Rfc6750Error::InvalidRequest),
             Self::ForbiddenClaim | Self::AudienceNotAllowed | Self::InsufficientScope => {
                 Some(Rfc6750Error::InsufficientScope)
@@ -215,8 +280,32 @@ impl DenyReason {
     pub fn has_challenge(self) -> bool {
         !matches!(
             self,
-            Self::UnknownPolicy | Self::KeysUnavailable | Self::IntrospectionUnavailable
+            Self::UnknownPolicy
+                | Self::KeysUnavailable
+                | Self::IntrospectionUnavailable
+                | Self::DpopReplayStoreUnavailable
         )
+    }
+
+    /// The error of the `DPoP` challenge (RFC 9449 §7.1, §8) for the reasons that are about
+    /// DPoP; `None` for every other reason.
+    pub fn dpop_error(self) -> Option<&'static str> {
+        match self {
+            Self::DpopProofMissing => Some("invalid_dpop_proof"),
+            Self::DpopProofInvalid => Some("invalid_dpop_proof"),
+            Self::DpopAlgorithmNotAllowed => Some("invalid_dpop_proof"),
+            Self::DpopSignatureInvalid => Some("invalid_dpop_proof"),
+            Self::DpopMethodMismatch => Some("invalid_dpop_proof"),
+            Self::DpopUriMismatch => Some("invalid_dpop_proof"),
+            Self::DpopStale => Some("invalid_dpop_proof"),
+            Self::DpopTokenHashMismatch => Some("invalid_dpop_proof"),
+            Self::DpopReplayed => Some("invalid_dpop_proof"),
+            Self::DpopNonceRequired => Some("use_dpop_nonce"),
+            Self::DpopKeyMismatch => Some("invalid_token"),
+            Self::DpopTokenNotBound => Some("invalid_token"),
+            Self::DpopBearerDowngrade => Some("invalid_token"),
+            _ => None,
+        }
     }
 
     /// `error_description`: short and static, safe to show to anyone.
@@ -258,6 +347,20 @@ impl DenyReason {
             Self::ForbiddenClaim => "access token carries a forbidden claim",
             Self::AudienceNotAllowed => "access token audience not allowed here",
             Self::InsufficientScope => "access token lacks the required scope",
+            Self::DpopProofMissing => "DPoP proof required",
+            Self::DpopProofInvalid => "malformed DPoP proof",
+            Self::DpopAlgorithmNotAllowed => "DPoP proof algorithm not allowed",
+            Self::DpopSignatureInvalid => "invalid DPoP proof signature",
+            Self::DpopMethodMismatch => "DPoP proof htm does not match",
+            Self::DpopUriMismatch => "DPoP proof htu does not match",
+            Self::DpopStale => "DPoP proof iat outside its lifetime",
+            Self::DpopTokenHashMismatch => "DPoP proof ath does not match the access token",
+            Self::DpopReplayed => "DPoP proof already used",
+            Self::DpopNonceRequired => "DPoP nonce required",
+            Self::DpopKeyMismatch => "DPoP proof key does not match access token",
+            Self::DpopTokenNotBound => "access token is not DPoP-bound",
+            Self::DpopBearerDowngrade => "DPoP-bound access token sent as a bearer token",
+            Self::DpopReplayStoreUnavailable => "",
         }
     }
 
@@ -335,6 +438,7 @@ mod tests {
                     | DenyReason::UnknownPolicy
                     | DenyReason::KeysUnavailable
                     | DenyReason::IntrospectionUnavailable
+                    | DenyReason::DpopReplayStoreUnavailable
                     | DenyReason::ForbiddenClaim
                     | DenyReason::AudienceNotAllowed
                     | DenyReason::InsufficientScope

@@ -3,7 +3,8 @@
 //!
 //! Envoy lower-cases header names and joins repeated headers with `,` into one value. A bearer
 //! token (RFC 6750 `b64token`) never contains a raw comma, so a comma in `authorization` means
-//! the header was sent more than once. For certificate headers that judgement belongs to each
+//! the header was sent more than once (or one value carried auth-params, as Digest does); how
+//! many values are tolerated is `[limits] max_authorization_values`. For certificate headers that judgement belongs to each
 //! format (`cert::decode`): some formats use commas themselves.
 
 use std::collections::HashMap;
@@ -18,25 +19,63 @@ pub enum ExtractError {
     CertHeaderTooLarge,
 }
 
-/// The bearer token from `authorization`. Another scheme (Basic, DPoP...) counts as no bearer
-/// token at all, as RFC 6750 §3.1 asks for requests without bearer credentials.
-pub fn bearer_token(headers: &HashMap<String, String>) -> Result<&str, ExtractError> {
+/// The authentication scheme an access token came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    /// RFC 9449 `Authorization: DPoP <token>`.
+    Dpop,
+}
+
+/// The bearer token from `authorization`: [`access_token`] with DPoP off.
+pub fn bearer_token(
+    headers: &HashMap<String, String>,
+    max_values: usize,
+) -> Result<&str, ExtractError> {
+    access_token(headers, max_values, false).map(|(_, t)| t)
+}
+
+/// The access token and its scheme. `authorization` may hold at most `max_values`
+/// comma-separated values (Envoy joins a repeated header with `, `; a b64token never contains a
+/// comma); more than that is malformed. Within the limit exactly one value must be a credential
+/// certbound takes — `Bearer`, or `DPoP` when `dpop` is on, both carrying a b64token (RFC 9449
+/// §7.1). None counts as no token at all (another scheme such as Basic, as RFC 6750 §3.1 asks
+/// for requests without bearer credentials); two or more is malformed, since which one the
+/// client meant cannot be known.
+pub fn access_token(
+    headers: &HashMap<String, String>,
+    max_values: usize,
+    dpop: bool,
+) -> Result<(Scheme, &str), ExtractError> {
     let Some(value) = headers.get("authorization") else {
         return Err(ExtractError::MissingToken);
     };
-    if value.contains(',') {
+    if value.split(',').count() > max_values {
         return Err(ExtractError::MalformedAuthorization);
     }
-    let value = value.trim();
-    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ExtractError::MissingToken);
+    let mut found = None;
+    for credential in value.split(',') {
+        let credential = credential.trim_matches([' ', '\t']);
+        let (scheme, rest) = credential
+            .split_once([' ', '\t'])
+            .unwrap_or((credential, ""));
+        let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+            Scheme::Bearer
+        } else if dpop && scheme.eq_ignore_ascii_case("dpop") {
+            Scheme::Dpop
+        } else {
+            continue;
+        };
+        if found.is_some() {
+            return Err(ExtractError::MalformedAuthorization);
+        }
+        found = Some((scheme, rest.trim_start_matches([' ', '\t'])));
     }
-    let token = rest.trim_start_matches([' ', '\t']);
+    let (scheme, token) = found.ok_or(ExtractError::MissingToken)?;
     if !is_b64token(token) {
         return Err(ExtractError::MalformedAuthorization);
     }
-    Ok(token)
+    Ok((scheme, token))
 }
 
 /// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -94,7 +133,7 @@ mod tests {
             " Bearer\tabc.def.ghi ",
         ] {
             assert_eq!(
-                bearer_token(&h(&[("authorization", v)])),
+                bearer_token(&h(&[("authorization", v)]), 1),
                 Ok("abc.def.ghi"),
                 "{v:?}"
             );
@@ -103,14 +142,48 @@ mod tests {
 
     #[test]
     fn no_header_or_other_scheme_is_missing_token() {
-        assert_eq!(bearer_token(&h(&[])), Err(ExtractError::MissingToken));
+        assert_eq!(bearer_token(&h(&[]), 1), Err(ExtractError::MissingToken));
         assert_eq!(
-            bearer_token(&h(&[("authorization", "Basic dXNlcjpwYXNz")])),
+            bearer_token(&h(&[("authorization", "Basic dXNlcjpwYXNz")]), 1),
             Err(ExtractError::MissingToken)
         );
         assert_eq!(
-            bearer_token(&h(&[("authorization", "DPoP abc")])),
+            bearer_token(&h(&[("authorization", "DPoP abc")]), 1),
             Err(ExtractError::MissingToken)
+        );
+    }
+
+    #[test]
+    fn dpop_scheme_is_read_only_when_dpop_is_on() {
+        let headers = h(&[("authorization", "DPoP abc.def.ghi")]);
+        assert_eq!(
+            access_token(&headers, 1, true),
+            Ok((Scheme::Dpop, "abc.def.ghi"))
+        );
+        assert_eq!(
+            access_token(&headers, 1, false),
+            Err(ExtractError::MissingToken)
+        );
+        assert_eq!(
+            access_token(&h(&[("authorization", "dpop a b")]), 1, true),
+            Err(ExtractError::MalformedAuthorization)
+        );
+        assert_eq!(
+            access_token(&h(&[("authorization", "Bearer t")]), 1, true),
+            Ok((Scheme::Bearer, "t"))
+        );
+    }
+
+    #[test]
+    fn a_bearer_and_a_dpop_credential_together_are_malformed_when_dpop_is_on() {
+        let headers = h(&[("authorization", "Bearer abc, DPoP def")]);
+        assert_eq!(
+            access_token(&headers, 2, true),
+            Err(ExtractError::MalformedAuthorization)
+        );
+        assert_eq!(
+            access_token(&headers, 2, false),
+            Ok((Scheme::Bearer, "abc"))
         );
     }
 
@@ -119,7 +192,60 @@ mod tests {
         // How Envoy forwards two Authorization headers.
         let v = "Bearer aaa.bbb.ccc, Bearer ddd.eee.fff";
         assert_eq!(
-            bearer_token(&h(&[("authorization", v)])),
+            bearer_token(&h(&[("authorization", v)]), 1),
+            Err(ExtractError::MalformedAuthorization)
+        );
+    }
+
+    #[test]
+    fn more_values_than_the_limit_are_malformed_whatever_they_hold() {
+        for v in [
+            "Basic dXNlcjpwYXNz, Bearer aaa.bbb.ccc, DPoP x",
+            "Bearer aaa.bbb.ccc,,",
+            ",,,",
+        ] {
+            assert_eq!(
+                bearer_token(&h(&[("authorization", v)]), 2),
+                Err(ExtractError::MalformedAuthorization),
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn within_the_limit_the_one_bearer_value_is_the_token() {
+        for v in [
+            "Basic dXNlcjpwYXNz, Bearer aaa.bbb.ccc",
+            "Bearer aaa.bbb.ccc, Basic dXNlcjpwYXNz",
+            "Bearer aaa.bbb.ccc",
+            "bearer\taaa.bbb.ccc ,",
+        ] {
+            assert_eq!(
+                bearer_token(&h(&[("authorization", v)]), 2),
+                Ok("aaa.bbb.ccc"),
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn within_the_limit_two_bearer_values_are_malformed_and_none_is_missing() {
+        assert_eq!(
+            bearer_token(
+                &h(&[("authorization", "Bearer aaa.bbb.ccc, Bearer aaa.bbb.ccc")]),
+                4
+            ),
+            Err(ExtractError::MalformedAuthorization)
+        );
+        assert_eq!(
+            bearer_token(&h(&[("authorization", "Basic dXNlcjpwYXNz, DPoP abc")]), 4),
+            Err(ExtractError::MissingToken)
+        );
+        assert_eq!(
+            bearer_token(
+                &h(&[("authorization", "Basic dXNlcjpwYXNz, Bearer a b")]),
+                4
+            ),
             Err(ExtractError::MalformedAuthorization)
         );
     }
@@ -134,7 +260,7 @@ mod tests {
             "Bearer ===",
         ] {
             assert_eq!(
-                bearer_token(&h(&[("authorization", v)])),
+                bearer_token(&h(&[("authorization", v)]), 1),
                 Err(ExtractError::MalformedAuthorization),
                 "{v:?}"
             );

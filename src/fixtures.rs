@@ -313,6 +313,15 @@ impl SigningKey {
         h.typ = Some(typ.into());
         Ok(jsonwebtoken::encode(&h, claims, &self.encoding)?)
     }
+
+    /// A DPoP proof (RFC 9449 §4.2): `typ` `dpop+jwt`, this key's public JWK in the header, no
+    /// `kid`.
+    pub fn dpop_proof(&self, claims: &Value) -> Result<String> {
+        let mut h = Header::new(self.alg);
+        h.typ = Some("dpop+jwt".into());
+        h.jwk = Some(serde_json::from_value(self.jwk.clone()).map_err(|_| FixtureError::Jwk)?);
+        Ok(jsonwebtoken::encode(&h, claims, &self.encoding)?)
+    }
 }
 
 /// A JWKS document of the given keys' public halves.
@@ -609,4 +618,35 @@ impl<'a> OcspAnswer<'a> {
         };
         Ok(OcspResponse::successful(basic)?.to_der()?)
     }
+}
+
+/// The policy name `per_cert_source` gives Envoy's peer certificate.
+pub const PEER_POLICY: &str = "peer";
+
+/// `policies` plus one named copy of the default policy per certificate source: each header
+/// format of `HeaderFormat::ALL` (named by its `as_str()`) and Envoy's peer certificate
+/// (`PEER_POLICY`). A CheckRequest picks one with `context_extensions: {policy: NAME}`, so one
+/// server covers every format (property tests, fuzzing).
+pub fn per_cert_source(mut policies: crate::policy::Policies) -> crate::policy::Policies {
+    use crate::policy::CertSource;
+    let base = (*policies.default).clone();
+    let mut copies = Vec::new();
+    for format in crate::cert::HeaderFormat::ALL {
+        let mut p = base.clone();
+        p.name = format.as_str().to_string();
+        if let CertSource::Header(h) = &mut p.cert_source {
+            h.format = format;
+        }
+        copies.push(p);
+    }
+    let mut peer = base;
+    peer.name = PEER_POLICY.to_string();
+    peer.cert_source = CertSource::Peer;
+    copies.push(peer);
+    for p in copies {
+        policies
+            .named
+            .insert(p.name.clone(), std::sync::Arc::new(p));
+    }
+    policies
 }

@@ -122,7 +122,12 @@ pub fn response(outcome: &Outcome, host: Option<&str>) -> CheckResponse {
             })),
             ..Default::default()
         },
-        Decision::Deny(reason) => denied(*reason, host, outcome.scope_hint.as_deref()),
+        Decision::Deny(reason) => denied(
+            *reason,
+            host,
+            outcome.scope_hint.as_deref(),
+            outcome.dpop.as_ref(),
+        ),
     };
     resp.dynamic_metadata = Some(metadata(outcome));
     resp
@@ -161,9 +166,16 @@ fn metadata(outcome: &Outcome) -> Struct {
     }
 }
 
-fn denied(reason: DenyReason, host: Option<&str>, scope: Option<&str>) -> CheckResponse {
+fn denied(
+    reason: DenyReason,
+    host: Option<&str>,
+    scope: Option<&str>,
+    dpop: Option<&crate::dpop::Challenge>,
+) -> CheckResponse {
     let mut headers = vec![overwrite("content-type", "application/json")];
-    if reason.has_challenge() {
+    if let (Some(d), 401) = (dpop, reason.http_status()) {
+        headers.extend(dpop_challenges(reason, host, d));
+    } else if reason.has_challenge() {
         let mut c = challenge(reason, host);
         if let (DenyReason::InsufficientScope, Some(scope)) = (reason, scope) {
             // Configured scope names; keep them inside the quoted string.
@@ -195,6 +207,41 @@ fn denied(reason: DenyReason, host: Option<&str>, scope: Option<&str>) -> CheckR
         })),
         ..Default::default()
     }
+}
+
+/// A 401 of a policy that takes DPoP: `strict` answers with the `DPoP` challenge alone;
+/// `optional` with the `Bearer` one first (its error only for non-DPoP reasons), then `DPoP`
+/// (RFC 9449 §7.1 allows both). Plus `DPoP-Nonce` when the policy uses nonces.
+fn dpop_challenges(
+    reason: DenyReason,
+    host: Option<&str>,
+    d: &crate::dpop::Challenge,
+) -> Vec<HeaderValueOption> {
+    let mut challenges = Vec::new();
+    if d.mode != crate::dpop::DpopMode::Strict {
+        challenges.push(if reason.dpop_error().is_some() {
+            challenge(DenyReason::MissingToken, host)
+        } else {
+            challenge(reason, host)
+        });
+    }
+    challenges.push(crate::dpop::challenge(d, reason));
+    let mut headers: Vec<HeaderValueOption> = challenges
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut h = overwrite("www-authenticate", c);
+            if i > 0 {
+                // One header line per challenge.
+                h.append_action = HeaderAppendAction::AppendIfExistsOrAdd as i32;
+            }
+            h
+        })
+        .collect();
+    if let Some(nonce) = &d.nonce {
+        headers.push(overwrite("dpop-nonce", nonce));
+    }
+    headers
 }
 
 /// `Bearer realm="<host>"[, error="...", error_description="..."]` (RFC 6750 §3).
@@ -270,6 +317,71 @@ mod tests {
             };
             let resp = response(&outcome, Some("h"));
             assert_ne!(resp.status.unwrap().code, OK, "{r:?}");
+        }
+    }
+
+    fn dpop_denial(mode: crate::dpop::DpopMode, reason: DenyReason) -> Vec<HeaderValueOption> {
+        let outcome = Outcome {
+            decision: Decision::Deny(reason),
+            dpop: Some(crate::dpop::Challenge {
+                mode,
+                algs: "ES256".into(),
+                nonce: Some("n0nce".into()),
+            }),
+            ..Outcome::default()
+        };
+        match response(&outcome, Some("api.test")).http_response {
+            Some(HttpResponse::DeniedResponse(d)) => d.headers,
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    fn header<'h>(headers: &'h [HeaderValueOption], name: &str) -> Vec<(&'h str, i32)> {
+        headers
+            .iter()
+            .filter_map(|h| h.header.as_ref().map(|v| (v, h.append_action)))
+            .filter(|(v, _)| v.key == name)
+            .map(|(v, a)| (v.value.as_str(), a))
+            .collect()
+    }
+
+    #[test]
+    fn optional_dpop_answers_bearer_then_dpop_challenges_on_their_own_lines() {
+        let h = dpop_denial(crate::dpop::DpopMode::Optional, DenyReason::DpopStale);
+        let www = header(&h, "www-authenticate");
+        assert_eq!(www.len(), 2, "{www:?}");
+        assert_eq!(www[0].0, "Bearer realm=\"api.test\"");
+        assert_eq!(www[0].1, HeaderAppendAction::OverwriteIfExistsOrAdd as i32);
+        assert!(www[1]
+            .0
+            .starts_with("DPoP algs=\"ES256\", error=\"invalid_dpop_proof\""));
+        assert_eq!(www[1].1, HeaderAppendAction::AppendIfExistsOrAdd as i32);
+        assert_eq!(header(&h, "dpop-nonce")[0].0, "n0nce");
+    }
+
+    #[test]
+    fn strict_dpop_answers_one_dpop_challenge_carrying_token_errors_too() {
+        let h = dpop_denial(crate::dpop::DpopMode::Strict, DenyReason::TokenExpired);
+        let www = header(&h, "www-authenticate");
+        assert_eq!(www.len(), 1, "{www:?}");
+        assert!(
+            www[0]
+                .0
+                .starts_with("DPoP algs=\"ES256\", error=\"invalid_token\""),
+            "{www:?}"
+        );
+    }
+
+    #[test]
+    fn dpop_policies_answer_non_401_denials_as_before() {
+        for (reason, challenges) in [
+            (DenyReason::InsufficientScope, 1),
+            (DenyReason::DpopReplayStoreUnavailable, 0),
+        ] {
+            let h = dpop_denial(crate::dpop::DpopMode::Strict, reason);
+            let www = header(&h, "www-authenticate");
+            assert_eq!(www.len(), challenges, "{reason:?}: {www:?}");
+            assert!(www.iter().all(|(v, _)| v.starts_with("Bearer ")), "{www:?}");
         }
     }
 }

@@ -52,6 +52,19 @@ enum Command {
     },
     /// Print the RFC 8705 x5t#S256 of a PEM or DER certificate.
     Thumbprint { file: PathBuf },
+    /// Turn a decK file's openid-connect plugins into a certbound configuration, Envoy routes
+    /// that pick its policies, and a report of what could not be carried over.
+    ImportKong {
+        /// The decK declarative file (`_format_version: "3.0"`).
+        file: PathBuf,
+        /// Where to write certbound.toml, envoy-routes.yaml, import-report.txt and CA files.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// An address or CIDR range of the TLS terminators allowed to set the certificate
+        /// header (certbound's `trusted_ips`; Kong keeps them in kong.conf). Repeatable.
+        #[arg(long = "trusted-ip")]
+        trusted_ips: Vec<String>,
+    },
     /// Generate throw-away keys and certificates, serve with them, and show an allowed and a
     /// denied Check.
     Demo {
@@ -72,6 +85,11 @@ fn main() -> ExitCode {
         Command::Serve { config } => run_serve(config),
         Command::CheckConfig { config } => check_config(config),
         Command::Thumbprint { file } => thumbprint(file),
+        Command::ImportKong {
+            file,
+            out,
+            trusted_ips,
+        } => import_kong(file, out, trusted_ips),
         Command::Demo {
             grpc_listen,
             admin_listen,
@@ -187,6 +205,40 @@ fn thumbprint(file: PathBuf) -> anyhow::Result<ExitCode> {
     x509_parser::parse_x509_certificate(&der)
         .map_err(|e| anyhow::anyhow!("{} is not an X.509 certificate: {e}", file.display()))?;
     println!("{}", certbound::cert::x5t_s256(&der));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import_kong(file: PathBuf, out: PathBuf, trusted_ips: Vec<String>) -> anyhow::Result<ExitCode> {
+    let source =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let env = |name: &str| std::env::var(name).ok();
+    let options = certbound::kong::Options { trusted_ips };
+    let import = match certbound::kong::import(&source, &env, &options) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("certbound: {}: {e}", file.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let report = import.report();
+    let mut written = Vec::new();
+    let outputs = [
+        (PathBuf::from("certbound.toml"), import.toml.clone()),
+        (PathBuf::from("envoy-routes.yaml"), import.envoy.clone()),
+        (PathBuf::from("import-report.txt"), report.clone()),
+    ];
+    for (name, text) in outputs.iter().chain(import.files.iter()) {
+        let path = out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path.display().to_string());
+    }
+    println!("wrote {}", written.join(", "));
+    print!("{report}");
+    println!(
+        "next: certbound check-config --config {}",
+        out.join("certbound.toml").display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,11 +12,12 @@ use crate::bind::{self, BindError, PopMode};
 use crate::cache::{self, CertFacts, Lookup, Lookups, TokenFacts};
 use crate::cert::{self, CertError, HeaderFormat, Thumbprint};
 use crate::decision::{Decision, DenyReason, UpstreamHeader};
-use crate::extract::{self, ExtractError};
+use crate::dpop::{self, DpopMode};
+use crate::extract::{self, ExtractError, Scheme};
 use crate::introspection::IntrospectError;
 use crate::policy::{CertSource, Policies, Policy};
 use crate::revocation::RevocationError;
-use crate::token::{self, TokenError, TokenRules, VerifiedToken};
+use crate::token::{self, TokenError, VerifiedToken};
 
 /// What the pipeline reads from a CheckRequest.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +48,8 @@ pub struct Outcome {
     pub scope_hint: Option<String>,
     /// What the result caches answered.
     pub cache: Lookups,
+    /// Set when the policy takes DPoP: a 401 carries the `DPoP` challenge too.
+    pub dpop: Option<dpop::Challenge>,
 }
 
 /// Runs one check at `now` (seconds since the epoch).
@@ -60,6 +63,11 @@ pub async fn check(input: &CheckInput<'_>, policies: &Policies, now: u64) -> Out
     };
     let mut outcome = Outcome {
         policy: policy.name.clone(),
+        dpop: (policy.dpop.mode != DpopMode::Off).then(|| dpop::Challenge {
+            mode: policy.dpop.mode,
+            algs: policy.dpop.algs_str(),
+            nonce: policy.dpop.nonce.as_ref().map(|n| n.issue(now)),
+        }),
         ..Outcome::default()
     };
     outcome.decision = match decide(input, policy, now, &mut outcome).await {
@@ -80,7 +88,12 @@ async fn decide(
     now: u64,
     outcome: &mut Outcome,
 ) -> Result<Decision, DenyReason> {
-    let token = extract::bearer_token(input.headers).map_err(extract_reason)?;
+    let (scheme, token) = extract::access_token(
+        input.headers,
+        policy.limits.max_authorization_values,
+        policy.dpop.mode != DpopMode::Off,
+    )
+    .map_err(extract_reason)?;
     let verified = token_facts(token, policy, now, &mut outcome.cache).await?;
     outcome.subject.clone_from(&verified.subject);
     outcome.client_id.clone_from(&verified.client_id);
@@ -92,6 +105,20 @@ async fn decide(
         cert.as_ref().map(|c| &c.thumbprint),
     )
     .map_err(bind_reason)?;
+    let reason = dpop::check(
+        &policy.dpop,
+        &dpop::Request {
+            headers: input.headers,
+            scheme,
+            token,
+            jkt: &verified.jkt,
+            mtls: reason,
+            max_json_depth: policy.limits.max_json_depth,
+            leeway: policy.leeway,
+            now,
+        },
+    )
+    .await?;
     verified.authorized?;
     // Revocation last: it may need network I/O, so only requests that passed every local check
     // can cause a fetch.
@@ -111,6 +138,16 @@ async fn decide(
                 value: t.clone(),
             }),
             None => remove.push(name.clone()),
+        }
+    }
+    if policy.dpop.mode != DpopMode::Off {
+        // As Kong does: the upstream sees a plain bearer request, never the proof.
+        remove.push("dpop".to_string());
+        if scheme == Scheme::Dpop && !policy.hide_credentials {
+            headers.push(UpstreamHeader {
+                name: "authorization".to_string(),
+                value: format!("Bearer {token}"),
+            });
         }
     }
     if policy.hide_credentials {
@@ -198,8 +235,8 @@ async fn token_facts(
                     IntrospectError::Inactive => DenyReason::TokenInactive,
                     IntrospectError::Unavailable(_) => DenyReason::IntrospectionUnavailable,
                 })?;
-            let verified =
-                token::verify_introspected(&response, &rules(policy), now).map_err(token_reason)?;
+            let verified = token::verify_introspected(&response, &policy.token_rules(), now)
+                .map_err(token_reason)?;
             Ok(Arc::new(facts(policy, verified, [0; 32])))
         }
         _ if !policy.caches.caches_tokens() => {
@@ -240,6 +277,7 @@ fn facts(policy: &Policy, verified: VerifiedToken, keys: [u8; 32]) -> TokenFacts
         subject: text("sub"),
         client_id: text("client_id"),
         authorized: authorize(policy, &verified.claims),
+        jkt: dpop::token_jkt(&verified.claims),
         headers,
         remove,
         exp: verified.exp,
@@ -249,24 +287,13 @@ fn facts(policy: &Policy, verified: VerifiedToken, keys: [u8; 32]) -> TokenFacts
     }
 }
 
-fn rules(policy: &Policy) -> TokenRules<'_> {
-    TokenRules {
-        issuer: &policy.issuer,
-        audiences: &policy.audiences,
-        leeway: policy.leeway,
-        accepted_types: &policy.accepted_token_types,
-        max_bytes: policy.limits.max_token_bytes,
-        max_json_depth: policy.limits.max_json_depth,
-    }
-}
-
 /// Verifies a JWT; also returns the fingerprint of the key set that verified it.
 async fn verify_jwt(
     token: &str,
     policy: &Policy,
     now: u64,
 ) -> Result<(VerifiedToken, [u8; 32]), DenyReason> {
-    let rules = rules(policy);
+    let rules = policy.token_rules();
     let mut keys = policy.keys.current();
     if !keys.is_loaded() {
         keys = policy.keys.refresh(policy.unknown_kid_wait).await;

@@ -56,6 +56,8 @@ pub struct Limits {
     pub max_token_bytes: usize,
     /// Nesting of arrays and objects in a token's header and claims.
     pub max_json_depth: usize,
+    /// Comma-separated values in `authorization` (Envoy joins a repeated header with `, `).
+    pub max_authorization_values: usize,
 }
 
 impl Default for Limits {
@@ -65,6 +67,7 @@ impl Default for Limits {
             max_chain_length: 5,
             max_token_bytes: 16 * 1024,
             max_json_depth: 16,
+            max_authorization_values: 1,
         }
     }
 }
@@ -77,6 +80,7 @@ impl Limits {
         max_chain_length: crate::cert::CHAIN_LEN_CEILING,
         max_token_bytes: 64 * 1024,
         max_json_depth: 64,
+        max_authorization_values: 8,
     };
 }
 
@@ -121,6 +125,22 @@ pub struct Policy {
     /// Verified tokens and certificates. Owned by this policy alone (never shared between
     /// policies) and replaced with it on reload.
     pub caches: Arc<Caches>,
+    /// Kong's `proof_of_possession_dpop` and its settings.
+    pub dpop: crate::dpop::DpopPolicy,
+}
+
+impl Policy {
+    /// What a token must satisfy under this policy.
+    pub fn token_rules(&self) -> crate::token::TokenRules<'_> {
+        crate::token::TokenRules {
+            issuer: &self.issuer,
+            audiences: &self.audiences,
+            leeway: self.leeway,
+            accepted_types: &self.accepted_token_types,
+            max_bytes: self.limits.max_token_bytes,
+            max_json_depth: self.limits.max_json_depth,
+        }
+    }
 }
 
 impl std::fmt::Debug for Policy {
@@ -129,6 +149,7 @@ impl std::fmt::Debug for Policy {
             .field("name", &self.name)
             .field("issuer", &self.issuer)
             .field("pop_mode", &self.pop_mode)
+            .field("dpop", &self.dpop.mode)
             .finish_non_exhaustive()
     }
 }

@@ -185,32 +185,60 @@ pub fn incoming(
 }
 
 /// The running key fetchers, one per key source, kept across reloads so a reload never empties
-/// a key store that is in use.
+/// a key store that is in use, and stopped when a reload drops their key source.
 struct Fetchers {
-    running: Vec<(KeySource, Arc<KeyStore>)>,
+    running: Vec<Running>,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
 }
 
+struct Running {
+    source: KeySource,
+    store: Arc<KeyStore>,
+    task: tokio::task::AbortHandle,
+}
+
 impl Fetchers {
     fn start(&mut self, fetch: KeyFetch) {
-        self.running
-            .push((fetch.source.clone(), fetch.store.clone()));
-        tokio::spawn(jwks::run(
+        let source = fetch.source.clone();
+        let store = fetch.store.clone();
+        let task = tokio::spawn(jwks::run(
             fetch,
             self.client.clone(),
             self.metrics.clone(),
             self.stop.clone(),
         ));
+        self.running.push(Running {
+            source,
+            store,
+            task: task.abort_handle(),
+        });
     }
 
     /// The running store for `source`, if any.
     fn existing(&self, source: &KeySource) -> Option<Arc<KeyStore>> {
         self.running
             .iter()
-            .find(|(s, _)| s == source)
-            .map(|(_, store)| store.clone())
+            .find(|r| r.source == *source)
+            .map(|r| r.store.clone())
+    }
+
+    /// The key sources being fetched.
+    fn sources(&self) -> Vec<KeySource> {
+        self.running.iter().map(|r| r.source.clone()).collect()
+    }
+
+    /// Stops every fetcher whose source is not in `keep`. A check still holding an older
+    /// snapshot keeps its store's keys; they are just no longer refreshed.
+    fn retain(&mut self, keep: &[KeySource]) {
+        self.running.retain(|r| {
+            let kept = keep.contains(&r.source);
+            if !kept {
+                r.task.abort();
+            }
+            kept
+        });
     }
 }
 
@@ -276,6 +304,12 @@ async fn apply(
         tracing::warn!("grpc_listen / admin_listen changed: restart certbound to apply them");
     }
     // Keep the stores already running for unchanged key sources; start and wait for new ones.
+    let serving = fetchers.sources();
+    let wanted: Vec<KeySource> = config
+        .key_fetches
+        .iter()
+        .map(|f| f.source.clone())
+        .collect();
     let mut replace: Vec<(Arc<KeyStore>, Arc<KeyStore>)> = Vec::new();
     for fetch in config.key_fetches {
         match fetchers.existing(&fetch.source) {
@@ -288,6 +322,8 @@ async fn apply(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 if !store.is_ready() {
+                    // The refused configuration's new fetchers must not outlive it.
+                    fetchers.retain(&serving);
                     return Err("a new issuer's signing keys could not be loaded".into());
                 }
             }
@@ -316,6 +352,7 @@ async fn apply(
             .collect(),
     };
     policies.store(Arc::new(next));
+    fetchers.retain(&wanted);
     Ok(config.files)
 }
 
@@ -361,5 +398,71 @@ async fn track_readiness(
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::fixtures::{jwks as jwks_json, Ca, SigningKey};
+
+    fn write_config(dir: &Path, keys: &str) -> PathBuf {
+        std::fs::write(dir.join("client-ca.pem"), Ca::root("ca").unwrap().pem).unwrap();
+        let key = SigningKey::es256("k").unwrap();
+        std::fs::write(dir.join("jwks.json"), jwks_json(&[&key]).to_string()).unwrap();
+        let path = dir.join("certbound.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "grpc_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nissuer = \"https://idp.test\"\n{keys}\ntrusted_ips = [\"127.0.0.1\"]\n[proof_of_possession_mtls_from_header]\ncertificate_header_name = \"x-client-cert\"\ncertificate_header_format = \"url_encoded\"\nca_certificates = [\"client-ca.pem\"]\n"
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_reload_stops_the_key_fetcher_of_an_issuer_it_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // Port 9 (discard) refuses connections: the fetcher keeps retrying until it is stopped.
+        let path = write_config(dir.path(), "jwks_uri = \"http://127.0.0.1:9/jwks\"");
+        let first = Config::load(&path).unwrap();
+        let listen = (first.grpc_listen, first.admin_listen);
+        let (_stop_tx, stop) = watch::channel(false);
+        let mut fetchers = Fetchers {
+            running: Vec::new(),
+            client: reqwest::Client::new(),
+            metrics: Arc::new(Metrics::new().unwrap()),
+            stop,
+        };
+        for fetch in first.key_fetches {
+            fetchers.start(fetch);
+        }
+        assert_eq!(fetchers.running.len(), 1);
+        let removed = fetchers.running[0].task.clone();
+        let policies = ArcSwap::from_pointee(first.policies);
+
+        // Same file, reloaded: the fetcher is kept.
+        apply(&path, listen, &policies, &mut fetchers)
+            .await
+            .unwrap();
+        assert_eq!(fetchers.running.len(), 1);
+        assert!(!removed.is_finished());
+
+        // The issuer's keys now come from a static file: nothing to fetch, the task stops.
+        write_config(dir.path(), "jwks_file = \"jwks.json\"");
+        apply(&path, listen, &policies, &mut fetchers)
+            .await
+            .unwrap();
+        assert!(fetchers.running.is_empty());
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while !removed.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the removed issuer's fetcher is still running");
     }
 }

@@ -1206,6 +1206,67 @@ async fn configured_limits_are_enforced() {
         deny("cert_chain_too_long"),
     )
     .await;
+    let malformed = || Expect::Deny {
+        reason: "malformed_authorization",
+        status: 400,
+        error: Some("invalid_request"),
+    };
+    let basic_then_bearer = format!("Basic dXNlcjpwYXNz, Bearer {token}");
+    run_case(
+        &cb,
+        "two authorization values, default limit one",
+        Req::new()
+            .header("authorization", &basic_then_bearer)
+            .cert(&chain),
+        malformed(),
+    )
+    .await;
+    cb.stop().await.unwrap();
+
+    // Room for two Authorization values: exactly one of them must be the Bearer credential.
+    let limits = "[limits]\nmax_authorization_values = 2\n";
+    let cb = Certbound::start(
+        &format!("{}\n{limits}", header_mode_config(&idp, "url_encoded")),
+        dir.path(),
+    )
+    .await;
+    cb.wait_ready().await;
+    let auth = |v: &str| Req::new().header("authorization", v).cert(&chain);
+    run_case(
+        &cb,
+        "Basic and Bearer within the limit",
+        auth(&basic_then_bearer),
+        Expect::Allow {
+            reason: "bound",
+            sub: Some("alice-app"),
+        },
+    )
+    .await;
+    run_case(
+        &cb,
+        "three values, limit two",
+        auth(&format!("{basic_then_bearer}, DPoP x")),
+        malformed(),
+    )
+    .await;
+    run_case(
+        &cb,
+        "two Bearer values within the limit",
+        auth(&format!("Bearer {token}, Bearer {token}")),
+        malformed(),
+    )
+    .await;
+    run_case(
+        &cb,
+        "no Bearer value within the limit",
+        auth("Basic dXNlcjpwYXNz, DPoP x"),
+        Expect::Deny {
+            reason: "missing_token",
+            status: 401,
+            error: None,
+        },
+    )
+    .await;
     cb.stop().await.unwrap();
 }
 

@@ -376,3 +376,94 @@ fn serve_reloads_on_sighup_and_when_the_file_changes() {
     wait_for(&logs, "reload refused");
     assert!(child.0.try_wait().unwrap().is_none(), "still serving");
 }
+
+/// `import-kong` on a decK file of Kong's documented examples, with its `DECK_*` placeholders
+/// set the way decK reads them.
+fn import_kong(dir: &Path, file: &str, extra: &[&str]) -> std::process::Output {
+    let ca = Ca::root("kong import CA").unwrap();
+    certbound()
+        .arg("import-kong")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/kong")
+                .join(file),
+        )
+        .arg("--out")
+        .arg(dir)
+        .args(extra)
+        .env("DECK_ISSUER", "https://idp.test/realms/master")
+        .env("DECK_CLIENT_ID", "kong")
+        .env("DECK_CLIENT_SECRET", "s3cret")
+        .env("DECK_CA_CERT_ID", "0b8c6e2a-7c1f-4f6e-9d6b-2f0f5b3c1a11")
+        .env("DECK_CA_CERT_PEM", &ca.pem)
+        .env("DECK_CACHE_TTL", "120")
+        .output()
+        .unwrap()
+}
+
+fn check(path: &Path) -> std::process::Output {
+    certbound()
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn imported_kong_examples_pass_check_config() {
+    for file in ["mtls-pop-from-header.yaml", "services-and-routes.yaml"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = import_kong(dir.path(), file, &["--trusted-ip", "10.0.0.0/8"]);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for written in ["certbound.toml", "envoy-routes.yaml", "import-report.txt"] {
+            assert!(dir.path().join(written).is_file(), "{file}: {written}");
+        }
+        let checked = check(&dir.path().join("certbound.toml"));
+        assert!(
+            checked.status.success(),
+            "{file}: {}\n{}",
+            String::from_utf8_lossy(&checked.stderr),
+            std::fs::read_to_string(dir.path().join("certbound.toml")).unwrap()
+        );
+    }
+}
+
+#[test]
+fn imported_config_without_trusted_proxies_is_refused_by_check_config() {
+    // Kong keeps trusted_ips in kong.conf; with secure_source on, certbound must not start
+    // until they are set, and the report says so.
+    let dir = tempfile::tempdir().unwrap();
+    let out = import_kong(dir.path(), "mtls-pop-from-header.yaml", &[]);
+    assert!(out.status.success());
+    let report = std::fs::read_to_string(dir.path().join("import-report.txt")).unwrap();
+    assert!(report.contains("trusted_ips"), "{report}");
+    let checked = check(&dir.path().join("certbound.toml"));
+    assert_eq!(checked.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&checked.stderr).contains("trusted_ips"));
+}
+
+#[test]
+fn import_kong_refuses_rules_it_cannot_enforce_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let deck = dir.path().join("kong.yaml");
+    std::fs::write(
+        &deck,
+        "_format_version: \"3.0\"\nplugins:\n  - name: openid-connect\n    config:\n      issuer: https://idp.test\n      groups_required: [admins]\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = certbound()
+        .arg("import-kong")
+        .arg(&deck)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("groups_required"));
+    assert!(!out_dir.exists());
+}

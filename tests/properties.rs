@@ -170,10 +170,12 @@ proptest! {
         prop_assert!(bind::check(PopMode::Strict, &Binding::Malformed, Some(&presented)).is_err());
     }
 
-    /// `bearer_token` never panics, never accepts a value with a comma (Envoy's join of a repeated
-    /// header), and what it returns is one RFC 6750 b64token taken from the header.
+    /// `bearer_token` never panics, never accepts more comma-separated values than its limit
+    /// (Envoy's join of a repeated header) nor two Bearer values, and what it returns is one
+    /// RFC 6750 b64token taken from the header.
     #[test]
-    fn bearer_token_never_accepts_a_comma(
+    fn bearer_token_never_accepts_more_values_than_its_limit(
+        max_values in 1usize..4,
         scheme in select(vec!["Bearer ", "bearer ", "BEARER\t", " Bearer  ", "Basic ", ""]),
         rest in prop_oneof![
             "\\PC{0,64}",
@@ -183,8 +185,20 @@ proptest! {
     ) {
         let value = format!("{scheme}{rest}");
         let headers = HashMap::from([("authorization".to_string(), value.clone())]);
-        if let Ok(token) = extract::bearer_token(&headers) {
-            prop_assert!(!value.contains(','), "accepted {value:?}");
+        if let Ok(token) = extract::bearer_token(&headers, max_values) {
+            prop_assert!(value.split(',').count() <= max_values, "accepted {value:?}");
+            prop_assert!(
+                value
+                    .split(',')
+                    .filter(|v| v
+                        .trim_matches([' ', '\t'])
+                        .split([' ', '\t'])
+                        .next()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("bearer")))
+                    .count()
+                    == 1,
+                "accepted {value:?}"
+            );
             prop_assert!(!token.is_empty());
             prop_assert!(value.contains(token));
             prop_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric()

@@ -107,7 +107,23 @@ ROUTER_FILTER = """\
 """
 
 
-def route_config(name: str, upstream: str, example: bool) -> str:
+def policy_route(name: str, prefix: str, policy: str, upstream: str) -> str:
+    """A route whose checks use certbound's `[policies.<policy>]`."""
+    return f"""\
+- name: {name}
+  match: {{ prefix: "{prefix}" }}
+  route: {{ cluster: {upstream} }}
+  typed_per_filter_config:
+    envoy.filters.http.ext_authz:
+      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+      check_settings:
+        context_extensions: {{ policy: {policy} }}"""
+
+
+def route_config(name: str, upstream: str, example: bool,
+                 policy_routes: tuple[tuple[str, str, str], ...] = ()) -> str:
+    """`policy_routes`: (route name, path prefix, certbound policy), most specific first; one
+    covering "/" replaces the default route."""
     routes = [f"""\
 # The upstream's health endpoint, for load balancer and Kubernetes probes: no token asked.
 - name: health
@@ -132,7 +148,10 @@ def route_config(name: str, upstream: str, example: bool) -> str:
 #       check_settings:
 #         context_extensions: {{ policy: payments }}
 {EXAMPLE_END}""")
-    routes.append(f"""\
+    for route, prefix, policy in policy_routes:
+        routes.append(policy_route(route, prefix, policy, upstream))
+    if not any(prefix == "/" for _, prefix, _ in policy_routes):
+        routes.append(f"""\
 - name: default
   match: {{ prefix: "/" }}
   route: {{ cluster: {upstream} }}""")
@@ -217,12 +236,14 @@ class Listener:
     stat_prefix: str
     example: bool = False
     tls: tuple[str, str, str] | None = None  # (cert, key, client CA) for mode "mtls"
+    policy_routes: tuple[tuple[str, str, str], ...] = ()  # (route name, path prefix, certbound policy)
 
     def render(self) -> str:
         peer = self.mode == "mtls"
         filters = [ext_authz_filter(self.stat_prefix, self.cluster, self.timeout, peer), ROUTER_FILTER]
         hcm = http_connection_manager(
-            self.name, self.mode in ("header", "mtls", "gateway"), route_config(self.name, self.upstream, self.example),
+            self.name, self.mode in ("header", "mtls", "gateway"),
+            route_config(self.name, self.upstream, self.example, self.policy_routes),
             filters, HEADER_EDGE_COMMENT if self.mode == "header" else MTLS_EDGE_COMMENT,
             ISTIO_GATEWAY_XFCC if self.mode == "gateway" else "")
         chain = ""
@@ -405,16 +426,22 @@ E2E_HEADER = f"""\
 #                                 client certificate into x-forwarded-client-cert (SANITIZE_SET) ->
 #                                 certbound "gateway" (certificate_header_format = "xfcc"), as in
 #                                 deploy/istio/gateway-mtls
-# All four route to the echo upstream, which reflects the headers it received; /healthz skips
-# ext_authz on every listener."""
+#   dpop / dpop2 (@@ENVOY_DPOP_PORT@@, @@ENVOY_DPOP2_PORT@@) plain HTTP from DPoP clients without
+#                                 certificates -> two certbound replicas "dpop" / "dpop2" sharing
+#                                 one Redis replay store; /nonce/ uses the policy with server nonces
+# All of them route to the echo upstream, which reflects the headers it received; /healthz skips
+# ext_authz on every listener. On "plain", /strict/ names certbound's policy "strict"
+# (revocation_check_mode = "STRICT", checked against the suite's openssl ocsp responder)."""
 
 E2E_TIMEOUT = "2s"  # a debug build on a shared 2-core machine
+# DPoP routes: certbound policies with and without server nonces.
+DPOP_ROUTES = (("dpop-nonce", "/nonce/", "dpop-nonce"), ("dpop", "/", "dpop"))
 
 
 def e2e_template() -> str:
     listeners = [
         Listener("plain", "127.0.0.1", "@@ENVOY_PLAIN_PORT@@", "header", "certbound_header", "echo", E2E_TIMEOUT,
-                 "certbound_header"),
+                 "certbound_header", policy_routes=(("strict", "/strict/", "strict"),)),
         Listener("mtls", "127.0.0.1", "@@ENVOY_MTLS_PORT@@", "mtls", "certbound_peer", "echo", E2E_TIMEOUT,
                  "certbound_peer",
                  tls=("@@PKI@@/server.pem", "@@PKI@@/server-key.pem", "@@PKI@@/client-ca-bundle.pem")),
@@ -423,12 +450,17 @@ def e2e_template() -> str:
         Listener("gateway", "127.0.0.1", "@@ENVOY_GATEWAY_PORT@@", "gateway", "certbound_gateway", "echo", E2E_TIMEOUT,
                  "certbound_gateway",
                  tls=("@@PKI@@/server.pem", "@@PKI@@/server-key.pem", "@@PKI@@/client-ca-bundle.pem")),
+        *(Listener(name, "127.0.0.1", port, "plain", f"certbound_{name}", "echo", E2E_TIMEOUT, f"certbound_{name}",
+                   policy_routes=DPOP_ROUTES)
+          for name, port in (("dpop", "@@ENVOY_DPOP_PORT@@"), ("dpop2", "@@ENVOY_DPOP2_PORT@@"))),
     ]
     clusters = [
         certbound_cluster("certbound_header", "STATIC", "127.0.0.1", "@@GRPC_HEADER_PORT@@"),
         certbound_cluster("certbound_peer", "STATIC", "127.0.0.1", "@@GRPC_PEER_PORT@@"),
         certbound_cluster("certbound_b64", "STATIC", "127.0.0.1", "@@GRPC_B64_PORT@@"),
         certbound_cluster("certbound_gateway", "STATIC", "127.0.0.1", "@@GRPC_GATEWAY_PORT@@"),
+        certbound_cluster("certbound_dpop", "STATIC", "127.0.0.1", "@@GRPC_DPOP_PORT@@"),
+        certbound_cluster("certbound_dpop2", "STATIC", "127.0.0.1", "@@GRPC_DPOP2_PORT@@"),
     ]
     observer = """\
 # Observers only, never routed to: Envoy runs the standard gRPC health check

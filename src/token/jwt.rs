@@ -116,7 +116,7 @@ fn check_depth(token: &str, max: usize) -> Result<(), TokenError> {
 }
 
 /// Deepest nesting of `[`/`{` outside strings.
-fn json_depth(json: &[u8]) -> usize {
+pub(crate) fn json_depth(json: &[u8]) -> usize {
     let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
     for &b in json {
         match b {

@@ -10,6 +10,7 @@ mod jwt;
 mod keys;
 
 pub use claims::Binding;
+pub(crate) use jwt::json_depth;
 pub use jwt::{verify, verify_introspected, TokenRules, VerifiedToken};
 pub use keys::{KeySet, KeySetError, KeyStore, MAX_KEYS};
 

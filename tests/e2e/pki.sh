@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Per-run test PKI for certbound's end-to-end suite: bash tests/e2e/pki.sh OUTDIR
+# Per-run test PKI for certbound's end-to-end suite: bash tests/e2e/pki.sh OUTDIR [OCSP_URL]
 #
 # Client side (what certbound, nginx, Envoy and the IdP trust for client certificates):
 #   client-root-ca.pem        EC P-256 root ("certbound e2e client root CA")
@@ -10,8 +10,14 @@
 #   carol                     RSA 2048 leaf from client-rsa-ca
 #   expired                   EC leaf from the intermediate, validity entirely in the past
 #   untrusted                 EC leaf from untrusted-ca.pem, a CA nobody is configured to trust
+#   dave, eve                 EC leaves from the intermediate whose Authority Information Access
+#                             names OCSP_URL (default http://127.0.0.1:9/); eve is revoked
 #   For each leaf NAME: NAME.pem (leaf), NAME-key.pem, NAME-chain.pem (leaf + issuing CA if it is
 #   an intermediate), NAME.x5t (its RFC 8705 x5t#S256 thumbprint, for assertions).
+# Revocation (answered by `openssl ocsp -index ocsp-db/index.txt ...`, which stack.py starts):
+#   ocsp-db/index.txt         `openssl ca` database of the intermediate: dave valid, eve revoked
+#   ocsp-responder.pem / ocsp-responder-key.pem   delegated responder from the intermediate
+#                             (EKU OCSPSigning), the responder's -rsigner/-rkey
 # Server side (HTTPS of nginx, Envoy's mTLS listener and the IdP):
 #   server-ca.pem             EC root; certbound's idp_ca_certificates and the clients' trust root
 #   server.pem / server-key.pem   SAN IP:127.0.0.1, DNS:localhost, EKU serverAuth
@@ -20,7 +26,8 @@
 # the suite always points this at a fresh directory.
 set -euo pipefail
 
-OUT="${1:?usage: pki.sh OUTDIR}"
+OUT="${1:?usage: pki.sh OUTDIR [OCSP_URL]}"
+OCSP_URL="${2:-http://127.0.0.1:9/}"
 mkdir -p "$OUT"
 cd "$OUT"
 umask 077   # private keys stay private even in a temp dir
@@ -137,6 +144,57 @@ rm -rf ca-db expired.csr
 cat expired.pem client-int-ca.pem > expired-chain.pem
 thumb expired > expired.x5t
 
+# --- revocation: dave (good) and eve (revoked) name an OCSP responder for the intermediate ---
+# `openssl ca` keeps the index `openssl ocsp` answers from; `-revoke` marks eve in it.
+mkdir -p ocsp-db && : > ocsp-db/index.txt && echo 2000 > ocsp-db/serial
+cat > ocsp-db/ca.cnf <<EOF
+[ca]
+default_ca = int
+[int]
+database = ocsp-db/index.txt
+serial = ocsp-db/serial
+new_certs_dir = ocsp-db
+certificate = client-int-ca.pem
+private_key = client-int-ca-key.pem
+default_md = sha256
+default_days = 7
+policy = any
+copy_extensions = none
+unique_subject = no
+x509_extensions = leaf
+[any]
+organizationName = optional
+commonName = supplied
+[leaf]
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid
+authorityInfoAccess=OCSP;URI:$OCSP_URL
+[responder]
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=critical,OCSPSigning
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid
+EOF
+# ca_issue NAME CN [openssl ca args]: an EC leaf from the intermediate, recorded in ocsp-db
+ca_issue() {
+  local name="$1" cn="$2"; shift 2
+  key "$name" ec
+  openssl req -new -key "$name-key.pem" -out "$name.csr" -subj "/O=$ORG/CN=$cn" 2>/dev/null
+  openssl ca -batch -config ocsp-db/ca.cnf -notext -in "$name.csr" -out "$name.pem" "$@" 2>/dev/null
+  rm -f "$name.csr"
+}
+for name in dave eve; do
+  ca_issue "$name" "$name"
+  cat "$name.pem" client-int-ca.pem > "$name-chain.pem"
+  thumb "$name" > "$name.x5t"
+done
+ca_issue ocsp-responder "certbound e2e OCSP responder" -extensions responder
+openssl ca -config ocsp-db/ca.cnf -revoke eve.pem -crl_reason keyCompromise 2>/dev/null
+
 # --- server side ---
 root server-ca ec "certbound e2e server CA"
 key server ec
@@ -158,7 +216,10 @@ chmod 644 ./*.pem ./*.x5t
 chmod 600 ./*-key.pem
 
 # Self-check: the chains we hand out verify (or, for the negative ones, do not).
-openssl verify -CAfile client-root-ca.pem -untrusted client-int-ca.pem alice.pem bob.pem >/dev/null
+openssl verify -CAfile client-root-ca.pem -untrusted client-int-ca.pem alice.pem bob.pem dave.pem eve.pem >/dev/null
+if ! grep -q "^R.*CN=eve" ocsp-db/index.txt || ! grep -q "^V.*CN=dave" ocsp-db/index.txt; then
+  echo "pki.sh: ocsp-db/index.txt does not say dave valid, eve revoked" >&2; exit 1
+fi
 openssl verify -CAfile client-rsa-ca.pem carol.pem >/dev/null
 openssl verify -CAfile server-ca.pem server.pem >/dev/null
 if openssl verify -CAfile client-ca-bundle.pem untrusted.pem >/dev/null 2>&1; then

@@ -4,6 +4,10 @@
     client --mTLS--> Envoy "mtls" (peer certificate) -------------------------ext_authz--> certbound "peer"
     client --x-client-cert (base64 DER, Kong style)--> Envoy "kong" ----------ext_authz--> certbound "b64"
     client --mTLS--> Envoy "gateway" (writes XFCC, as an Istio gateway) -------ext_authz--> certbound "gateway"
+    DPoP client --plain HTTP--> Envoy "dpop" / "dpop2" ----ext_authz--> certbound "dpop" / "dpop2"
+                                 (two replicas sharing one Redis replay store; no certificates)
+    client --mTLS--> nginx /strict/ --> Envoy "plain", route with policy "strict" --> certbound "header"
+    openssl ocsp (index of the client intermediate; eve revoked) <- certbound "header", "b64"
     all Envoy listeners -> echo upstream (reflects the headers it received)
     IdP (oidc-provider 9, HTTPS + mTLS) <- certbound (discovery, JWKS); a second "rogue" IdP nobody trusts
     Prometheus -> scrapes the admin /metrics of the four certbound instances
@@ -61,7 +65,15 @@ IDP_CLIENTS = {
     "bob-app": ("bob", "bob-secret"),
     "carol-app": ("carol", "carol-secret"),
     "unbound-app": (None, "unbound-secret"),
+    "dpop-app": (None, "dpop-secret"),
 }
+
+# The URL DPoP clients address (a TLS-terminating load balancer in front of Envoy, in a real
+# deployment): certbound's dpop_htu_base_url, so `htu` never depends on what Envoy sees.
+DPOP_BASE_URL = "https://api.dpop.test"
+# Shared by both DPoP replicas: a nonce one issues, the other accepts.
+DPOP_NONCE_SECRET = "e2e-nonce-secret-shared-by-every-replica"
+
 
 Headers = Union[dict, Sequence[tuple]]
 
@@ -236,6 +248,7 @@ class Ports:
     envoy_mtls: int = 0
     envoy_kong: int = 0
     envoy_gateway: int = 0
+    ocsp: int = 0
     nginx: int = 0
     prometheus: int = 0
     grpc_header: int = 0
@@ -246,6 +259,13 @@ class Ports:
     admin_b64: int = 0
     grpc_gateway: int = 0
     admin_gateway: int = 0
+    envoy_dpop: int = 0
+    envoy_dpop2: int = 0
+    grpc_dpop: int = 0
+    admin_dpop: int = 0
+    grpc_dpop2: int = 0
+    admin_dpop2: int = 0
+    redis: int = 0
 
     @classmethod
     def allocate(cls) -> "Ports":
@@ -257,6 +277,8 @@ class Ports:
 #   header = url-encoded PEM from nginx, peer = Envoy's TLS peer certificate, b64 = Kong's base64 DER,
 #   gateway = the XFCC an Istio-style gateway (Envoy terminating mTLS) writes itself
 CERTBOUND_MODES = ("header", "peer", "b64", "gateway")
+# Two replicas of one DPoP deployment (not scraped by Prometheus): same config, one Redis.
+DPOP_MODES = ("dpop", "dpop2")
 
 
 class Stack:
@@ -278,6 +300,7 @@ class Stack:
         self.timings: dict[str, float] = {}
         self._stopped = True
         self._logs_dumped = False
+        self.paused: set[str] = set()  # names of processes stopped with SIGSTOP
         self._restore_sigterm = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -313,8 +336,10 @@ class Stack:
             self.issuer = f"https://127.0.0.1:{self.ports.idp}"
             self.rogue_issuer = f"https://127.0.0.1:{self.ports.rogue_idp}"
             self._step("pki", self._start_pki)
+            self._step("ocsp", self._start_ocsp)
             self._step("idp", self._start_idps)
             self._step("echo", self._start_echo)
+            self._step("redis", self._start_redis)
             self._step("certbound", self._start_certbound)
             self._step("envoy", self._start_envoy)
             self._step("nginx", self._start_nginx)
@@ -331,6 +356,9 @@ class Stack:
         if self._stopped:
             return
         self._stopped = True
+        # A SIGSTOPped process would not act on SIGTERM until continued.
+        for name in list(self.paused):
+            self.resume(name)
         for proc in reversed(self.procs):
             if proc.popen.poll() is None:
                 try:
@@ -350,6 +378,26 @@ class Stack:
         if self._restore_sigterm is not None:
             signal.signal(signal.SIGTERM, self._restore_sigterm)
             self._restore_sigterm = None
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP one process: it keeps its sockets, so connections to it hang instead of being
+        refused (an overloaded or wedged peer). Always resume() it in a `finally`; stop() resumes
+        whatever is still paused."""
+        proc = self._proc(name)
+        os.kill(proc.popen.pid, signal.SIGSTOP)
+        self.paused.add(name)
+
+    def resume(self, name: str) -> None:
+        proc = self._proc(name)
+        if proc.popen.poll() is None:
+            os.kill(proc.popen.pid, signal.SIGCONT)
+        self.paused.discard(name)
+
+    def _proc(self, name: str) -> "Proc":
+        for proc in self.procs:
+            if proc.name == name:
+                return proc
+        raise StackError(f"no process named {name!r}: {[p.name for p in self.procs]}")
 
     def alive(self) -> list[str]:
         return [p.name for p in self.procs if p.popen.poll() is None]
@@ -420,8 +468,38 @@ class Stack:
 
     # -- components ------------------------------------------------------------------------------
 
+    @property
+    def ocsp_url(self) -> str:
+        """The OCSP responder dave's and eve's certificates name (Authority Information Access)."""
+        return f"http://127.0.0.1:{self.ports.ocsp}/"
+
     def _start_pki(self) -> None:
-        self._run("pki", ["bash", E2E / "pki.sh", self.pki])
+        self._run("pki", ["bash", E2E / "pki.sh", self.pki, self.ocsp_url])
+
+    def _start_ocsp(self) -> None:
+        """A real OCSP responder: `openssl ocsp` answering from the intermediate's `openssl ca`
+        index (eve revoked), signing with the delegated responder certificate. It listens on every
+        interface (`-port` takes no address); the port is random and the run short-lived."""
+        pki = self.pki
+        proc = self._spawn("ocsp", [
+            "openssl", "ocsp", "-index", pki / "ocsp-db" / "index.txt", "-port", self.ports.ocsp,
+            "-CA", pki / "client-int-ca.pem", "-rsigner", pki / "ocsp-responder.pem",
+            "-rkey", pki / "ocsp-responder-key.pem", "-rmd", "sha256", "-ignore_err",
+        ])
+        # Ready when it says so. Not by connecting: `openssl ocsp` serves one connection at a time,
+        # and a probe that connects and closes leaves it stuck, deaf to every later client.
+        wait_until("openssl ocsp", lambda: b"waiting for OCSP client connections" in proc.log.read_bytes(),
+                   10, proc=proc)
+
+    def ocsp_running(self) -> bool:
+        return any(p.name == "ocsp" and p.popen.poll() is None for p in self.procs)
+
+    def stop_ocsp(self) -> None:
+        """End the OCSP responder by its PID (the STRICT test needs it gone)."""
+        for proc in self.procs:
+            if proc.name == "ocsp" and proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+                proc.popen.wait(timeout=10)
 
     def _start_idps(self) -> None:
         node = find_node()
@@ -458,8 +536,14 @@ class Stack:
         proc = self._spawn("echo", [sys.executable, "-u", E2E / "echo.py", self.ports.echo])
         wait_until("echo", lambda: http_get(self.ports.echo, "/")[0] == 200, 10, proc=proc)
 
+    def _start_redis(self) -> None:
+        redis = shutil.which("redis-server") or "/usr/bin/redis-server"
+        proc = self._spawn("redis", [redis, "--bind", "127.0.0.1", "--port", self.ports.redis,
+                                     "--save", "", "--appendonly", "no", "--dir", self.work])
+        wait_until("redis", lambda: port_open(self.ports.redis), 10, proc=proc)
+
     def certbound_config(self, mode: str) -> Path:
-        """Render certbound's TOML for one instance (mode: header, peer, b64 or gateway)."""
+        """Render certbound's TOML for one instance (mode: header, peer, b64, gateway, dpop, dpop2)."""
         ca = ", ".join(f'"{self.pki / f}"' for f in ("client-root-ca.pem", "client-int-ca.pem", "client-rsa-ca.pem"))
 
         def header_table(fmt: str) -> str:
@@ -471,7 +555,19 @@ class Stack:
                 f"ca_certificates = [{ca}]\n"
                 "allow_partial_chain = false\n"
                 "ssl_verify = true\n"
+                "# Kong's default, spelled out: dave and eve name the suite's OCSP responder.\n"
+                'revocation_check_mode = "IGNORE_CA_ERROR"\n'
             )
+
+        # The route Envoy sends nginx's /strict/ to names this policy (context_extensions): the
+        # same certificate source, but a status that cannot be determined denies. A short cache,
+        # so the test that stops the responder sees the cached "good" expire quickly.
+        strict = (
+            "\n[policies.strict.proof_of_possession_mtls_from_header]\n"
+            'revocation_check_mode = "STRICT"\n'
+            "cert_cache_ttl = 1000\n"
+            "http_timeout = 1000\n"
+        )
 
         # Kong's tutorial sets secure_source = false: its client sends the header itself.
         kong = header_table("base64_encoded") + "secure_source = false\n"
@@ -483,7 +579,25 @@ class Stack:
             "ca_certificates = []\n"
             "secure_source = false\n"
         )
-        source = {"header": header_table("url_encoded"), "peer": "", "b64": kong, "gateway": gateway}[mode]
+        # DPoP replicas: no certificates (mTLS optional), DPoP strict; the routes pick the policy.
+        dpop_policy = (
+            'proof_of_possession_mtls = "optional"\n'
+            'proof_of_possession_dpop = "strict"\n'
+            f'dpop_htu_base_url = "{DPOP_BASE_URL}"\n'
+            "dpop_proof_lifetime = 60\n"
+            'dpop_signing_alg_values = ["ES256", "RS256"]\n'
+        )
+        dpop = (
+            "[dpop_replay]\n"
+            'store = "redis"\n'
+            f'redis_url = "redis://127.0.0.1:{self.ports.redis}/0"\n'
+            "timeout = 500\n"
+            "[policies.dpop]\n" + dpop_policy +
+            "[policies.dpop-nonce]\n" + dpop_policy +
+            f'dpop_use_nonce = true\ndpop_nonce_secret = "{DPOP_NONCE_SECRET}"\n'
+        )
+        source = {"header": header_table("url_encoded") + strict, "peer": "", "b64": kong, "gateway": gateway,
+                  "dpop": dpop, "dpop2": dpop}[mode]
         return render(E2E / "certbound.toml.tmpl", self.work / f"certbound-{mode}.toml", {
             "GRPC_PORT": getattr(self.ports, f"grpc_{mode}"),
             "ADMIN_PORT": getattr(self.ports, f"admin_{mode}"),
@@ -501,7 +615,7 @@ class Stack:
         if not self.certbound_bin.is_file():
             raise StackError(f"certbound binary {self.certbound_bin} not found: `cargo build` first, or set CERTBOUND_BIN")
         started = []
-        for mode in CERTBOUND_MODES:
+        for mode in CERTBOUND_MODES + DPOP_MODES:
             config = self.certbound_config(mode)
             started.append((mode, self._spawn(
                 f"certbound-{mode}", [self.certbound_bin, "serve", "--config", config],
@@ -523,6 +637,8 @@ class Stack:
             "ENVOY_ADMIN_PORT": self.ports.envoy_admin, "ENVOY_PLAIN_PORT": self.ports.envoy_plain,
             "ENVOY_MTLS_PORT": self.ports.envoy_mtls, "ENVOY_KONG_PORT": self.ports.envoy_kong,
             "ENVOY_GATEWAY_PORT": self.ports.envoy_gateway,
+            "ENVOY_DPOP_PORT": self.ports.envoy_dpop, "ENVOY_DPOP2_PORT": self.ports.envoy_dpop2,
+            "GRPC_DPOP_PORT": self.ports.grpc_dpop, "GRPC_DPOP2_PORT": self.ports.grpc_dpop2,
             "GRPC_HEADER_PORT": self.ports.grpc_header, "GRPC_PEER_PORT": self.ports.grpc_peer,
             "GRPC_B64_PORT": self.ports.grpc_b64, "GRPC_GATEWAY_PORT": self.ports.grpc_gateway,
             "ECHO_PORT": self.ports.echo, "PKI": self.pki,
@@ -534,7 +650,8 @@ class Stack:
             "--disable-hot-restart",
         ])
         wait_until("envoy /ready", lambda: http_get(self.ports.envoy_admin, "/ready") == (200, b"LIVE\n"), 30, proc=proc)
-        for port in (self.ports.envoy_plain, self.ports.envoy_mtls, self.ports.envoy_kong, self.ports.envoy_gateway):
+        for port in (self.ports.envoy_plain, self.ports.envoy_mtls, self.ports.envoy_kong, self.ports.envoy_gateway,
+                     self.ports.envoy_dpop, self.ports.envoy_dpop2):
             wait_until(f"envoy listener {port}", lambda p=port: port_open(p), 10, proc=proc)
 
     def _start_nginx(self) -> None:
@@ -622,6 +739,21 @@ class Stack:
             raise StackError(f"token request for {client} ({resource}) failed: {status} {body[:300]!r}")
         return json.loads(body)["access_token"]
 
+    def get_dpop_token(self, key: "DpopKey", resource: str = AUDIENCE_RS) -> str:
+        """A DPoP-bound access token (cnf.jkt = key's thumbprint) for dpop-app: the token request
+        carries a proof for the IdP's token endpoint (RFC 9449 §5)."""
+        basic = base64.b64encode(b"dpop-app:dpop-secret").decode()
+        headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", f"Basic {basic}"),
+                   ("dpop", key.proof("POST", f"{self.issuer}/token"))]
+        form = urllib.parse.urlencode({"grant_type": "client_credentials", "resource": resource}).encode()
+        status, body, _ = self._https("POST", self.ports.idp, "/token", headers, form)
+        if status != 200:
+            raise StackError(f"DPoP token request failed: {status} {body[:300]!r}")
+        data = json.loads(body)
+        if data.get("token_type") != "DPoP":
+            raise StackError(f"IdP issued a {data.get('token_type')!r} token, not DPoP")
+        return data["access_token"]
+
     def rotate_idp_keys(self) -> dict:
         """New RS256/ES256 signing keys at the IdP, no restart; returns {"RS256": kid, "ES256": kid}."""
         return self._admin_post(self.ports.idp_admin, "/rotate", {})["kids"]
@@ -688,6 +820,16 @@ class Stack:
         resp = self._send(conn, method, path, [("host", "localhost"), *self._auth_headers(token, headers, scheme)])
         return self._record("header", resp)
 
+    def certbound_metric(self, mode: str, name: str, **labels: str) -> float:
+        """One sample from a certbound instance's own /metrics (0 when absent)."""
+        _, body = self.certbound_admin(mode, "/metrics")
+        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+        for line in body.decode().splitlines():
+            key, _, value = line.rpartition(" ")
+            if key == want:
+                return float(value)
+        return 0.0
+
     def call_envoy_plain(self, headers: Headers = (), token: Optional[str] = None, path: str = "/",
                          method: str = "GET", scheme: str = "Bearer", from_proxy: bool = True) -> Response:
         """Straight to Envoy's plain listener with arbitrary headers (certbound "header",
@@ -717,6 +859,18 @@ class Stack:
         conn = http.client.HTTPSConnection("127.0.0.1", self.ports.envoy_gateway, timeout=10, context=self.tls_context(cert))
         resp = self._send(conn, "GET", path, [("host", "localhost"), *self._auth_headers(token, headers)])
         return self._record("gateway", resp)
+
+    def call_envoy_dpop(self, token: Optional[str], proof: Optional[str] = None, path: str = "/",
+                        method: str = "GET", scheme: str = "DPoP", replica: int = 1,
+                        headers: Headers = ()) -> Response:
+        """Plain HTTP to Envoy's "dpop" listener (replica 1) or "dpop2" (replica 2), as a TLS
+        load balancer in front of them would forward it; `proof` goes in the DPoP header."""
+        port = self.ports.envoy_dpop if replica == 1 else self.ports.envoy_dpop2
+        items = [("host", DPOP_BASE_URL.split("://", 1)[1]), *self._auth_headers(token, headers, scheme)]
+        if proof is not None:
+            items.append(("dpop", proof))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        return self._send(conn, method, path, items)
 
     # -- Prometheus / admin -----------------------------------------------------------------------
 
@@ -775,6 +929,7 @@ class Stack:
             f"nginx         https://127.0.0.1:{p.nginx}  (mTLS required)",
             f"envoy plain   http://127.0.0.1:{p.envoy_plain}   mtls https://127.0.0.1:{p.envoy_mtls}   kong http://127.0.0.1:{p.envoy_kong}"
             f"   gateway https://127.0.0.1:{p.envoy_gateway}",
+            f"ocsp          {self.ocsp_url}  (openssl ocsp)",
             f"envoy admin   http://127.0.0.1:{p.envoy_admin}",
             f"echo          http://127.0.0.1:{p.echo}",
             f"certbound     " + "   ".join(f"{m}: grpc {getattr(p, f'grpc_{m}')} admin {getattr(p, f'admin_{m}')}" for m in CERTBOUND_MODES)
@@ -786,6 +941,44 @@ class Stack:
 
 
 # --- stand-in for certbound (harness self-test only) ------------------------------------------------
+
+class DpopKey:
+    """A DPoP client's key pair (P-256) and the proofs it signs (RFC 9449 §4.2)."""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        numbers = self._key.public_key().public_numbers()
+        self.jwk = {"kty": "EC", "crv": "P-256", "x": _b64u(numbers.x.to_bytes(32, "big")),
+                    "y": _b64u(numbers.y.to_bytes(32, "big"))}
+
+    @property
+    def thumbprint(self) -> str:
+        """RFC 7638: SHA-256 of the required members in lexicographic order, no whitespace."""
+        canonical = json.dumps({k: self.jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"))
+        return _b64u(hashlib.sha256(canonical.encode()).digest())
+
+    def proof(self, htm: str, htu: str, token: Optional[str] = None, nonce: Optional[str] = None,
+              jti: Optional[str] = None, iat: Optional[int] = None, jwk: Optional[dict] = None) -> str:
+        """A signed proof; `jwk` puts another public key in the header (signature then fails)."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+        header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk or self.jwk}
+        claims = {"jti": jti or _b64u(os.urandom(16)), "htm": htm, "htu": htu,
+                  "iat": int(time.time()) if iat is None else iat}
+        if token is not None:
+            claims["ath"] = _b64u(hashlib.sha256(token.encode()).digest())
+        if nonce is not None:
+            claims["nonce"] = nonce
+        signing_input = f"{_b64u(json.dumps(header).encode())}.{_b64u(json.dumps(claims).encode())}"
+        r, s = decode_dss_signature(self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        return f"{signing_input}.{_b64u(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
 
 def _run_standin(admin_port: int) -> None:
     """Answers /metrics, /healthz, /readyz like certbound's admin port; nothing else. Deliberately

@@ -29,7 +29,7 @@ import urllib.parse
 import pytest
 
 from stack import (AUDIENCE_ES, AUDIENCE_OTHER, AUDIENCE_RS, CERT_HEADER, CERTBOUND_MODES, Response,
-                   jwt_parts, x5t_s256)
+                   jwt_parts, wait_until, x5t_s256)
 
 
 # --- assertions ---------------------------------------------------------------------------------
@@ -372,7 +372,131 @@ def test_kong_listener_refuses_wrong_certificate_and_format(stack, alice_rs):
     assert_invalid_token(stack.call_envoy_kong({CERT_HEADER: stack.cert_url_encoded("alice")}, alice_rs))
 
 
+# --- revocation: a real `openssl ocsp` responder; eve is revoked in its index ----------------------
+
+REVOKED = 'error_description="client certificate revoked"'
+UNKNOWN = 'error_description="client certificate revocation status unknown"'
+STRICT = "/strict/"  # Envoy's route naming certbound's policy "strict" (revocation_check_mode STRICT)
+
+
+def _ocsp_checks(stack, result: str) -> float:
+    return stack.certbound_metric("header", "certbound_revocation_checks_total", method="ocsp", result=result)
+
+
+@pytest.fixture(scope="session")
+def dave_token(stack) -> str:
+    # The IdP binds a token to whichever certificate the client shows over mTLS.
+    token = stack.get_token("bob-app", AUDIENCE_RS, cert="dave")
+    assert jwt_parts(token)[1]["cnf"]["x5t#S256"] == stack.thumbprint("dave")
+    return token
+
+
+@pytest.fixture(scope="session")
+def eve_token(stack) -> str:
+    token = stack.get_token("bob-app", AUDIENCE_RS, cert="eve")
+    assert jwt_parts(token)[1]["cnf"]["x5t#S256"] == stack.thumbprint("eve")
+    return token
+
+
+def test_certificates_name_the_ocsp_responder(stack):
+    for name in ("dave", "eve"):
+        out = subprocess.run(["openssl", "x509", "-in", str(stack.pki / f"{name}.pem"), "-noout", "-ocsp_uri"],
+                             capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == stack.ocsp_url
+    assert stack.ocsp_running()
+
+
+def test_ocsp_good_certificate_allowed_through_nginx(stack, dave_token):
+    before = _ocsp_checks(stack, "good")
+    assert_allowed(stack.call_nginx("dave", dave_token), "bob-app")
+    assert _ocsp_checks(stack, "good") == before + 1
+
+
+def test_ocsp_revoked_certificate_denied_cert_revoked_through_nginx(stack, eve_token):
+    before = stack.certbound_metric("header", "certbound_decisions_total", decision="deny", reason="cert_revoked")
+    resp = stack.call_nginx("eve", eve_token)
+    assert_invalid_token(resp)
+    assert REVOKED in resp.www_authenticate, resp
+    assert stack.certbound_metric("header", "certbound_decisions_total", decision="deny",
+                                  reason="cert_revoked") == before + 1
+    assert _ocsp_checks(stack, "revoked") >= 1
+    # Cached: the same answer again, without asking the responder again.
+    revoked_checks = _ocsp_checks(stack, "revoked")
+    assert REVOKED in stack.call_nginx("eve", eve_token).www_authenticate
+    assert _ocsp_checks(stack, "revoked") == revoked_checks
+
+
+def test_revoked_certificate_denied_on_the_kong_listener_too(stack, eve_token, dave_token):
+    assert_allowed(stack.call_envoy_kong({CERT_HEADER: stack.cert_base64_der("dave")}, dave_token), "bob-app")
+    resp = stack.call_envoy_kong({CERT_HEADER: stack.cert_base64_der("eve")}, eve_token)
+    assert_invalid_token(resp)
+    assert REVOKED in resp.www_authenticate, resp
+
+
+def test_ignore_ca_error_allows_a_certificate_without_responder(stack, alice_rs):
+    # alice's certificate names no OCSP responder and no CRL: Kong's default lets it through.
+    assert_allowed(stack.call_nginx("alice", alice_rs), "alice-app")
+
+
+def test_strict_policy_route_while_the_responder_answers(stack, dave_token, eve_token, alice_rs):
+    resp = stack.call_nginx("dave", dave_token, path=STRICT)
+    assert_allowed(resp, "bob-app")
+    assert resp.upstream["path"] == STRICT
+    resp = stack.call_nginx("eve", eve_token, path=STRICT)
+    assert_invalid_token(resp)
+    assert REVOKED in resp.www_authenticate, resp
+    # alice's certificate names no responder and no CRL: STRICT cannot determine its status.
+    resp = stack.call_nginx("alice", alice_rs, path=STRICT)
+    assert_invalid_token(resp)
+    assert UNKNOWN in resp.www_authenticate, resp
+
+
+def test_responder_unreachable_strict_denies_and_ignore_ca_error_allows(stack, dave_token):
+    stack.stop_ocsp()
+    assert not stack.ocsp_running()
+    # dave's "good" is cached for the strict policy's cert_cache_ttl = 1 s; after that STRICT
+    # must refuse him (bounded polling, not a fixed sleep).
+    deadline = time.monotonic() + 15
+    while True:
+        resp = stack.call_nginx("dave", dave_token, path=STRICT)
+        if resp.status != 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert_invalid_token(resp)
+    assert UNKNOWN in resp.www_authenticate, resp
+    assert stack.certbound_metric("header", "certbound_decisions_total", decision="deny",
+                                  reason="cert_revocation_unknown") >= 1
+    assert _ocsp_checks(stack, "error") >= 1
+    # The same certificate on the default policy (IGNORE_CA_ERROR): an unreachable responder is
+    # the CA's error, not a reason to deny.
+    assert_allowed(stack.call_nginx("dave", dave_token), "bob-app")
+
+
 # --- key rotation, health, metrics (after the matrix) ------------------------------------------------
+
+def test_known_keys_keep_working_while_the_idp_is_paused(stack, alice_rs, alice_es):
+    # SIGSTOP freezes the real IdP: its sockets stay open, so anything certbound asks it hangs.
+    # Tokens whose kid certbound already holds must not notice; an unknown kid is denied by
+    # certbound itself: a 401 with certbound's challenge, not Envoy's fail-closed 503, which is
+    # what a check outliving Envoy's 2 s ext_authz timeout would get.
+    header, payload, sig = alice_rs.split(".")
+    head = json.loads(b64u_decode(header))
+    head["kid"] = "never-published"
+    unknown_kid = f"{b64u(json.dumps(head).encode())}.{payload}.{sig}"
+    stack.pause("idp")
+    try:
+        for token in (alice_rs, alice_es):
+            assert_allowed(stack.call_nginx("alice", token), "alice-app")
+        assert_allowed(stack.call_envoy_mtls("alice", alice_rs), "alice-app")
+        resp = stack.call_nginx("alice", unknown_kid)
+        assert_invalid_token(resp)
+        assert "unknown signing key" in resp.www_authenticate, resp
+        for mode in CERTBOUND_MODES:
+            assert stack.certbound_admin(mode, "/readyz")[0] == 200, mode
+    finally:
+        stack.resume("idp")
+    wait_until("the IdP answers again", lambda: stack._discovery(stack.ports.idp), 10)
+
 
 def test_idp_key_rotation_picked_up_without_restart(stack, alice_rs):
     pids = {name: pid for name, pid in stack.pids().items() if name.startswith("certbound")}

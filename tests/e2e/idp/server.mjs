@@ -128,6 +128,14 @@ function configuration() {
         client_secret: 'unbound-secret',
         token_endpoint_auth_method: 'client_secret_basic',
       },
+      // A DPoP client (RFC 9449): no certificate; its tokens are bound to its proof key (cnf.jkt).
+      {
+        ...CLIENT_DEFAULTS,
+        client_id: 'dpop-app',
+        client_secret: 'dpop-secret',
+        token_endpoint_auth_method: 'client_secret_basic',
+        dpop_bound_access_tokens: true,
+      },
       // certbound's resource server identity for RFC 7662 introspection.
       {
         ...CLIENT_DEFAULTS,
@@ -145,6 +153,8 @@ function configuration() {
     features: {
       devInteractions: { enabled: false }, // no end-user flows: client_credentials only
       clientCredentials: { enabled: true },
+      // DPoP-bound access tokens (cnf.jkt) for clients that send a proof to the token endpoint.
+      dPoP: { enabled: true },
       introspection: {
         enabled: true,
         // Only the resource server identity (or a client asking about its own token) may introspect.

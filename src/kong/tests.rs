@@ -1,0 +1,370 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+const POP_FROM_HEADER: &str = include_str!("../../tests/kong/mtls-pop-from-header.yaml");
+const SCOPES: &str = include_str!("../../tests/kong/services-and-routes.yaml");
+const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "DECK_ISSUER" => Some("https://idp.example/realms/master".into()),
+        "DECK_CLIENT_ID" => Some("kong".into()),
+        "DECK_CLIENT_SECRET" => Some("s3cret".into()),
+        "DECK_CA_CERT_ID" => Some("0b8c6e2a-7c1f-4f6e-9d6b-2f0f5b3c1a11".into()),
+        "DECK_CA_CERT_PEM" => Some(PEM.into()),
+        "DECK_CACHE_TTL" => Some("120".into()),
+        _ => None,
+    }
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn run(yaml: &str) -> Import {
+    import(yaml, &env, &Options::default()).unwrap()
+}
+
+fn toml_of(i: &Import) -> toml::Table {
+    toml::from_str(&i.toml).unwrap()
+}
+
+fn has_note(i: &Import, field: &str, words: &str) -> bool {
+    i.notes
+        .iter()
+        .any(|n| n.field == field && n.message.contains(words))
+}
+
+fn global(plugin: &str) -> String {
+    format!("_format_version: \"3.0\"\nplugins:\n  - name: openid-connect\n    config:\n{plugin}")
+}
+
+#[test]
+fn documented_pop_from_header_example_becomes_the_default_policy() {
+    let i = run(POP_FROM_HEADER);
+    let t = toml_of(&i);
+    assert_eq!(
+        t["issuer"].as_str(),
+        Some("https://idp.example/realms/master")
+    );
+    assert_eq!(t["client_id"].as_array().unwrap()[0].as_str(), Some("kong"));
+    assert_eq!(t["proof_of_possession_mtls"].as_str(), Some("strict"));
+    assert_eq!(t["auth_methods"].as_array().unwrap().len(), 1);
+    let h = t["proof_of_possession_mtls_from_header"]
+        .as_table()
+        .unwrap();
+    assert_eq!(h["certificate_header_name"].as_str(), Some("x-client-cert"));
+    assert_eq!(
+        h["certificate_header_format"].as_str(),
+        Some("base64_encoded")
+    );
+    assert_eq!(h["ssl_verify"].as_bool(), Some(true));
+    let ca = "kong-ca-0b8c6e2a-7c1f-4f6e-9d6b-2f0f5b3c1a11.pem";
+    assert_eq!(
+        h["ca_certificates"].as_array().unwrap()[0].as_str(),
+        Some(ca)
+    );
+    assert_eq!(i.files, vec![(PathBuf::from(ca), PEM.to_string())]);
+    assert!(t.get("policies").is_none());
+    // The only note is the trusted proxies Kong keeps in kong.conf.
+    assert_eq!(i.notes.len(), 1, "{:?}", i.notes);
+    assert!(has_note(&i, "secure_source", "trusted_ips"));
+}
+
+#[test]
+fn unset_placeholders_are_kept_verbatim_and_reported() {
+    let i = import(POP_FROM_HEADER, &no_env, &Options::default()).unwrap();
+    let t = toml_of(&i);
+    assert_eq!(t["issuer"].as_str(), Some("${{ env \"DECK_ISSUER\" }}"));
+    for var in [
+        "DECK_ISSUER",
+        "DECK_CLIENT_ID",
+        "DECK_CLIENT_SECRET",
+        "DECK_CA_CERT_ID",
+    ] {
+        assert!(
+            i.notes.iter().any(|n| n.message.contains(var)),
+            "{var}: {:?}",
+            i.notes
+        );
+    }
+    // The CA entity's id is unresolved too, so no PEM can be matched: the report says where
+    // to put it.
+    assert!(i.files.is_empty());
+    assert!(has_note(
+        &i,
+        "proof_of_possession_mtls_from_header.ca_certificates",
+        "put that CA's PEM in kong-ca-"
+    ));
+}
+
+#[test]
+fn a_whole_placeholder_takes_the_type_of_its_value() {
+    let i = run(SCOPES);
+    let t = toml_of(&i);
+    let admin = t["policies"]["payments-admin"].as_table().unwrap();
+    assert_eq!(admin["cache_ttl"].as_integer(), Some(120));
+}
+
+#[test]
+fn routes_pick_the_most_specific_plugin_as_kong_does() {
+    let i = run(SCOPES);
+    let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&i.envoy).unwrap();
+    let routes = y["routes"].as_sequence().unwrap();
+    let policy = |name: &str| {
+        let r = routes
+            .iter()
+            .find(|r| r["name"].as_str() == Some(name))
+            .unwrap();
+        r["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]
+            ["context_extensions"]["policy"]
+            .as_str()
+            .map(str::to_string)
+    };
+    assert_eq!(policy("payments-api").as_deref(), Some("payments"));
+    assert_eq!(policy("payments-admin").as_deref(), Some("payments-admin"));
+    // The global plugin is the default policy: the route names none.
+    assert_eq!(policy("status"), None);
+    let status = routes.iter().find(|r| r["name"] == "status").unwrap();
+    assert!(status.get("typed_per_filter_config").is_none());
+    assert_eq!(status["match"]["prefix"].as_str(), Some("/status"));
+    let admin = routes
+        .iter()
+        .find(|r| r["name"] == "payments-admin")
+        .unwrap();
+    assert_eq!(
+        admin["match"]["safe_regex"]["regex"].as_str(),
+        Some("/payments/admin/\\d+")
+    );
+    assert_eq!(admin["route"]["cluster"].as_str(), Some("payments"));
+}
+
+#[test]
+fn a_route_plugin_does_not_inherit_its_service_plugin() {
+    let i = run(SCOPES);
+    let t = toml_of(&i);
+    let admin = t["policies"]["payments-admin"].as_table().unwrap();
+    // The service plugin requires scopes and hides credentials; Kong runs only the route's
+    // plugin, which does neither.
+    assert_eq!(admin["scopes_required"].as_array().unwrap().len(), 0);
+    assert!(admin.get("hide_credentials").is_none());
+    assert_eq!(admin["proof_of_possession_mtls"].as_str(), Some("optional"));
+    let payments = t["policies"]["payments"].as_table().unwrap();
+    assert_eq!(payments["scopes_required"].as_array().unwrap().len(), 2);
+    assert_eq!(payments["hide_credentials"].as_bool(), Some(true));
+    assert_eq!(payments["client_id"].as_array().unwrap().len(), 0);
+    let h = payments["proof_of_possession_mtls_from_header"]
+        .as_table()
+        .unwrap();
+    assert_eq!(h["revocation_check_mode"].as_str(), Some("STRICT"));
+    // The default policy's secure_source and ssl_verify are written with Kong's defaults, so
+    // the named policy does not take them over from the default one by inheritance.
+    assert_eq!(h["secure_source"].as_bool(), Some(true));
+}
+
+#[test]
+fn kong_audience_is_not_taken_for_a_token_check() {
+    let i = run(SCOPES);
+    let t = toml_of(&i);
+    let payments = t["policies"]["payments"].as_table().unwrap();
+    assert!(payments.get("audience").is_none());
+    assert_eq!(
+        payments["audience_required"].as_array().unwrap()[0].as_str(),
+        Some("https://payments.example")
+    );
+    assert!(has_note(&i, "audience", "authorization endpoint"));
+    assert!(has_note(&i, "cache_tokens_salt", "token-endpoint cache"));
+}
+
+#[test]
+fn missing_proof_of_possession_is_written_as_kong_default_off() {
+    let i = run(&global(
+        "      issuer: https://idp.example\n      auth_methods: [bearer]\n",
+    ));
+    let t = toml_of(&i);
+    assert_eq!(t["proof_of_possession_mtls"].as_str(), Some("off"));
+    assert!(has_note(
+        &i,
+        "proof_of_possession_mtls",
+        "Kong's default is `off`"
+    ));
+}
+
+#[test]
+fn unknown_proof_of_possession_mode_refuses_the_import() {
+    let e = import(
+        &global("      issuer: https://idp.example\n      proof_of_possession_mtls: sometimes\n"),
+        &env,
+        &Options::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, ImportError::Refused(ref n) if n[0].field == "proof_of_possession_mtls"),
+        "{e}"
+    );
+}
+
+#[test]
+fn rules_certbound_cannot_enforce_refuse_the_import() {
+    for rule in [
+        "groups_required: [admins]",
+        "roles_required: [admin]",
+        "consumer_claim: [sub]",
+    ] {
+        let e = import(
+            &global(&format!(
+                "      issuer: https://idp.example\n      proof_of_possession_mtls: strict\n      {rule}\n"
+            )),
+            &env,
+            &Options::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ImportError::Refused(_)), "{rule}: {e}");
+    }
+    // Switched off or empty, they restrict nothing.
+    let i = run(&global(
+        "      issuer: https://idp.example\n      groups_required: []\n      proof_of_possession_dpop: \"off\"\n      consumer_claim: [sub]\n      consumer_optional: true\n",
+    ));
+    assert!(toml_of(&i).get("groups_required").is_none());
+}
+
+#[test]
+fn dpop_keys_are_carried_and_the_nonce_secret_is_asked_for() {
+    let i = run(&global(
+        "      issuer: https://idp.example\n      proof_of_possession_dpop: optional\n      dpop_proof_lifetime: 120\n      dpop_use_nonce: true\n",
+    ));
+    let t = toml_of(&i);
+    assert_eq!(t["proof_of_possession_dpop"].as_str(), Some("optional"));
+    assert_eq!(t["dpop_proof_lifetime"].as_integer(), Some(120));
+    assert_eq!(t["dpop_use_nonce"].as_bool(), Some(true));
+    assert!(has_note(&i, "dpop_use_nonce", "dpop_nonce_secret"));
+}
+
+#[test]
+fn unimplemented_auth_methods_are_dropped_and_reported() {
+    let i = run(&global(
+        "      issuer: https://idp.example\n      auth_methods: [bearer, session, password]\n",
+    ));
+    let t = toml_of(&i);
+    assert_eq!(t["auth_methods"].as_array().unwrap().len(), 1);
+    assert!(has_note(&i, "auth_methods", "session, password dropped"));
+
+    let e = import(
+        &global("      issuer: https://idp.example\n      auth_methods: [password]\n"),
+        &env,
+        &Options::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ImportError::Refused(_)), "{e}");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_refuses_the_import() {
+    let e = import(
+        &global("      issuer: https://idp.example\n      cache_ttl: soon\n"),
+        &env,
+        &Options::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, ImportError::Refused(ref n) if n[0].field == "cache_ttl"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_named_policy_that_cannot_drop_the_default_header_table_is_refused() {
+    let yaml = format!(
+        "{}services:\n  - name: s\n    plugins:\n      - name: openid-connect\n        config:\n          issuer: https://idp.example\n          proof_of_possession_mtls: strict\n",
+        global("      issuer: https://idp.example\n      proof_of_possession_mtls: strict\n      proof_of_possession_mtls_from_header:\n        certificate_header_name: x-client-cert\n        certificate_header_format: url_encoded\n        ca_certificates: [ca]\n")
+    );
+    let e = import(&yaml, &env, &Options::default()).unwrap_err();
+    assert!(
+        matches!(e, ImportError::Refused(ref n) if n[0].field == "proof_of_possession_mtls_from_header"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_route_no_plugin_covers_is_disabled_in_envoy_and_reported() {
+    let yaml = "_format_version: \"3.0\"\nservices:\n  - name: s\n    plugins:\n      - name: openid-connect\n        config: { issuer: \"https://idp.example\", proof_of_possession_mtls: strict }\n    routes:\n      - { name: a, paths: [/a] }\n  - name: open\n    routes:\n      - { name: b, paths: [/b] }\n";
+    let i = run(yaml);
+    let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&i.envoy).unwrap();
+    let b = y["routes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "b")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        b["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"].as_bool(),
+        Some(true)
+    );
+    assert!(i
+        .notes
+        .iter()
+        .any(|n| n.location == "route b" && n.message.contains("does not authenticate")));
+    // No global plugin: the default policy is a copy of the only named one.
+    let t = toml_of(&i);
+    assert_eq!(t["proof_of_possession_mtls"].as_str(), Some("strict"));
+    assert!(t["policies"].get("s").is_some());
+}
+
+#[test]
+fn process_wide_keys_keep_tls_verification_unless_every_plugin_turns_it_off() {
+    let yaml = format!(
+        "{}services:\n  - name: s\n    plugins:\n      - name: openid-connect\n        config: {{ issuer: \"https://idp.example\", ssl_verify: true }}\n",
+        global("      issuer: https://idp.example\n      ssl_verify: false\n      timeout: 5000\n")
+    );
+    let i = run(&yaml);
+    let t = toml_of(&i);
+    assert!(t.get("ssl_verify").is_none());
+    assert_eq!(t["timeout"].as_integer(), Some(5000));
+    assert!(has_note(&i, "ssl_verify", "stays on"));
+    let i = run(&global(
+        "      issuer: https://idp.example\n      ssl_verify: false\n",
+    ));
+    assert_eq!(toml_of(&i)["ssl_verify"].as_bool(), Some(false));
+}
+
+#[test]
+fn the_discovery_url_form_of_issuer_becomes_the_issuer() {
+    let i = run(&global(
+        "      issuer: https://idp.example/realms/x/.well-known/openid-configuration\n",
+    ));
+    assert_eq!(
+        toml_of(&i)["issuer"].as_str(),
+        Some("https://idp.example/realms/x")
+    );
+}
+
+#[test]
+fn files_that_are_not_decks_for_kong_3_are_refused() {
+    for (yaml, words) in [
+        ("plugins: []\n", "_format_version"),
+        ("_format_version: \"1.1\"\n", "\"3.0\""),
+        (
+            "_format_version: \"3.0\"\nplugins: []\n",
+            "no enabled openid-connect",
+        ),
+        ("- a\n- b\n", "not a decK mapping"),
+    ] {
+        let e = import(yaml, &env, &Options::default()).unwrap_err();
+        assert!(e.to_string().contains(words), "{yaml}: {e}");
+    }
+    assert!(matches!(
+        import(":\n  - [", &env, &Options::default()),
+        Err(ImportError::Yaml(_))
+    ));
+}
+
+#[test]
+fn disabled_and_consumer_plugins_are_skipped_and_reported() {
+    let yaml = "_format_version: \"3.0\"\nplugins:\n  - name: openid-connect\n    config: { issuer: \"https://idp.example\" }\n  - name: openid-connect\n    enabled: false\n    service: s\n    config: { issuer: \"https://other.example\" }\n  - name: openid-connect\n    consumer: alice\n    config: { issuer: \"https://other.example\" }\n";
+    let i = run(yaml);
+    assert!(toml_of(&i).get("policies").is_none());
+    assert!(has_note(&i, "enabled", "never runs"));
+    assert!(has_note(&i, "consumer", "no consumers"));
+}
