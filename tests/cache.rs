@@ -14,6 +14,7 @@ use certbound::cache::{Caches, Lookup, Lookups, Settings};
 use certbound::cert::{HeaderFormat, TrustStore};
 use certbound::clock::now_unix;
 use certbound::decision::{Decision, DenyReason};
+use certbound::dpop::{access_token_hash, DpopMode, DpopPolicy, ReplayStore};
 use certbound::fixtures::{bound_claims, jwks, url_encode_pem, Ca, Leaf, SigningKey};
 use certbound::pipeline::{self, CheckInput, Outcome};
 use certbound::policy::{CertSource, HeaderSource, Policies, Policy, PopMode};
@@ -83,6 +84,7 @@ impl World {
             introspect_jwt_tokens: false,
             unknown_kid_wait: Duration::from_millis(10),
             caches: Arc::new(Caches::new(Settings::default())),
+            dpop: certbound::dpop::DpopPolicy::off(),
         }
     }
 
@@ -110,6 +112,44 @@ fn headers(token: &str, cert: &str) -> HashMap<String, String> {
     ]
     .into_iter()
     .collect()
+}
+
+/// A DPoP-bound token for `client`'s key, and proofs for `GET https://api.cache.test/orders`.
+fn dpop_world<'a>(w: &'a World, client: &'a SigningKey) -> (String, impl Fn(&str) -> String + 'a) {
+    let jkt = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(client.jwk.clone())
+        .unwrap()
+        .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+        .unwrap();
+    let token = w.token(serde_json::json!({
+        "iss": ISS, "aud": AUD, "sub": "spa", "iat": w.now, "exp": w.now + 600,
+        "cnf": {"jkt": jkt},
+    }));
+    let ath = access_token_hash(&token);
+    let proof = move |jti: &str| {
+        client
+            .dpop_proof(&serde_json::json!({
+                "jti": jti, "htm": "GET", "htu": "https://api.cache.test/orders",
+                "iat": w.now, "ath": ath,
+            }))
+            .unwrap()
+    };
+    (token, proof)
+}
+
+fn dpop_headers(scheme: &str, token: &str, proof: Option<&str>) -> HashMap<String, String> {
+    let mut h: HashMap<String, String> = [
+        (":method", "GET"),
+        (":path", "/orders"),
+        (":authority", "api.cache.test"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    h.insert("authorization".into(), format!("{scheme} {token}"));
+    if let Some(p) = proof {
+        h.insert("dpop".into(), p.into());
+    }
+    h
 }
 
 async fn check(
@@ -163,6 +203,63 @@ async fn a_repeated_token_and_certificate_are_verified_once() {
         assert_eq!((o.cache.token, o.cache.certificate), (HIT, HIT));
     }
     assert_eq!(verifications, 0);
+}
+
+#[tokio::test]
+async fn a_cached_dpop_bound_token_still_needs_a_fresh_proof_on_every_request() {
+    let w = World::new();
+    let mut policy = w.policy("default", &[AUD]);
+    policy.pop_mode = PopMode::Off;
+    policy.dpop = DpopPolicy {
+        mode: DpopMode::Strict,
+        ..DpopPolicy::off()
+    };
+    policy.dpop.replay = Arc::new(ReplayStore::memory(1000));
+    let policies = Policies::single(policy);
+    let client = SigningKey::es256("client").unwrap();
+    let (token, proof) = dpop_world(&w, &client);
+
+    let first = check(
+        &policies,
+        None,
+        &dpop_headers("DPoP", &token, Some(&proof("a"))),
+        w.now,
+    )
+    .await;
+    assert!(allowed(&first), "{first:?}");
+    assert_eq!(first.cache.token, MISS);
+    let second = check(
+        &policies,
+        None,
+        &dpop_headers("DPoP", &token, Some(&proof("b"))),
+        w.now,
+    )
+    .await;
+    assert!(allowed(&second), "{second:?}");
+    assert_eq!(second.cache.token, HIT);
+
+    // The token comes from the cache; the proof is checked anyway.
+    for (h, reason) in [
+        (
+            dpop_headers("DPoP", &token, Some(&proof("b"))),
+            DenyReason::DpopReplayed,
+        ),
+        (
+            dpop_headers("DPoP", &token, None),
+            DenyReason::DpopProofMissing,
+        ),
+        (
+            dpop_headers("Bearer", &token, Some(&proof("c"))),
+            DenyReason::DpopBearerDowngrade,
+        ),
+    ] {
+        let o = check(&policies, None, &h, w.now).await;
+        assert_eq!(o.cache.token, HIT);
+        assert!(
+            matches!(o.decision, Decision::Deny(r) if r == reason),
+            "{reason:?}: {o:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -101,7 +101,10 @@ fn restrictive(key: &str, v: &Value, config: &Mapping) -> Option<String> {
             if !is_empty(v)
                 && config.get("consumer_optional").and_then(Value::as_bool) != Some(true) =>
         {
-            Some("Kong denies tokens that map to no Kong consumer; certbound has no consumers".into())
+            Some(
+                "Kong denies tokens that map to no Kong consumer; certbound has no consumers"
+                    .into(),
+            )
         }
         _ => None,
     }
@@ -478,7 +481,9 @@ fn merge_process(per_plugin: &[(String, toml::Table)], notes: &mut Vec<Note>) ->
 
 /// Where certbound's DPoP differs from Kong's, or needs a key Kong does not have.
 fn dpop_notes(config: &Mapping, ctx: &mut Ctx<'_>) {
-    let mode = config.get("proof_of_possession_dpop").and_then(Value::as_str);
+    let mode = config
+        .get("proof_of_possession_dpop")
+        .and_then(Value::as_str);
     if mode == Some("strict") {
         ctx.note(
             "proof_of_possession_dpop",
