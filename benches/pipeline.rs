@@ -174,7 +174,7 @@ fn bench(c: &mut Criterion) {
         let caches = &s.warm.default.caches;
         g.bench_function("floor/cache_hits", |b| {
             b.iter(|| {
-                let t = caches.token(&cache::token_key(black_box(&s.token)));
+                let t = caches.token(&cache::token_key(black_box(&s.token)), now);
                 // The pipeline keys on the value as extracted (trimmed).
                 let value = black_box(s.cert_header.trim());
                 let c = caches.cert_by_header(&cache::header_key(&[value]), now);

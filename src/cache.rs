@@ -18,10 +18,8 @@
 //!   two credentials share an entry is as hard as a SHA-256 collision.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use moka::sync::Cache;
-use moka::Expiry;
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
@@ -137,43 +135,49 @@ pub struct Lookups {
     pub certificate_der: Option<Lookup>,
 }
 
-/// One entry and how long moka may keep it.
-struct Timed<T> {
+/// One entry and the time (seconds since the epoch, as the checks see it) from which it must
+/// not be used any more.
+struct Entry<T> {
     value: Arc<T>,
-    lifetime: Duration,
+    until: u64,
 }
 
-impl<T> Clone for Timed<T> {
+impl<T> Clone for Entry<T> {
     fn clone(&self) -> Self {
         Self {
             value: self.value.clone(),
-            lifetime: self.lifetime,
+            until: self.until,
         }
     }
 }
 
-struct OwnLifetime;
+/// quick_cache rather than moka (used for the introspection and DPoP replay caches, which need
+/// its per-entry expiry and single-flight loading): far less bookkeeping per entry, which is
+/// what 100 000 cached tokens cost in memory, and no read buffers to drain on the request path
+/// (docs/benchmarks.md). Without per-entry expiry, every entry carries its own deadline and is
+/// checked against it on every read.
+type Store<T> = quick_cache::sync::Cache<Key, Entry<T>>;
 
-impl<T> Expiry<Key, Timed<T>> for OwnLifetime {
-    fn expire_after_create(&self, _: &Key, v: &Timed<T>, _: Instant) -> Option<Duration> {
-        Some(v.lifetime)
-    }
+fn store<T>(capacity: u64) -> Option<Store<T>> {
+    (capacity > 0).then(|| Store::new(usize::try_from(capacity).unwrap_or(usize::MAX)))
 }
 
-fn cache<T: Send + Sync + 'static>(capacity: u64) -> Option<Cache<Key, Timed<T>>> {
-    (capacity > 0).then(|| {
-        Cache::builder()
-            .max_capacity(capacity)
-            .expire_after(OwnLifetime)
-            .build()
-    })
+/// The entry under `key`, unless its deadline has passed at `now` (it is then dropped).
+fn fresh<T>(cache: &Store<T>, key: &Key, now: u64) -> Option<Arc<T>> {
+    let entry = cache.get(key)?;
+    if now < entry.until {
+        Some(entry.value)
+    } else {
+        cache.remove(key);
+        None
+    }
 }
 
 /// One policy's caches.
 pub struct Caches {
-    tokens: Option<Cache<Key, Timed<TokenFacts>>>,
-    certs_by_header: Option<Cache<Key, Timed<CertFacts>>>,
-    certs_by_der: Option<Cache<Key, Timed<CertFacts>>>,
+    tokens: Option<Store<TokenFacts>>,
+    certs_by_header: Option<Store<CertFacts>>,
+    certs_by_der: Option<Store<CertFacts>>,
     ttl: Duration,
 }
 
@@ -196,9 +200,9 @@ impl Caches {
             (settings.tokens, settings.certificates)
         };
         Self {
-            tokens: cache(tokens),
-            certs_by_header: cache(certs),
-            certs_by_der: cache(certs),
+            tokens: store(tokens),
+            certs_by_header: store(certs),
+            certs_by_der: store(certs),
             ttl,
         }
     }
@@ -216,8 +220,10 @@ impl Caches {
         self.certs_by_header.is_some()
     }
 
-    pub fn token(&self, key: &Key) -> Option<Arc<TokenFacts>> {
-        self.tokens.as_ref()?.get(key).map(|t| t.value)
+    /// A verified token, unless it has been kept `cache_ttl` or past its `exp` (+ `leeway`) at
+    /// `now`. The caller still applies the time rules to it (`TokenFacts::check_time`).
+    pub fn token(&self, key: &Key, now: u64) -> Option<Arc<TokenFacts>> {
+        fresh(self.tokens.as_ref()?, key, now)
     }
 
     /// Keeps `facts` until the token expires (`exp` + `leeway`, as seen at `now`), at most
@@ -228,41 +234,45 @@ impl Caches {
         if left == 0 {
             return;
         }
-        let lifetime = Duration::from_secs(left).min(self.ttl);
+        // `exp` + `leeway` is the last second the token is accepted.
+        let until = now.saturating_add(left.saturating_add(1).min(self.ttl.as_secs()));
         cache.insert(
             key,
-            Timed {
+            Entry {
                 value: facts,
-                lifetime,
+                until,
             },
         );
     }
 
     /// A certificate by the raw header value(s) it arrived in, if still valid at `now`.
     pub fn cert_by_header(&self, key: &Key, now: u64) -> Option<Arc<CertFacts>> {
-        Self::valid(self.certs_by_header.as_ref()?.get(key)?, now)
+        Self::valid(fresh(self.certs_by_header.as_ref()?, key, now)?, now)
     }
 
     /// A certificate by its decoded DER chain, if still valid at `now`.
     pub fn cert_by_der(&self, key: &Key, now: u64) -> Option<Arc<CertFacts>> {
-        Self::valid(self.certs_by_der.as_ref()?.get(key)?, now)
+        Self::valid(fresh(self.certs_by_der.as_ref()?, key, now)?, now)
     }
 
-    fn valid(entry: Timed<CertFacts>, now: u64) -> Option<Arc<CertFacts>> {
-        entry.value.validity.contains(now).then_some(entry.value)
+    fn valid(facts: Arc<CertFacts>, now: u64) -> Option<Arc<CertFacts>> {
+        facts.validity.contains(now).then_some(facts)
     }
 
     /// Keeps a verified certificate under both keys until its path stops being valid, at most
     /// `cache_ttl`. `der_key` is `None` where there is no verification to skip by DER.
     pub fn put_cert(&self, header_key: Key, der_key: Option<Key>, facts: Arc<CertFacts>, now: u64) {
-        let left = facts.validity.not_after.saturating_sub(now);
-        let age = Duration::from_secs(now.saturating_sub(facts.verified_at));
-        let lifetime = Duration::from_secs(left).min(self.ttl.saturating_sub(age));
-        if lifetime.is_zero() || !facts.validity.contains(now) {
+        // `not_after` is the last valid second.
+        let until = facts
+            .validity
+            .not_after
+            .saturating_add(1)
+            .min(facts.verified_at.saturating_add(self.ttl.as_secs()));
+        if now >= until || !facts.validity.contains(now) {
             return;
         }
-        let entry = Timed {
-            lifetime,
+        let entry = Entry {
+            until,
             value: facts,
         };
         if let (Some(cache), Some(key)) = (&self.certs_by_der, der_key) {
@@ -273,12 +283,9 @@ impl Caches {
         }
     }
 
-    /// Entries currently held (tests; moka counts lazily, so pending work is run first).
+    /// Entries currently held (tests).
     pub fn token_count(&self) -> u64 {
-        self.tokens.as_ref().map_or(0, |c| {
-            c.run_pending_tasks();
-            c.entry_count()
-        })
+        self.tokens.as_ref().map_or(0, |c| c.len() as u64)
     }
 }
 
@@ -347,9 +354,11 @@ mod tests {
     fn an_expired_token_is_not_stored() {
         let c = Caches::new(Settings::default());
         c.put_token([1; 32], Arc::new(facts(1000, None)), 0, 1000);
-        assert!(c.token(&[1; 32]).is_none());
+        assert!(c.token(&[1; 32], 1000).is_none());
         c.put_token([2; 32], Arc::new(facts(1001, None)), 0, 1000);
-        assert!(c.token(&[2; 32]).is_some());
+        assert!(c.token(&[2; 32], 1000).is_some());
+        assert!(c.token(&[2; 32], 1001).is_some());
+        assert!(c.token(&[2; 32], 1002).is_none());
     }
 
     #[test]
@@ -373,6 +382,36 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_served_after_cache_ttl() {
+        let c = Caches::new(Settings {
+            ttl: Duration::from_secs(60),
+            ..Settings::default()
+        });
+        c.put_token([1; 32], Arc::new(facts(10_000, None)), 0, 1000);
+        assert!(c.token(&[1; 32], 1059).is_some());
+        assert!(c.token(&[1; 32], 1060).is_none());
+        assert_eq!(
+            c.token_count(),
+            0,
+            "an entry past its deadline is dropped when met"
+        );
+        let cert = Arc::new(CertFacts {
+            thumbprint: [7; 32],
+            issuer: None,
+            chain: Vec::new(),
+            validity: Validity {
+                not_before: 0,
+                not_after: 10_000,
+            },
+            verified_at: 1000,
+        });
+        c.put_cert([2; 32], Some([3; 32]), cert, 1030);
+        assert!(c.cert_by_header(&[2; 32], 1059).is_some());
+        assert!(c.cert_by_header(&[2; 32], 1060).is_none());
+        assert!(c.cert_by_der(&[3; 32], 1060).is_none());
+    }
+
+    #[test]
     fn zero_sizes_turn_the_caches_off() {
         let c = Caches::new(Settings {
             tokens: 0,
@@ -380,7 +419,7 @@ mod tests {
             ttl: Duration::from_secs(60),
         });
         c.put_token([1; 32], Arc::new(facts(u64::MAX, None)), 0, 0);
-        assert!(c.token(&[1; 32]).is_none());
+        assert!(c.token(&[1; 32], 0).is_none());
         assert!(!c.caches_tokens() && !c.caches_certificates());
     }
 

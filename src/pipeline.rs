@@ -245,7 +245,7 @@ async fn token_facts(
         }
         _ => {
             let key = cache::token_key(token);
-            if let Some(hit) = policy.caches.token(&key) {
+            if let Some(hit) = policy.caches.token(&key, now) {
                 // Proven with the keys the issuer publishes now: only the clock can change the
                 // answer. A changed key set sends the token back to full verification.
                 if hit.keys == policy.keys.fingerprint() {
