@@ -117,6 +117,14 @@ pub enum Lookup {
 }
 
 impl Lookup {
+    pub fn found(hit: bool) -> Self {
+        if hit {
+            Self::Hit
+        } else {
+            Self::Miss
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",

@@ -37,8 +37,9 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9192";
 /// `CERTBOUND_*` variables that belong to the command line, not to the configuration.
 const NON_CONFIG_ENV: &[&str] = &["config", "log_format"];
 
-/// Auth methods Kong's plugin knows. Listed so a copied Kong config gets a precise error.
-const KONG_AUTH_METHODS: &[&str] = &[
+/// Auth methods Kong's plugin knows (also its default `auth_methods`: all of them). Listed so a
+/// copied Kong config gets a precise error.
+pub(crate) const KONG_AUTH_METHODS: &[&str] = &[
     "password",
     "client_credentials",
     "authorization_code",

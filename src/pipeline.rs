@@ -350,11 +350,7 @@ fn client_certificate(
             });
             if let Some(key) = &header_key {
                 let hit = caches.cert_by_header(key, now);
-                lookups.certificate = Some(if hit.is_some() {
-                    Lookup::Hit
-                } else {
-                    Lookup::Miss
-                });
+                lookups.certificate = Some(Lookup::found(hit.is_some()));
                 if hit.is_some() {
                     return Ok(hit);
                 }
@@ -372,11 +368,7 @@ fn client_certificate(
                 .then(|| cache::der_key(&presented.chain));
             if let Some(key) = &der_key {
                 let hit = caches.cert_by_der(key, now);
-                lookups.certificate_der = Some(if hit.is_some() {
-                    Lookup::Hit
-                } else {
-                    Lookup::Miss
-                });
+                lookups.certificate_der = Some(Lookup::found(hit.is_some()));
                 if let (Some(hit), Some(header_key)) = (hit, header_key) {
                     caches.put_cert(header_key, None, hit.clone(), now);
                     return Ok(Some(hit));
@@ -417,11 +409,7 @@ fn client_certificate(
                 .then(|| cache::header_key(&[value]));
             if let Some(key) = &key {
                 let hit = caches.cert_by_header(key, now);
-                lookups.certificate = Some(if hit.is_some() {
-                    Lookup::Hit
-                } else {
-                    Lookup::Miss
-                });
+                lookups.certificate = Some(Lookup::found(hit.is_some()));
                 if hit.is_some() {
                     return Ok(hit);
                 }

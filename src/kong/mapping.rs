@@ -9,21 +9,10 @@ use toml::Value as T;
 
 use super::deck::{describe, DeckFile, Plugin, Scope};
 use super::{ImportError, Note, Options};
+use crate::config::KONG_AUTH_METHODS;
 
 const HEADER_TABLE: &str = "proof_of_possession_mtls_from_header";
 const IMPLEMENTED_METHODS: &[&str] = &["bearer", "introspection"];
-/// Kong's default `auth_methods`: every method.
-const KONG_ALL_METHODS: &[&str] = &[
-    "password",
-    "client_credentials",
-    "authorization_code",
-    "bearer",
-    "introspection",
-    "userinfo",
-    "kong_oauth2",
-    "refresh_token",
-    "session",
-];
 
 /// Policy keys with the same name, type and meaning in Kong and certbound.
 const STRING_LISTS: &[&str] = &[
@@ -632,7 +621,7 @@ fn map_plugin(
             "not set: Kong's default enables every method; certbound implements bearer and introspection, so only those were written",
         );
         out.keys
-            .insert("auth_methods".into(), methods(KONG_ALL_METHODS, ctx));
+            .insert("auth_methods".into(), methods(KONG_AUTH_METHODS, ctx));
     }
     if !out.keys.contains_key("issuer") {
         ctx.refuse("issuer", "missing; Kong requires it too");
@@ -651,7 +640,7 @@ fn methods(wanted: &[&str], ctx: &mut Ctx<'_>) -> T {
         .copied()
         .filter(|m| !IMPLEMENTED_METHODS.contains(m))
         .collect();
-    if !dropped.is_empty() && wanted.len() != KONG_ALL_METHODS.len() {
+    if !dropped.is_empty() && wanted.len() != KONG_AUTH_METHODS.len() {
         ctx.note(
             "auth_methods",
             format!(
