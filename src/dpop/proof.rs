@@ -6,7 +6,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, ThumbprintHash};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -84,7 +84,7 @@ pub fn parse(proof: &str, algs: &[Algorithm], max_json_depth: usize) -> Result<P
         .thumbprint(ThumbprintHash::SHA256)
         .map_err(|_| DpopError::BadKey)?;
 
-    jsonwebtoken::decode::<Map<String, Value>>(proof, &key, &signature_only(alg))
+    jsonwebtoken::decode::<Map<String, Value>>(proof, &key, &crate::token::signature_only(alg))
         .map_err(|_| DpopError::SignatureInvalid)?;
 
     let string = |name: &str| match claims.get(name) {
@@ -222,17 +222,4 @@ fn json_object(segment: &str, max_depth: usize) -> Result<Map<String, Value>, Dp
         Ok(Value::Object(o)) => Ok(o),
         _ => Err(DpopError::Malformed),
     }
-}
-
-/// The signature under the one algorithm the header named (already on the allow-list and fitting
-/// the key); the claims are checked by `verify` at an injected time.
-fn signature_only(alg: Algorithm) -> Validation {
-    let mut v = Validation::new(alg);
-    v.algorithms = vec![alg];
-    v.required_spec_claims.clear();
-    v.validate_exp = false;
-    v.validate_nbf = false;
-    v.validate_aud = false;
-    v.leeway = 0;
-    v
 }

@@ -135,9 +135,10 @@ pub(crate) fn json_depth(json: &[u8]) -> usize {
 }
 
 /// jsonwebtoken's validation is used for the signature and the algorithm only: the one
-/// algorithm the key allows. Time, issuer and audience are checked by `claims::check`, which
-/// takes an injected clock and reports each failure precisely.
-fn signature_only(alg: Algorithm) -> Validation {
+/// algorithm the key allows (or the DPoP proof names). Time, issuer and audience are checked by
+/// `claims::check` (a proof's by `dpop::verify`), which take an injected clock and report each
+/// failure precisely.
+pub(crate) fn signature_only(alg: Algorithm) -> Validation {
     let mut v = Validation::new(alg);
     v.algorithms = vec![alg];
     v.required_spec_claims.clear();

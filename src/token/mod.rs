@@ -11,6 +11,7 @@ mod keys;
 
 pub use claims::Binding;
 pub(crate) use jwt::json_depth;
+pub(crate) use jwt::signature_only;
 pub use jwt::{verify, verify_introspected, TokenRules, VerifiedToken};
 pub use keys::{KeySet, KeySetError, KeyStore, MAX_KEYS};
 
