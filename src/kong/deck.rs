@@ -86,31 +86,13 @@ pub fn parse(
         }
         for (j, r) in seq_of(service, "routes").iter().enumerate() {
             let route = read_route(r, Some(name.clone()), format!("{name}-route-{j}"));
-            for (k, p) in seq_of(r, "plugins").iter().enumerate() {
-                push_plugin(
-                    &mut file,
-                    p,
-                    Scope::Route(route.name.clone()),
-                    format!("route {} plugins[{k}]", route.name),
-                    notes,
-                );
-            }
-            file.routes.push(route);
+            push_route(&mut file, route, r, notes);
         }
     }
     for (i, r) in seq(&root, "routes").iter().enumerate() {
         let service = r.get("service").and_then(reference);
         let route = read_route(r, service, format!("route-{i}"));
-        for (k, p) in seq_of(r, "plugins").iter().enumerate() {
-            push_plugin(
-                &mut file,
-                p,
-                Scope::Route(route.name.clone()),
-                format!("route {} plugins[{k}]", route.name),
-                notes,
-            );
-        }
-        file.routes.push(route);
+        push_route(&mut file, route, r, notes);
     }
     for (i, p) in seq(&root, "plugins").iter().enumerate() {
         let scope = if let Some(r) = p.get("route").and_then(reference) {
@@ -146,6 +128,20 @@ pub fn parse(
 
 fn is_oidc(p: &Value) -> bool {
     p.get("name").and_then(Value::as_str) == Some(PLUGIN)
+}
+
+/// A route and the plugins nested under it (`r` is its decK mapping).
+fn push_route(file: &mut DeckFile, route: Route, r: &Value, notes: &mut Vec<Note>) {
+    for (k, p) in seq_of(r, "plugins").iter().enumerate() {
+        push_plugin(
+            file,
+            p,
+            Scope::Route(route.name.clone()),
+            format!("route {} plugins[{k}]", route.name),
+            notes,
+        );
+    }
+    file.routes.push(route);
 }
 
 fn push_plugin(
