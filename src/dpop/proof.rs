@@ -98,6 +98,12 @@ pub fn parse(proof: &str, algs: &[Algorithm], max_json_depth: usize) -> Result<P
     }
     let htm = string("htm")?.ok_or(DpopError::Malformed)?;
     let htu = string("htu")?.ok_or(DpopError::Malformed)?;
+    // RFC 9449 §4.2: `htu` is the target URI "without query and fragment parts". A proof that
+    // carries them is malformed, not something to repair by stripping (the FAPI 2.0 conformance
+    // suite's negative tests expect a refusal).
+    if htu.contains(['?', '#']) {
+        return Err(DpopError::Malformed);
+    }
     let iat = claims
         .get("iat")
         .and_then(|v| {

@@ -959,8 +959,14 @@ class DpopKey:
         return _b64u(hashlib.sha256(canonical.encode()).digest())
 
     def proof(self, htm: str, htu: str, token: Optional[str] = None, nonce: Optional[str] = None,
-              jti: Optional[str] = None, iat: Optional[int] = None, jwk: Optional[dict] = None) -> str:
-        """A signed proof; `jwk` puts another public key in the header (signature then fails)."""
+              jti: Optional[str] = None, iat: Optional[int] = None, jwk: Optional[dict] = None,
+              header_patch: Optional[dict] = None, claims_patch: Optional[dict] = None,
+              signature: Optional[str] = None) -> str:
+        """A signed proof; `jwk` puts another public key in the header (signature then fails).
+
+        For malformed proofs: `header_patch` / `claims_patch` set members (a value of DROP removes
+        the member) before signing, and `signature` replaces the signature segment (e.g. "" for
+        an unsigned `alg: none` proof)."""
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -971,9 +977,26 @@ class DpopKey:
             claims["ath"] = _b64u(hashlib.sha256(token.encode()).digest())
         if nonce is not None:
             claims["nonce"] = nonce
+        for target, patch in ((header, header_patch), (claims, claims_patch)):
+            for name, value in (patch or {}).items():
+                if value is DROP:
+                    target.pop(name, None)
+                else:
+                    target[name] = value
         signing_input = f"{_b64u(json.dumps(header).encode())}.{_b64u(json.dumps(claims).encode())}"
+        if signature is not None:
+            return f"{signing_input}.{signature}"
         r, s = decode_dss_signature(self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
         return f"{signing_input}.{_b64u(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    def private_jwk(self) -> dict:
+        """The public JWK plus the private scalar `d`: what a careless client might publish."""
+        d = self._key.private_numbers().private_value
+        return {**self.jwk, "d": _b64u(d.to_bytes(32, "big"))}
+
+
+# Marks a proof member to remove in DpopKey.proof's patches.
+DROP = object()
 
 
 def _b64u(data: bytes) -> str:
