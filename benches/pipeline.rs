@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certbound::cache::{self, Caches, Settings};
-use certbound::cert::{self, HeaderFormat, TrustStore};
+use certbound::cert::{self, HeaderFormat, TrustStore, XfccElements};
 use certbound::clock::now_unix;
 use certbound::fixtures::{bound_claims, jwks, Ca, Layout, SigningKey};
 use certbound::pipeline::{self, CheckInput};
@@ -74,6 +74,7 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
         cert_source: CertSource::Header(HeaderSource {
             name: "x-client-cert".into(),
             format,
+            xfcc_elements: XfccElements::One,
             trust: Some(trust.clone()),
             chain_name: None,
             secure_source: false,

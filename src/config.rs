@@ -23,7 +23,7 @@ use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
 use crate::cache::{Caches, Settings as CacheSettings};
-use crate::cert::{HeaderFormat, TrustStore};
+use crate::cert::{HeaderFormat, TrustStore, XfccElements};
 use crate::dpop::{self, DpopMode, DpopPolicy, NonceIssuer, ReplayStore};
 use crate::http::RevocationFetcher;
 use crate::introspection::{ClientAuth, Introspector, Settings as IntrospectionSettings};
@@ -154,6 +154,7 @@ struct RawFromHeader {
     certificate_chain_header_name: Option<String>,
     secure_source: Option<bool>,
     certificate_header_format: Option<String>,
+    xfcc_elements: Option<String>,
     ca_certificates: Option<Vec<PathBuf>>,
     allow_partial_chain: Option<bool>,
     ssl_verify: Option<bool>,
@@ -1026,6 +1027,27 @@ impl Validator<'_> {
                 "xfcc carries the chain itself (its `Chain` key); remove this key",
             );
         }
+        // Envoy's SANITIZE_SET writes one element; more only where the operator says hops append.
+        let xfcc_elements = match raw.xfcc_elements.as_deref() {
+            None => Some(XfccElements::One),
+            Some(e) => match (XfccElements::from_config(e), format) {
+                (Some(e), Some(HeaderFormat::Xfcc)) => Some(e),
+                (Some(_), _) => {
+                    self.issue(
+                        &format!("{T}.xfcc_elements"),
+                        "only applies to certificate_header_format = \"xfcc\" (auto reads one element)",
+                    );
+                    None
+                }
+                (None, _) => {
+                    self.issue(
+                        &format!("{T}.xfcc_elements"),
+                        format!("`{e}` is not one of {}", XfccElements::CONFIG_NAMES),
+                    );
+                    None
+                }
+            },
+        };
         let secure_source = raw.secure_source.unwrap_or(true);
         if secure_source && trusted_ips.is_empty() {
             self.issue(
@@ -1092,6 +1114,7 @@ impl Validator<'_> {
             name: name??,
             chain_name: chain_name?,
             format: format?,
+            xfcc_elements: xfcc_elements?,
             trust,
             secure_source,
             revocation,
@@ -1635,6 +1658,35 @@ mod tests {
             r#"certificate_header_format = "der""#,
         );
         assert!(issues(&toml, dir.path())[0].message.contains("rfc9440"));
+    }
+
+    #[test]
+    fn xfcc_reads_one_element_unless_the_operator_asks_for_the_last() {
+        let dir = dir_with_ca();
+        let xfcc = GOOD.replace(r#""url_encoded""#, r#""xfcc""#);
+        let elements = |c: &Config| match &c.policies.default.cert_source {
+            CertSource::Header(h) => h.xfcc_elements,
+            CertSource::Peer => panic!("expected header source"),
+        };
+        assert_eq!(
+            elements(&load(&xfcc, dir.path()).unwrap()),
+            XfccElements::One
+        );
+        let last = xfcc.replace(
+            "ssl_verify = true\n",
+            "ssl_verify = true\nxfcc_elements = \"last\"\n",
+        );
+        assert_eq!(
+            elements(&load(&last, dir.path()).unwrap()),
+            XfccElements::Last
+        );
+        let key = "proof_of_possession_mtls_from_header.xfcc_elements";
+        assert_eq!(
+            issues(&last.replace("\"last\"", "\"all\""), dir.path())[0].key,
+            key
+        );
+        let not_xfcc = last.replace(r#""xfcc""#, r#""auto""#);
+        assert_eq!(issues(&not_xfcc, dir.path())[0].key, key);
     }
 
     #[test]

@@ -355,7 +355,8 @@ fn client_certificate(
                     return Ok(hit);
                 }
             }
-            let mut presented = cert::decode(value, source.format).map_err(cert_reason)?;
+            let mut presented = cert::decode_with(value, source.format, source.xfcc_elements)
+                .map_err(cert_reason)?;
             if let Some(v) = chain_value {
                 // Intermediates from their own header extend the chain (the revocation check
                 // reads the issuer from the same list).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 pub use crate::bind::PopMode;
 use crate::cache::Caches;
-use crate::cert::{HeaderFormat, TrustStore};
+use crate::cert::{HeaderFormat, TrustStore, XfccElements};
 use crate::revocation::Checker;
 use crate::token::KeyStore;
 
@@ -29,6 +29,8 @@ pub struct HeaderSource {
     /// A separate header with the intermediates (`certificate_chain_header_name`).
     pub chain_name: Option<String>,
     pub format: HeaderFormat,
+    /// For `xfcc`: one element (the default, what `SANITIZE_SET` writes) or the last of many.
+    pub xfcc_elements: XfccElements,
     /// The client CAs. `None` only for `xfcc` without `ca_certificates`: the XFCC hop verified
     /// the client in its own handshake, and the binding is checked on its `Cert` or `Hash`.
     pub trust: Option<Arc<TrustStore>>,

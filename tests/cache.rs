@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certbound::cache::{Caches, Lookup, Lookups, Settings};
-use certbound::cert::{HeaderFormat, TrustStore};
+use certbound::cert::{HeaderFormat, TrustStore, XfccElements};
 use certbound::clock::now_unix;
 use certbound::decision::{Decision, DenyReason};
 use certbound::dpop::{access_token_hash, DpopMode, DpopPolicy, ReplayStore};
@@ -64,6 +64,7 @@ impl World {
                 name: "x-client-cert".into(),
                 chain_name: None,
                 format: HeaderFormat::UrlEncoded,
+                xfcc_elements: XfccElements::One,
                 trust: Some(Arc::new(trust)),
                 secure_source: false,
                 revocation: None,

@@ -1079,11 +1079,10 @@ async fn xfcc_hash_alone_binds_when_the_mesh_verified_the_chain() {
         )
         .unwrap();
     let hex = |t: &[u8]| t.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    // Istio's default XFCC: By, Hash, Subject, URI; no Cert. Two hops: the last one counts.
+    // Istio's default XFCC: By, Hash, Subject, URI; no Cert. One element, as SANITIZE_SET writes.
     let xfcc = |leaf: &certbound::fixtures::Leaf| {
         format!(
-            "By=spiffe://cluster.local/ns/edge/sa/lb;Hash={};Subject=\"\";URI=spiffe://cluster.local/ns/x/sa/y,By=spiffe://cluster.local/ns/api/sa/api;Hash={};Subject=\"\";URI=spiffe://cluster.local/ns/client/sa/alice",
-            hex(&[0u8; 32]),
+            "By=spiffe://cluster.local/ns/api/sa/api;Hash={};Subject=\"\";URI=spiffe://cluster.local/ns/client/sa/alice",
             hex(&certbound::cert::thumbprint(leaf.der.as_ref()))
         )
     };
@@ -1116,6 +1115,21 @@ async fn xfcc_hash_alone_binds_when_the_mesh_verified_the_chain() {
         "xfcc hash: bob",
         req(&pki.bob),
         deny("binding_mismatch"),
+    )
+    .await;
+    // A hop appended to the header: not asked for (xfcc_elements), so refused as a duplicate.
+    let appended = format!(
+        "By=spiffe://cluster.local/ns/edge/sa/lb;Hash={};Subject=\"\";URI=spiffe://cluster.local/ns/x/sa/y,{}",
+        hex(&[0u8; 32]),
+        xfcc(&pki.alice)
+    );
+    run_case(
+        &mesh,
+        "xfcc two elements",
+        Req::new()
+            .bearer(&token)
+            .header("x-forwarded-client-cert", &appended),
+        deny("cert_header_duplicate"),
     )
     .await;
     run_case(

@@ -110,6 +110,43 @@ fn chain_of(pool: &Pool, leaf: usize, extra: usize) -> Vec<&[u8]> {
     chain
 }
 
+const SAN_PIECES: usize = 22;
+
+/// Text a SAN can hold that means something in XFCC: separators, quotes, keys, and whole
+/// forged pairs naming the victim's certificate.
+fn san_piece(i: usize, victim: &Leaf) -> String {
+    let hash = hex(&cert::thumbprint(victim.der.as_ref()));
+    let pem = url_encode_pem(&victim.pem);
+    match i {
+        0 => "urn:x".into(),
+        1 => ",".into(),
+        2 => ";".into(),
+        3 => "\"".into(),
+        4 => "\\".into(),
+        5 => "=".into(),
+        6 => "Hash=".into(),
+        7 => "Cert=".into(),
+        8 => "URI=".into(),
+        9 => "DNS=".into(),
+        10 => "By=".into(),
+        11 => hash,
+        12 => pem,
+        13 => format!(",Hash={hash}"),
+        14 => format!(";Hash={hash}"),
+        15 => format!(",Chain={pem}"),
+        16 => format!(",Cert=\"{pem}\""),
+        17 => format!(";Chain=\"{pem}\""),
+        18 => format!(",By=spiffe://gw;Hash={hash};Subject=\"\""),
+        19 => ";DNS=a".into(),
+        20 => "a\",Hash=".into(),
+        _ => " ".into(),
+    }
+}
+
+fn hex(t: &[u8]) -> String {
+    t.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 proptest! {
     /// A certificate in every supported format decodes to the same DER: each format accepts at
     /// least one of the known encodings, and whatever any format accepts (its own encodings and
@@ -137,6 +174,45 @@ proptest! {
                 "{} accepts none of the known encodings: add one to fixtures::header_encodings",
                 format.as_str()
             );
+        }
+    }
+
+    /// Envoy writes `URI` and `DNS` SANs unquoted, so the client's certificate chooses that text.
+    /// Whatever it holds (commas, semicolons, quotes, backslashes, forged keys naming another
+    /// certificate), the XFCC decoder in either element mode refuses the header or reads the
+    /// certificate Envoy verified: never another one.
+    #[test]
+    fn xfcc_sans_never_make_the_header_name_another_certificate(
+        uri in proptest::collection::vec(0usize..SAN_PIECES, 0..6),
+        dns in proptest::collection::vec(0usize..SAN_PIECES, 0..6),
+        cert in any::<bool>(),
+        prefix in any::<bool>(),
+    ) {
+        let pool = &*POOL;
+        let (mallory, victim) = (&pool.leaves[0], &pool.leaves[1]);
+        let san = |pieces: &[usize]| pieces.iter().map(|&i| san_piece(i, victim)).collect::<String>();
+        let element = format!(
+            "By=spiffe://gw;Hash={}{};Subject=\"CN=mallory\";URI={};DNS={}",
+            hex(&cert::thumbprint(mallory.der.as_ref())),
+            if cert { format!(";Cert=\"{}\"", url_encode_pem(&mallory.pem)) } else { String::new() },
+            san(&uri),
+            san(&dns),
+        );
+        // An appending hop after a client-sent copy: the earlier text is the client's.
+        let value = if prefix {
+            format!("Hash={};Subject=\"\",{element}", hex(&cert::thumbprint(victim.der.as_ref())))
+        } else {
+            element
+        };
+        for elements in [cert::XfccElements::One, cert::XfccElements::Last] {
+            for format in [HeaderFormat::Xfcc, HeaderFormat::Auto] {
+                if let Ok(p) = cert::decode_with(&value, format, elements) {
+                    prop_assert_eq!(p.hash, Some(cert::thumbprint(mallory.der.as_ref())), "{}", value);
+                    if let Some(leaf) = p.chain.first() {
+                        prop_assert_eq!(leaf.as_ref(), mallory.der.as_ref(), "{}", value);
+                    }
+                }
+            }
         }
     }
 

@@ -8,7 +8,9 @@
 mod format;
 mod verify;
 
-pub use format::{decode, decode_chain, HeaderFormat, Presented, CHAIN_LEN_CEILING};
+pub use format::{
+    decode, decode_chain, decode_with, HeaderFormat, Presented, XfccElements, CHAIN_LEN_CEILING,
+};
 pub use verify::{IssuerRef, TrustStore, TrustStoreError, Validity};
 
 use rustls_pki_types::CertificateDer;

@@ -578,6 +578,9 @@ class Stack:
             'certificate_header_format = "xfcc"\n'
             "ca_certificates = []\n"
             "secure_source = false\n"
+            "# /ca/ on the gateway listener: the chain Envoy forwards is verified too.\n"
+            "[policies.gateway-ca.proof_of_possession_mtls_from_header]\n"
+            f"ca_certificates = [{ca}]\n"
         )
         # DPoP replicas: no certificates (mTLS optional), DPoP strict; the routes pick the policy.
         dpop_policy = (

@@ -625,6 +625,112 @@ def test_gateway_replaces_a_client_sent_xfcc(stack, alice_rs):
     assert_invalid_token(resp)
 
 
+# --- XFCC element confusion: Envoy writes URI and DNS SANs unquoted ----------------------------------
+# mallory holds alice's stolen token and alice's (public) certificate, and gets a certificate from
+# a CA the gateway trusts whose URI or DNS SAN holds XFCC structure naming alice's certificate.
+# With `uri: true, dns: true` Envoy copies that text verbatim into the XFCC it writes.
+
+def _issue_client(stack, name: str, uris: list[str], dnss: list[str]) -> None:
+    """An EC leaf from the suite's intermediate (which Envoy trusts) with exactly these SANs:
+    NAME.pem, NAME-key.pem, NAME-chain.pem in the stack's PKI directory (as pki.sh writes them)."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    pki = stack.pki
+    ca_cert = x509.load_pem_x509_certificate((pki / "client-int-ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "client-int-ca-key.pem").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    sans = [x509.UniformResourceIdentifier(u) for u in uris] + [x509.DNSName(d) for d in dnss]
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "certbound e2e"),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (pki / f"{name}.pem").write_bytes(pem)
+    (pki / f"{name}-chain.pem").write_bytes(pem + (pki / "client-int-ca.pem").read_bytes())
+    key_path = pki / f"{name}-key.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+
+
+def _forged_sans(stack) -> dict[str, tuple[list[str], list[str]]]:
+    """Attacker SANs (URI list, DNS list) by name, each naming alice's certificate."""
+    der = ssl.PEM_cert_to_DER_cert(stack.cert_pem("alice"))
+    alice_hash = hashlib.sha256(der).hexdigest()
+    alice_pem = stack.cert_url_encoded("alice")
+    return {
+        # A second element: Chain= (read where CAs are configured) or Hash= (where none are).
+        "uri-chain-element": ([f"urn:x,Chain={alice_pem}"], ["m.clients.test"]),
+        "uri-quoted-chain-element": ([f'urn:x,Chain="{alice_pem}"'], ["m.clients.test"]),
+        "uri-hash-element": ([f"urn:x,Hash={alice_hash}"], ["m.clients.test"]),
+        "dns-hash-element": (["urn:x"], [f"m.clients.test,Hash={alice_hash}"]),
+        # A second pair in Envoy's own element.
+        "uri-hash-pair": ([f"urn:x;Hash={alice_hash}"], ["m.clients.test"]),
+        "uri-cert-pair": ([f'urn:x;Cert="{alice_pem}"'], ["m.clients.test"]),
+        # A quote that would swallow structure written after it.
+        "dns-quote-swallow": (["urn:x"], [f'm.clients.test;Z=a",Hash={alice_hash}']),
+    }
+
+
+_FORGED_SHAPES = ("uri-chain-element", "uri-quoted-chain-element", "uri-hash-element", "dns-hash-element",
+                  "uri-hash-pair", "uri-cert-pair", "dns-quote-swallow")
+
+
+@pytest.fixture(scope="session")
+def mallory(stack) -> dict[str, str]:
+    """Certificate name -> the SAN text it smuggles into XFCC (one certificate per attack)."""
+    out = {}
+    forged = _forged_sans(stack)
+    assert tuple(forged) == _FORGED_SHAPES
+    for shape, (uris, dnss) in forged.items():
+        name = f"mallory-{shape}"
+        _issue_client(stack, name, uris, dnss)
+        out[name] = (uris + dnss)[-1] if shape.startswith("dns") else uris[0]
+    return out
+
+
+@pytest.mark.parametrize("path", ["/", "/ca/"])
+@pytest.mark.parametrize("shape", _FORGED_SHAPES)
+def test_gateway_xfcc_forged_by_a_san_never_passes_as_the_victim(stack, alice_rs, mallory, shape, path):
+    name = f"mallory-{shape}"
+    # Envoy really wrote the forged text into the header it sends upstream (/healthz skips ext_authz).
+    echo = stack._send(http.client.HTTPSConnection("127.0.0.1", stack.ports.envoy_gateway, timeout=10,
+                                                   context=stack.tls_context(name)),
+                       "GET", "/healthz", [("host", "localhost")])
+    xfcc = echo.upstream_headers.get("x-forwarded-client-cert", "")
+    assert mallory[name] in xfcc, xfcc
+    # "/" checks the binding on Hash/Cert alone; "/ca/" verifies the chain against the client CAs.
+    resp = stack.call_envoy_gateway(name, alice_rs, path=path)
+    assert_invalid_token(resp)
+    assert resp.upstream is None, resp
+
+
+@pytest.mark.parametrize("path", ["/", "/ca/"])
+def test_gateway_xfcc_honest_client_with_several_uri_and_dns_sans_is_allowed(stack, alice_rs, path):
+    _issue_client(stack, "multi-san", ["spiffe://e2e.test/ns/a/sa/client", "urn:e2e:client=1"],
+                  ["multi.clients.test", "multi2.clients.test"])
+    token = stack.get_token("bob-app", AUDIENCE_RS, cert="multi-san")
+    assert_allowed(stack.call_envoy_gateway("multi-san", token, path=path), "bob-app")
+    assert_allowed(stack.call_envoy_gateway("alice", alice_rs, path=path), "alice-app")
+
+
 # --- per-route settings of the shipped Envoy configs (deploy/envoy/generate.py) ------------------
 
 def _decisions_total(stack, mode: str) -> float:

@@ -13,13 +13,17 @@
 //! | `auto` | operators who do not know | sniffed per value; never the default |
 //!
 //! Envoy joins a header sent twice with `,`. Where a format has no comma of its own, a comma
-//! means "sent twice" and is refused. `xfcc` and `traefik` use commas themselves, so there the
-//! terminator must strip client-sent copies (see the README on header trust).
+//! means "sent twice" and is refused. `xfcc` refuses a second element unless `xfcc_elements =
+//! "last"` (see xfcc.rs); `traefik` uses commas between certificates, so there the terminator
+//! must strip client-sent copies (see the README on header trust). `auto` cannot tell a
+//! separator from a joined duplicate, so it refuses every comma outside an XFCC quoted value.
 
 mod der;
 mod pem;
 mod rfc9440;
 mod xfcc;
+
+pub use xfcc::XfccElements;
 
 use rustls_pki_types::CertificateDer;
 
@@ -101,15 +105,33 @@ impl Presented {
     }
 }
 
-/// Decodes a header value, leaf first.
+/// Decodes a header value, leaf first; an XFCC value must hold exactly one element.
 pub fn decode(value: &str, format: HeaderFormat) -> Result<Presented, CertError> {
+    decode_with(value, format, XfccElements::One)
+}
+
+/// Decodes a header value, leaf first, reading `xfcc` values as `elements` says. `auto` always
+/// reads XFCC as one element: sniffing is no place to accept what was not asked for.
+pub fn decode_with(
+    value: &str,
+    format: HeaderFormat,
+    elements: XfccElements,
+) -> Result<Presented, CertError> {
     let value = value.trim();
     if value.is_empty() {
         return Err(CertError::Malformed);
     }
-    let format = match format {
-        HeaderFormat::Auto => sniff(value),
-        f => f,
+    let (format, elements) = match format {
+        HeaderFormat::Auto => {
+            let sniffed = sniff(value);
+            if sniffed == HeaderFormat::Traefik {
+                // A comma-joined Traefik chain and a joined duplicate look alike: refused, as
+                // in the formats without commas.
+                single(value)?;
+            }
+            (sniffed, XfccElements::One)
+        }
+        f => (f, elements),
     };
     match format {
         HeaderFormat::Base64Encoded => single(value)
@@ -125,7 +147,7 @@ pub fn decode(value: &str, format: HeaderFormat) -> Result<Presented, CertError>
             .and_then(rfc9440::decode_item)
             .map(|der| Presented::chain(vec![der])),
         HeaderFormat::Traefik => der::decode_traefik(value).map(Presented::chain),
-        HeaderFormat::Xfcc => xfcc::decode(value),
+        HeaderFormat::Xfcc => xfcc::decode(value, elements),
         // `sniff` never answers Auto.
         HeaderFormat::Auto => Err(CertError::Malformed),
     }
@@ -445,16 +467,31 @@ mod tests {
     fn xfcc_uses_the_last_elements_cert_and_checks_its_hash() {
         let (pem, der) = cert_pem();
         let (other_pem, _) = cert_pem();
-        let value = format!(
-            "By=spiffe://a;Hash={};Cert=\"{}\";Subject=\"CN=x,O=y\";URI=spiffe://c,By=spiffe://b;Hash={};Cert=\"{}\";Subject=\"O=\\\"q\\\",CN=z\"",
+        let first = format!(
+            "By=spiffe://a;Hash={};Cert=\"{}\";Subject=\"CN=x,O=y\"",
             hex(&[0u8; 32]),
             nginx_escape(&other_pem),
+        );
+        let last = format!(
+            "By=spiffe://b;Hash={};Cert=\"{}\";Subject=\"O=\\\"q\\\",CN=z\"",
             hex(&thumbprint(&der)),
             nginx_escape(&pem)
         );
-        let p = decode(&value, HeaderFormat::Xfcc).unwrap();
+        let value = format!("{first},{last}");
+        let p = decode_with(&value, HeaderFormat::Xfcc, XfccElements::Last).unwrap();
         assert_eq!(p.chain[0].as_ref(), der.as_slice());
         assert_eq!(p.hash, Some(thumbprint(&der)));
+        // Not asked for: two elements are a duplicate.
+        assert_eq!(
+            decode(&value, HeaderFormat::Xfcc).unwrap_err(),
+            CertError::Duplicate
+        );
+        // A boundary right after an unquoted SAN could be the SAN's own comma.
+        let ambiguous = format!("{first};URI=spiffe://c,{last}");
+        assert_eq!(
+            decode_with(&ambiguous, HeaderFormat::Xfcc, XfccElements::Last).unwrap_err(),
+            CertError::Malformed
+        );
     }
 
     #[test]

@@ -1,76 +1,221 @@
 //! Envoy's `x-forwarded-client-cert`: one element per hop, separated by `,`; each element is
-//! `Key=Value` pairs separated by `;`; values may be double-quoted with `\"` escapes (a quoted
-//! `Subject` contains commas and semicolons). The nearest hop appends its element last, so the
-//! last element describes the client that connected to it.
+//! `Key=Value` pairs separated by `;`. The nearest hop appends its element last, so the last
+//! element describes the client that connected to it.
 //!
 //! `Cert` is the URL-encoded PEM leaf, `Chain` the URL-encoded PEM chain (leaf included), `Hash`
 //! the hex SHA-256 of the leaf's DER. Istio sidecars send `Hash` without `Cert` by default: the
 //! binding can be checked from `Hash` alone, but not the chain.
+//!
+//! The grammar is Envoy's own output, read strictly, because the header is not a safe format:
+//! Envoy double-quotes `Cert`, `Chain` and `Subject` (`Subject` escapes `"` and `\` per RFC
+//! 2253), but writes `By`, `URI` and `DNS` values (SANs, chosen by whoever got the certificate
+//! issued) unquoted. A SAN such as `urn:x,Chain=<another PEM>` or `urn:x;Hash=<another hash>`
+//! would otherwise be read as structure. So:
+//! - keys come in the order Envoy writes them (`By`*, `Hash`, `Cert`, `Chain`, `Subject`, `URI`*,
+//!   `DNS`*); only `By`, `URI` and `DNS` repeat; any other key is refused. After the client's
+//!   own `URI`/`DNS` values, nothing but more `URI`/`DNS` pairs or an element boundary can follow;
+//! - a quote or backslash inside an unquoted value, or a quoted value not followed by `;`, `,`
+//!   or the end, is refused;
+//! - by default ([`XfccElements::One`], what `SANITIZE_SET` writes) a second element is a
+//!   duplicate; with [`XfccElements::Last`] the header is refused when an element boundary
+//!   directly follows a `By`, `URI` or `DNS` value, where the comma could belong to a SAN;
+//! - `Hash`, `Cert` and `Chain`'s leaf, where present, must name the same certificate.
 
 use super::{pem, Presented};
 use crate::cert::{thumbprint, CertError, Thumbprint};
 
-pub(super) fn decode(value: &str) -> Result<Presented, CertError> {
-    let element = split_unquoted(value, ',')
-        .into_iter()
-        .map(str::trim)
-        .rfind(|e| !e.is_empty())
-        .ok_or(CertError::Malformed)?;
-    let mut cert = None;
-    let mut chain = None;
-    let mut hash = None;
-    for pair in split_unquoted(element, ';') {
-        let (key, raw) = pair.split_once('=').ok_or(CertError::Malformed)?;
-        let value = unquote(raw.trim())?;
-        let slot = match key.trim().to_ascii_lowercase().as_str() {
-            "cert" => &mut cert,
-            "chain" => &mut chain,
-            "hash" => &mut hash,
-            _ => continue,
-        };
-        if slot.replace(value).is_some() {
-            // The same key twice in one element: which one counts is ambiguous.
-            return Err(CertError::Malformed);
+/// How many XFCC elements a header may carry (`xfcc_elements`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XfccElements {
+    /// Exactly one, as Envoy's `SANITIZE_SET` writes: a second element means the header was
+    /// appended to or sent twice, and is refused as a duplicate.
+    #[default]
+    One,
+    /// Any number (`APPEND_FORWARD` hops); the last one, written by the nearest hop, counts.
+    /// Refused where an element boundary could lie inside an unquoted SAN.
+    Last,
+}
+
+impl XfccElements {
+    pub fn from_config(name: &str) -> Option<Self> {
+        match name {
+            "one" => Some(Self::One),
+            "last" => Some(Self::Last),
+            _ => None,
         }
     }
-    let hash = hash.map(|h| parse_hex(&h)).transpose()?;
-    let chain = match (chain, cert) {
-        (Some(c), _) => pem::decode_url_encoded(&c)?,
-        (None, Some(c)) => pem::decode_url_encoded(&c)?,
-        (None, None) => Vec::new(),
-    };
-    match (chain.first(), hash) {
-        (None, None) => Err(CertError::Malformed),
-        (Some(leaf), Some(h)) if thumbprint(leaf.as_ref()) != h => Err(CertError::Malformed),
-        _ => Ok(Presented { chain, hash }),
+
+    pub const CONFIG_NAMES: &'static str = "one, last";
+}
+
+/// The keys Envoy writes, in the order it writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    By,
+    Hash,
+    Cert,
+    Chain,
+    Subject,
+    Uri,
+    Dns,
+}
+
+impl Key {
+    fn parse(key: &str) -> Result<Self, CertError> {
+        const KEYS: [(&str, Key); 7] = [
+            ("by", Key::By),
+            ("hash", Key::Hash),
+            ("cert", Key::Cert),
+            ("chain", Key::Chain),
+            ("subject", Key::Subject),
+            ("uri", Key::Uri),
+            ("dns", Key::Dns),
+        ];
+        KEYS.iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(key))
+            .map(|&(_, k)| k)
+            .ok_or(CertError::Malformed)
+    }
+
+    /// Envoy writes one pair per SAN for these; the others at most once per element.
+    fn repeats(self) -> bool {
+        matches!(self, Key::By | Key::Uri | Key::Dns)
+    }
+
+    /// Envoy always double-quotes these values.
+    fn quoted(self) -> bool {
+        matches!(self, Key::Cert | Key::Chain | Key::Subject)
     }
 }
 
-/// Splits on `sep` outside double quotes (a backslash escapes the next character inside them).
-fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
+/// What one element says about the certificate (`By`, `Subject`, `URI`, `DNS` are not used).
+#[derive(Default)]
+struct Element {
+    hash: Option<Thumbprint>,
+    cert: Option<String>,
+    chain: Option<String>,
+    last_key: Option<Key>,
+}
+
+pub(super) fn decode(value: &str, elements: XfccElements) -> Result<Presented, CertError> {
+    let mut parsed = parse(value)?;
+    if parsed.len() > 1 {
+        match elements {
+            XfccElements::One => return Err(CertError::Duplicate),
+            XfccElements::Last => {
+                // `…;URI=urn:x,Hash=…`: the comma may be the SAN's, not a boundary.
+                let ambiguous = parsed[..parsed.len() - 1]
+                    .iter()
+                    .any(|e| e.last_key.is_some_and(Key::repeats));
+                if ambiguous {
+                    return Err(CertError::Malformed);
+                }
+            }
+        }
+    }
+    let element = parsed.pop().ok_or(CertError::Malformed)?;
+    let cert = element
+        .cert
+        .map(|c| pem::decode_url_encoded(&c))
+        .transpose()?;
+    let chain = element
+        .chain
+        .map(|c| pem::decode_url_encoded(&c))
+        .transpose()?;
+    let chain = match (chain, cert) {
+        (Some(chain), Some(cert)) => {
+            // Two statements of the leaf: they must agree (and `Cert` is the leaf alone).
+            if cert.len() != 1 || chain.first() != cert.first() {
+                return Err(CertError::Malformed);
+            }
+            chain
+        }
+        (Some(chain), None) => chain,
+        (None, Some(cert)) => cert,
+        (None, None) => Vec::new(),
+    };
+    match (chain.first(), element.hash) {
+        (None, None) => Err(CertError::Malformed),
+        (Some(leaf), Some(h)) if thumbprint(leaf.as_ref()) != h => Err(CertError::Malformed),
+        _ => Ok(Presented {
+            chain,
+            hash: element.hash,
+        }),
+    }
+}
+
+/// Every element, strictly per Envoy's grammar (see the module comment).
+fn parse(value: &str) -> Result<Vec<Element>, CertError> {
+    let mut elements = Vec::new();
+    let mut element = Element::default();
+    let mut rest = value;
+    loop {
+        let eq = rest
+            .find(['=', ';', ',', '"', '\\'])
+            .filter(|&i| rest.as_bytes()[i] == b'=')
+            .ok_or(CertError::Malformed)?;
+        let key = Key::parse(&rest[..eq])?;
+        if let Some(last) = element.last_key {
+            if key < last || (key == last && !key.repeats()) {
+                return Err(CertError::Malformed);
+            }
+        }
+        element.last_key = Some(key);
+        rest = &rest[eq + 1..];
+        let raw;
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let (inner, after) = split_quoted(quoted)?;
+            raw = unescape(inner)?;
+            rest = after;
+        } else {
+            if key.quoted() {
+                return Err(CertError::Malformed);
+            }
+            let end = rest.find([';', ',', '"', '\\']).unwrap_or(rest.len());
+            if rest[end..].starts_with(['"', '\\']) {
+                return Err(CertError::Malformed);
+            }
+            raw = rest[..end].to_string();
+            rest = &rest[end..];
+        }
+        match key {
+            Key::Hash => element.hash = Some(parse_hex(&raw)?),
+            Key::Cert => element.cert = Some(raw),
+            Key::Chain => element.chain = Some(raw),
+            Key::By | Key::Subject | Key::Uri | Key::Dns => {}
+        }
+        match rest.as_bytes().first() {
+            None => {
+                elements.push(element);
+                return Ok(elements);
+            }
+            Some(b';') => rest = &rest[1..],
+            Some(b',') => {
+                elements.push(std::mem::take(&mut element));
+                // Envoy joins a repeated header with `,` and may add a space.
+                rest = rest[1..].trim_start_matches([' ', '\t']);
+            }
+            // A quoted value must end where the pair does.
+            Some(_) => return Err(CertError::Malformed),
+        }
+    }
+}
+
+/// The inside of a quoted value (up to the closing unescaped `"`) and what follows it.
+fn split_quoted(s: &str) -> Result<(&str, &str), CertError> {
+    let mut escaped = false;
     for (i, c) in s.char_indices() {
         match c {
             _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            c if c == sep && !quoted => {
-                parts.push(&s[start..i]);
-                start = i + c.len_utf8();
-            }
+            '\\' => escaped = true,
+            '"' => return Ok((&s[..i], &s[i + 1..])),
             _ => {}
         }
     }
-    parts.push(&s[start..]);
-    parts
+    Err(CertError::Malformed)
 }
 
-fn unquote(v: &str) -> Result<String, CertError> {
-    let Some(inner) = v.strip_prefix('"') else {
-        return Ok(v.to_string());
-    };
-    let inner = inner.strip_suffix('"').ok_or(CertError::Malformed)?;
+fn unescape(inner: &str) -> Result<String, CertError> {
     let mut out = String::with_capacity(inner.len());
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
@@ -84,7 +229,6 @@ fn unquote(v: &str) -> Result<String, CertError> {
 }
 
 fn parse_hex(h: &str) -> Result<Thumbprint, CertError> {
-    let h = h.trim();
     if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(CertError::Malformed);
     }
@@ -93,4 +237,182 @@ fn parse_hex(h: &str) -> Result<Thumbprint, CertError> {
         *byte = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).map_err(|_| CertError::Malformed)?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cert::{decode, thumbprint, CertError, HeaderFormat};
+    use rcgen::{CertificateParams, KeyPair};
+
+    /// A self-signed leaf: its PEM and DER.
+    fn leaf(name: &str) -> (String, Vec<u8>) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), cert.der().to_vec())
+    }
+
+    /// Envoy's URL encoding of a PEM (`Cert`, `Chain`).
+    fn url(pem: &str) -> String {
+        percent_encoding::utf8_percent_encode(pem, percent_encoding::NON_ALPHANUMERIC).to_string()
+    }
+
+    fn hex(der: &[u8]) -> String {
+        thumbprint(der).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// What Envoy 1.40 writes with `SANITIZE_SET` and `{subject, cert, uri, dns}` for a client
+    /// whose certificate carries `uri` and `dns` as SANs: URI and DNS values are not quoted.
+    fn envoy_element(pem: &str, der: &[u8], uri: &str, dns: &str) -> String {
+        format!(
+            "Hash={};Cert=\"{}\";Subject=\"CN=mallory,O=e2e\";URI={uri};DNS={dns}",
+            hex(der),
+            url(pem)
+        )
+    }
+
+    #[test]
+    fn xfcc_a_uri_san_forging_a_chain_element_never_yields_the_victims_certificate() {
+        let (m_pem, m_der) = leaf("mallory.test");
+        let (v_pem, v_der) = leaf("victim.test");
+        for forged in [
+            format!("urn:x,Chain={}", url(&v_pem)),
+            format!("urn:x,Chain=\"{}\"", url(&v_pem)),
+            format!("urn:x,Cert=\"{}\"", url(&v_pem)),
+            format!("urn:x,Hash={};Cert=\"{}\"", hex(&v_der), url(&v_pem)),
+        ] {
+            let value = envoy_element(&m_pem, &m_der, &forged, "m.test");
+            for format in [HeaderFormat::Xfcc, HeaderFormat::Auto] {
+                let got = decode(&value, format);
+                assert!(got.is_err(), "{format:?} read {value} as {got:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn xfcc_a_uri_or_dns_san_forging_a_hash_never_yields_the_victims_hash() {
+        let (m_pem, m_der) = leaf("mallory.test");
+        let (_, v_der) = leaf("victim.test");
+        let v = hex(&v_der);
+        let hash_only =
+            |uri: &str, dns: &str| format!("Hash={};Subject=\"\";URI={uri};DNS={dns}", hex(&m_der));
+        let cases = [
+            hash_only(&format!("urn:x,Hash={v}"), "m.test"),
+            hash_only(&format!("urn:x;Hash={v}"), "m.test"),
+            hash_only("urn:x", &format!("m.test,Hash={v}")),
+            hash_only("urn:x", &format!("m.test;Hash={v}")),
+            envoy_element(&m_pem, &m_der, &format!("urn:x,Hash={v}"), "m.test"),
+        ];
+        for value in cases {
+            for format in [HeaderFormat::Xfcc, HeaderFormat::Auto] {
+                let got = decode(&value, format);
+                assert!(got.is_err(), "{format:?} read {value} as {got:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn xfcc_a_quote_in_an_unquoted_value_is_refused() {
+        let (_, m_der) = leaf("mallory.test");
+        let (_, v_der) = leaf("victim.test");
+        // The quote swallows the element a later hop appends: the reader would stop at the
+        // attacker's element.
+        let value = format!(
+            "Hash={};URI=urn:x;DNS=a\",By=spiffe://gw;Hash={};URI=",
+            hex(&v_der),
+            hex(&m_der)
+        );
+        assert!(decode(&value, HeaderFormat::Xfcc).is_err());
+        let unbalanced = format!("Hash={};Subject=\"CN=x", hex(&v_der));
+        assert!(decode(&unbalanced, HeaderFormat::Xfcc).is_err());
+    }
+
+    #[test]
+    fn xfcc_by_default_a_second_element_is_a_duplicate() {
+        let (pem, der) = leaf("a.test");
+        let one = envoy_element(&pem, &der, "spiffe://a", "a.test");
+        assert_eq!(
+            decode(&format!("{one},{one}"), HeaderFormat::Xfcc).unwrap_err(),
+            CertError::Duplicate
+        );
+    }
+
+    #[test]
+    fn xfcc_unknown_keys_and_keys_out_of_envoys_order_are_refused() {
+        let (pem, der) = leaf("a.test");
+        let h = hex(&der);
+        let c = url(&pem);
+        for bad in [
+            format!("Hash={h};Cert=\"{c}\";Foo=bar"),
+            format!("Cert=\"{c}\";Hash={h}"),
+            format!("Hash={h};URI=urn:a;Subject=\"CN=a\""),
+            format!("Hash={h};DNS=a;URI=urn:a"),
+            format!("Hash={h};Cert=\"{c}\";Subject=\"\";Subject=\"\""),
+            format!("Hash={h};;URI="),
+            format!("Hash={h};URI"),
+        ] {
+            assert!(decode(&bad, HeaderFormat::Xfcc).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn xfcc_cert_and_chain_must_name_the_same_leaf() {
+        let (a_pem, a_der) = leaf("a.test");
+        let (b_pem, _) = leaf("b.test");
+        let value = format!(
+            "Cert=\"{}\";Chain=\"{}\"",
+            url(&a_pem),
+            url(&(b_pem + &a_pem))
+        );
+        assert!(decode(&value, HeaderFormat::Xfcc).is_err());
+        let agree = format!(
+            "Hash={};Cert=\"{}\";Chain=\"{}\"",
+            hex(&a_der),
+            url(&a_pem),
+            url(&a_pem)
+        );
+        assert_eq!(
+            decode(&agree, HeaderFormat::Xfcc).unwrap().chain[0].as_ref(),
+            a_der.as_slice()
+        );
+    }
+
+    #[test]
+    fn xfcc_envoys_own_element_with_several_uri_and_dns_sans_is_read() {
+        let (pem, der) = leaf("a.test");
+        let value = format!(
+            "By=spiffe://gw;Hash={};Cert=\"{}\";Subject=\"O=\\\"q\\\",CN=a\";URI=spiffe://a;URI=urn:b=c;DNS=a.test;DNS=b.test",
+            hex(&der),
+            url(&pem)
+        );
+        for format in [HeaderFormat::Xfcc, HeaderFormat::Auto] {
+            let p = decode(&value, format).unwrap();
+            assert_eq!(p.chain[0].as_ref(), der.as_slice());
+            assert_eq!(p.hash, Some(thumbprint(&der)));
+        }
+    }
+
+    #[test]
+    fn auto_keeps_the_duplicate_guard_of_the_fixed_formats() {
+        use base64::{engine::general_purpose::STANDARD, Engine};
+        let (m_pem, m_der) = leaf("mallory.test");
+        let (v_pem, v_der) = leaf("victim.test");
+        // A terminator that appends to a client-sent copy: the client's copy names the victim.
+        for value in [
+            format!("{},Hash={}", STANDARD.encode(&m_der), hex(&v_der)),
+            format!("{},Chain=\"{}\"", STANDARD.encode(&m_der), url(&v_pem)),
+            format!("Hash={},{}", hex(&v_der), url(&m_pem)),
+        ] {
+            let got = decode(&value, HeaderFormat::Auto);
+            assert!(got.is_err(), "{value} read as {got:?}");
+        }
+        // Two base64 certificates look like a Traefik chain: refused as the duplicate it may be.
+        let joined = format!("{},{}", STANDARD.encode(&v_der), STANDARD.encode(&m_der));
+        assert_eq!(
+            decode(&joined, HeaderFormat::Auto).unwrap_err(),
+            CertError::Duplicate
+        );
+    }
 }
