@@ -467,3 +467,31 @@ fn import_kong_refuses_rules_it_cannot_enforce_and_writes_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("groups_required"));
     assert!(!out_dir.exists());
 }
+
+#[test]
+fn import_kong_exits_2_naming_routes_whose_precedence_envoy_cannot_reproduce() {
+    // Two routes on one path, one protected, told apart only by a header Kong matches on and
+    // the Envoy routes do not: written out, Envoy could pick the open one for every request.
+    let dir = tempfile::tempdir().unwrap();
+    let deck = dir.path().join("kong.yaml");
+    std::fs::write(
+        &deck,
+        "_format_version: \"3.0\"\nservices:\n  - name: api\n    routes:\n      - { name: open-v1, paths: [/v] }\n      - name: guarded-v2\n        paths: [/v]\n        headers: { x-version: [\"2\"] }\n        plugins:\n          - name: openid-connect\n            config: { issuer: \"https://idp.test\" }\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = certbound()
+        .arg("import-kong")
+        .arg(&deck)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("open-v1") && stderr.contains("guarded-v2"),
+        "{stderr}"
+    );
+    assert!(!out_dir.exists());
+}
