@@ -261,6 +261,55 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
+/// Whether a Kong field can hold a secret (by its name, never by its value): client
+/// secrets and keys, session secrets, Redis and proxy credentials, extra header and argument
+/// values sent to the IdP. Their values are never shown in the report or an error.
+pub fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "secret",
+        "password",
+        "passwd",
+        "authorization",
+        "private",
+        "salt",
+        "credential",
+    ]
+    .iter()
+    .any(|w| k.contains(w))
+        || k.ends_with("_values")
+        || k.ends_with("_jwk")
+        || k.ends_with("_key")
+}
+
+/// What the report says for `v`, the value of `key`: nothing of a secret, and a table with
+/// its secret fields left out.
+pub fn shown(key: &str, v: &Value) -> String {
+    if is_secret(key) {
+        return "a value not shown (the field can hold a secret)".into();
+    }
+    fn redact(v: &Value) -> Value {
+        match v {
+            Value::Mapping(m) => Value::Mapping(
+                m.iter()
+                    .map(|(k, v)| {
+                        let secret = k.as_str().is_some_and(is_secret);
+                        let v = if secret {
+                            Value::String("(not shown)".into())
+                        } else {
+                            redact(v)
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect(),
+            ),
+            Value::Sequence(items) => Value::Sequence(items.iter().map(redact).collect()),
+            other => other.clone(),
+        }
+    }
+    describe(&redact(v))
+}
+
 pub fn describe(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
