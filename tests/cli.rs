@@ -506,7 +506,8 @@ fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
 #[test]
 fn check_config_names_mistyped_secret_keys_without_their_values() {
     // (file addition, CERTBOUND_* variables, the key the message must name)
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
         ("client_secret = \"file-secret-1\"", &[], "client_secret"),
         (
             "dpop_nonce_secret = [\"file-secret-2\"]",

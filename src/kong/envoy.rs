@@ -187,7 +187,7 @@ pub fn render(file: &DeckFile, plan: &Plan) -> Result<String, ImportError> {
         }
     }
     // Highest Kong priority first; a stable sort keeps the file's order among equals.
-    entries.sort_by(|a, b| b.split.cmp(&a.split));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.split));
 
     let mut refusals = Vec::new();
     for (i, first) in entries.iter().enumerate() {
