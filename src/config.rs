@@ -215,12 +215,96 @@ pub struct Issue {
     pub message: String,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Its messages name keys and kinds of values, never a value: a mistyped `client_secret` or a
+/// TOML syntax error on its line would otherwise print the secret (figment and the TOML parser
+/// quote what they found).
+#[derive(thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot load configuration: {0}")]
+    #[error("cannot load configuration: {}", redacted(.0))]
     Load(#[from] Box<figment::Error>),
     #[error("invalid configuration:\n{}", format_issues(.0))]
     Invalid(Vec<Issue>),
+}
+
+/// `Debug` is `Display`: the derived one would print figment's values.
+impl fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// What kind of value serde found, without the value.
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual as A;
+    match actual {
+        A::Bool(_) => "a boolean",
+        A::Unsigned(_) | A::Signed(_) | A::Float(_) => "a number",
+        A::Char(_) | A::Str(_) => "a string",
+        A::Bytes(_) => "bytes",
+        A::Unit | A::Option => "no value",
+        A::Seq => "a list",
+        A::Map => "a table",
+        _ => "a value",
+    }
+}
+
+/// A figment error kind with every value it quotes left out.
+fn kind_message(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind as K;
+    match kind {
+        K::InvalidType(actual, expected) => {
+            format!("found {}, expected {expected}", kind_of(actual))
+        }
+        K::InvalidValue(actual, expected) => {
+            format!("invalid {}, expected {expected}", kind_of(actual))
+        }
+        K::UnknownVariant(_, expected) => {
+            format!("unknown value, expected one of {}", expected.join(", "))
+        }
+        K::ISizeOutOfRange(_) | K::USizeOutOfRange(_) => "number out of range".into(),
+        K::Unsupported(actual) => format!("unsupported {}", kind_of(actual)),
+        K::UnsupportedKey(actual, expected) => {
+            format!("{} cannot be a key, expected {expected}", kind_of(actual))
+        }
+        // A parser's message (TOML syntax errors) quotes the offending line: keep its first
+        // line (where) and its last (what), never the excerpt between them.
+        K::Message(m) => {
+            let lines: Vec<&str> = m
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.contains('|'))
+                .collect();
+            match lines.as_slice() {
+                [] => "cannot be parsed".into(),
+                [one] => (*one).to_string(),
+                [first, .., last] => format!("{first}: {last}"),
+            }
+        }
+        K::InvalidLength(..) | K::UnknownField(..) | K::MissingField(_) | K::DuplicateField(_) => {
+            kind.to_string()
+        }
+    }
+}
+
+/// A figment error (and the ones chained to it) naming keys and sources, never values.
+fn redacted(e: &figment::Error) -> String {
+    e.clone()
+        .into_iter()
+        .map(|e| {
+            let mut out = kind_message(&e.kind);
+            if !e.path.is_empty() {
+                out.push_str(&format!(" for key `{}`", e.path.join(".")));
+            }
+            if let Some(m) = &e.metadata {
+                out.push_str(&format!(" in {}", m.name));
+                if let Some(source) = &m.source {
+                    out.push_str(&format!(" {source}"));
+                }
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn format_issues(issues: &[Issue]) -> String {
@@ -269,7 +353,7 @@ impl Config {
         let load_part = |e: figment::Error| {
             ConfigError::Invalid(vec![Issue {
                 key: e.path.join("."),
-                message: e.kind.to_string(),
+                message: kind_message(&e.kind),
             }])
         };
         let mut all: Dict = figment.extract().map_err(load)?;
@@ -307,7 +391,7 @@ impl Config {
                 .map_err(|e| {
                     ConfigError::Invalid(vec![Issue {
                         key: format!("policies.{name}.{}", e.path.join(".")),
-                        message: e.kind.to_string(),
+                        message: kind_message(&e.kind),
                     }])
                 })?;
             raw_named.push((name, raw));

@@ -467,3 +467,230 @@ fn import_kong_refuses_rules_it_cannot_enforce_and_writes_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("groups_required"));
     assert!(!out_dir.exists());
 }
+
+#[test]
+fn import_kong_exits_2_naming_routes_whose_precedence_envoy_cannot_reproduce() {
+    // Two routes on one path, one protected, told apart only by a header Kong matches on and
+    // the Envoy routes do not: written out, Envoy could pick the open one for every request.
+    let dir = tempfile::tempdir().unwrap();
+    let deck = dir.path().join("kong.yaml");
+    std::fs::write(
+        &deck,
+        "_format_version: \"3.0\"\nservices:\n  - name: api\n    routes:\n      - { name: open-v1, paths: [/v] }\n      - name: guarded-v2\n        paths: [/v]\n        headers: { x-version: [\"2\"] }\n        plugins:\n          - name: openid-connect\n            config: { issuer: \"https://idp.test\" }\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = certbound()
+        .arg("import-kong")
+        .arg(&deck)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("open-v1") && stderr.contains("guarded-v2"),
+        "{stderr}"
+    );
+    assert!(!out_dir.exists());
+}
+
+/// Every value planted in a secret-bearing key must stay out of `text`.
+fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(!text.contains(s), "{what} shows the secret {s}:\n{text}");
+    }
+}
+
+#[test]
+fn check_config_names_mistyped_secret_keys_without_their_values() {
+    // (file addition, CERTBOUND_* variables, the key the message must name)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
+        ("client_secret = \"file-secret-1\"", &[], "client_secret"),
+        (
+            "dpop_nonce_secret = [\"file-secret-2\"]",
+            &[],
+            "dpop_nonce_secret",
+        ),
+        (
+            "[dpop_replay]\nredis_url = [\"redis://u:file-secret-3@h\"]",
+            &[],
+            "redis_url",
+        ),
+        // A TOML syntax error on the line of a secret.
+        ("client_secret = [\"file-secret-4", &[], "line"),
+        (
+            "",
+            &[("CERTBOUND_CLIENT_SECRET", "env-secret-1")],
+            "client_secret",
+        ),
+        (
+            "",
+            &[("CERTBOUND_DPOP_NONCE_SECRET", "[env-secret-2]")],
+            "dpop_nonce_secret",
+        ),
+        (
+            "[policies.p]\nleeway = 1",
+            &[("CERTBOUND_POLICIES__P__CLIENT_SECRET", "env-secret-3")],
+            "client_secret",
+        ),
+    ];
+    let secrets = [
+        "file-secret-1",
+        "file-secret-2",
+        "file-secret-3",
+        "file-secret-4",
+        "env-secret-1",
+        "env-secret-2",
+        "env-secret-3",
+    ];
+    for (extra, env, key) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), "");
+        // Before any table, so the key lands where it is meant to.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("[proof_of", &format!("{extra}\n[proof_of")),
+        )
+        .unwrap();
+        let out = certbound()
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(2), "{extra} {env:?}: {all}");
+        assert!(all.contains(key), "{extra} {env:?}: {all}");
+        assert_no_secret(
+            &format!("check-config with {extra} {env:?}"),
+            &all,
+            &secrets,
+        );
+    }
+}
+
+#[test]
+fn a_refused_reload_does_not_log_secret_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let mut child = certbound()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = capture_stderr(&mut child);
+    let child = Reap(child);
+    wait_for(&logs, "certbound serving");
+    std::fs::write(
+        &path,
+        original.replace(
+            "[proof_of",
+            "client_secret = \"reload-secret-1\"\n[proof_of",
+        ),
+    )
+    .unwrap();
+    let ok = Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let seen = wait_for(&logs, "reload refused");
+    assert!(seen.contains("client_secret"), "{seen}");
+    std::fs::write(&path, "client_secret = [\"reload-secret-2\n").unwrap();
+    let ok = Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while logs.lock().unwrap().matches("reload refused").count() < 2 {
+        assert!(Instant::now() < deadline, "{}", logs.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_no_secret(
+        "serve's log",
+        &logs.lock().unwrap(),
+        &["reload-secret-1", "reload-secret-2"],
+    );
+}
+
+#[test]
+fn import_kong_names_secret_fields_without_their_values() {
+    let secrets = [
+        "kong-secret-1",
+        "kong-secret-2",
+        "kong-secret-3",
+        "kong-secret-4",
+        "kong-secret-5",
+        "kong-secret-6",
+        "kong-secret-7",
+        "kong-secret-8",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let deck = dir.path().join("kong.yaml");
+    std::fs::write(
+        &deck,
+        "_format_version: \"3.0\"\nplugins:\n  - name: openid-connect\n    config:\n      issuer: https://idp.test\n      session_secret: ${{ env \"DECK_SESSION_SECRET\" }}\n      client_jwk: [{ kty: RSA, n: abc, e: AQAB, d: kong-secret-2 }]\n      session_redis_password: kong-secret-3\n      token_headers_values: [kong-secret-4]\n      redis: { host: redis.internal, password: kong-secret-5 }\n      http_proxy_authorization: Basic kong-secret-6\n      introspection_post_args_values: [kong-secret-7]\n      proof_of_possession_mtls_from_header:\n        certificate_header_name: x-client-cert\n        certificate_header_format: base64_encoded\n        secure_source: false\n        https_proxy_authorization: Basic kong-secret-8\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = certbound()
+        .arg("import-kong")
+        .arg(&deck)
+        .arg("--out")
+        .arg(&out_dir)
+        .env("DECK_SESSION_SECRET", "kong-secret-1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for field in [
+        "session_secret",
+        "client_jwk",
+        "session_redis_password",
+        "redis",
+    ] {
+        assert!(stdout.contains(&format!("`{field}`")), "{field}: {stdout}");
+    }
+    assert_no_secret("stdout", &stdout, &secrets);
+    assert_no_secret("stderr", &String::from_utf8_lossy(&out.stderr), &secrets);
+    for file in std::fs::read_dir(&out_dir).unwrap() {
+        let file = file.unwrap().path();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_no_secret(&file.display().to_string(), &text, &secrets);
+    }
+
+    // A secret of the wrong type refuses the import; the refusal names the key only.
+    std::fs::write(
+        &deck,
+        "_format_version: \"3.0\"\nplugins:\n  - name: openid-connect\n    config:\n      issuer: https://idp.test\n      client_secret: { value: kong-secret-1 }\n",
+    )
+    .unwrap();
+    let out = certbound()
+        .arg("import-kong")
+        .arg(&deck)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("client_secret"), "{stderr}");
+    assert_no_secret("the refusal", &stderr, &secrets);
+}

@@ -30,6 +30,12 @@ pub struct Route {
     pub paths: Vec<String>,
     pub hosts: Vec<String>,
     pub methods: Vec<String>,
+    /// Kong's `regex_priority`: orders routes with regex paths.
+    pub regex_priority: i64,
+    /// How many headers Kong's `headers` matches on.
+    pub headers: usize,
+    /// Kong match fields the Envoy routes do not reproduce (`headers`, `snis`, ...).
+    pub unsupported: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,12 +196,28 @@ fn read_route(r: &Value, service: Option<String>, fallback: String) -> Route {
             .filter_map(|v| v.as_str().map(str::to_string))
             .collect()
     };
+    let headers = match r.get("headers") {
+        Some(Value::Mapping(m)) => m.len(),
+        _ => 0,
+    };
+    let mut unsupported: Vec<&'static str> = ["headers", "snis", "sources", "destinations"]
+        .into_iter()
+        .filter(|k| r.get(*k).is_some_and(|v| !is_empty(v)))
+        .collect();
+    let hosts = strings("hosts");
+    // Kong matches a host with a port against the port it was reached on, not the Host header.
+    if hosts.iter().any(|h| h.contains(':')) {
+        unsupported.push("hosts with a port");
+    }
     Route {
         name: entity_name(r).unwrap_or(fallback),
         service,
         paths: strings("paths"),
-        hosts: strings("hosts"),
+        hosts,
         methods: strings("methods"),
+        regex_priority: r.get("regex_priority").and_then(Value::as_i64).unwrap_or(0),
+        headers,
+        unsupported,
     }
 }
 
@@ -228,6 +250,64 @@ fn seq_of<'a>(v: &'a Value, key: &str) -> &'a [Value] {
         Some(Value::Sequence(s)) => s,
         _ => &[],
     }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Sequence(s) => s.is_empty(),
+        Value::Mapping(m) => m.is_empty(),
+        _ => false,
+    }
+}
+
+/// Whether a Kong field can hold a secret (by its name, never by its value): client
+/// secrets and keys, session secrets, Redis and proxy credentials, extra header and argument
+/// values sent to the IdP. Their values are never shown in the report or an error.
+pub fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "secret",
+        "password",
+        "passwd",
+        "authorization",
+        "private",
+        "salt",
+        "credential",
+    ]
+    .iter()
+    .any(|w| k.contains(w))
+        || k.ends_with("_values")
+        || k.ends_with("_jwk")
+        || k.ends_with("_key")
+}
+
+/// What the report says for `v`, the value of `key`: nothing of a secret, and a table with
+/// its secret fields left out.
+pub fn shown(key: &str, v: &Value) -> String {
+    if is_secret(key) {
+        return "a value not shown (the field can hold a secret)".into();
+    }
+    fn redact(v: &Value) -> Value {
+        match v {
+            Value::Mapping(m) => Value::Mapping(
+                m.iter()
+                    .map(|(k, v)| {
+                        let secret = k.as_str().is_some_and(is_secret);
+                        let v = if secret {
+                            Value::String("(not shown)".into())
+                        } else {
+                            redact(v)
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect(),
+            ),
+            Value::Sequence(items) => Value::Sequence(items.iter().map(redact).collect()),
+            other => other.clone(),
+        }
+    }
+    describe(&redact(v))
 }
 
 pub fn describe(v: &Value) -> String {

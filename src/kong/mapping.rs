@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_yaml_ng::{Mapping, Value};
 use toml::Value as T;
 
-use super::deck::{describe, DeckFile, Plugin, Scope};
+use super::deck::{is_secret, shown, DeckFile, Plugin, Scope};
 use super::{ImportError, Note, Options};
 use crate::config::KONG_AUTH_METHODS;
 
@@ -100,11 +100,11 @@ fn restrictive(key: &str, v: &Value, config: &Mapping) -> Option<String> {
 }
 
 /// Why a value of the wrong type was refused; an unset decK placeholder says which to set.
-fn not_a(v: &Value, what: &str) -> String {
+fn not_a(key: &str, v: &Value, what: &str) -> String {
     let placeholder = v.as_str().is_some_and(|s| s.contains("${{"));
     format!(
         "{} is not {what}{}",
-        describe(v),
+        shown(key, v),
         if placeholder {
             " (an unset decK placeholder: set its variable and import again)"
         } else {
@@ -394,7 +394,11 @@ fn complete_named(mut policy: PolicyOut, default: &PolicyOut, ctx: &mut Ctx<'_>)
                 key,
                 format!(
                     "not set here, but certbound's named policies inherit the default policy's `{key}` ({}); set it in this policy if Kong's default differs",
-                    default.keys.get(key).map(ToString::to_string).unwrap_or_default()
+                    if is_secret(key) {
+                        "not shown".to_string()
+                    } else {
+                        default.keys.get(key).map(ToString::to_string).unwrap_or_default()
+                    }
                 ),
             ),
         }
@@ -519,7 +523,7 @@ fn map_plugin(
                 Some(b) => {
                     out.keys.insert(key.into(), T::Boolean(b));
                 }
-                None => ctx.refuse(key, not_a(v, "true or false")),
+                None => ctx.refuse(key, not_a(key, v, "true or false")),
             }
         } else if NUMBERS.contains(&key) || PROCESS_KEYS[1..].contains(&key) {
             match number(v) {
@@ -529,14 +533,14 @@ fn map_plugin(
                 Some(n) => {
                     out.keys.insert(key.into(), T::Integer(n));
                 }
-                None => ctx.refuse(key, not_a(v, "a whole number")),
+                None => ctx.refuse(key, not_a(key, v, "a whole number")),
             }
         } else if STRINGS.contains(&key) {
             match v.as_str() {
                 Some(s) => {
                     out.keys.insert(key.into(), T::String(s.into()));
                 }
-                None => ctx.refuse(key, not_a(v, "a string")),
+                None => ctx.refuse(key, not_a(key, v, "a string")),
             }
         } else {
             match key {
@@ -551,7 +555,7 @@ fn map_plugin(
                         };
                         out.keys.insert(key.into(), T::String(issuer.into()));
                     }
-                    None => ctx.refuse(key, not_a(v, "a string")),
+                    None => ctx.refuse(key, not_a(key, v, "a string")),
                 },
                 "auth_methods" => {
                     methods_seen = true;
@@ -567,7 +571,7 @@ fn map_plugin(
                     }
                     _ => ctx.refuse(
                         key,
-                        not_a(v, "one of strict, optional, off"),
+                        not_a(key, v, "one of strict, optional, off"),
                     ),
                 },
                 "introspection_endpoint_auth_method" => match v.as_str() {
@@ -578,7 +582,7 @@ fn map_plugin(
                         key,
                         format!(
                             "{}: certbound authenticates to the introspection endpoint with client_secret_basic or client_secret_post only; left to what the IdP advertises",
-                            describe(v)
+                            shown(key, v)
                         ),
                     ),
                 },
@@ -601,7 +605,7 @@ fn map_plugin(
                             "no certbound equivalent (certbound verifies access tokens only: no login flows, sessions, consumers or Kong caches)".into()
                         });
                     if !is_empty(v) {
-                        ctx.note(key, format!("{}: {why}", describe(v)));
+                        ctx.note(key, format!("{}: {why}", shown(key, v)));
                     }
                 }
             }
@@ -676,21 +680,21 @@ fn map_header(
                 Some(s) => {
                     out.insert(key.into(), T::String(s.into()));
                 }
-                None => ctx.refuse(&field, not_a(v, "a string")),
+                None => ctx.refuse(&field, not_a(&field, v, "a string")),
             }
         } else if HEADER_BOOLS.contains(&key) {
             match v.as_bool() {
                 Some(b) => {
                     out.insert(key.into(), T::Boolean(b));
                 }
-                None => ctx.refuse(&field, not_a(v, "true or false")),
+                None => ctx.refuse(&field, not_a(&field, v, "true or false")),
             }
         } else if HEADER_NUMBERS.contains(&key) {
             match number(v) {
                 Some(n) => {
                     out.insert(key.into(), T::Integer(n));
                 }
-                None => ctx.refuse(&field, not_a(v, "a whole number")),
+                None => ctx.refuse(&field, not_a(&field, v, "a whole number")),
             }
         } else if key == "ca_certificates" {
             if let Some(T::Array(ids)) = string_list(&field, v, ctx) {
@@ -706,7 +710,7 @@ fn map_header(
                 &field,
                 format!(
                     "{}: not supported by certbound (OCSP and CRL requests go out directly)",
-                    describe(v)
+                    shown(key, v)
                 ),
             );
         }
@@ -752,7 +756,7 @@ fn string_list(key: &str, v: &Value, ctx: &mut Ctx<'_>) -> Option<T> {
         Value::Sequence(s) => s.iter().collect(),
         Value::String(_) => vec![v],
         _ => {
-            ctx.refuse(key, not_a(v, "a list of strings"));
+            ctx.refuse(key, not_a(key, v, "a list of strings"));
             return None;
         }
     };
@@ -761,7 +765,7 @@ fn string_list(key: &str, v: &Value, ctx: &mut Ctx<'_>) -> Option<T> {
         match item.as_str() {
             Some(s) => out.push(T::String(s.into())),
             None => {
-                ctx.refuse(key, not_a(item, "a string"));
+                ctx.refuse(key, not_a(key, item, "a string"));
                 return None;
             }
         }

@@ -106,7 +106,7 @@ pub fn import(
         .collect();
     let plan = mapping::plan(&file, &ca_entities, options, &mut notes)?;
     let toml = mapping::render_toml(&plan)?;
-    let envoy = envoy::render(&file, &plan);
+    let envoy = envoy::render(&file, &plan)?;
     Ok(Import {
         toml,
         envoy,

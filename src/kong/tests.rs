@@ -368,3 +368,116 @@ fn disabled_and_consumer_plugins_are_skipped_and_reported() {
     assert!(has_note(&i, "enabled", "never runs"));
     assert!(has_note(&i, "consumer", "no consumers"));
 }
+
+/// The Envoy routes as YAML, in the order Envoy tries them.
+fn envoy_routes(i: &Import) -> Vec<serde_yaml_ng::Value> {
+    let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&i.envoy).unwrap();
+    y["routes"].as_sequence().unwrap().clone()
+}
+
+fn position(routes: &[serde_yaml_ng::Value], name: &str) -> usize {
+    routes
+        .iter()
+        .position(|r| r["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no route {name}"))
+}
+
+fn header_regex(route: &serde_yaml_ng::Value, header: &str) -> Option<String> {
+    route["match"]["headers"]
+        .as_sequence()?
+        .iter()
+        .find(|h| h["name"].as_str() == Some(header))
+        .and_then(|h| h["string_match"]["safe_regex"]["regex"].as_str())
+        .map(str::to_string)
+}
+
+const PROTECTED: &str =
+    "          - name: openid-connect\n            config: { issuer: \"https://idp.example\", proof_of_possession_mtls: strict }\n";
+
+#[test]
+fn a_catch_all_route_listed_first_does_not_shadow_a_longer_protected_path() {
+    // Kong picks the longest plain path; Envoy the first match. decK order must not matter.
+    let yaml = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: api\n    routes:\n      - name: docs\n        paths: [/]\n      - name: admin\n        paths: [/admin]\n        plugins:\n{PROTECTED}"
+    );
+    let i = run(&yaml);
+    let routes = envoy_routes(&i);
+    assert!(position(&routes, "admin") < position(&routes, "docs"));
+    let admin = &routes[position(&routes, "admin")];
+    assert!(admin["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"].is_null());
+}
+
+#[test]
+fn kong_methods_and_hosts_become_envoy_header_matchers() {
+    let yaml = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: api\n    routes:\n      - name: read\n        paths: [/items]\n        methods: [GET]\n      - name: write\n        paths: [/items]\n        methods: [POST, PUT]\n        hosts: [api.example, \"*.api.example\"]\n        plugins:\n{PROTECTED}"
+    );
+    let i = run(&yaml);
+    let routes = envoy_routes(&i);
+    let read = &routes[position(&routes, "read")];
+    let write = &routes[position(&routes, "write")];
+    assert_eq!(header_regex(read, ":method").as_deref(), Some("GET"));
+    assert_eq!(header_regex(write, ":method").as_deref(), Some("POST|PUT"));
+    assert_eq!(header_regex(read, ":authority"), None);
+    let host = regex::Regex::new(&format!(
+        "^(?:{})$",
+        header_regex(write, ":authority").unwrap()
+    ))
+    .unwrap();
+    for h in ["api.example", "API.example:8443", "a.b.api.example"] {
+        assert!(host.is_match(h), "{h}");
+    }
+    for h in ["evil.example", "api.example.evil", "xapi.example"] {
+        assert!(!host.is_match(h), "{h}");
+    }
+    // More match fields come first in Kong: the host-and-method route before the method-only one.
+    assert!(position(&routes, "write") < position(&routes, "read"));
+}
+
+#[test]
+fn a_regex_path_comes_before_plain_paths_as_in_kong() {
+    let yaml = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: api\n    routes:\n      - name: open\n        paths: [/users/public/profile]\n      - name: users\n        paths: [\"~/users/\\\\w+\"]\n        plugins:\n{PROTECTED}"
+    );
+    let i = run(&yaml);
+    let routes = envoy_routes(&i);
+    assert!(position(&routes, "users") < position(&routes, "open"));
+}
+
+#[test]
+fn routes_whose_precedence_cannot_be_proven_refuse_the_import() {
+    for (what, open, protected) in [
+        (
+            "two overlapping regex paths of one regex_priority",
+            "paths: [\"~/a/.*\"]",
+            "paths: [\"~/a/b\"]",
+        ),
+        (
+            "the same path, one route also matching on a header",
+            "paths: [/a]",
+            "paths: [/a]\n        headers: { x-version: [v2] }",
+        ),
+        ("the same path twice", "paths: [/a]", "paths: [/a]"),
+    ] {
+        let yaml = format!(
+            "_format_version: \"3.0\"\nservices:\n  - name: api\n    routes:\n      - name: open\n        {open}\n      - name: guarded\n        {protected}\n        plugins:\n{PROTECTED}"
+        );
+        let e = import(&yaml, &env, &Options::default()).unwrap_err();
+        let ImportError::Refused(notes) = &e else {
+            panic!("{what}: {e}")
+        };
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.message.contains("open") && n.message.contains("guarded")),
+            "{what}: {e}"
+        );
+    }
+}
+
+#[test]
+fn routes_with_the_same_protection_need_no_proven_precedence() {
+    let yaml = "_format_version: \"3.0\"\nplugins:\n  - name: openid-connect\n    config: { issuer: \"https://idp.example\" }\nservices:\n  - name: api\n    routes:\n      - { name: a, paths: [\"~/a/.*\"] }\n      - { name: b, paths: [\"~/a/b\"], headers: { x-v: [\"2\"] } }\n";
+    let i = run(yaml);
+    assert_eq!(envoy_routes(&i).len(), 2);
+}
