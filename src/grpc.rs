@@ -71,6 +71,9 @@ impl Authorization for AuthzService {
         let outcome = pipeline::check(&input, &policies, clock::now_unix()).await;
         self.metrics.record(&outcome.decision);
         self.metrics.record_cache(&outcome.cache);
+        if outcome.introspection_saturated {
+            self.metrics.introspection_saturated.inc();
+        }
         self.metrics
             .check_duration
             .observe(started.elapsed().as_secs_f64());
