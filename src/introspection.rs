@@ -289,7 +289,85 @@ pub fn is_jwt_shaped(token: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A plain-HTTP introspection endpoint: `active-*` tokens are active, anything else is not.
+    /// Returns its URL and the number of calls it answered.
+    async fn endpoint() -> (String, Arc<AtomicUsize>) {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/introspect", listener.local_addr().unwrap());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let calls = counted.clone();
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let calls = calls.clone();
+                        async move {
+                            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let body = req.into_body().collect().await?.to_bytes();
+                            let active = String::from_utf8_lossy(&body).contains("token=active-");
+                            let answer = serde_json::json!({"active": active}).to_string();
+                            Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Full::new(
+                                hyper::body::Bytes::from(answer),
+                            )))
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
+                );
+            }
+        });
+        (url, calls)
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_inactive_answers_never_evicts_an_active_one() {
+        let (url, calls) = endpoint().await;
+        let introspector = Introspector::new(
+            Settings {
+                issuer: "https://idp.test".into(),
+                endpoint: Some(url),
+                auth: Some(ClientAuth::Post),
+                client_id: "rs".into(),
+                client_secret: "secret".into(),
+                cache: true,
+                cache_ttl: Duration::from_secs(3600),
+                negative_ttl: Duration::from_secs(3600),
+                max_entries: 8,
+                max_negative_entries: 4,
+            },
+            reqwest::Client::new(),
+            Arc::new(Semaphore::new(4)),
+        );
+        assert!(introspector.introspect("active-alice", 0).await.is_ok());
+        // Each made-up token asked often enough to look popular to the cache's admission.
+        for i in 0..200 {
+            for _ in 0..3 {
+                let made_up = format!("made-up-{i}");
+                assert_eq!(
+                    introspector.introspect(&made_up, 0).await,
+                    Err(IntrospectError::Inactive)
+                );
+            }
+            introspector.cache.run_pending_tasks().await;
+            introspector.inactive.run_pending_tasks().await;
+        }
+        let before = calls.load(Ordering::SeqCst);
+        assert!(introspector.introspect("active-alice", 0).await.is_ok());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            before,
+            "the active answer was evicted"
+        );
+    }
 
     #[test]
     fn jwt_shape_needs_three_segments_and_a_json_header_with_alg() {
