@@ -21,6 +21,7 @@ use ipnet::IpNet;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use crate::cache::{Caches, Settings as CacheSettings};
 use crate::cert::{HeaderFormat, TrustStore, XfccElements};
@@ -145,6 +146,7 @@ struct RawLimits {
     max_token_bytes: Option<usize>,
     max_json_depth: Option<usize>,
     max_authorization_values: Option<usize>,
+    max_introspection_calls: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -428,6 +430,8 @@ struct Shared {
     limits: Limits,
     unknown_kid_wait: Duration,
     replay: Option<Arc<ReplayStore>>,
+    /// `limits.max_introspection_calls`, shared by every policy's introspector.
+    introspection_calls: Arc<Semaphore>,
 }
 
 struct Validator<'a> {
@@ -502,12 +506,14 @@ impl Validator<'_> {
                 None
             }
         };
+        let limits = self.limits(global.limits.unwrap_or_default());
         let shared = Shared {
             http,
             trusted_ips: self.trusted_ips(global.trusted_ips.unwrap_or_default()),
-            limits: self.limits(global.limits.unwrap_or_default()),
+            limits,
             unknown_kid_wait: Duration::from_millis(500).min(timeout),
             replay: self.replay_store(global.dpop_replay.unwrap_or_default()),
+            introspection_calls: Arc::new(Semaphore::new(limits.max_introspection_calls)),
         };
 
         let mut stores: Vec<(KeySource, Arc<KeyStore>)> = Vec::new();
@@ -678,9 +684,11 @@ impl Validator<'_> {
                 raw.cache_ttl.unwrap_or(3600),
             );
             match (settings, &shared.http) {
-                (Some(settings), Some(client)) => {
-                    Some(Some(Arc::new(Introspector::new(settings, client.clone()))))
-                }
+                (Some(settings), Some(client)) => Some(Some(Arc::new(Introspector::new(
+                    settings,
+                    client.clone(),
+                    shared.introspection_calls.clone(),
+                )))),
                 _ => None,
             }
         } else {
@@ -922,6 +930,7 @@ impl Validator<'_> {
             cache_ttl: Duration::from_secs(cache_ttl.max(1)),
             negative_ttl: Duration::from_secs(10),
             max_entries: 100_000,
+            max_negative_entries: 10_000,
         })
     }
 
@@ -1272,6 +1281,12 @@ impl Validator<'_> {
                 raw.max_authorization_values,
                 d.max_authorization_values,
                 c.max_authorization_values,
+            ),
+            max_introspection_calls: pick(
+                "max_introspection_calls",
+                raw.max_introspection_calls,
+                d.max_introspection_calls,
+                c.max_introspection_calls,
             ),
         }
     }

@@ -109,6 +109,10 @@ pub enum DenyReason {
     DpopBearerDowngrade,
     /// The shared replay store (Redis) could not be asked: the proof's freshness is unproven.
     DpopReplayStoreUnavailable,
+    /// The CheckRequest is larger than certbound reads (`server::MAX_CHECK_REQUEST_BYTES`).
+    RequestTooLarge,
+    /// The check panicked: a bug in certbound, answered with a deny instead of a gRPC error.
+    InternalError,
 }
 
 /// The RFC 6750 `error` code carried in `WWW-Authenticate`.
@@ -130,7 +134,7 @@ impl Rfc6750Error {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 50] = [
+    pub const ALL: [DenyReason; 52] = [
         Self::MissingToken,
         Self::MalformedAuthorization,
         Self::UnknownPolicy,
@@ -181,6 +185,8 @@ impl DenyReason {
         Self::DpopTokenNotBound,
         Self::DpopBearerDowngrade,
         Self::DpopReplayStoreUnavailable,
+        Self::RequestTooLarge,
+        Self::InternalError,
     ];
 
     /// Metric label and log field. Stable: dashboards and alerts key on these.
@@ -236,6 +242,8 @@ impl DenyReason {
             Self::DpopTokenNotBound => "dpop_token_not_bound",
             Self::DpopBearerDowngrade => "dpop_bearer_downgrade",
             Self::DpopReplayStoreUnavailable => "dpop_replay_store_unavailable",
+            Self::RequestTooLarge => "request_too_large",
+            Self::InternalError => "internal_error",
         }
     }
 
@@ -255,6 +263,8 @@ impl DenyReason {
             Self::KeysUnavailable
             | Self::IntrospectionUnavailable
             | Self::DpopReplayStoreUnavailable => 503,
+            Self::RequestTooLarge => 413,
+            Self::InternalError => 500,
             _ => 401,
         }
     }
@@ -267,7 +277,9 @@ impl DenyReason {
             | Self::UnknownPolicy
             | Self::KeysUnavailable
             | Self::IntrospectionUnavailable
-            | Self::DpopReplayStoreUnavailable => None,
+            | Self::DpopReplayStoreUnavailable
+            | Self::RequestTooLarge
+            | Self::InternalError => None,
             Self::MalformedAuthorization => Some(Rfc6750Error::InvalidRequest),
             Self::ForbiddenClaim | Self::AudienceNotAllowed | Self::InsufficientScope => {
                 Some(Rfc6750Error::InsufficientScope)
@@ -284,6 +296,8 @@ impl DenyReason {
                 | Self::KeysUnavailable
                 | Self::IntrospectionUnavailable
                 | Self::DpopReplayStoreUnavailable
+                | Self::RequestTooLarge
+                | Self::InternalError
         )
     }
 
@@ -361,6 +375,8 @@ impl DenyReason {
             Self::DpopTokenNotBound => "access token is not DPoP-bound",
             Self::DpopBearerDowngrade => "DPoP-bound access token sent as a bearer token",
             Self::DpopReplayStoreUnavailable => "",
+            Self::RequestTooLarge => "",
+            Self::InternalError => "",
         }
     }
 
@@ -369,6 +385,8 @@ impl DenyReason {
         match self.http_status() {
             400 => "Bad Request",
             403 => "Forbidden",
+            413 => "Content Too Large",
+            500 => "Internal Server Error",
             503 => "Service Unavailable",
             _ => "Unauthorized",
         }
@@ -439,6 +457,8 @@ mod tests {
                     | DenyReason::KeysUnavailable
                     | DenyReason::IntrospectionUnavailable
                     | DenyReason::DpopReplayStoreUnavailable
+                    | DenyReason::RequestTooLarge
+                    | DenyReason::InternalError
                     | DenyReason::ForbiddenClaim
                     | DenyReason::AudienceNotAllowed
                     | DenyReason::InsufficientScope

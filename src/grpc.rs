@@ -23,6 +23,9 @@ use crate::decision::{Decision, DenyReason};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, CheckInput, Outcome};
 use crate::policy::Policies;
+use crate::server::MAX_CHECK_REQUEST_BYTES;
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 
 /// gRPC codes carried in `CheckResponse.status`.
 const OK: i32 = 0;
@@ -33,16 +36,42 @@ pub struct AuthzService {
     /// Swapped whole on reload; a check keeps the snapshot it started with.
     policies: Arc<ArcSwap<Policies>>,
     metrics: Arc<Metrics>,
+    /// Tests only: every check panics, to prove a panic is still answered with a deny.
+    #[cfg(test)]
+    panic_in_check: bool,
 }
 
 impl AuthzService {
     pub fn new(policies: Arc<ArcSwap<Policies>>, metrics: Arc<Metrics>) -> Self {
-        Self { policies, metrics }
+        Self {
+            policies,
+            metrics,
+            #[cfg(test)]
+            panic_in_check: false,
+        }
+    }
+
+    /// The pipeline's outcome for one CheckRequest.
+    async fn decide(&self, input: &CheckInput<'_>) -> Outcome {
+        #[cfg(test)]
+        if self.panic_in_check {
+            panic!("injected panic");
+        }
+        let policies = self.policies.load_full();
+        pipeline::check(input, &policies, clock::now_unix()).await
     }
 }
 
 static EMPTY_HEADERS: std::sync::LazyLock<HashMap<String, String>> =
     std::sync::LazyLock::new(HashMap::new);
+
+/// An outcome no policy decided.
+fn undecided(reason: DenyReason) -> Outcome {
+    Outcome {
+        decision: Decision::Deny(reason),
+        ..Outcome::default()
+    }
+}
 
 #[tonic::async_trait]
 impl Authorization for AuthzService {
@@ -67,10 +96,28 @@ impl Authorization for AuthzService {
                 .map(String::as_str),
             source_ip: attrs.and_then(source_ip),
         };
-        let policies = self.policies.load_full();
-        let outcome = pipeline::check(&input, &policies, clock::now_unix()).await;
+        let outcome = if prost::Message::encoded_len(&req) > MAX_CHECK_REQUEST_BYTES {
+            undecided(DenyReason::RequestTooLarge)
+        } else {
+            // A panic must not become a gRPC error, which `failure_mode_allow` would turn into
+            // an allow: it is answered with a deny.
+            match AssertUnwindSafe(self.decide(&input)).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    // The panic message is not logged: it may quote request data.
+                    tracing::error!(
+                        policy = input.policy_name.unwrap_or_default(),
+                        "a check panicked; answered with a deny"
+                    );
+                    undecided(DenyReason::InternalError)
+                }
+            }
+        };
         self.metrics.record(&outcome.decision);
         self.metrics.record_cache(&outcome.cache);
+        if outcome.introspection_saturated {
+            self.metrics.introspection_saturated.inc();
+        }
         self.metrics
             .check_duration
             .observe(started.elapsed().as_secs_f64());
@@ -306,6 +353,69 @@ mod tests {
             c,
             "Bearer realm=\"api.test\", error=\"invalid_token\", error_description=\"certificate does not match access token\""
         );
+    }
+
+    /// A real server on port 0 with `service`, and a real tonic client for it.
+    async fn serve(
+        service: AuthzService,
+    ) -> envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<
+        tonic::transport::Channel,
+    > {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = crate::server::grpc_builder()
+            .add_service(envoy_types::ext_authz::v3::pb::AuthorizationServer::new(
+                service,
+            ))
+            .serve_with_incoming(crate::server::incoming(listener));
+        tokio::spawn(server);
+        envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+            format!("http://{addr}"),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn policies(dir: &std::path::Path) -> Arc<ArcSwap<Policies>> {
+        let key = crate::fixtures::SigningKey::es256("k").unwrap();
+        std::fs::write(
+            dir.join("jwks.json"),
+            crate::fixtures::jwks(&[&key]).to_string(),
+        )
+        .unwrap();
+        let path = dir.join("certbound.toml");
+        std::fs::write(
+            &path,
+            "issuer = \"https://idp.test\"\njwks_file = \"jwks.json\"\nproof_of_possession_mtls = \"off\"\n",
+        )
+        .unwrap();
+        let config = crate::config::Config::load(&path).unwrap();
+        Arc::new(ArcSwap::from_pointee(config.policies))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_check_is_answered_with_a_counted_deny_not_a_grpc_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let mut service = AuthzService::new(policies(dir.path()), metrics.clone());
+        service.panic_in_check = true;
+        let mut client = serve(service).await;
+        let resp = client
+            .check(CheckRequest::default())
+            .await
+            .expect("a panic must not become a gRPC error")
+            .into_inner();
+        assert_eq!(resp.status.as_ref().unwrap().code, PERMISSION_DENIED);
+        assert_eq!(resp.status.as_ref().unwrap().message, "internal_error");
+        match resp.http_response {
+            Some(HttpResponse::DeniedResponse(d)) => {
+                assert_eq!(d.status.unwrap().code, 500);
+            }
+            other => panic!("expected a denial, got {other:?}"),
+        }
+        assert!(metrics
+            .render()
+            .contains(r#"certbound_decisions_total{decision="deny",reason="internal_error"} 1"#));
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! longer than the token's `exp` (positive) or a short time (negative); concurrent checks of the
 //! same token share one call (moka's `try_get_with`); failures to reach the IdP are never cached
 //! and never an allow.
+//!
+//! Against a flood of made-up tokens: at most `limits.max_introspection_calls` calls are
+//! outstanding at once, shared by every policy (the excess is answered `Saturated` at once, not
+//! queued); inactive answers live in their own, smaller cache, so they can never evict an
+//! active one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +18,7 @@ use moka::future::Cache;
 use moka::Expiry;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 /// Largest introspection response read.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -51,7 +56,10 @@ pub struct Settings {
     pub cache_ttl: Duration,
     /// How long an inactive answer is remembered.
     pub negative_ttl: Duration,
+    /// Most active answers kept.
     pub max_entries: u64,
+    /// Most inactive answers kept, in a cache of their own.
+    pub max_negative_entries: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,27 +68,23 @@ pub enum IntrospectError {
     Inactive,
     #[error("introspection failed: {0}")]
     Unavailable(String),
+    /// `limits.max_introspection_calls` calls are already outstanding.
+    #[error("too many introspection calls in flight")]
+    Saturated,
 }
 
-/// An introspection result as cached: the response members, or "inactive".
+/// An active introspection result as cached: the response members and how long they count.
 #[derive(Debug, Clone)]
-enum Cached {
-    Active {
-        claims: Arc<Map<String, Value>>,
-        ttl: Duration,
-    },
-    Inactive {
-        ttl: Duration,
-    },
+struct Active {
+    claims: Arc<Map<String, Value>>,
+    ttl: Duration,
 }
 
 struct PerEntry;
 
-impl Expiry<[u8; 32], Cached> for PerEntry {
-    fn expire_after_create(&self, _: &[u8; 32], value: &Cached, _: Instant) -> Option<Duration> {
-        Some(match value {
-            Cached::Active { ttl, .. } | Cached::Inactive { ttl } => *ttl,
-        })
+impl Expiry<[u8; 32], Active> for PerEntry {
+    fn expire_after_create(&self, _: &[u8; 32], value: &Active, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
     }
 }
 
@@ -94,7 +98,12 @@ pub struct Introspector {
     settings: Settings,
     client: reqwest::Client,
     endpoint: OnceCell<Endpoint>,
-    cache: Cache<[u8; 32], Cached>,
+    /// Active answers only: nothing an attacker can make up lands here.
+    cache: Cache<[u8; 32], Active>,
+    /// Inactive answers, smaller and separate: a flood of made-up tokens evicts only its own.
+    inactive: Cache<[u8; 32], ()>,
+    /// Outstanding calls to the IdP, shared by every policy of one configuration.
+    calls: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Introspector {
@@ -115,16 +124,23 @@ struct Discovery {
 }
 
 impl Introspector {
-    pub fn new(settings: Settings, client: reqwest::Client) -> Self {
+    /// `calls` bounds the introspection calls outstanding at once (shared between policies).
+    pub fn new(settings: Settings, client: reqwest::Client, calls: Arc<Semaphore>) -> Self {
         let cache = Cache::builder()
             .max_capacity(settings.max_entries)
             .expire_after(PerEntry)
+            .build();
+        let inactive = Cache::builder()
+            .max_capacity(settings.max_negative_entries)
+            .time_to_live(settings.negative_ttl)
             .build();
         Self {
             settings,
             client,
             endpoint: OnceCell::new(),
             cache,
+            inactive,
+            calls,
         }
     }
 
@@ -135,22 +151,31 @@ impl Introspector {
         token: &str,
         now: u64,
     ) -> Result<Arc<Map<String, Value>>, IntrospectError> {
+        if !self.settings.cache {
+            return self.call(token, now).await.map(|a| a.claims);
+        }
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let cached = if self.settings.cache {
-            self.cache
-                .try_get_with(key, self.call(token, now))
-                .await
-                .map_err(|e| (*e).clone())?
-        } else {
-            self.call(token, now).await?
-        };
-        match cached {
-            Cached::Active { claims, .. } => Ok(claims),
-            Cached::Inactive { .. } => Err(IntrospectError::Inactive),
+        if self.inactive.contains_key(&key) {
+            return Err(IntrospectError::Inactive);
+        }
+        // An inactive answer is an error here, so it is never stored with the active ones.
+        match self.cache.try_get_with(key, self.call(token, now)).await {
+            Ok(active) => Ok(active.claims),
+            Err(e) => {
+                if *e == IntrospectError::Inactive {
+                    self.inactive.insert(key, ()).await;
+                }
+                Err((*e).clone())
+            }
         }
     }
 
-    async fn call(&self, token: &str, now: u64) -> Result<Cached, IntrospectError> {
+    /// One call to the IdP, if fewer than the bound are outstanding; never waits for a slot.
+    async fn call(&self, token: &str, now: u64) -> Result<Active, IntrospectError> {
+        let _permit = self
+            .calls
+            .try_acquire()
+            .map_err(|_| IntrospectError::Saturated)?;
         let endpoint = self
             .endpoint
             .get_or_try_init(|| self.resolve_endpoint())
@@ -183,9 +208,7 @@ impl Introspector {
         let response: Map<String, Value> = serde_json::from_slice(&body)
             .map_err(|e| IntrospectError::Unavailable(format!("not a JSON object: {e}")))?;
         if response.get("active") != Some(&Value::Bool(true)) {
-            return Ok(Cached::Inactive {
-                ttl: self.settings.negative_ttl,
-            });
+            return Err(IntrospectError::Inactive);
         }
         // Never cache beyond the token's own expiry.
         let until_exp = response
@@ -193,7 +216,7 @@ impl Introspector {
             .and_then(Value::as_u64)
             .map(|exp| Duration::from_secs(exp.saturating_sub(now)));
         let ttl = until_exp.map_or(self.settings.cache_ttl, |d| d.min(self.settings.cache_ttl));
-        Ok(Cached::Active {
+        Ok(Active {
             claims: Arc::new(response),
             ttl,
         })
@@ -266,7 +289,85 @@ pub fn is_jwt_shaped(token: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A plain-HTTP introspection endpoint: `active-*` tokens are active, anything else is not.
+    /// Returns its URL and the number of calls it answered.
+    async fn endpoint() -> (String, Arc<AtomicUsize>) {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/introspect", listener.local_addr().unwrap());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let calls = counted.clone();
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let calls = calls.clone();
+                        async move {
+                            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let body = req.into_body().collect().await?.to_bytes();
+                            let active = String::from_utf8_lossy(&body).contains("token=active-");
+                            let answer = serde_json::json!({"active": active}).to_string();
+                            Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Full::new(
+                                hyper::body::Bytes::from(answer),
+                            )))
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
+                );
+            }
+        });
+        (url, calls)
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_inactive_answers_never_evicts_an_active_one() {
+        let (url, calls) = endpoint().await;
+        let introspector = Introspector::new(
+            Settings {
+                issuer: "https://idp.test".into(),
+                endpoint: Some(url),
+                auth: Some(ClientAuth::Post),
+                client_id: "rs".into(),
+                client_secret: "secret".into(),
+                cache: true,
+                cache_ttl: Duration::from_secs(3600),
+                negative_ttl: Duration::from_secs(3600),
+                max_entries: 8,
+                max_negative_entries: 4,
+            },
+            reqwest::Client::new(),
+            Arc::new(Semaphore::new(4)),
+        );
+        assert!(introspector.introspect("active-alice", 0).await.is_ok());
+        // Each made-up token asked often enough to look popular to the cache's admission.
+        for i in 0..200 {
+            for _ in 0..3 {
+                let made_up = format!("made-up-{i}");
+                assert_eq!(
+                    introspector.introspect(&made_up, 0).await,
+                    Err(IntrospectError::Inactive)
+                );
+            }
+            introspector.cache.run_pending_tasks().await;
+            introspector.inactive.run_pending_tasks().await;
+        }
+        let before = calls.load(Ordering::SeqCst);
+        assert!(introspector.introspect("active-alice", 0).await.is_ok());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            before,
+            "the active answer was evicted"
+        );
+    }
 
     #[test]
     fn jwt_shape_needs_three_segments_and_a_json_header_with_alg() {

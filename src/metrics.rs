@@ -22,6 +22,8 @@ pub struct Metrics {
     pub jwks_keys: IntGauge,
     pub reload_ok: IntCounter,
     pub reload_error: IntCounter,
+    /// Checks refused because `limits.max_introspection_calls` calls were outstanding.
+    pub introspection_saturated: IntCounter,
     revocation_checks: HashMap<(Method, CheckResult), IntCounter>,
     /// `[hit, miss]` per cache, in the order of `CACHES`.
     cache_requests: [[IntCounter; 2]; 3],
@@ -100,7 +102,14 @@ impl Metrics {
             [Lookup::Hit, Lookup::Miss].map(|r| lookups.with_label_values(&[cache, r.as_str()]))
         };
         let cache_requests = CACHES.map(pair);
+        let introspection_saturated = IntCounter::new(
+            "certbound_introspection_saturated_total",
+            "Introspections refused (503 introspection_unavailable) because \
+             limits.max_introspection_calls calls were outstanding.",
+        )?;
+        registry.register(Box::new(introspection_saturated.clone()))?;
         Ok(Self {
+            introspection_saturated,
             registry,
             cache_requests,
             allow,

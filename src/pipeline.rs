@@ -50,6 +50,8 @@ pub struct Outcome {
     pub cache: Lookups,
     /// Set when the policy takes DPoP: a 401 carries the `DPoP` challenge too.
     pub dpop: Option<dpop::Challenge>,
+    /// Introspection was refused because `limits.max_introspection_calls` were outstanding.
+    pub introspection_saturated: bool,
 }
 
 /// Runs one check at `now` (seconds since the epoch).
@@ -94,11 +96,21 @@ async fn decide(
         policy.dpop.mode != DpopMode::Off,
     )
     .map_err(extract_reason)?;
-    let verified = token_facts(token, policy, now, &mut outcome.cache).await?;
-    outcome.subject.clone_from(&verified.subject);
-    outcome.client_id.clone_from(&verified.client_id);
+    if token.len() > policy.limits.max_token_bytes {
+        return Err(DenyReason::TokenTooLarge);
+    }
+    // Every local check that can deny runs before anything that may go to the network
+    // (introspection, a JWKS refetch on an unknown `kid`): without a certificate the policy
+    // accepts, a made-up token costs the IdP nothing.
     let cert = client_certificate(input, policy, now, &mut outcome.cache)?;
     outcome.thumbprint = cert.as_ref().map(|c| x5t(&c.thumbprint));
+    if policy.pop_mode == PopMode::Strict && cert.is_none() {
+        // Strict binding denies every token without a certificate, bound or not.
+        return Err(DenyReason::CertMissing);
+    }
+    let verified = token_facts(token, policy, now, outcome).await?;
+    outcome.subject.clone_from(&verified.subject);
+    outcome.client_id.clone_from(&verified.client_id);
     let reason = bind::check(
         policy.pop_mode,
         &verified.binding,
@@ -220,12 +232,10 @@ async fn token_facts(
     token: &str,
     policy: &Policy,
     now: u64,
-    lookups: &mut Lookups,
+    outcome: &mut Outcome,
 ) -> Result<Arc<TokenFacts>, DenyReason> {
     let jwt = crate::introspection::is_jwt_shaped(token);
-    if token.len() > policy.limits.max_token_bytes {
-        return Err(DenyReason::TokenTooLarge);
-    }
+    let lookups = &mut outcome.cache;
     match &policy.introspection {
         Some(introspector) if !(policy.bearer && jwt && !policy.introspect_jwt_tokens) => {
             let response = introspector
@@ -234,6 +244,10 @@ async fn token_facts(
                 .map_err(|e| match e {
                     IntrospectError::Inactive => DenyReason::TokenInactive,
                     IntrospectError::Unavailable(_) => DenyReason::IntrospectionUnavailable,
+                    IntrospectError::Saturated => {
+                        outcome.introspection_saturated = true;
+                        DenyReason::IntrospectionUnavailable
+                    }
                 })?;
             let verified = token::verify_introspected(&response, &policy.token_rules(), now)
                 .map_err(token_reason)?;

@@ -60,6 +60,9 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// Comma-separated values in `authorization` (Envoy joins a repeated header with `, `).
     pub max_authorization_values: usize,
+    /// Introspection calls outstanding at once, all policies together; the excess is denied
+    /// `introspection_unavailable` at once.
+    pub max_introspection_calls: usize,
 }
 
 impl Default for Limits {
@@ -70,6 +73,7 @@ impl Default for Limits {
             max_token_bytes: 16 * 1024,
             max_json_depth: 16,
             max_authorization_values: 1,
+            max_introspection_calls: 64,
         }
     }
 }
@@ -83,6 +87,7 @@ impl Limits {
         max_token_bytes: 64 * 1024,
         max_json_depth: 64,
         max_authorization_values: 8,
+        max_introspection_calls: 1024,
     };
 }
 

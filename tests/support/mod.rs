@@ -55,6 +55,8 @@ pub struct TestIdp {
     introspection_calls: Arc<AtomicUsize>,
     mode: watch::Sender<IdpMode>,
     requests: Arc<Requests>,
+    /// Introspection requests, counted like the key requests.
+    introspections: Arc<Requests>,
     task: JoinHandle<()>,
 }
 
@@ -100,6 +102,7 @@ impl TestIdp {
         let jwks = Arc::new(RwLock::new(jwks));
         let jwks_hits = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Requests::default());
+        let introspections = Arc::new(Requests::default());
         let (mode, _) = watch::channel(IdpMode::Up);
         let acceptor = tls_acceptor(&leaf);
         let introspection = Arc::new(RwLock::new(HashMap::new()));
@@ -112,13 +115,15 @@ impl TestIdp {
             introspection_calls.clone(),
             mode.clone(),
             requests.clone(),
+            introspections.clone(),
         );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let (issuer, jwks, hits, answers, calls, mode, requests) = state.clone();
+                let (issuer, jwks, hits, answers, calls, mode, requests, introspections) =
+                    state.clone();
                 if *mode.borrow() == IdpMode::Refuse {
                     drop(tcp);
                     continue;
@@ -137,6 +142,7 @@ impl TestIdp {
                                 answers: answers.clone(),
                                 calls: calls.clone(),
                                 requests: requests.clone(),
+                                introspections: introspections.clone(),
                                 mode: mode.subscribe(),
                             };
                             idp_route(req, st)
@@ -156,6 +162,7 @@ impl TestIdp {
             introspection_calls,
             mode,
             requests,
+            introspections,
             task,
         }
     }
@@ -170,6 +177,21 @@ impl TestIdp {
 
     pub fn introspection_calls(&self) -> usize {
         self.introspection_calls.load(Ordering::SeqCst)
+    }
+
+    /// Introspection requests received (answered or not) so far.
+    pub fn introspections_started(&self) -> usize {
+        self.introspections.started.load(Ordering::SeqCst)
+    }
+
+    /// Introspection requests being answered (or hung) right now.
+    pub fn introspections_in_flight(&self) -> usize {
+        self.introspections.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most introspection requests ever in flight at once.
+    pub fn max_introspections_in_flight(&self) -> usize {
+        self.introspections.max_in_flight.load(Ordering::SeqCst)
     }
 
     pub fn set_jwks(&self, jwks: Value) {
@@ -220,6 +242,7 @@ struct IdpState {
     answers: Arc<RwLock<HashMap<String, Value>>>,
     calls: Arc<AtomicUsize>,
     requests: Arc<Requests>,
+    introspections: Arc<Requests>,
     mode: watch::Receiver<IdpMode>,
 }
 
@@ -232,6 +255,8 @@ async fn idp_route(
         "/.well-known/openid-configuration" | "/jwks"
     );
     let _in_flight = key_request.then(|| InFlight::enter(&st.requests));
+    let _introspecting =
+        (req.uri().path() == "/introspect").then(|| InFlight::enter(&st.introspections));
     // Hang until the test changes the mode (or the IdP is dropped).
     let now = *st
         .mode
