@@ -9,7 +9,9 @@
 #
 # The configuration is read from /etc/certbound/certbound.toml: mount it (Kubernetes: a ConfigMap),
 # and mount the files it names (CA bundles) where it says. Ports: 9191 gRPC (ext_authz and
-# grpc.health.v1), 9192 HTTP admin (/metrics, /healthz, /readyz).
+# grpc.health.v1), 9192 HTTP admin (/metrics, /healthz, /readyz). certbound listens on loopback
+# unless told otherwise, so a config for this image sets grpc_listen = "0.0.0.0:9191" and
+# admin_listen = "0.0.0.0:9192" (as deploy/certbound.example.toml and the manifests do).
 
 # Build on Debian 12 so the binary links against the glibc of the distroless Debian 12 runtime.
 # aws-lc-sys compiles its C with the image's gcc (no cmake, clang or nasm needed on Linux x86_64

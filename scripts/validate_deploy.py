@@ -697,8 +697,12 @@ def check_certbound(certbound: str | None, rendered: dict[Path, list[dict]], wor
         if cont is not None:
             ports = {p["containerPort"] for p in cont.get("ports", [])}
             for key in ("grpc_listen", "admin_listen"):
-                port = int(conf.get(key, "0.0.0.0:9191" if key == "grpc_listen" else "0.0.0.0:9192").rsplit(":", 1)[1])
-                host = conf.get(key, "0.0.0.0").rsplit(":", 1)[0]
+                # certbound's defaults are loopback: a container config must say where it listens.
+                if key not in conf:
+                    problems.append(f"{key} is not set: the default (127.0.0.1) is unreachable through {cont['name']}'s ports")
+                    continue
+                port = int(conf[key].rsplit(":", 1)[1])
+                host = conf[key].rsplit(":", 1)[0]
                 if port not in ports and not host.startswith("127."):
                     problems.append(f"{key} port {port} is not a container port of {cont['name']}")
             mounts = [m["mountPath"] for m in cont.get("volumeMounts", [])]

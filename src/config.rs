@@ -32,8 +32,10 @@ use crate::policy::{CertSource, ClaimHeader, HeaderSource, Limits, Policies, Pol
 use crate::revocation::{self, Checker};
 use crate::token::{KeySet, KeyStore};
 
-pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:9191";
-pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9192";
+/// Loopback: an ext_authz port reachable by anyone is a decision oracle (it answers `sub` and
+/// `client_id`, and spends DPoP `jti`s). Deployments that need another interface say so.
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:9191";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9192";
 
 /// `CERTBOUND_*` variables that belong to the command line, not to the configuration.
 const NON_CONFIG_ENV: &[&str] = &["config", "log_format"];
@@ -69,6 +71,8 @@ const GLOBAL_KEYS: &[&str] = &[
     "rediscovery_lifetime",
     "jwks_refresh_interval",
     "dpop_replay",
+    "allow_insecure_http_for_tests",
+    "grpc_tls",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +88,17 @@ struct RawGlobal {
     trusted_ips: Option<Vec<String>>,
     limits: Option<RawLimits>,
     dpop_replay: Option<RawReplay>,
+    allow_insecure_http_for_tests: Option<bool>,
+    grpc_tls: Option<RawGrpcTls>,
+}
+
+/// `[grpc_tls]`: TLS on the gRPC listener, with optional client-certificate authentication.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrpcTls {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
 }
 
 /// The DPoP `jti` replay store, shared by every policy.
@@ -185,6 +200,42 @@ pub struct IdpClient {
     /// `ssl_verify`: verify the IdP's certificate. Off only for throw-away setups.
     pub verify_tls: bool,
     pub timeout: Duration,
+    /// `allow_insecure_http_for_tests`: `http://` issuer, `jwks_uri` and introspection
+    /// endpoint are accepted. Never in production: anyone on the path could supply the keys.
+    pub allow_insecure_http: bool,
+}
+
+/// TLS on the gRPC listener (`[grpc_tls]`), read once at start: a change (or a renewed
+/// certificate) needs a restart. PEM contents, checked by building the TLS acceptor.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GrpcTls {
+    pub cert_pem: Vec<u8>,
+    /// The private key: never printed.
+    pub key_pem: Vec<u8>,
+    /// Roots a client (Envoy) certificate must chain to; `None`: no client authentication.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl GrpcTls {
+    /// tonic's server TLS settings: this identity and, with `client_ca_pem`, a required client
+    /// certificate (a handshake without one, or with one from another CA, fails).
+    pub fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let tls =
+            ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
+        match &self.client_ca_pem {
+            Some(ca) => tls.client_ca_root(Certificate::from_pem(ca)),
+            None => tls,
+        }
+    }
+}
+
+impl fmt::Debug for GrpcTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcTls")
+            .field("client_auth", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// One issuer's key store and how to fill it.
@@ -202,6 +253,8 @@ pub struct KeyFetch {
 pub struct Config {
     pub grpc_listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// `[grpc_tls]`; `None`: plaintext gRPC.
+    pub grpc_tls: Option<GrpcTls>,
     pub policies: Policies,
     pub key_fetches: Vec<KeyFetch>,
     pub idp_client: IdpClient,
@@ -322,6 +375,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("grpc_listen", &self.grpc_listen)
             .field("admin_listen", &self.admin_listen)
+            .field("grpc_tls", &self.grpc_tls)
             .field("policies", &self.policies)
             .finish_non_exhaustive()
     }
@@ -403,6 +457,7 @@ impl Config {
             base,
             scope: String::new(),
             files: Vec::new(),
+            allow_http: false,
         };
         let config = v.config(global, raw_default, raw_named);
         match config {
@@ -440,6 +495,8 @@ struct Validator<'a> {
     /// `policies.NAME.` while a named policy is validated, so issues name the full key.
     scope: String,
     files: Vec<PathBuf>,
+    /// `allow_insecure_http_for_tests`.
+    allow_http: bool,
 }
 
 impl Validator<'_> {
@@ -456,6 +513,94 @@ impl Validator<'_> {
         } else {
             self.base.join(p)
         }
+    }
+
+    /// `[grpc_tls]`: both files of the identity, optionally the client CA, each readable PEM,
+    /// and together a TLS configuration tonic accepts (so a key that does not parse is a
+    /// start-up error, not a listener that fails every handshake).
+    fn grpc_tls(&mut self, raw: RawGrpcTls) -> Option<GrpcTls> {
+        let mut read = |key: &str, path: Option<PathBuf>, what: &str| -> Option<Vec<u8>> {
+            let Some(path) = path else {
+                self.issue(
+                    &format!("grpc_tls.{key}"),
+                    format!("required with [grpc_tls]: {what}"),
+                );
+                return None;
+            };
+            let path = self.path(&path);
+            self.files.push(path.clone());
+            match std::fs::read(&path) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    self.issue(
+                        &format!("grpc_tls.{key}"),
+                        format!("{}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        };
+        let cert = read(
+            "cert_file",
+            raw.cert_file,
+            "the listener's certificate chain (PEM)",
+        );
+        let key = read("key_file", raw.key_file, "its private key (PEM)");
+        let client_ca = match raw.client_ca_file {
+            Some(p) => Some(read("client_ca_file", Some(p), "")?),
+            None => None,
+        };
+        let (cert_pem, key_pem) = (cert?, key?);
+        if CertificateDer::pem_slice_iter(&cert_pem).next().is_none() {
+            self.issue("grpc_tls.cert_file", "holds no PEM certificate");
+            return None;
+        }
+        if let Some(ca) = &client_ca {
+            let roots = CertificateDer::pem_slice_iter(ca).collect::<Result<Vec<_>, _>>();
+            if !roots.is_ok_and(|r| !r.is_empty()) {
+                self.issue("grpc_tls.client_ca_file", "holds no PEM certificate");
+                return None;
+            }
+        }
+        let tls = GrpcTls {
+            cert_pem,
+            key_pem,
+            client_ca_pem: client_ca,
+        };
+        if let Err(e) = tonic::transport::Server::builder().tls_config(tls.server_config()) {
+            self.issue(
+                "grpc_tls",
+                format!(
+                    "the certificate and key do not make a TLS server: {}",
+                    crate::http::error_chain(&e)
+                ),
+            );
+            return None;
+        }
+        Some(tls)
+    }
+
+    /// `url` is an https URL (or http with `allow_insecure_http_for_tests`); otherwise an issue
+    /// on `key`.
+    fn idp_url(&mut self, key: &str, url: &str) -> bool {
+        let https = has_scheme(url, "https://");
+        if https || (self.allow_http && has_scheme(url, "http://")) {
+            return true;
+        }
+        let message = if has_scheme(url, "http://") {
+            format!(
+                "`{url}` is plain http: use an https URL (anyone on the path could supply the \
+                 signing keys or read the introspection credentials); \
+                 `allow_insecure_http_for_tests = true` allows it for local tests only"
+            )
+        } else {
+            format!(
+                "`{url}` is not an https URL (`allow_insecure_http_for_tests = true` also \
+                 allows http, for local tests only)"
+            )
+        };
+        self.issue(key, message);
+        false
     }
 
     fn addr(&mut self, key: &str, value: Option<String>, default: &str) -> Option<SocketAddr> {
@@ -485,21 +630,24 @@ impl Validator<'_> {
                 self.issue("admin_listen", "must differ from grpc_listen");
             }
         }
+        let grpc_tls = global.grpc_tls.and_then(|t| self.grpc_tls(t));
         let timeout = Duration::from_millis(global.timeout.unwrap_or(10_000));
         if timeout.is_zero() {
             self.issue("timeout", "must be more than 0 milliseconds");
         }
+        self.allow_http = global.allow_insecure_http_for_tests.unwrap_or(false);
         let idp_client = IdpClient {
             extra_roots: self.idp_roots(global.idp_ca_certificates.unwrap_or_default()),
             verify_tls: global.ssl_verify.unwrap_or(true),
             timeout,
+            allow_insecure_http: self.allow_http,
         };
         let min_interval = Duration::from_secs(global.rediscovery_lifetime.unwrap_or(30));
         let refresh_interval = Duration::from_secs(global.jwks_refresh_interval.unwrap_or(300));
         if refresh_interval.is_zero() {
             self.issue("jwks_refresh_interval", "must be more than 0 seconds");
         }
-        let http = match crate::jwks::http_client(&idp_client) {
+        let http = match crate::jwks::introspection_client(&idp_client) {
             Ok(c) => Some(c),
             Err(e) => {
                 self.issue("idp_ca_certificates", e.to_string());
@@ -551,6 +699,7 @@ impl Validator<'_> {
         Some(Config {
             grpc_listen: grpc_listen?,
             admin_listen: admin_listen?,
+            grpc_tls,
             policies: Policies {
                 default: Arc::new(default?),
                 named: policies,
@@ -569,11 +718,8 @@ impl Validator<'_> {
         stores: &mut Vec<(KeySource, Arc<KeyStore>)>,
     ) -> Option<Policy> {
         let issuer = match raw.issuer {
-            Some(i) if is_http_url(&i) => Some(i.trim_end_matches('/').to_string()),
-            Some(i) => {
-                self.issue("issuer", format!("`{i}` is not an http(s) URL"));
-                None
-            }
+            Some(i) if self.idp_url("issuer", &i) => Some(i.trim_end_matches('/').to_string()),
+            Some(_) => None,
             None => {
                 self.issue(
                     "issuer",
@@ -890,12 +1036,7 @@ impl Validator<'_> {
         cache_ttl: u64,
     ) -> Option<IntrospectionSettings> {
         if let Some(e) = &endpoint {
-            if !is_http_url(e) {
-                self.issue(
-                    "introspection_endpoint",
-                    format!("`{e}` is not an http(s) URL"),
-                );
-            }
+            self.idp_url("introspection_endpoint", e);
         }
         let auth = match auth.as_deref() {
             None => None,
@@ -972,13 +1113,10 @@ impl Validator<'_> {
                 self.issue("jwks_file", "set either jwks_uri or jwks_file, not both");
                 None
             }
-            (Some(uri), None) if is_http_url(&uri) => {
+            (Some(uri), None) if self.idp_url("jwks_uri", &uri) => {
                 Some((Arc::new(KeyStore::new()), KeySource::Uri(uri)))
             }
-            (Some(uri), None) => {
-                self.issue("jwks_uri", format!("`{uri}` is not an http(s) URL"));
-                None
-            }
+            (Some(_), None) => None,
             (None, Some(file)) => {
                 let path = self.path(file);
                 self.files.push(path.clone());
@@ -1365,8 +1503,11 @@ impl Validator<'_> {
     }
 }
 
-fn is_http_url(s: &str) -> bool {
-    (s.starts_with("https://") || s.starts_with("http://")) && s.len() > "https://".len()
+/// `s` starts with `scheme` (ASCII case-insensitive) and has something after it.
+fn has_scheme(s: &str, scheme: &str) -> bool {
+    s.len() > scheme.len()
+        && s.get(..scheme.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
 }
 
 fn is_header_name(s: &str) -> bool {
@@ -2008,5 +2149,128 @@ mod tests {
             *c.policies.default.dpop.replay,
             ReplayStore::Redis(_)
         ));
+    }
+
+    #[test]
+    fn listeners_default_to_loopback_not_every_interface() {
+        let dir = dir_with_ca();
+        let c = load("issuer = \"https://idp.example\"\n", dir.path()).unwrap();
+        assert!(c.grpc_listen.ip().is_loopback(), "{}", c.grpc_listen);
+        assert!(c.admin_listen.ip().is_loopback(), "{}", c.admin_listen);
+        assert_eq!(c.grpc_listen.port(), 9191);
+        assert_eq!(c.admin_listen.port(), 9192);
+    }
+
+    const INTROSPECTION: &str = "auth_methods = [\"bearer\", \"introspection\"]\nclient_id = [\"rs\"]\nclient_secret = [\"s\"]\n";
+
+    #[test]
+    fn plain_http_idp_urls_are_refused() {
+        let dir = dir_with_ca();
+        let bearer = GOOD.replace("auth_methods = [\"bearer\"]\n", "");
+        let https_issuer = "issuer = \"https://idp.example\"";
+        for (swap, key) in [
+            (
+                GOOD.replace(https_issuer, "issuer = \"http://idp.example\""),
+                "issuer",
+            ),
+            (
+                GOOD.replace(
+                    "jwks_file = \"jwks.json\"",
+                    "jwks_uri = \"http://idp.example/jwks\"",
+                ),
+                "jwks_uri",
+            ),
+            (
+                format!(
+                    "{INTROSPECTION}introspection_endpoint = \"http://idp.example/introspect\"\n{bearer}"
+                ),
+                "introspection_endpoint",
+            ),
+            (
+                format!("{GOOD}\n[policies.other]\nissuer = \"http://other.example\"\n"),
+                "policies.other.issuer",
+            ),
+        ] {
+            let i = issues(&swap, dir.path());
+            assert_eq!(i.len(), 1, "{i:?}");
+            assert_eq!(i[0].key, key);
+            assert!(i[0].message.contains("https"), "{}", i[0].message);
+            assert!(
+                i[0].message.contains("allow_insecure_http_for_tests"),
+                "{}",
+                i[0].message
+            );
+        }
+    }
+
+    #[test]
+    fn plain_http_idp_urls_need_the_loudly_named_test_option() {
+        let dir = dir_with_ca();
+        let bearer = GOOD.replace("auth_methods = [\"bearer\"]\n", "");
+        let toml = format!(
+            "allow_insecure_http_for_tests = true\n{INTROSPECTION}introspection_endpoint = \"http://idp.example/introspect\"\n{}",
+            bearer
+                .replace("issuer = \"https://idp.example\"", "issuer = \"http://idp.example\"")
+                .replace("jwks_file = \"jwks.json\"", "jwks_uri = \"http://idp.example/jwks\"")
+        );
+        let c = load(&toml, dir.path()).unwrap();
+        assert!(c.idp_client.allow_insecure_http);
+        assert_eq!(c.policies.default.issuer, "http://idp.example");
+        // Off by default.
+        assert!(
+            !load(GOOD, dir.path())
+                .unwrap()
+                .idp_client
+                .allow_insecure_http
+        );
+    }
+
+    #[test]
+    fn grpc_tls_files_are_checked_at_start_and_the_key_is_never_printed() {
+        let dir = dir_with_ca();
+        let ca = crate::fixtures::Ca::root("grpc ca").unwrap();
+        let leaf = ca.server(&["localhost"]).unwrap();
+        std::fs::write(dir.path().join("grpc.pem"), &leaf.pem).unwrap();
+        std::fs::write(dir.path().join("grpc.key"), &leaf.key_pem).unwrap();
+        std::fs::write(dir.path().join("garbage.key"), "not a key").unwrap();
+        let with = |table: &str| format!("{GOOD}\n[grpc_tls]\n{table}\n");
+        let ok = load(
+            &with("cert_file = \"grpc.pem\"\nkey_file = \"grpc.key\"\nclient_ca_file = \"client-ca.pem\""),
+            dir.path(),
+        )
+        .unwrap();
+        let tls = ok.grpc_tls.as_ref().unwrap();
+        assert!(tls.client_ca_pem.is_some());
+        let printed = format!("{ok:?}");
+        assert!(!printed.contains("PRIVATE KEY"), "{printed}");
+        assert!(load(GOOD, dir.path()).unwrap().grpc_tls.is_none());
+        for (table, key) in [
+            ("cert_file = \"grpc.pem\"", "grpc_tls.key_file"),
+            ("key_file = \"grpc.key\"", "grpc_tls.cert_file"),
+            (
+                "cert_file = \"grpc.pem\"\nkey_file = \"missing.key\"",
+                "grpc_tls.key_file",
+            ),
+            (
+                "cert_file = \"grpc.key\"\nkey_file = \"grpc.key\"",
+                "grpc_tls.cert_file",
+            ),
+            (
+                "cert_file = \"grpc.pem\"\nkey_file = \"garbage.key\"",
+                "grpc_tls",
+            ),
+            (
+                "cert_file = \"grpc.pem\"\nkey_file = \"grpc.key\"\nclient_ca_file = \"grpc.key\"",
+                "grpc_tls.client_ca_file",
+            ),
+            (
+                "cert_file = \"grpc.pem\"\nkey_file = \"grpc.key\"\nclient_ca = \"x\"",
+                "client_ca",
+            ),
+        ] {
+            let err = load(&with(table), dir.path()).unwrap_err().to_string();
+            assert!(err.contains(&format!("{key}")), "{table}: {err}");
+            assert!(!err.contains("BEGIN PRIVATE"), "{table}: {err}");
+        }
     }
 }

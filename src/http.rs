@@ -10,13 +10,50 @@ use rustls_pki_types::CertificateDer;
 
 use crate::revocation::{Fetch, FetchError, FetchFuture};
 
+/// Which redirects a client follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redirects {
+    /// None: a 3xx answer is an error. For requests that carry credentials (introspection), so
+    /// a redirect can never send them, nor the token, anywhere else.
+    Never,
+    /// Up to three, each to an `https://` URL: an https request is never downgraded to
+    /// plain http by a redirect (the IdP's keys and documents).
+    HttpsOnly,
+    /// Up to three, to any http(s) URL: OCSP answers and CRLs, which are signed objects and
+    /// usually served over plain http.
+    Any,
+}
+
+const MAX_REDIRECTS: usize = 3;
+
+impl Redirects {
+    fn policy(self) -> reqwest::redirect::Policy {
+        match self {
+            Self::Never => reqwest::redirect::Policy::none(),
+            Self::Any => reqwest::redirect::Policy::limited(MAX_REDIRECTS),
+            Self::HttpsOnly => reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.previous().len() > MAX_REDIRECTS {
+                    attempt.error("too many redirects")
+                } else if attempt.url().scheme() != "https" {
+                    attempt.error("refusing a redirect to a URL that is not https")
+                } else {
+                    attempt.follow()
+                }
+            }),
+        }
+    }
+}
+
 /// An outbound client with certbound's common settings: `timeout` bounds connect and the whole
-/// request, at most three redirects, `extra_roots` on top of the system roots, and certificate
-/// verification off only when `verify_tls` (Kong's `ssl_verify`) is false.
+/// request, `redirects` says which redirects are followed, `extra_roots` on top of the system
+/// roots, and certificate verification off only when `verify_tls` (Kong's `ssl_verify`) is
+/// false. `https_only` refuses every request, redirects included, to a URL that is not https.
 pub fn client(
     timeout: Duration,
     verify_tls: bool,
     extra_roots: &[CertificateDer<'static>],
+    redirects: Redirects,
+    https_only: bool,
 ) -> Result<reqwest::Client, String> {
     let roots = extra_roots
         .iter()
@@ -26,7 +63,8 @@ pub fn client(
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::limited(3))
+        .redirect(redirects.policy())
+        .https_only(https_only)
         .user_agent(concat!("certbound/", env!("CARGO_PKG_VERSION")));
     if !roots.is_empty() {
         builder = builder.tls_certs_merge(roots);
@@ -78,7 +116,7 @@ pub struct RevocationFetcher {
 impl RevocationFetcher {
     /// `timeout` bounds each whole request (Kong's `http_timeout`).
     pub fn new(timeout: Duration, verify_tls: bool) -> Result<Self, String> {
-        client(timeout, verify_tls, &[]).map(|client| Self { client })
+        client(timeout, verify_tls, &[], Redirects::Any, false).map(|client| Self { client })
     }
 
     async fn send(

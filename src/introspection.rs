@@ -253,6 +253,9 @@ impl Introspector {
                 ))
             }
         };
+        crate::jwks::no_downgrade(&self.settings.issuer, &url).map_err(|reason| {
+            IntrospectError::Unavailable(format!("discovery's introspection_endpoint: {reason}"))
+        })?;
         let advertised = |m: &str| {
             doc.introspection_endpoint_auth_methods_supported
                 .iter()

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::config::{IdpClient, KeyFetch, KeySource};
-use crate::http::{error_chain, read_capped};
+use crate::http::{error_chain, read_capped, Redirects};
 use crate::metrics::Metrics;
 use crate::token::KeySet;
 
@@ -38,9 +38,45 @@ pub enum JwksError {
     Keys { url: String, reason: String },
 }
 
-/// The HTTPS client for the IdP: system roots plus `idp_ca_certificates`.
+/// The HTTPS client for the IdP's discovery documents and keys: system roots plus
+/// `idp_ca_certificates`, redirects only to https, and https only unless
+/// `allow_insecure_http_for_tests`.
 pub fn http_client(cfg: &IdpClient) -> Result<reqwest::Client, JwksError> {
-    crate::http::client(cfg.timeout, cfg.verify_tls, &cfg.extra_roots).map_err(JwksError::Client)
+    idp_client(cfg, Redirects::HttpsOnly)
+}
+
+/// The client for the introspection endpoint: as [`http_client`], but it follows no redirect,
+/// so the token and the client credentials go to the configured or discovered endpoint only
+/// (a 307/308 would re-send them, body and all, to wherever it points).
+pub fn introspection_client(cfg: &IdpClient) -> Result<reqwest::Client, JwksError> {
+    idp_client(cfg, Redirects::Never)
+}
+
+fn idp_client(cfg: &IdpClient, redirects: Redirects) -> Result<reqwest::Client, JwksError> {
+    crate::http::client(
+        cfg.timeout,
+        cfg.verify_tls,
+        &cfg.extra_roots,
+        redirects,
+        !cfg.allow_insecure_http,
+    )
+    .map_err(JwksError::Client)
+}
+
+/// `url` may be fetched on behalf of `issuer`: an https issuer's documents never point to a
+/// plain-http URL (a downgrade any on-path attacker could use to supply the keys).
+pub(crate) fn no_downgrade(issuer: &str, url: &str) -> Result<(), String> {
+    if is_https(issuer) && !is_https(url) {
+        return Err(format!(
+            "`{url}` is not an https URL, but the issuer `{issuer}` is"
+        ));
+    }
+    Ok(())
+}
+
+fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
 }
 
 #[derive(Deserialize)]
@@ -76,6 +112,10 @@ pub async fn fetch(client: &reqwest::Client, source: &KeySource) -> Result<KeySe
                     expected: issuer.clone(),
                 });
             }
+            no_downgrade(issuer, &doc.jwks_uri).map_err(|reason| JwksError::Fetch {
+                url: url.clone(),
+                reason: format!("discovery's jwks_uri: {reason}"),
+            })?;
             doc.jwks_uri
         }
     };

@@ -18,7 +18,7 @@ use tokio_stream::StreamExt;
 use tonic_health::ServingStatus;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, KeyFetch, KeySource};
+use crate::config::{Config, GrpcTls, KeyFetch, KeySource};
 use crate::grpc::AuthzService;
 use crate::jwks;
 use crate::metrics::Metrics;
@@ -103,8 +103,10 @@ pub async fn serve_with_reload(
     shutdown: impl Future<Output = ()> + Send + 'static,
     reload: Option<Reload>,
 ) -> Result<(), ServeError> {
+    warn_if_insecure(&config);
     let metrics = Arc::new(Metrics::new()?);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let grpc_tls = config.grpc_tls.clone();
     let client = jwks::http_client(&config.idp_client)?;
     let mut fetchers = Fetchers {
         running: Vec::new(),
@@ -136,6 +138,7 @@ pub async fn serve_with_reload(
             reload,
             config.files,
             listen,
+            grpc_tls.clone(),
             policies.clone(),
             fetchers,
             stop_rx.clone(),
@@ -150,7 +153,11 @@ pub async fn serve_with_reload(
         let _ = stop_tx.send(true);
     });
 
-    let grpc = grpc_builder()
+    let mut grpc = grpc_builder();
+    if let Some(tls) = &grpc_tls {
+        grpc = grpc.tls_config(tls.server_config())?;
+    }
+    let grpc = grpc
         .add_service(health_service)
         .add_service(authz)
         .serve_with_incoming_shutdown(incoming(listeners.grpc), stopped(stop_rx.clone()));
@@ -161,6 +168,15 @@ pub async fn serve_with_reload(
     grpc?;
     admin?;
     Ok(())
+}
+
+/// A loud warning, on every start and reload, while plain-http IdP URLs are allowed.
+fn warn_if_insecure(config: &Config) {
+    if config.idp_client.allow_insecure_http {
+        tracing::warn!(
+            "allow_insecure_http_for_tests = true: plain-http IdP URLs are accepted, so anyone on the path can supply signing keys and read introspection credentials; never use it outside local tests"
+        );
+    }
 }
 
 /// The gRPC server settings (also used by the always-allow baseline server of the
@@ -254,6 +270,7 @@ async fn reload_loop(
     mut reload: Reload,
     mut files: Vec<PathBuf>,
     listen: (SocketAddr, SocketAddr),
+    grpc_tls: Option<GrpcTls>,
     policies: Arc<ArcSwap<Policies>>,
     mut fetchers: Fetchers,
     mut stop: watch::Receiver<bool>,
@@ -282,7 +299,7 @@ async fn reload_loop(
             }
             _ = stop.changed() => return,
         }
-        match apply(&reload.path, listen, &policies, &mut fetchers).await {
+        match apply(&reload.path, listen, &grpc_tls, &policies, &mut fetchers).await {
             Ok(new_files) => {
                 fetchers.metrics.reload_ok.inc();
                 files = new_files;
@@ -301,12 +318,17 @@ async fn reload_loop(
 async fn apply(
     path: &Path,
     listen: (SocketAddr, SocketAddr),
+    grpc_tls: &Option<GrpcTls>,
     policies: &ArcSwap<Policies>,
     fetchers: &mut Fetchers,
 ) -> Result<Vec<PathBuf>, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
+    warn_if_insecure(&config);
     if (config.grpc_listen, config.admin_listen) != listen {
         tracing::warn!("grpc_listen / admin_listen changed: restart certbound to apply them");
+    }
+    if config.grpc_tls != *grpc_tls {
+        tracing::warn!("[grpc_tls] or its files changed: restart certbound to apply them");
     }
     // Keep the stores already running for unchanged key sources; start and wait for new ones.
     let serving = fetchers.sources();
@@ -432,7 +454,7 @@ mod tests {
     async fn a_reload_stops_the_key_fetcher_of_an_issuer_it_removed() {
         let dir = tempfile::tempdir().unwrap();
         // Port 9 (discard) refuses connections: the fetcher keeps retrying until it is stopped.
-        let path = write_config(dir.path(), "jwks_uri = \"http://127.0.0.1:9/jwks\"");
+        let path = write_config(dir.path(), "jwks_uri = \"https://127.0.0.1:9/jwks\"");
         let first = Config::load(&path).unwrap();
         let listen = (first.grpc_listen, first.admin_listen);
         let (_stop_tx, stop) = watch::channel(false);
@@ -450,7 +472,7 @@ mod tests {
         let policies = ArcSwap::from_pointee(first.policies);
 
         // Same file, reloaded: the fetcher is kept.
-        apply(&path, listen, &policies, &mut fetchers)
+        apply(&path, listen, &None, &policies, &mut fetchers)
             .await
             .unwrap();
         assert_eq!(fetchers.running.len(), 1);
@@ -458,7 +480,7 @@ mod tests {
 
         // The issuer's keys now come from a static file: nothing to fetch, the task stops.
         write_config(dir.path(), "jwks_file = \"jwks.json\"");
-        apply(&path, listen, &policies, &mut fetchers)
+        apply(&path, listen, &None, &policies, &mut fetchers)
             .await
             .unwrap();
         assert!(fetchers.running.is_empty());

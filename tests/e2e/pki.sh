@@ -18,7 +18,10 @@
 #   ocsp-db/index.txt         `openssl ca` database of the intermediate: dave valid, eve revoked
 #   ocsp-responder.pem / ocsp-responder-key.pem   delegated responder from the intermediate
 #                             (EKU OCSPSigning), the responder's -rsigner/-rkey
-# Server side (HTTPS of nginx, Envoy's mTLS listener and the IdP):
+# Envoy as a gRPC client of certbound (the "peer" certbound's [grpc_tls] client_ca_file):
+#   grpc-client-ca.pem        EC root that vouches only for Envoy
+#   envoy-grpc                EC leaf from it, EKU clientAuth: Envoy's certbound_peer cluster
+# Server side (HTTPS of nginx, Envoy's mTLS listener, the IdP and certbound's gRPC TLS):
 #   server-ca.pem             EC root; certbound's idp_ca_certificates and the clients' trust root
 #   server.pem / server-key.pem   SAN IP:127.0.0.1, DNS:localhost, EKU serverAuth
 #
@@ -195,6 +198,10 @@ done
 ca_issue ocsp-responder "certbound e2e OCSP responder" -extensions responder
 openssl ca -config ocsp-db/ca.cnf -revoke eve.pem -crl_reason keyCompromise 2>/dev/null
 
+# --- Envoy's client certificate towards certbound's gRPC TLS listener ---
+root grpc-client-ca ec "certbound e2e gRPC client CA"
+client envoy-grpc grpc-client-ca ec
+
 # --- server side ---
 root server-ca ec "certbound e2e server CA"
 key server ec
@@ -222,6 +229,7 @@ if ! grep -q "^R.*CN=eve" ocsp-db/index.txt || ! grep -q "^V.*CN=dave" ocsp-db/i
 fi
 openssl verify -CAfile client-rsa-ca.pem carol.pem >/dev/null
 openssl verify -CAfile server-ca.pem server.pem >/dev/null
+openssl verify -CAfile grpc-client-ca.pem envoy-grpc.pem >/dev/null
 if openssl verify -CAfile client-ca-bundle.pem untrusted.pem >/dev/null 2>&1; then
   echo "pki.sh: untrusted.pem unexpectedly verifies" >&2; exit 1
 fi

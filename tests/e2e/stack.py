@@ -599,7 +599,15 @@ class Stack:
             "[policies.dpop-nonce]\n" + dpop_policy +
             f'dpop_use_nonce = true\ndpop_nonce_secret = "{DPOP_NONCE_SECRET}"\n'
         )
-        source = {"header": header_table("url_encoded") + strict, "peer": "", "b64": kong, "gateway": gateway,
+        # The peer instance serves gRPC over TLS and answers only Envoy's client certificate
+        # (Envoy's certbound_peer clusters carry an UpstreamTlsContext with envoy-grpc.pem).
+        grpc_tls = (
+            "[grpc_tls]\n"
+            f'cert_file = "{self.pki / "server.pem"}"\n'
+            f'key_file = "{self.pki / "server-key.pem"}"\n'
+            f'client_ca_file = "{self.pki / "grpc-client-ca.pem"}"\n'
+        )
+        source = {"header": header_table("url_encoded") + strict, "peer": grpc_tls, "b64": kong, "gateway": gateway,
                   "dpop": dpop, "dpop2": dpop}[mode]
         return render(E2E / "certbound.toml.tmpl", self.work / f"certbound-{mode}.toml", {
             "GRPC_PORT": getattr(self.ports, f"grpc_{mode}"),
