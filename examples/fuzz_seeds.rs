@@ -133,6 +133,21 @@ fn main() {
         "envoy-x-forwarded-client-cert-hash-only",
         &format!("By=spiffe://cluster.local/ns/a/sa/api;Hash={hash};Subject=\"\";URI=spiffe://cluster.local/ns/b/sa/client"),
     );
+    // Envoy writes URI and DNS SANs unquoted: a client SAN forging a second element that names
+    // alice's certificate next to the client's own (`untrusted` stands in for the client).
+    let untrusted_hash: String = certbound::cert::thumbprint(untrusted.der.as_ref())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    seeds.write(
+        "cert_decode",
+        "envoy-x-forwarded-client-cert-forged-by-a-san",
+        &format!(
+            "Hash={untrusted_hash};Cert=\"{}\";Subject=\"CN=m\";URI=urn:x,Chain={};DNS=m.test",
+            untrusted.url_encoded(),
+            url_encode_pem(&alice.pem)
+        ),
+    );
     seeds.write("cert_decode", "envoy-1.40-x-client-cert", &envoy_cert);
     seeds.write("cert_decode", "untrusted-leaf", &untrusted.url_encoded());
 

@@ -167,6 +167,10 @@ fn certificate_seeds_decode_and_chain_to_the_fixture_ca() {
             | "envoy-x-forwarded-client-cert-hash-only" => {
                 assert!(decodes && !verified, "{name}")
             }
+            // A SAN that forges an XFCC element naming alice's certificate: no format reads it.
+            "envoy-x-forwarded-client-cert-forged-by-a-san" => {
+                assert!(!decodes, "{name}")
+            }
             _ => assert!(verified, "{name} does not verify in any format"),
         }
     }

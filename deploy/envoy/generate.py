@@ -431,7 +431,9 @@ E2E_HEADER = f"""\
 #                                 one Redis replay store; /nonce/ uses the policy with server nonces
 # All of them route to the echo upstream, which reflects the headers it received; /healthz skips
 # ext_authz on every listener. On "plain", /strict/ names certbound's policy "strict"
-# (revocation_check_mode = "STRICT", checked against the suite's openssl ocsp responder)."""
+# (revocation_check_mode = "STRICT", checked against the suite's openssl ocsp responder). On
+# "gateway", /ca/ names certbound's policy "gateway-ca" (the same XFCC, its chain verified
+# against the client CAs, where the default gateway policy checks the binding on Hash/Cert alone)."""
 
 E2E_TIMEOUT = "2s"  # a debug build on a shared 2-core machine
 # DPoP routes: certbound policies with and without server nonces.
@@ -448,7 +450,7 @@ def e2e_template() -> str:
         Listener("kong", "127.0.0.1", "@@ENVOY_KONG_PORT@@", "plain", "certbound_b64", "echo", E2E_TIMEOUT,
                  "certbound_b64"),
         Listener("gateway", "127.0.0.1", "@@ENVOY_GATEWAY_PORT@@", "gateway", "certbound_gateway", "echo", E2E_TIMEOUT,
-                 "certbound_gateway",
+                 "certbound_gateway", policy_routes=(("ca", "/ca/", "gateway-ca"),),
                  tls=("@@PKI@@/server.pem", "@@PKI@@/server-key.pem", "@@PKI@@/client-ca-bundle.pem")),
         *(Listener(name, "127.0.0.1", port, "plain", f"certbound_{name}", "echo", E2E_TIMEOUT, f"certbound_{name}",
                    policy_routes=DPOP_ROUTES)

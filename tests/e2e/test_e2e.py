@@ -25,6 +25,7 @@ import ssl
 import subprocess
 import time
 import urllib.parse
+from typing import Optional
 
 import pytest
 
@@ -630,7 +631,7 @@ def test_gateway_replaces_a_client_sent_xfcc(stack, alice_rs):
 # a CA the gateway trusts whose URI or DNS SAN holds XFCC structure naming alice's certificate.
 # With `uri: true, dns: true` Envoy copies that text verbatim into the XFCC it writes.
 
-def _issue_client(stack, name: str, uris: list[str], dnss: list[str]) -> None:
+def _issue_client(stack, name: str, uris: list[str], dnss: list[str], cn: Optional[str] = None) -> None:
     """An EC leaf from the suite's intermediate (which Envoy trusts) with exactly these SANs:
     NAME.pem, NAME-key.pem, NAME-chain.pem in the stack's PKI directory (as pki.sh writes them)."""
     import datetime
@@ -647,7 +648,7 @@ def _issue_client(stack, name: str, uris: list[str], dnss: list[str]) -> None:
     sans = [x509.UniformResourceIdentifier(u) for u in uris] + [x509.DNSName(d) for d in dnss]
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "certbound e2e"),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                                     x509.NameAttribute(NameOID.COMMON_NAME, cn or name)]))
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -724,8 +725,9 @@ def test_gateway_xfcc_forged_by_a_san_never_passes_as_the_victim(stack, alice_rs
 
 @pytest.mark.parametrize("path", ["/", "/ca/"])
 def test_gateway_xfcc_honest_client_with_several_uri_and_dns_sans_is_allowed(stack, alice_rs, path):
+    # Envoy quotes Subject and escapes its `"` and `\\` (RFC 2253): a CN holding them stays one value.
     _issue_client(stack, "multi-san", ["spiffe://e2e.test/ns/a/sa/client", "urn:e2e:client=1"],
-                  ["multi.clients.test", "multi2.clients.test"])
+                  ["multi.clients.test", "multi2.clients.test"], cn='multi "san", a;b\\c')
     token = stack.get_token("bob-app", AUDIENCE_RS, cert="multi-san")
     assert_allowed(stack.call_envoy_gateway("multi-san", token, path=path), "bob-app")
     assert_allowed(stack.call_envoy_gateway("alice", alice_rs, path=path), "alice-app")

@@ -161,13 +161,15 @@ pub fn decode_chain(
     format: HeaderFormat,
 ) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let value = value.trim();
-    let format = match format {
+    let sniffed = match format {
         HeaderFormat::Auto => sniff(value),
         f => f,
     };
-    match format {
+    match sniffed {
         HeaderFormat::Rfc9440 => rfc9440::decode_list(value),
         HeaderFormat::Xfcc => Err(CertError::Malformed),
+        // `auto` keeps its own guards (a comma-joined value is a duplicate).
+        _ if format == HeaderFormat::Auto => decode(value, HeaderFormat::Auto).map(|p| p.chain),
         f => decode(value, f).map(|p| p.chain),
     }
 }

@@ -408,6 +408,15 @@ mod tests {
             let got = decode(&value, HeaderFormat::Auto);
             assert!(got.is_err(), "{value} read as {got:?}");
         }
+        // The chain header too: two base64 values joined are not a Traefik list.
+        assert_eq!(
+            crate::cert::decode_chain(
+                &format!("{},{}", STANDARD.encode(&v_der), STANDARD.encode(&m_der)),
+                HeaderFormat::Auto
+            )
+            .unwrap_err(),
+            CertError::Duplicate
+        );
         // Two base64 certificates look like a Traefik chain: refused as the duplicate it may be.
         let joined = format!("{},{}", STANDARD.encode(&v_der), STANDARD.encode(&m_der));
         assert_eq!(
