@@ -261,11 +261,13 @@ fn seq_of<'a>(v: &'a Value, key: &str) -> &'a [Value] {
     }
 }
 
-fn is_empty(v: &Value) -> bool {
+/// Null, or an empty list, table or string: a Kong field left at nothing.
+pub fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Sequence(s) => s.is_empty(),
         Value::Mapping(m) => m.is_empty(),
+        Value::String(s) => s.is_empty(),
         _ => false,
     }
 }
