@@ -446,6 +446,18 @@ fn imported_config_without_trusted_proxies_is_refused_by_check_config() {
     assert!(String::from_utf8_lossy(&checked.stderr).contains("trusted_ips"));
 }
 
+/// `import-kong FILE --out OUT` with no `DECK_*` variables but `env`.
+fn import_deck(deck: &Path, out: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    certbound()
+        .arg("import-kong")
+        .arg(deck)
+        .arg("--out")
+        .arg(out)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn import_kong_refuses_rules_it_cannot_enforce_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -456,13 +468,7 @@ fn import_kong_refuses_rules_it_cannot_enforce_and_writes_nothing() {
     )
     .unwrap();
     let out_dir = dir.path().join("out");
-    let out = certbound()
-        .arg("import-kong")
-        .arg(&deck)
-        .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
+    let out = import_deck(&deck, &out_dir, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("groups_required"));
     assert!(!out_dir.exists());
@@ -480,13 +486,7 @@ fn import_kong_exits_2_naming_routes_whose_precedence_envoy_cannot_reproduce() {
     )
     .unwrap();
     let out_dir = dir.path().join("out");
-    let out = certbound()
-        .arg("import-kong")
-        .arg(&deck)
-        .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
+    let out = import_deck(&deck, &out_dir, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -646,14 +646,7 @@ fn import_kong_names_secret_fields_without_their_values() {
     )
     .unwrap();
     let out_dir = dir.path().join("out");
-    let out = certbound()
-        .arg("import-kong")
-        .arg(&deck)
-        .arg("--out")
-        .arg(&out_dir)
-        .env("DECK_SESSION_SECRET", "kong-secret-1")
-        .output()
-        .unwrap();
+    let out = import_deck(&deck, &out_dir, &[("DECK_SESSION_SECRET", "kong-secret-1")]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -682,13 +675,7 @@ fn import_kong_names_secret_fields_without_their_values() {
         "_format_version: \"3.0\"\nplugins:\n  - name: openid-connect\n    config:\n      issuer: https://idp.test\n      client_secret: { value: kong-secret-1 }\n",
     )
     .unwrap();
-    let out = certbound()
-        .arg("import-kong")
-        .arg(&deck)
-        .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
+    let out = import_deck(&deck, &out_dir, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("client_secret"), "{stderr}");

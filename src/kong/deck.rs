@@ -204,6 +204,15 @@ fn read_route(r: &Value, service: Option<String>, fallback: String) -> Route {
         .into_iter()
         .filter(|k| r.get(*k).is_some_and(|v| !is_empty(v)))
         .collect();
+    // Kong's default is both; Envoy's routes do not tell them apart.
+    let protocols = strings("protocols");
+    if !protocols.is_empty()
+        && !["http", "https"]
+            .iter()
+            .all(|p| protocols.iter().any(|q| q == p))
+    {
+        unsupported.push("protocols");
+    }
     let hosts = strings("hosts");
     // Kong matches a host with a port against the port it was reached on, not the Host header.
     if hosts.iter().any(|h| h.contains(':')) {
@@ -252,11 +261,13 @@ fn seq_of<'a>(v: &'a Value, key: &str) -> &'a [Value] {
     }
 }
 
-fn is_empty(v: &Value) -> bool {
+/// Null, or an empty list, table or string: a Kong field left at nothing.
+pub fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Sequence(s) => s.is_empty(),
         Value::Mapping(m) => m.is_empty(),
+        Value::String(s) => s.is_empty(),
         _ => false,
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_yaml_ng::{Mapping, Value};
 use toml::Value as T;
 
-use super::deck::{is_secret, shown, DeckFile, Plugin, Scope};
+use super::deck::{is_empty, is_secret, shown, DeckFile, Plugin, Scope};
 use super::{ImportError, Note, Options};
 use crate::config::KONG_AUTH_METHODS;
 
@@ -111,16 +111,6 @@ fn not_a(key: &str, v: &Value, what: &str) -> String {
             ""
         }
     )
-}
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Sequence(s) => s.is_empty(),
-        Value::Mapping(m) => m.is_empty(),
-        Value::String(s) => s.is_empty(),
-        _ => false,
-    }
 }
 
 /// One certbound policy: its keys, and its certificate-header table if it has one.

@@ -481,3 +481,17 @@ fn routes_with_the_same_protection_need_no_proven_precedence() {
     let i = run(yaml);
     assert_eq!(envoy_routes(&i).len(), 2);
 }
+
+#[test]
+fn a_route_for_one_protocol_only_cannot_shadow_a_protected_route() {
+    // Kong sends HTTPS requests for /admin to the protected catch-all; Envoy's routes do not
+    // look at the protocol, so the open http-only route would take them.
+    let yaml = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: api\n    routes:\n      - name: open\n        paths: [/admin]\n        protocols: [http]\n      - name: guarded\n        paths: [/]\n        plugins:\n{PROTECTED}"
+    );
+    let e = import(&yaml, &env, &Options::default()).unwrap_err();
+    assert!(
+        matches!(e, ImportError::Refused(ref n) if n[0].message.contains("protocols")),
+        "{e}"
+    );
+}
