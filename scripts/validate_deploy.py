@@ -238,7 +238,8 @@ def check_envoy(envoy: str, work: Path, pki: Path) -> None:
     e2e = re.sub(r"@@[A-Z0-9_]*PORT@@", lambda m: str(next(ports)), tmpl)
     pki_e2e = work / "e2e-pki"
     pki_e2e.mkdir(exist_ok=True)
-    for src, dst in (("server.pem", "server.pem"), ("server-key.pem", "server-key.pem"), ("ca.pem", "client-ca-bundle.pem")):
+    for src, dst in (("server.pem", "server.pem"), ("server-key.pem", "server-key.pem"), ("ca.pem", "client-ca-bundle.pem"),
+                     ("ca.pem", "server-ca.pem"), ("server.pem", "envoy-grpc.pem"), ("server-key.pem", "envoy-grpc-key.pem")):
         shutil.copy(pki / src, pki_e2e / dst)
     e2e = e2e.replace("@@PKI@@", str(pki_e2e))
     if re.search(r"@@[A-Z][A-Z0-9_]*@@", e2e):

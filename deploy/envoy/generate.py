@@ -261,15 +261,40 @@ class Listener:
 """
 
 
+def grpc_client_tls(cert: str, key: str, ca: str, san: str) -> str:
+    """An UpstreamTlsContext for a cluster to a certbound with [grpc_tls]: Envoy verifies
+    certbound's certificate (`ca`, DNS SAN `san`) and presents its own (`cert`, `key`)."""
+    return f"""\
+# certbound serves gRPC over TLS with client authentication ([grpc_tls]): Envoy
+# verifies certbound's certificate and presents its own.
+transport_socket:
+  name: envoy.transport_sockets.tls
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+    sni: {san}
+    common_tls_context:
+      alpn_protocols: ["h2"]
+      tls_certificates:
+      - certificate_chain: {{ filename: "{cert}" }}
+        private_key: {{ filename: "{key}" }}
+      validation_context:
+        trusted_ca: {{ filename: "{ca}" }}
+        match_typed_subject_alt_names:
+        - san_type: DNS
+          matcher: {{ exact: {san} }}
+"""
+
+
 def certbound_cluster(name: str, kind: str, address: str, port: str, health_check: bool = True,
-                      comment: str = "") -> str:
+                      comment: str = "", tls: str = "") -> str:
     hc = ("\n" + indent(GRPC_HEALTH_CHECK, 2)) if health_check else ""
     head = (comment.rstrip("\n") + "\n") if comment else ""
+    tls = ("\n" + indent(tls, 2).rstrip("\n")) if tls else ""
     return head + f"""\
 - name: {name}
   type: {kind}
   connect_timeout: 1s
-{indent(H2_OPTIONS, 2)}{hc}
+{indent(H2_OPTIONS, 2)}{hc}{tls}
   load_assignment:
     cluster_name: {name}
     endpoints:
@@ -435,6 +460,9 @@ E2E_HEADER = f"""\
 # "gateway", /ca/ names certbound's policy "gateway-ca" (the same XFCC, its chain verified
 # against the client CAs, where the default gateway policy checks the binding on Hash/Cert alone)."""
 
+# The "peer" certbound serves gRPC over TLS and authenticates Envoy's client certificate.
+E2E_PEER_TLS = grpc_client_tls("@@PKI@@/envoy-grpc.pem", "@@PKI@@/envoy-grpc-key.pem", "@@PKI@@/server-ca.pem",
+                               "localhost")
 E2E_TIMEOUT = "2s"  # a debug build on a shared 2-core machine
 # DPoP routes: certbound policies with and without server nonces.
 DPOP_ROUTES = (("dpop-nonce", "/nonce/", "dpop-nonce"), ("dpop", "/", "dpop"))
@@ -458,7 +486,7 @@ def e2e_template() -> str:
     ]
     clusters = [
         certbound_cluster("certbound_header", "STATIC", "127.0.0.1", "@@GRPC_HEADER_PORT@@"),
-        certbound_cluster("certbound_peer", "STATIC", "127.0.0.1", "@@GRPC_PEER_PORT@@"),
+        certbound_cluster("certbound_peer", "STATIC", "127.0.0.1", "@@GRPC_PEER_PORT@@", tls=E2E_PEER_TLS),
         certbound_cluster("certbound_b64", "STATIC", "127.0.0.1", "@@GRPC_B64_PORT@@"),
         certbound_cluster("certbound_gateway", "STATIC", "127.0.0.1", "@@GRPC_GATEWAY_PORT@@"),
         certbound_cluster("certbound_dpop", "STATIC", "127.0.0.1", "@@GRPC_DPOP_PORT@@"),
@@ -471,6 +499,7 @@ def e2e_template() -> str:
     for i, (mode, port) in enumerate((("header", "@@GRPC_HEADER_PORT@@"), ("peer", "@@GRPC_PEER_PORT@@"),
                                       ("b64", "@@GRPC_B64_PORT@@"), ("gateway", "@@GRPC_GATEWAY_PORT@@"))):
         name = f"certbound_{mode}_health"
+        tls = ("\n" + indent(E2E_PEER_TLS, 2).rstrip("\n")) if mode == "peer" else ""
         clusters.append((observer + "\n" if i == 0 else "") + f"""\
 - name: {name}
   type: STATIC
@@ -482,7 +511,7 @@ def e2e_template() -> str:
     no_traffic_interval: 1s   # default 60 s: these clusters never carry traffic
     unhealthy_threshold: 1
     healthy_threshold: 1
-    grpc_health_check: {{}}
+    grpc_health_check: {{}}{tls}
   load_assignment:
     cluster_name: {name}
     endpoints:
