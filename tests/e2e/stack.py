@@ -840,10 +840,11 @@ class Stack:
         resp = self._send(conn, method, path, [("host", "127.0.0.1"), *self._auth_headers(token, headers, scheme)])
         return self._record("header", resp)
 
-    def call_envoy_kong(self, headers: Headers = (), token: Optional[str] = None, path: str = "/") -> Response:
+    def call_envoy_kong(self, headers: Headers = (), token: Optional[str] = None, path: str = "/",
+                        method: str = "GET", body: Optional[bytes] = None) -> Response:
         """Envoy's "kong" listener (certbound "b64": base64_encoded DER in x-client-cert)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.ports.envoy_kong, timeout=10)
-        resp = self._send(conn, "GET", path, [("host", "127.0.0.1"), *self._auth_headers(token, headers)])
+        resp = self._send(conn, method, path, [("host", "127.0.0.1"), *self._auth_headers(token, headers)], body)
         return self._record("b64", resp)
 
     def call_envoy_mtls(self, cert: Optional[str], token: Optional[str] = None, headers: Headers = (),
