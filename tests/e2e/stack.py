@@ -805,11 +805,14 @@ class Stack:
 
     def _record(self, mode: str, resp: Response) -> Response:
         """Count what certbound decided, for the Prometheus cross-check: an echo body means allowed;
-        a 400/401/403 carrying WWW-Authenticate (Envoy never adds one itself) means denied by certbound.
+        a 400/401/403 carrying WWW-Authenticate (Envoy never adds one itself) means denied by certbound,
+        and so does a 413 with certbound's JSON body (request_too_large; Envoy's own 413 is plain text).
         Envoy's own errors (503 fail-closed, 431 header too large) are not certbound decisions."""
         if resp.upstream is not None:
             self.expected_decisions[mode]["allow"] += 1
         elif resp.status in (400, 401, 403) and resp.www_authenticate is not None:
+            self.expected_decisions[mode]["deny"] += 1
+        elif resp.status == 413 and resp.body == b'{"message":"Content Too Large"}':
             self.expected_decisions[mode]["deny"] += 1
         return resp
 
