@@ -23,9 +23,17 @@ use crate::decision::{Decision, DenyReason};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, CheckInput, Outcome};
 use crate::policy::Policies;
-use crate::server::MAX_CHECK_REQUEST_BYTES;
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
+
+/// Largest CheckRequest checked. Headers are capped far below this. A larger one is answered
+/// with the deny `request_too_large`, by the handler: a limit enforced by the transport would
+/// be a gRPC error, which Envoy's `failure_mode_allow` turns into an allow.
+pub const MAX_CHECK_REQUEST_BYTES: usize = 1024 * 1024;
+/// Largest CheckRequest the transport decodes (only to answer it with a deny): well above what
+/// Envoy sends with its own ceilings (request headers 8 MiB with `max_request_headers_kb`) plus
+/// a buffered body of a few MiB. Bounds memory per stream.
+pub const MAX_DECODED_CHECK_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
 /// gRPC codes carried in `CheckResponse.status`.
 const OK: i32 = 0;
@@ -363,11 +371,11 @@ mod tests {
     > {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = crate::server::grpc_builder()
+        let server = tonic::transport::Server::builder()
             .add_service(envoy_types::ext_authz::v3::pb::AuthorizationServer::new(
                 service,
             ))
-            .serve_with_incoming(crate::server::incoming(listener));
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         tokio::spawn(server);
         envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
             format!("http://{addr}"),

@@ -25,14 +25,7 @@ use crate::metrics::Metrics;
 use crate::policy::{Policies, Policy};
 use crate::token::KeyStore;
 
-/// Largest CheckRequest checked. Headers are capped far below this. A larger one is answered
-/// with the deny `request_too_large`, by the handler: a limit enforced by the transport would
-/// be a gRPC error, which Envoy's `failure_mode_allow` turns into an allow.
-pub const MAX_CHECK_REQUEST_BYTES: usize = 1024 * 1024;
-/// Largest CheckRequest the transport decodes (only to answer it with a deny): well above what
-/// Envoy sends with its own ceilings (request headers 8 MiB with `max_request_headers_kb`) plus
-/// a buffered body of a few MiB. Bounds memory per stream.
-pub const MAX_DECODED_CHECK_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+pub use crate::grpc::{MAX_CHECK_REQUEST_BYTES, MAX_DECODED_CHECK_REQUEST_BYTES};
 const AUTHZ_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
 /// HTTP/2 streams one connection may have open at once (checks in flight from one Envoy).
 const MAX_STREAMS_PER_CONNECTION: u32 = 1024;

@@ -120,10 +120,26 @@ def policy_route(name: str, prefix: str, policy: str, upstream: str) -> str:
         context_extensions: {{ policy: {policy} }}"""
 
 
+def body_route(name: str, prefix: str, max_bytes: int, upstream: str) -> str:
+    """A route whose checks carry the request body (up to `max_bytes`), so CheckRequests can be
+    larger than certbound reads: the suite proves they are denied, not a gRPC error."""
+    return f"""\
+- name: {name}
+  match: {{ prefix: "{prefix}" }}
+  route: {{ cluster: {upstream} }}
+  typed_per_filter_config:
+    envoy.filters.http.ext_authz:
+      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+      check_settings:
+        with_request_body: {{ max_request_bytes: {max_bytes}, allow_partial_message: false }}"""
+
+
 def route_config(name: str, upstream: str, example: bool,
-                 policy_routes: tuple[tuple[str, str, str], ...] = ()) -> str:
+                 policy_routes: tuple[tuple[str, str, str], ...] = (),
+                 body_routes: tuple[tuple[str, str, int], ...] = ()) -> str:
     """`policy_routes`: (route name, path prefix, certbound policy), most specific first; one
-    covering "/" replaces the default route."""
+    covering "/" replaces the default route. `body_routes`: (route name, path prefix, most body
+    bytes sent to certbound)."""
     routes = [f"""\
 # The upstream's health endpoint, for load balancer and Kubernetes probes: no token asked.
 - name: health
@@ -148,6 +164,8 @@ def route_config(name: str, upstream: str, example: bool,
 #       check_settings:
 #         context_extensions: {{ policy: payments }}
 {EXAMPLE_END}""")
+    for route, prefix, max_bytes in body_routes:
+        routes.append(body_route(route, prefix, max_bytes, upstream))
     for route, prefix, policy in policy_routes:
         routes.append(policy_route(route, prefix, policy, upstream))
     if not any(prefix == "/" for _, prefix, _ in policy_routes):
@@ -237,13 +255,14 @@ class Listener:
     example: bool = False
     tls: tuple[str, str, str] | None = None  # (cert, key, client CA) for mode "mtls"
     policy_routes: tuple[tuple[str, str, str], ...] = ()  # (route name, path prefix, certbound policy)
+    body_routes: tuple[tuple[str, str, int], ...] = ()  # (route name, path prefix, max body bytes)
 
     def render(self) -> str:
         peer = self.mode == "mtls"
         filters = [ext_authz_filter(self.stat_prefix, self.cluster, self.timeout, peer), ROUTER_FILTER]
         hcm = http_connection_manager(
             self.name, self.mode in ("header", "mtls", "gateway"),
-            route_config(self.name, self.upstream, self.example, self.policy_routes),
+            route_config(self.name, self.upstream, self.example, self.policy_routes, self.body_routes),
             filters, HEADER_EDGE_COMMENT if self.mode == "header" else MTLS_EDGE_COMMENT,
             ISTIO_GATEWAY_XFCC if self.mode == "gateway" else "")
         chain = ""
@@ -458,7 +477,8 @@ E2E_HEADER = f"""\
 # ext_authz on every listener. On "plain", /strict/ names certbound's policy "strict"
 # (revocation_check_mode = "STRICT", checked against the suite's openssl ocsp responder). On
 # "gateway", /ca/ names certbound's policy "gateway-ca" (the same XFCC, its chain verified
-# against the client CAs, where the default gateway policy checks the binding on Hash/Cert alone)."""
+# against the client CAs, where the default gateway policy checks the binding on Hash/Cert alone).
+# On "kong", /body/ sends request bodies up to 4 MiB to certbound (with_request_body)."""
 
 # The "peer" certbound serves gRPC over TLS and authenticates Envoy's client certificate.
 E2E_PEER_TLS = grpc_client_tls("@@PKI@@/envoy-grpc.pem", "@@PKI@@/envoy-grpc-key.pem", "@@PKI@@/server-ca.pem",
@@ -476,7 +496,7 @@ def e2e_template() -> str:
                  "certbound_peer",
                  tls=("@@PKI@@/server.pem", "@@PKI@@/server-key.pem", "@@PKI@@/client-ca-bundle.pem")),
         Listener("kong", "127.0.0.1", "@@ENVOY_KONG_PORT@@", "plain", "certbound_b64", "echo", E2E_TIMEOUT,
-                 "certbound_b64"),
+                 "certbound_b64", body_routes=(("body", "/body/", 4 * 1024 * 1024),)),
         Listener("gateway", "127.0.0.1", "@@ENVOY_GATEWAY_PORT@@", "gateway", "certbound_gateway", "echo", E2E_TIMEOUT,
                  "certbound_gateway", policy_routes=(("ca", "/ca/", "gateway-ca"),),
                  tls=("@@PKI@@/server.pem", "@@PKI@@/server-key.pem", "@@PKI@@/client-ca-bundle.pem")),

@@ -816,11 +816,14 @@ class Stack:
 
     def _record(self, mode: str, resp: Response) -> Response:
         """Count what certbound decided, for the Prometheus cross-check: an echo body means allowed;
-        a 400/401/403 carrying WWW-Authenticate (Envoy never adds one itself) means denied by certbound.
+        a 400/401/403 carrying WWW-Authenticate (Envoy never adds one itself) means denied by certbound,
+        and so does a 413 with certbound's JSON body (request_too_large; Envoy's own 413 is plain text).
         Envoy's own errors (503 fail-closed, 431 header too large) are not certbound decisions."""
         if resp.upstream is not None:
             self.expected_decisions[mode]["allow"] += 1
         elif resp.status in (400, 401, 403) and resp.www_authenticate is not None:
+            self.expected_decisions[mode]["deny"] += 1
+        elif resp.status == 413 and resp.body == b'{"message":"Content Too Large"}':
             self.expected_decisions[mode]["deny"] += 1
         return resp
 
@@ -851,10 +854,11 @@ class Stack:
         resp = self._send(conn, method, path, [("host", "127.0.0.1"), *self._auth_headers(token, headers, scheme)])
         return self._record("header", resp)
 
-    def call_envoy_kong(self, headers: Headers = (), token: Optional[str] = None, path: str = "/") -> Response:
+    def call_envoy_kong(self, headers: Headers = (), token: Optional[str] = None, path: str = "/",
+                        method: str = "GET", body: Optional[bytes] = None) -> Response:
         """Envoy's "kong" listener (certbound "b64": base64_encoded DER in x-client-cert)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.ports.envoy_kong, timeout=10)
-        resp = self._send(conn, "GET", path, [("host", "127.0.0.1"), *self._auth_headers(token, headers)])
+        resp = self._send(conn, method, path, [("host", "127.0.0.1"), *self._auth_headers(token, headers)], body)
         return self._record("b64", resp)
 
     def call_envoy_mtls(self, cert: Optional[str], token: Optional[str] = None, headers: Headers = (),

@@ -373,6 +373,21 @@ def test_kong_listener_refuses_wrong_certificate_and_format(stack, alice_rs):
     assert_invalid_token(stack.call_envoy_kong({CERT_HEADER: stack.cert_url_encoded("alice")}, alice_rs))
 
 
+def test_check_request_above_certbounds_limit_is_a_deny_not_a_grpc_error(stack, alice_rs):
+    # On /body/ Envoy puts the request body (up to 4 MiB) into the CheckRequest, so a 2 MiB body
+    # makes it larger than certbound's 1 MiB. A gRPC error would be status_on_error (503) here,
+    # and an allow wherever failure_mode_allow is true: certbound must answer the deny itself.
+    cert = {CERT_HEADER: stack.cert_base64_der("alice")}
+    assert_allowed(stack.call_envoy_kong(cert, alice_rs, path="/body/", method="POST", body=b"a" * 1024), "alice-app")
+    before = stack.certbound_metric("b64", "certbound_decisions_total", decision="deny", reason="request_too_large")
+    resp = stack.call_envoy_kong(cert, alice_rs, path="/body/", method="POST", body=b"a" * (2 * 1024 * 1024))
+    assert resp.status == 413, resp
+    assert resp.upstream is None, resp
+    assert json.loads(resp.body) == {"message": "Content Too Large"}, resp
+    after = stack.certbound_metric("b64", "certbound_decisions_total", decision="deny", reason="request_too_large")
+    assert after == before + 1
+
+
 # --- revocation: a real `openssl ocsp` responder; eve is revoked in its index ----------------------
 
 REVOKED = 'error_description="client certificate revoked"'
