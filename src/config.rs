@@ -1997,6 +1997,27 @@ mod tests {
     }
 
     #[test]
+    fn max_introspection_calls_defaults_to_64_and_stays_within_1_to_1024() {
+        let dir = dir_with_ca();
+        let limits = |extra: &str| {
+            load(&format!("{GOOD}\n[limits]\n{extra}\n"), dir.path())
+                .map(|c| c.policies.default.limits.max_introspection_calls)
+        };
+        assert_eq!(limits("").unwrap(), 64);
+        assert_eq!(limits("max_introspection_calls = 1024").unwrap(), 1024);
+        for bad in [
+            "max_introspection_calls = 0",
+            "max_introspection_calls = 1025",
+        ] {
+            let keys: Vec<String> = issues(&format!("{GOOD}\n[limits]\n{bad}\n"), dir.path())
+                .into_iter()
+                .map(|i| i.key)
+                .collect();
+            assert_eq!(keys, vec!["limits.max_introspection_calls"], "{bad}");
+        }
+    }
+
+    #[test]
     fn named_policies_override_key_by_key_and_errors_name_the_policy() {
         let dir = dir_with_ca();
         let toml = format!(

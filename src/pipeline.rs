@@ -1,5 +1,5 @@
 //! One check, start to end, over plain data: select policy -> extract credentials -> verify the
-//! token -> verify the certificate -> bind -> revocation -> decide. This is what the gRPC adapter, the tests
+//! certificate -> verify the token -> bind -> revocation -> decide. This is what the gRPC adapter, the tests
 //! and the benchmarks call. It never returns an error: every failure is a `Decision::Deny`.
 
 use std::collections::HashMap;
