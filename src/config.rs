@@ -161,6 +161,7 @@ struct RawFromHeader {
     cert_cache_ttl: Option<u64>,
     http_timeout: Option<u64>,
     revocation_wait: Option<u64>,
+    ocsp_max_age: Option<u64>,
 }
 
 /// Where an issuer's signing keys come from.
@@ -1213,12 +1214,23 @@ impl Validator<'_> {
         let cache_ttl = millis("cert_cache_ttl", raw.cert_cache_ttl, 60_000);
         let http_timeout = millis("http_timeout", raw.http_timeout, 30_000);
         let wait = millis("revocation_wait", raw.revocation_wait, 500);
+        // Seconds. Responders that omit nextUpdate sign on demand (`openssl ocsp` without
+        // `-nmin`), so a genuine answer is seconds old; an hour leaves room for a responder that
+        // caches, while a replayed answer stops counting an hour after it was signed.
+        let ocsp_max_age = match raw.ocsp_max_age.unwrap_or(3600) {
+            0 => {
+                self.issue(&format!("{T}.ocsp_max_age"), "must be more than 0 seconds");
+                None
+            }
+            s => Some(Duration::from_secs(s)),
+        };
         let mode = mode?;
         let settings = revocation::Settings {
             mode,
             cache_ttl: cache_ttl?,
             http_timeout: http_timeout?,
             wait: wait?,
+            ocsp_max_age: ocsp_max_age?,
         };
         Some((mode != revocation::Mode::Skip).then_some(settings))
     }
@@ -1518,8 +1530,12 @@ mod tests {
                 cache_ttl: Duration::from_millis(60_000),
                 http_timeout: Duration::from_millis(30_000),
                 wait: Duration::from_millis(500),
+                ocsp_max_age: Duration::from_secs(3600),
             }
         );
+        let c = load(&format!("{GOOD}ocsp_max_age = 600\n"), dir.path()).unwrap();
+        let checker = header_source(&c).revocation.as_ref().unwrap();
+        assert_eq!(checker.settings().ocsp_max_age, Duration::from_secs(600));
     }
 
     #[test]
@@ -1554,7 +1570,7 @@ mod tests {
     fn bad_revocation_values_name_their_keys() {
         let dir = dir_with_ca();
         let toml = format!(
-            "{GOOD}revocation_check_mode = \"Strict\"\ncert_cache_ttl = 0\nhttp_timeout = 0\nrevocation_wait = 0\n"
+            "{GOOD}revocation_check_mode = \"Strict\"\ncert_cache_ttl = 0\nhttp_timeout = 0\nrevocation_wait = 0\nocsp_max_age = 0\n"
         );
         let i = issues(&toml, dir.path());
         let keys: Vec<&str> = i.iter().map(|i| i.key.as_str()).collect();
@@ -1563,6 +1579,7 @@ mod tests {
             "cert_cache_ttl",
             "http_timeout",
             "revocation_wait",
+            "ocsp_max_age",
         ] {
             let k = format!("proof_of_possession_mtls_from_header.{k}");
             assert!(keys.contains(&k.as_str()), "{k} not in {keys:?}");
