@@ -36,6 +36,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9192";
 
 /// `CERTBOUND_*` variables that belong to the command line, not to the configuration.
 const NON_CONFIG_ENV: &[&str] = &["config", "log_format"];
+/// Least `rediscovery_lifetime`: below it unknown `kid`s could make a JWKS fetch per request.
+const MIN_REDISCOVERY_LIFETIME: Duration = Duration::from_secs(1);
 
 /// Auth methods Kong's plugin knows (also its default `auth_methods`: all of them). Listed so a
 /// copied Kong config gets a precise error.
@@ -206,6 +208,9 @@ pub struct Config {
     /// Every file the configuration was built from (the config file itself, CA bundles, JWKS
     /// files): a reload is due when one of them changes.
     pub files: Vec<PathBuf>,
+    /// Accepted but permissive settings, each naming its key: `check-config` prints them and
+    /// `serve` logs them at start-up and on every reload.
+    pub warnings: Vec<Issue>,
 }
 
 /// One problem with one key.
@@ -242,6 +247,13 @@ impl fmt::Debug for Config {
 }
 
 impl Config {
+    /// Logs every warning, one line per key (start-up and each reload).
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!(key = %w.key, "{}", w.message);
+        }
+    }
+
     /// Loads `path`, then `CERTBOUND_*` environment overrides. Relative file paths in the
     /// config resolve against the config file's folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -314,6 +326,7 @@ impl Config {
         }
         let mut v = Validator {
             issues: Vec::new(),
+            warnings: Vec::new(),
             base,
             scope: String::new(),
             files: Vec::new(),
@@ -348,6 +361,7 @@ struct Shared {
 
 struct Validator<'a> {
     issues: Vec<Issue>,
+    warnings: Vec<Issue>,
     base: &'a Path,
     /// `policies.NAME.` while a named policy is validated, so issues name the full key.
     scope: String,
@@ -357,6 +371,14 @@ struct Validator<'a> {
 impl Validator<'_> {
     fn issue(&mut self, key: &str, message: impl Into<String>) {
         self.issues.push(Issue {
+            key: format!("{}{key}", self.scope),
+            message: message.into(),
+        });
+    }
+
+    /// Accepted, but worth the operator's attention.
+    fn warn(&mut self, key: &str, message: impl Into<String>) {
+        self.warnings.push(Issue {
             key: format!("{}{key}", self.scope),
             message: message.into(),
         });
@@ -407,6 +429,16 @@ impl Validator<'_> {
             timeout,
         };
         let min_interval = Duration::from_secs(global.rediscovery_lifetime.unwrap_or(30));
+        if min_interval < MIN_REDISCOVERY_LIFETIME {
+            // 0 would let every token with an unknown `kid` cause a JWKS fetch: no limit at all.
+            self.issue(
+                "rediscovery_lifetime",
+                format!(
+                    "must be at least {} second: it is the only limit on JWKS fetches that unknown `kid`s cause",
+                    MIN_REDISCOVERY_LIFETIME.as_secs()
+                ),
+            );
+        }
         let refresh_interval = Duration::from_secs(global.jwks_refresh_interval.unwrap_or(300));
         if refresh_interval.is_zero() {
             self.issue("jwks_refresh_interval", "must be more than 0 seconds");
@@ -468,6 +500,7 @@ impl Validator<'_> {
             key_fetches,
             idp_client,
             files: std::mem::take(&mut self.files),
+            warnings: std::mem::take(&mut self.warnings),
         })
     }
 
@@ -479,7 +512,9 @@ impl Validator<'_> {
         stores: &mut Vec<(KeySource, Arc<KeyStore>)>,
     ) -> Option<Policy> {
         let issuer = match raw.issuer {
-            Some(i) if is_http_url(&i) => Some(i.trim_end_matches('/').to_string()),
+            // Exactly as written: `iss` is compared byte for byte (RFC 8414 §3.3, OpenID
+            // Discovery §4.3), and issuers such as Auth0's end in `/`.
+            Some(i) if is_http_url(&i) => Some(i),
             Some(i) => {
                 self.issue("issuer", format!("`{i}` is not an http(s) URL"));
                 None
@@ -544,6 +579,18 @@ impl Validator<'_> {
             false,
         );
 
+        if audiences.is_empty() {
+            self.warn(
+                "audience",
+                "not set: tokens from this issuer are accepted whatever their `aud`, so a token the issuer minted for another service is accepted here (RFC 8725 §3.11); list this API's audience",
+            );
+        }
+        if raw.access_token_types.is_none() {
+            self.warn(
+                "access_token_types",
+                "not set: the default accepts `typ: JWT` besides `at+jwt`, so an ID token or any other JWT of the issuer passes the type check (RFC 9068 §4, RFC 8725 §3.11); set [\"at+jwt\", \"application/at+jwt\"] if the issuer types its access tokens",
+            );
+        }
         let accepted_token_types = raw
             .access_token_types
             .unwrap_or_else(|| vec!["at+jwt".into(), "application/at+jwt".into(), "JWT".into()]);
@@ -1874,5 +1921,55 @@ mod tests {
             *c.policies.default.dpop.replay,
             ReplayStore::Redis(_)
         ));
+    }
+
+    #[test]
+    fn an_issuer_is_kept_exactly_as_configured_trailing_slash_included() {
+        // Auth0's `iss` ends in `/`: trimming it made every such token fail the issuer check.
+        let dir = dir_with_ca();
+        let toml = GOOD.replace("https://idp.example\"", "https://idp.example/\"");
+        let c = load(&toml, dir.path()).unwrap();
+        assert_eq!(c.policies.default.issuer, "https://idp.example/");
+        let c = load(GOOD, dir.path()).unwrap();
+        assert_eq!(c.policies.default.issuer, "https://idp.example");
+    }
+
+    #[test]
+    fn a_rediscovery_lifetime_below_one_second_is_refused() {
+        let dir = dir_with_ca();
+        let i = issues(&format!("rediscovery_lifetime = 0\n{GOOD}"), dir.path());
+        assert_eq!(i.len(), 1, "{i:?}");
+        assert_eq!(i[0].key, "rediscovery_lifetime");
+        assert!(load(&format!("rediscovery_lifetime = 1\n{GOOD}"), dir.path()).is_ok());
+    }
+
+    #[test]
+    fn permissive_token_defaults_are_warned_about_naming_their_keys() {
+        let dir = dir_with_ca();
+        // GOOD sets `audience` but keeps the default `access_token_types` (with `JWT`).
+        let c = load(GOOD, dir.path()).unwrap();
+        let keys: Vec<&str> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["access_token_types"]);
+        assert!(c.warnings[0].message.contains("JWT"), "{:?}", c.warnings);
+        // No audience: any audience the issuer ever used is accepted; per policy, named in full.
+        let toml = format!(
+            "{}\n[policies.open]\n",
+            GOOD.replace("audience = [\"https://api.example\"]", "")
+        );
+        let c = load(&toml, dir.path()).unwrap();
+        let mut keys: Vec<&str> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "access_token_types",
+                "audience",
+                "policies.open.access_token_types",
+                "policies.open.audience"
+            ]
+        );
+        // Both set deliberately: nothing to warn about.
+        let strict = format!("access_token_types = [\"at+jwt\"]\n{GOOD}");
+        assert!(load(&strict, dir.path()).unwrap().warnings.is_empty());
     }
 }

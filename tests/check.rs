@@ -23,7 +23,7 @@ idp_ca_certificates = ["{ca}"]
 audience = ["{AUD}"]
 auth_methods = ["bearer"]
 leeway = 0
-rediscovery_lifetime = 0
+rediscovery_lifetime = 1
 proof_of_possession_mtls = "strict"
 upstream_headers_claims = ["sub", "client_id"]
 upstream_headers_names  = ["x-consumer-sub", "x-client-id"]
@@ -807,6 +807,9 @@ async fn a_key_rotated_at_the_idp_is_picked_up_on_the_first_unknown_kid() {
     .await;
     let hits = idp.jwks_hits();
     idp.set_jwks(jwks(&[&new]));
+    // The first unknown `kid` just asked; the next fetch may come `rediscovery_lifetime` later
+    // (1 s here, the least allowed).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     run_case(
         &cb,
         "after rotation",

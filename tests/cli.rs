@@ -78,6 +78,50 @@ fn check_config_names_the_offending_key_and_exits_non_zero() {
 }
 
 #[test]
+fn check_config_and_serve_warn_about_permissive_token_defaults_naming_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    // No `audience`, default `access_token_types`: valid (Kong's defaults) but permissive.
+    let path = write_config(dir.path(), "");
+    let out = certbound()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: `audience`"), "{err}");
+    assert!(err.contains("warning: `access_token_types`"), "{err}");
+    assert!(err.contains("RFC 8725"), "{err}");
+
+    let mut child = certbound()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = capture_stderr(&mut child);
+    let _child = Reap(child);
+    wait_for(&logs, "certbound serving");
+    let logged = logs.lock().unwrap().clone();
+    assert!(logged.contains("key=audience"), "{logged}");
+    assert!(logged.contains("key=access_token_types"), "{logged}");
+
+    // Both set deliberately: nothing to say.
+    let path = write_config(
+        dir.path(),
+        "audience = [\"https://api.test\"]\naccess_token_types = [\"at+jwt\"]",
+    );
+    let out = certbound()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
+
+#[test]
 fn environment_overrides_reach_nested_keys() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "");
