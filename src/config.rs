@@ -178,7 +178,7 @@ pub enum KeySource {
 }
 
 /// How to reach the IdP over HTTPS.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdpClient {
     /// Extra roots (`idp_ca_certificates`) on top of the system's.
     pub extra_roots: Vec<CertificateDer<'static>>,

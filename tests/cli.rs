@@ -421,6 +421,34 @@ fn serve_reloads_on_sighup_and_when_the_file_changes() {
     assert!(child.0.try_wait().unwrap().is_none(), "still serving");
 }
 
+#[test]
+fn deleting_a_trusted_ca_file_refuses_the_reload_and_the_log_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "");
+    let mut child = certbound()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = capture_stderr(&mut child);
+    let mut child = Reap(child);
+    wait_for(&logs, "certbound serving");
+    // The reload poll starts just after that line, from the files as it first sees them.
+    std::thread::sleep(Duration::from_millis(500));
+    // The operator deletes the CA file to stop trusting the CA; the config still names it.
+    std::fs::remove_file(dir.path().join("client-ca.pem")).unwrap();
+    let logged = wait_for(&logs, "configuration names a file that is gone");
+    let line = logged
+        .lines()
+        .find(|l| l.contains("configuration names a file that is gone"))
+        .unwrap();
+    assert!(line.contains("client-ca.pem"), "{line}");
+    assert!(line.contains("still trusted"), "{line}");
+    assert!(child.0.try_wait().unwrap().is_none(), "still serving");
+}
+
 /// `import-kong` on a decK file of Kong's documented examples, with its `DECK_*` placeholders
 /// set the way decK reads them.
 fn import_kong(dir: &Path, file: &str, extra: &[&str]) -> std::process::Output {
