@@ -39,6 +39,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9192";
 
 /// `CERTBOUND_*` variables that belong to the command line, not to the configuration.
 const NON_CONFIG_ENV: &[&str] = &["config", "log_format"];
+/// Least `rediscovery_lifetime`: below it unknown `kid`s could make a JWKS fetch per request.
+const MIN_REDISCOVERY_LIFETIME: Duration = Duration::from_secs(1);
 
 /// Auth methods Kong's plugin knows (also its default `auth_methods`: all of them). Listed so a
 /// copied Kong config gets a precise error.
@@ -179,6 +181,7 @@ struct RawFromHeader {
     cert_cache_ttl: Option<u64>,
     http_timeout: Option<u64>,
     revocation_wait: Option<u64>,
+    ocsp_max_age: Option<u64>,
 }
 
 /// Where an issuer's signing keys come from.
@@ -193,7 +196,7 @@ pub enum KeySource {
 }
 
 /// How to reach the IdP over HTTPS.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdpClient {
     /// Extra roots (`idp_ca_certificates`) on top of the system's.
     pub extra_roots: Vec<CertificateDer<'static>>,
@@ -261,6 +264,9 @@ pub struct Config {
     /// Every file the configuration was built from (the config file itself, CA bundles, JWKS
     /// files): a reload is due when one of them changes.
     pub files: Vec<PathBuf>,
+    /// Accepted but permissive settings, each naming its key: `check-config` prints them and
+    /// `serve` logs them at start-up and on every reload.
+    pub warnings: Vec<Issue>,
 }
 
 /// One problem with one key.
@@ -382,6 +388,13 @@ impl fmt::Debug for Config {
 }
 
 impl Config {
+    /// Logs every warning, one line per key (start-up and each reload).
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!(key = %w.key, "{}", w.message);
+        }
+    }
+
     /// Loads `path`, then `CERTBOUND_*` environment overrides. Relative file paths in the
     /// config resolve against the config file's folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -454,6 +467,7 @@ impl Config {
         }
         let mut v = Validator {
             issues: Vec::new(),
+            warnings: Vec::new(),
             base,
             scope: String::new(),
             files: Vec::new(),
@@ -491,6 +505,7 @@ struct Shared {
 
 struct Validator<'a> {
     issues: Vec<Issue>,
+    warnings: Vec<Issue>,
     base: &'a Path,
     /// `policies.NAME.` while a named policy is validated, so issues name the full key.
     scope: String,
@@ -502,6 +517,14 @@ struct Validator<'a> {
 impl Validator<'_> {
     fn issue(&mut self, key: &str, message: impl Into<String>) {
         self.issues.push(Issue {
+            key: format!("{}{key}", self.scope),
+            message: message.into(),
+        });
+    }
+
+    /// Accepted, but worth the operator's attention.
+    fn warn(&mut self, key: &str, message: impl Into<String>) {
+        self.warnings.push(Issue {
             key: format!("{}{key}", self.scope),
             message: message.into(),
         });
@@ -636,6 +659,12 @@ impl Validator<'_> {
             self.issue("timeout", "must be more than 0 milliseconds");
         }
         self.allow_http = global.allow_insecure_http_for_tests.unwrap_or(false);
+        if self.allow_http {
+            self.warn(
+                "allow_insecure_http_for_tests",
+                "plain-http IdP URLs are accepted, so anyone on the path can supply signing keys and read introspection credentials; never use it outside local tests",
+            );
+        }
         let idp_client = IdpClient {
             extra_roots: self.idp_roots(global.idp_ca_certificates.unwrap_or_default()),
             verify_tls: global.ssl_verify.unwrap_or(true),
@@ -643,6 +672,16 @@ impl Validator<'_> {
             allow_insecure_http: self.allow_http,
         };
         let min_interval = Duration::from_secs(global.rediscovery_lifetime.unwrap_or(30));
+        if min_interval < MIN_REDISCOVERY_LIFETIME {
+            // 0 would let every token with an unknown `kid` cause a JWKS fetch: no limit at all.
+            self.issue(
+                "rediscovery_lifetime",
+                format!(
+                    "must be at least {} second: it is the only limit on JWKS fetches that unknown `kid`s cause",
+                    MIN_REDISCOVERY_LIFETIME.as_secs()
+                ),
+            );
+        }
         let refresh_interval = Duration::from_secs(global.jwks_refresh_interval.unwrap_or(300));
         if refresh_interval.is_zero() {
             self.issue("jwks_refresh_interval", "must be more than 0 seconds");
@@ -707,6 +746,7 @@ impl Validator<'_> {
             key_fetches,
             idp_client,
             files: std::mem::take(&mut self.files),
+            warnings: std::mem::take(&mut self.warnings),
         })
     }
 
@@ -718,7 +758,9 @@ impl Validator<'_> {
         stores: &mut Vec<(KeySource, Arc<KeyStore>)>,
     ) -> Option<Policy> {
         let issuer = match raw.issuer {
-            Some(i) if self.idp_url("issuer", &i) => Some(i.trim_end_matches('/').to_string()),
+            // Exactly as written: `iss` is compared byte for byte (RFC 8414 §3.3, OpenID
+            // Discovery §4.3), and issuers such as Auth0's end in `/`.
+            Some(i) if self.idp_url("issuer", &i) => Some(i),
             Some(_) => None,
             None => {
                 self.issue(
@@ -780,6 +822,18 @@ impl Validator<'_> {
             false,
         );
 
+        if audiences.is_empty() {
+            self.warn(
+                "audience",
+                "not set: tokens from this issuer are accepted whatever their `aud`, so a token the issuer minted for another service is accepted here (RFC 8725 §3.11); list this API's audience",
+            );
+        }
+        if raw.access_token_types.is_none() {
+            self.warn(
+                "access_token_types",
+                "not set: the default accepts `typ: JWT` besides `at+jwt`, so an ID token or any other JWT of the issuer passes the type check (RFC 9068 §4, RFC 8725 §3.11); set [\"at+jwt\", \"application/at+jwt\"] if the issuer types its access tokens",
+            );
+        }
         let accepted_token_types = raw
             .access_token_types
             .unwrap_or_else(|| vec!["at+jwt".into(), "application/at+jwt".into(), "JWT".into()]);
@@ -1473,12 +1527,23 @@ impl Validator<'_> {
         let cache_ttl = millis("cert_cache_ttl", raw.cert_cache_ttl, 60_000);
         let http_timeout = millis("http_timeout", raw.http_timeout, 30_000);
         let wait = millis("revocation_wait", raw.revocation_wait, 500);
+        // Seconds. Responders that omit nextUpdate sign on demand (`openssl ocsp` without
+        // `-nmin`), so a genuine answer is seconds old; an hour leaves room for a responder that
+        // caches, while a replayed answer stops counting an hour after it was signed.
+        let ocsp_max_age = match raw.ocsp_max_age.unwrap_or(3600) {
+            0 => {
+                self.issue(&format!("{T}.ocsp_max_age"), "must be more than 0 seconds");
+                None
+            }
+            s => Some(Duration::from_secs(s)),
+        };
         let mode = mode?;
         let settings = revocation::Settings {
             mode,
             cache_ttl: cache_ttl?,
             http_timeout: http_timeout?,
             wait: wait?,
+            ocsp_max_age: ocsp_max_age?,
         };
         Some((mode != revocation::Mode::Skip).then_some(settings))
     }
@@ -1781,8 +1846,12 @@ mod tests {
                 cache_ttl: Duration::from_millis(60_000),
                 http_timeout: Duration::from_millis(30_000),
                 wait: Duration::from_millis(500),
+                ocsp_max_age: Duration::from_secs(3600),
             }
         );
+        let c = load(&format!("{GOOD}ocsp_max_age = 600\n"), dir.path()).unwrap();
+        let checker = header_source(&c).revocation.as_ref().unwrap();
+        assert_eq!(checker.settings().ocsp_max_age, Duration::from_secs(600));
     }
 
     #[test]
@@ -1817,7 +1886,7 @@ mod tests {
     fn bad_revocation_values_name_their_keys() {
         let dir = dir_with_ca();
         let toml = format!(
-            "{GOOD}revocation_check_mode = \"Strict\"\ncert_cache_ttl = 0\nhttp_timeout = 0\nrevocation_wait = 0\n"
+            "{GOOD}revocation_check_mode = \"Strict\"\ncert_cache_ttl = 0\nhttp_timeout = 0\nrevocation_wait = 0\nocsp_max_age = 0\n"
         );
         let i = issues(&toml, dir.path());
         let keys: Vec<&str> = i.iter().map(|i| i.key.as_str()).collect();
@@ -1826,6 +1895,7 @@ mod tests {
             "cert_cache_ttl",
             "http_timeout",
             "revocation_wait",
+            "ocsp_max_age",
         ] {
             let k = format!("proof_of_possession_mtls_from_header.{k}");
             assert!(keys.contains(&k.as_str()), "{k} not in {keys:?}");
@@ -2236,6 +2306,13 @@ mod tests {
         );
         let c = load(&toml, dir.path()).unwrap();
         assert!(c.idp_client.allow_insecure_http);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.key == "allow_insecure_http_for_tests"),
+            "{:?}",
+            c.warnings
+        );
         assert_eq!(c.policies.default.issuer, "http://idp.example");
         // Off by default.
         assert!(
@@ -2293,5 +2370,55 @@ mod tests {
             assert!(err.contains(&format!("{key}")), "{table}: {err}");
             assert!(!err.contains("BEGIN PRIVATE"), "{table}: {err}");
         }
+    }
+
+    #[test]
+    fn an_issuer_is_kept_exactly_as_configured_trailing_slash_included() {
+        // Auth0's `iss` ends in `/`: trimming it made every such token fail the issuer check.
+        let dir = dir_with_ca();
+        let toml = GOOD.replace("https://idp.example\"", "https://idp.example/\"");
+        let c = load(&toml, dir.path()).unwrap();
+        assert_eq!(c.policies.default.issuer, "https://idp.example/");
+        let c = load(GOOD, dir.path()).unwrap();
+        assert_eq!(c.policies.default.issuer, "https://idp.example");
+    }
+
+    #[test]
+    fn a_rediscovery_lifetime_below_one_second_is_refused() {
+        let dir = dir_with_ca();
+        let i = issues(&format!("rediscovery_lifetime = 0\n{GOOD}"), dir.path());
+        assert_eq!(i.len(), 1, "{i:?}");
+        assert_eq!(i[0].key, "rediscovery_lifetime");
+        assert!(load(&format!("rediscovery_lifetime = 1\n{GOOD}"), dir.path()).is_ok());
+    }
+
+    #[test]
+    fn permissive_token_defaults_are_warned_about_naming_their_keys() {
+        let dir = dir_with_ca();
+        // GOOD sets `audience` but keeps the default `access_token_types` (with `JWT`).
+        let c = load(GOOD, dir.path()).unwrap();
+        let keys: Vec<&str> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["access_token_types"]);
+        assert!(c.warnings[0].message.contains("JWT"), "{:?}", c.warnings);
+        // No audience: any audience the issuer ever used is accepted; per policy, named in full.
+        let toml = format!(
+            "{}\n[policies.open]\n",
+            GOOD.replace("audience = [\"https://api.example\"]", "")
+        );
+        let c = load(&toml, dir.path()).unwrap();
+        let mut keys: Vec<&str> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "access_token_types",
+                "audience",
+                "policies.open.access_token_types",
+                "policies.open.audience"
+            ]
+        );
+        // Both set deliberately: nothing to warn about.
+        let strict = format!("access_token_types = [\"at+jwt\"]\n{GOOD}");
+        assert!(load(&strict, dir.path()).unwrap().warnings.is_empty());
     }
 }

@@ -524,6 +524,8 @@ pub struct OcspAnswer<'a> {
     status: x509_ocsp::CertStatus,
     this_update: u64,
     next_update: Option<u64>,
+    /// `producedAt`; `this_update` unless set.
+    produced_at: Option<u64>,
     signer: OcspSigner<'a>,
 }
 
@@ -555,8 +557,14 @@ impl<'a> OcspAnswer<'a> {
             status,
             this_update,
             next_update: None,
+            produced_at: None,
             signer: OcspSigner::Issuer,
         }
+    }
+
+    pub fn produced_at(mut self, t: u64) -> Self {
+        self.produced_at = Some(t);
+        self
     }
 
     pub fn next_update(mut self, t: u64) -> Self {
@@ -592,7 +600,7 @@ impl<'a> OcspAnswer<'a> {
         let data = ResponseData {
             version: Version::V1,
             responder_id: ResponderId::ByKey(der::asn1::OctetString::new(key_hash.as_ref())?),
-            produced_at: OcspGeneralizedTime(gtime(self.this_update)?),
+            produced_at: OcspGeneralizedTime(gtime(self.produced_at.unwrap_or(self.this_update))?),
             responses: vec![SingleResponse {
                 cert_id,
                 cert_status: self.status,

@@ -229,10 +229,7 @@ impl Introspector {
                 auth,
             });
         }
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            self.settings.issuer.trim_end_matches('/')
-        );
+        let url = crate::jwks::discovery_url(&self.settings.issuer);
         let body = crate::jwks::send_capped(self.client.get(&url), &url, MAX_RESPONSE_BYTES)
             .await
             .map_err(|e| IntrospectError::Unavailable(e.to_string()))?;

@@ -96,10 +96,7 @@ pub async fn fetch(client: &reqwest::Client, source: &KeySource) -> Result<KeySe
             })
         }
         KeySource::Discovery { issuer } => {
-            let url = format!(
-                "{}/.well-known/openid-configuration",
-                issuer.trim_end_matches('/')
-            );
+            let url = discovery_url(issuer);
             let body = get(client, &url).await?;
             let doc: Discovery = serde_json::from_slice(&body).map_err(|e| JwksError::Fetch {
                 url: url.clone(),
@@ -124,6 +121,17 @@ pub async fn fetch(client: &reqwest::Client, source: &KeySource) -> Result<KeySe
         url: jwks_uri,
         reason: e.to_string(),
     })
+}
+
+/// OpenID Connect Discovery §4: the document lives at the issuer plus
+/// `/.well-known/openid-configuration`, with a trailing `/` of the issuer removed first so no
+/// `//` is built. Only the URL is built that way: the document's `issuer`, and every token's
+/// `iss`, must equal the configured issuer exactly.
+pub(crate) fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.strip_suffix('/').unwrap_or(issuer)
+    )
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, JwksError> {
@@ -201,5 +209,22 @@ pub async fn run(
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::discovery_url;
+
+    #[test]
+    fn the_discovery_url_of_an_issuer_ending_in_a_slash_has_no_double_slash() {
+        assert_eq!(
+            discovery_url("https://tenant.auth0.com/"),
+            "https://tenant.auth0.com/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            discovery_url("https://idp.test/realms/a"),
+            "https://idp.test/realms/a/.well-known/openid-configuration"
+        );
     }
 }

@@ -133,6 +133,7 @@ fn run_serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    config.log_warnings();
     runtime()?.block_on(async {
         let listeners = Listeners::bind(config.grpc_listen, config.admin_listen).await?;
         tracing::info!(
@@ -182,6 +183,9 @@ fn check_config(path: PathBuf) -> anyhow::Result<ExitCode> {
                 c.grpc_listen,
                 c.admin_listen
             );
+            for w in &c.warnings {
+                eprintln!("warning: `{}`: {}", w.key, w.message);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub reload_error: IntCounter,
     /// Checks refused because `limits.max_introspection_calls` calls were outstanding.
     pub introspection_saturated: IntCounter,
+    /// 1 while the configuration serving is the one on disk, 0 after a refused reload: a
+    /// counter alone does not say whether the latest edit (a removed CA, say) is in effect.
+    pub reload_last_ok: IntGauge,
     revocation_checks: HashMap<(Method, CheckResult), IntCounter>,
     /// `[hit, miss]` per cache, in the order of `CACHES`.
     cache_requests: [[IntCounter; 2]; 3],
@@ -77,6 +80,11 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(reloads.clone()))?;
+        let reload_last_ok = IntGauge::new(
+            "certbound_config_last_reload_successful",
+            "1 when the last configuration load (start-up or reload) succeeded, 0 when the last reload was refused.",
+        )?;
+        registry.register(Box::new(reload_last_ok.clone()))?;
         let checks = IntCounterVec::new(
             Opts::new(
                 "certbound_revocation_checks_total",
@@ -120,6 +128,7 @@ impl Metrics {
             jwks_keys,
             reload_ok: reloads.with_label_values(&["ok"]),
             reload_error: reloads.with_label_values(&["error"]),
+            reload_last_ok,
             revocation_checks,
         })
     }

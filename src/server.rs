@@ -18,7 +18,7 @@ use tokio_stream::StreamExt;
 use tonic_health::ServingStatus;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, GrpcTls, KeyFetch, KeySource};
+use crate::config::{Config, GrpcTls, IdpClient, KeyFetch, KeySource};
 use crate::grpc::AuthzService;
 use crate::jwks;
 use crate::metrics::Metrics;
@@ -96,14 +96,15 @@ pub async fn serve_with_reload(
     shutdown: impl Future<Output = ()> + Send + 'static,
     reload: Option<Reload>,
 ) -> Result<(), ServeError> {
-    warn_if_insecure(&config);
     let metrics = Arc::new(Metrics::new()?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc_tls = config.grpc_tls.clone();
     let client = jwks::http_client(&config.idp_client)?;
+    metrics.reload_last_ok.set(1);
     let mut fetchers = Fetchers {
         running: Vec::new(),
         client,
+        idp: config.idp_client.clone(),
         metrics: metrics.clone(),
         stop: stop_rx.clone(),
     };
@@ -163,15 +164,6 @@ pub async fn serve_with_reload(
     Ok(())
 }
 
-/// A loud warning, on every start and reload, while plain-http IdP URLs are allowed.
-fn warn_if_insecure(config: &Config) {
-    if config.idp_client.allow_insecure_http {
-        tracing::warn!(
-            "allow_insecure_http_for_tests = true: plain-http IdP URLs are accepted, so anyone on the path can supply signing keys and read introspection credentials; never use it outside local tests"
-        );
-    }
-}
-
 /// The gRPC server settings (also used by the always-allow baseline server of the
 /// benchmarks, so the two are compared on equal terms). Envoy multiplexes every check of a
 /// worker thread over one or a few HTTP/2 connections: many concurrent streams per connection,
@@ -202,7 +194,9 @@ pub fn incoming(
 /// a key store that is in use, and stopped when a reload drops their key source.
 struct Fetchers {
     running: Vec<Running>,
+    /// Built from `idp`; a reload that changes `idp` builds a new one.
     client: reqwest::Client,
+    idp: IdpClient,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
 }
@@ -215,11 +209,16 @@ struct Running {
 
 impl Fetchers {
     fn start(&mut self, fetch: KeyFetch) {
+        let client = self.client.clone();
+        self.start_with(fetch, client);
+    }
+
+    fn start_with(&mut self, fetch: KeyFetch, client: reqwest::Client) {
         let source = fetch.source.clone();
         let store = fetch.store.clone();
         let task = tokio::spawn(jwks::run(
             fetch,
-            self.client.clone(),
+            client,
             self.metrics.clone(),
             self.stop.clone(),
         ));
@@ -241,6 +240,19 @@ impl Fetchers {
     /// The key sources being fetched.
     fn sources(&self) -> Vec<KeySource> {
         self.running.iter().map(|r| r.source.clone()).collect()
+    }
+
+    /// Replaces the running fetcher of `fetch.source` by one using `client`, keeping its store
+    /// (and so its keys): a new client must not cost the keys fetched with the old one.
+    fn restart(&mut self, fetch: KeyFetch, client: reqwest::Client) {
+        self.running.retain(|r| {
+            let same = r.source == fetch.source;
+            if same {
+                r.task.abort();
+            }
+            !same
+        });
+        self.start_with(fetch, client);
     }
 
     /// Stops every fetcher whose source is not in `keep`. A check still holding an older
@@ -295,11 +307,21 @@ async fn reload_loop(
         match apply(&reload.path, listen, &grpc_tls, &policies, &mut fetchers).await {
             Ok(new_files) => {
                 fetchers.metrics.reload_ok.inc();
+                fetchers.metrics.reload_last_ok.set(1);
                 files = new_files;
                 tracing::info!(path = %reload.path.display(), "configuration reloaded");
             }
             Err(e) => {
                 fetchers.metrics.reload_error.inc();
+                fetchers.metrics.reload_last_ok.set(0);
+                // A file deleted to stop trusting what it held (a CA, say) is still in force
+                // until the configuration stops naming it: say so, naming the file.
+                for gone in files.iter().filter(|f| !f.exists()) {
+                    tracing::error!(
+                        file = %gone.display(),
+                        "the configuration names a file that is gone; the reload is refused and the previous configuration keeps serving, so what the file held (a CA is still trusted) stays in force: remove the file from the configuration first, then delete it"
+                    );
+                }
                 tracing::error!(path = %reload.path.display(), error = %e, "configuration reload refused; the previous configuration keeps serving");
             }
         }
@@ -316,13 +338,24 @@ async fn apply(
     fetchers: &mut Fetchers,
 ) -> Result<Vec<PathBuf>, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    warn_if_insecure(&config);
+    config.log_warnings();
     if (config.grpc_listen, config.admin_listen) != listen {
         tracing::warn!("grpc_listen / admin_listen changed: restart certbound to apply them");
     }
     if config.grpc_tls != *grpc_tls {
         tracing::warn!("[grpc_tls] or its files changed: restart certbound to apply them");
     }
+    // `ssl_verify`, `idp_ca_certificates` or `timeout` changed: every key fetch, new or
+    // running, must use a client built from the new settings, or turning verification back
+    // on (or dropping an IdP CA) would silently not apply.
+    let new_client = if config.idp_client == fetchers.idp {
+        None
+    } else {
+        Some(jwks::http_client(&config.idp_client).map_err(|e| e.to_string())?)
+    };
+    let client = new_client
+        .clone()
+        .unwrap_or_else(|| fetchers.client.clone());
     // Keep the stores already running for unchanged key sources; start and wait for new ones.
     let serving = fetchers.sources();
     let wanted: Vec<KeySource> = config
@@ -331,12 +364,19 @@ async fn apply(
         .map(|f| f.source.clone())
         .collect();
     let mut replace: Vec<(Arc<KeyStore>, Arc<KeyStore>)> = Vec::new();
+    let mut restart: Vec<KeyFetch> = Vec::new();
     for fetch in config.key_fetches {
         match fetchers.existing(&fetch.source) {
-            Some(running) => replace.push((fetch.store.clone(), running)),
+            Some(running) => {
+                replace.push((fetch.store.clone(), running.clone()));
+                restart.push(KeyFetch {
+                    store: running,
+                    ..fetch
+                });
+            }
             None => {
                 let store = fetch.store.clone();
-                fetchers.start(fetch);
+                fetchers.start_with(fetch, client.clone());
                 let deadline = tokio::time::Instant::now() + NEW_KEYS_WAIT;
                 while !store.is_ready() && tokio::time::Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -373,6 +413,14 @@ async fn apply(
     };
     policies.store(Arc::new(next));
     fetchers.retain(&wanted);
+    if let Some(client) = new_client {
+        for fetch in restart {
+            fetchers.restart(fetch, client.clone());
+        }
+        fetchers.client = client;
+        fetchers.idp = config.idp_client;
+        tracing::info!("IdP TLS settings (ssl_verify, idp_ca_certificates, timeout) changed: key fetches use them from now on");
+    }
     Ok(config.files)
 }
 
@@ -454,6 +502,7 @@ mod tests {
         let mut fetchers = Fetchers {
             running: Vec::new(),
             client: reqwest::Client::new(),
+            idp: first.idp_client.clone(),
             metrics: Arc::new(Metrics::new().unwrap()),
             stop,
         };

@@ -8,7 +8,7 @@ mod support;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use certbound::clock::now_unix;
-use certbound::fixtures::{bound_claims, jwks, SigningKey};
+use certbound::fixtures::{bound_claims, jwks, Ca, SigningKey};
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use support::{Answer, Certbound, Pki, Req, TestIdp, RS_CLIENT};
@@ -23,7 +23,7 @@ idp_ca_certificates = ["{ca}"]
 audience = ["{AUD}"]
 auth_methods = ["bearer"]
 leeway = 0
-rediscovery_lifetime = 0
+rediscovery_lifetime = 1
 proof_of_possession_mtls = "strict"
 upstream_headers_claims = ["sub", "client_id"]
 upstream_headers_names  = ["x-consumer-sub", "x-client-id"]
@@ -36,6 +36,118 @@ ca_certificates = ["client-ca.pem"]
         iss = idp.issuer,
         ca = idp.ca_path.display()
     )
+}
+
+/// Triggers a reload and waits until `series` (a reload counter) has moved past `before`.
+async fn reload_and_wait(
+    cb: &Certbound,
+    reload: &tokio::sync::mpsc::UnboundedSender<()>,
+    series: &str,
+    before: u64,
+) {
+    reload.send(()).unwrap();
+    for _ in 0..250 {
+        if cb.metric(series).await > before {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{series} stayed at {before}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_turns_ssl_verify_back_on_applies_to_the_next_jwks_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    pki.write_root(dir.path());
+    let k1 = SigningKey::es256("k1").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&k1])).await;
+    let path = dir.path().join("certbound.toml");
+    // No IdP CA configured: the IdP is reachable only while TLS verification is off.
+    let trusting = header_mode_config(&idp, "url_encoded").replace(
+        &format!("idp_ca_certificates = [\"{}\"]", idp.ca_path.display()),
+        "",
+    );
+    let lax = format!("ssl_verify = false\n{trusting}");
+    std::fs::write(&path, &lax).unwrap();
+    let (cb, reload) = Certbound::start_reloading(&path).await;
+    cb.wait_ready().await;
+    let request = |key: &SigningKey| {
+        let token = key
+            .sign(
+                "at+jwt",
+                &bound_claims(&idp.issuer, AUD, "alice-app", &pki.alice, now),
+            )
+            .unwrap();
+        Req::new()
+            .bearer(&token)
+            .cert(&pki.chain_header(&pki.alice))
+    };
+    assert!(cb.check(&request(&k1)).await.allowed());
+
+    // The operator turns verification back on: the IdP's certificate is not trusted any more.
+    std::fs::write(&path, format!("ssl_verify = true\n{trusting}")).unwrap();
+    let ok = "certbound_config_reloads_total{result=\"ok\"}";
+    reload_and_wait(&cb, &reload, ok, 0).await;
+    // The IdP rotates to a key certbound has not seen; a check asks for a refresh once
+    // `rediscovery_lifetime` has passed. With verification on, the untrusted IdP is not believed.
+    let k2 = SigningKey::es256("k2").unwrap();
+    idp.set_jwks(jwks(&[&k1, &k2]));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let hits = idp.jwks_hits();
+    let a = cb.check(&request(&k2)).await;
+    assert!(
+        !a.allowed(),
+        "a key fetched without TLS verification: {a:?}"
+    );
+    assert_eq!(cb.decisions("deny", "token_unknown_key").await, 1);
+    assert_eq!(idp.jwks_hits(), hits, "the TLS handshake failed first");
+    // Keys loaded before the change keep serving.
+    assert!(cb.check(&request(&k1)).await.allowed());
+    cb.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_ca_file_the_config_names_refuses_the_reload_visibly_until_the_config_drops_it()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    pki.write_root(dir.path());
+    let key = SigningKey::es256("k").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
+    let path = dir.path().join("certbound.toml");
+    // A second CA bundle the operator means to stop trusting.
+    let old_ca = Ca::root("retired client CA").unwrap();
+    std::fs::write(dir.path().join("retired-ca.pem"), &old_ca.pem).unwrap();
+    let both = header_mode_config(&idp, "url_encoded").replace(
+        "ca_certificates = [\"client-ca.pem\"]",
+        "ca_certificates = [\"client-ca.pem\", \"retired-ca.pem\"]",
+    );
+    std::fs::write(&path, &both).unwrap();
+    let (cb, reload) = Certbound::start_reloading(&path).await;
+    cb.wait_ready().await;
+    let ok = "certbound_config_reloads_total{result=\"ok\"}";
+    let error = "certbound_config_reloads_total{result=\"error\"}";
+    let last = "certbound_config_last_reload_successful";
+    assert_eq!(cb.metric(last).await, 1, "a fresh start counts as loaded");
+
+    // Deleting the file does not stop trusting the CA: the reload is refused and says so.
+    std::fs::remove_file(dir.path().join("retired-ca.pem")).unwrap();
+    reload_and_wait(&cb, &reload, error, 0).await;
+    assert_eq!(
+        cb.metric(last).await,
+        0,
+        "the refusal is visible as a state"
+    );
+    assert_eq!(cb.metric(ok).await, 0);
+
+    // The documented way: drop the file from the configuration; the reload then succeeds.
+    std::fs::write(&path, both.replace(", \"retired-ca.pem\"", "")).unwrap();
+    reload_and_wait(&cb, &reload, ok, 0).await;
+    assert_eq!(cb.metric(last).await, 1);
+    cb.stop().await.unwrap();
 }
 
 /// What a case expects.
@@ -807,6 +919,9 @@ async fn a_key_rotated_at_the_idp_is_picked_up_on_the_first_unknown_kid() {
     .await;
     let hits = idp.jwks_hits();
     idp.set_jwks(jwks(&[&new]));
+    // The first unknown `kid` just asked; the next fetch may come `rediscovery_lifetime` later
+    // (1 s here, the least allowed).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     run_case(
         &cb,
         "after rotation",

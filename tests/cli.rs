@@ -78,6 +78,50 @@ fn check_config_names_the_offending_key_and_exits_non_zero() {
 }
 
 #[test]
+fn check_config_and_serve_warn_about_permissive_token_defaults_naming_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    // No `audience`, default `access_token_types`: valid (Kong's defaults) but permissive.
+    let path = write_config(dir.path(), "");
+    let out = certbound()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: `audience`"), "{err}");
+    assert!(err.contains("warning: `access_token_types`"), "{err}");
+    assert!(err.contains("RFC 8725"), "{err}");
+
+    let mut child = certbound()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = capture_stderr(&mut child);
+    let _child = Reap(child);
+    wait_for(&logs, "certbound serving");
+    let logged = logs.lock().unwrap().clone();
+    assert!(logged.contains("key=audience"), "{logged}");
+    assert!(logged.contains("key=access_token_types"), "{logged}");
+
+    // Both set deliberately: nothing to say.
+    let path = write_config(
+        dir.path(),
+        "audience = [\"https://api.test\"]\naccess_token_types = [\"at+jwt\"]",
+    );
+    let out = certbound()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
+
+#[test]
 fn environment_overrides_reach_nested_keys() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "");
@@ -374,6 +418,34 @@ fn serve_reloads_on_sighup_and_when_the_file_changes() {
     // A broken file is refused and logged; the server keeps running.
     std::fs::write(&path, "issuer = 42\n").unwrap();
     wait_for(&logs, "reload refused");
+    assert!(child.0.try_wait().unwrap().is_none(), "still serving");
+}
+
+#[test]
+fn deleting_a_trusted_ca_file_refuses_the_reload_and_the_log_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "");
+    let mut child = certbound()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = capture_stderr(&mut child);
+    let mut child = Reap(child);
+    wait_for(&logs, "certbound serving");
+    // The reload poll starts just after that line, from the files as it first sees them.
+    std::thread::sleep(Duration::from_millis(500));
+    // The operator deletes the CA file to stop trusting the CA; the config still names it.
+    std::fs::remove_file(dir.path().join("client-ca.pem")).unwrap();
+    let logged = wait_for(&logs, "configuration names a file that is gone");
+    let line = logged
+        .lines()
+        .find(|l| l.contains("configuration names a file that is gone"))
+        .unwrap();
+    assert!(line.contains("client-ca.pem"), "{line}");
+    assert!(line.contains("still trusted"), "{line}");
     assert!(child.0.try_wait().unwrap().is_none(), "still serving");
 }
 

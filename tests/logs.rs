@@ -49,7 +49,7 @@ fn config(idp: &TestIdp, format: &str) -> String {
 issuer = "{iss}"
 idp_ca_certificates = ["{ca}"]
 audience = ["{AUD}"]
-rediscovery_lifetime = 0
+rediscovery_lifetime = 1
 timeout = 2000
 trusted_ips = ["127.0.0.1"]
 [proof_of_possession_mtls_from_header]

@@ -20,7 +20,7 @@ const AUD: &str = "https://api.test";
 /// Upper bound for a check that waits for a JWKS refresh (certbound waits at most 500 ms).
 const BOUND: Duration = Duration::from_secs(3);
 
-/// Header mode; every unknown `kid` may trigger a fetch (`rediscovery_lifetime = 0`, the worst
+/// Header mode; every unknown `kid` may trigger a fetch (`rediscovery_lifetime = 1`, the least allowed: the worst
 /// case for pile-ups); an IdP call may take 10 s, longer than any test here, so a hung fetch
 /// stays in flight for the whole test.
 fn config(idp: &TestIdp) -> String {
@@ -29,7 +29,7 @@ fn config(idp: &TestIdp) -> String {
 issuer = "{iss}"
 idp_ca_certificates = ["{ca}"]
 audience = ["{AUD}"]
-rediscovery_lifetime = 0
+rediscovery_lifetime = 1
 timeout = 10000
 trusted_ips = ["127.0.0.1"]
 [proof_of_possession_mtls_from_header]
@@ -88,6 +88,13 @@ impl Setup {
             .bearer(&key.sign("at+jwt", &claims).unwrap())
             .cert(&self.pki.chain_header(&self.pki.alice))
     }
+}
+
+/// Ready, and `rediscovery_lifetime` (1 s) past the start-up fetch, so the next unknown `kid`
+/// may ask for a refresh.
+async fn ready_and_past_rediscovery_lifetime(cb: &Certbound) {
+    cb.wait_ready().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 }
 
 /// A check and how long it took.
@@ -157,7 +164,7 @@ async fn idp_unreachable_at_start_means_not_ready_and_keys_unavailable_until_it_
 async fn idp_down_after_keys_loaded_keeps_known_keys_and_denies_unknown_kid() {
     let s = Setup::new().await;
     let cb = s.certbound().await;
-    cb.wait_ready().await;
+    ready_and_past_rediscovery_lifetime(&cb).await;
     assert!(cb.check(&s.req(&s.known)).await.allowed());
 
     s.idp.set_mode(IdpMode::Refuse);
@@ -198,7 +205,7 @@ async fn refresh_errors(cb: &Certbound) -> u64 {
 async fn slow_idp_bounds_unknown_kid_checks_and_keeps_one_fetch_in_flight() {
     let s = Setup::new().await;
     let cb = s.certbound().await;
-    cb.wait_ready().await;
+    ready_and_past_rediscovery_lifetime(&cb).await;
     s.idp.set_mode(IdpMode::Hang);
     s.idp.reset_max_in_flight();
     let requests_before = s.idp.key_requests();
@@ -254,7 +261,7 @@ async fn slow_idp_bounds_unknown_kid_checks_and_keeps_one_fetch_in_flight() {
 async fn calls_cancelled_by_the_client_leave_the_server_serving() {
     let s = Setup::new().await;
     let cb = s.certbound().await;
-    cb.wait_ready().await;
+    ready_and_past_rediscovery_lifetime(&cb).await;
     s.idp.set_mode(IdpMode::Hang);
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cb.grpc))
         .unwrap()

@@ -54,6 +54,10 @@ pub fn parse(proof: &str, algs: &[Algorithm], max_json_depth: usize) -> Result<P
     let header = json_object(h, max_json_depth)?;
     let claims = json_object(c, max_json_depth)?;
 
+    // RFC 7515 §4.1.11: certbound understands no critical extension, so any `crit` refuses.
+    if header.contains_key("crit") {
+        return Err(DpopError::Malformed);
+    }
     let typ_ok = header
         .get("typ")
         .and_then(Value::as_str)

@@ -158,6 +158,21 @@ fn ath_is_base64url_sha256_of_the_token() {
 }
 
 #[test]
+fn a_proof_with_a_critical_header_extension_is_refused() {
+    // RFC 7515 §4.1.11, as for access tokens: certbound understands no extension.
+    let c = Client::es256();
+    for crit in [json!(["exp"]), json!(["urn:example:x"]), json!([])] {
+        let mut h = c.header();
+        h["crit"] = crit.clone();
+        assert_eq!(
+            parse_ok(&c.sign_raw(&h, &good_claims())),
+            Err(DpopError::Malformed),
+            "crit = {crit}"
+        );
+    }
+}
+
+#[test]
 fn wrong_typ_is_refused() {
     let c = Client::es256();
     for typ in [json!("JWT"), json!("at+jwt"), Value::Null] {

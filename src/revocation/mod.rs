@@ -15,6 +15,8 @@
 //! - statuses are cached per leaf (SHA-256) for `cache_ttl`, shorter when the answer's
 //!   `nextUpdate` comes sooner, `RETRY_AFTER_FAILURE` when nothing could be determined; CRLs are
 //!   cached per URL the same way. Both caches are bounded.
+//! - a leaf once answered revoked stays revoked for the life of the process (bounded set): its
+//!   status expiring never turns it back into "undetermined" or "good";
 //! - intermediates are not checked for revocation, only the leaf.
 
 pub mod crl;
@@ -40,6 +42,8 @@ use ocsp::{OcspError, OcspQuery, OcspStatus};
 const MAX_CACHED_STATUSES: u64 = 100_000;
 /// Total DER bytes of CRLs kept.
 const MAX_CACHED_CRL_BYTES: u64 = 64 * 1024 * 1024;
+/// Distinct leaf certificates remembered as revoked beyond their status's lifetime.
+const MAX_REMEMBERED_REVOKED: u64 = 100_000;
 /// How long "could not be determined" is kept: long enough that a responder outage does not
 /// turn every request into a fetch, short enough that recovery is seen quickly.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
@@ -95,6 +99,9 @@ pub struct Settings {
     pub http_timeout: Duration,
     /// How long a check waits for a status that is not cached (certbound's `revocation_wait`).
     pub wait: Duration,
+    /// Oldest OCSP response (`thisUpdate`, `producedAt`) believed when it has no `nextUpdate`
+    /// (certbound's `ocsp_max_age`).
+    pub ocsp_max_age: Duration,
 }
 
 /// Why a certificate is refused.
@@ -248,6 +255,7 @@ struct Job {
     ocsp: Option<(String, OcspQuery)>,
     crl: Option<String>,
     now: u64,
+    leaf: Thumbprint,
 }
 
 /// Checks leaf certificates of one certificate source for revocation.
@@ -256,6 +264,11 @@ pub struct Checker {
     trust: Arc<TrustStore>,
     fetch: Arc<dyn Fetch>,
     statuses: Cache<Thumbprint, Found>,
+    /// Leaves a verified answer said were revoked. Revocation does not end (RFC 5280 §5.3.1;
+    /// a lifted `certificateHold` is the one exception, and staying denied is the safe side),
+    /// so they stay denied after their status expires, whatever a later fetch does: an error,
+    /// a timeout or a replayed older "good" must not let them through again.
+    revoked: Cache<Thumbprint, ()>,
     crls: Cache<String, Arc<CachedCrl>>,
     observer: OnceLock<Arc<dyn Observer>>,
 }
@@ -276,6 +289,7 @@ impl Checker {
                 .max_capacity(MAX_CACHED_STATUSES)
                 .expire_after(OwnTtl)
                 .build(),
+            revoked: Cache::new(MAX_REMEMBERED_REVOKED),
             crls: Cache::builder()
                 .max_capacity(MAX_CACHED_CRL_BYTES)
                 .weigher(|_, v: &Arc<CachedCrl>| u32::try_from(v.crl.size).unwrap_or(u32::MAX))
@@ -307,6 +321,9 @@ impl Checker {
     ) -> Result<(), RevocationError> {
         if self.settings.mode == Mode::Skip {
             return Ok(());
+        }
+        if self.revoked.contains_key(thumbprint) {
+            return Err(RevocationError::Revoked);
         }
         let status = match self.statuses.get(thumbprint).await {
             Some(found) => found.status,
@@ -408,6 +425,7 @@ impl Checker {
             ocsp,
             crl: crl_url,
             now,
+            leaf: *thumbprint,
         })
     }
 
@@ -417,7 +435,12 @@ impl Checker {
         // resolution started.
         let budget = self.settings.http_timeout * 2 + Duration::from_secs(1);
         match tokio::time::timeout(budget, self.consult(&job)).await {
-            Ok(found) => found,
+            Ok(found) => {
+                if found.status == Status::Revoked {
+                    self.revoked.insert(job.leaf, ()).await;
+                }
+                found
+            }
             Err(_) => {
                 tracing::warn!(cert = %job.hint, "revocation check timed out");
                 self.undetermined()
@@ -479,7 +502,7 @@ impl Checker {
                 ocsp::MAX_RESPONSE_BYTES,
             )
             .await?;
-        Ok(query.check(&body, &job.issuer, job.now)?)
+        Ok(query.check(&body, &job.issuer, job.now, self.settings.ocsp_max_age)?)
     }
 
     /// The CRL comes from its own cache, fetched once for all the certificates it covers.
@@ -668,11 +691,22 @@ mod tests {
         }
 
         fn checker(&self, mode: Mode, wait: Duration) -> (Arc<Checker>, Arc<Seen>) {
+            self.checker_keeping(mode, wait, Duration::from_secs(60))
+        }
+
+        /// A checker whose statuses are kept `cache_ttl`.
+        fn checker_keeping(
+            &self,
+            mode: Mode,
+            wait: Duration,
+            cache_ttl: Duration,
+        ) -> (Arc<Checker>, Arc<Seen>) {
             let settings = Settings {
                 mode,
-                cache_ttl: Duration::from_secs(60),
+                cache_ttl,
                 http_timeout: Duration::from_secs(2),
                 wait,
+                ocsp_max_age: Duration::from_secs(3600),
             };
             let c = Arc::new(Checker::new(
                 settings,
@@ -909,6 +943,59 @@ mod tests {
             w.fetch.hits(OCSP),
             1,
             "waiting requests joined the one fetch"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revoked_answer_landing_within_the_wait_denies_every_waiting_check_in_every_mode() {
+        let w = World::new();
+        let bob = w.leaf("bob", Some(OCSP), None);
+        w.fetch
+            .answer(OCSP, Ok(w.ocsp(&bob, revoked_status(NOW - 600).unwrap())));
+        // Slow, but within revocation_wait: the answer decides, nothing falls open.
+        *w.fetch.delay.lock().unwrap() = Duration::from_millis(300);
+        for mode in [Mode::IgnoreCaError, Mode::Strict] {
+            let (c, _) = w.checker(mode, Duration::from_secs(5));
+            let checks: Vec<_> = (0..8)
+                .map(|_| {
+                    let (c, trust, der) = (c.clone(), w.trust.clone(), bob.der.clone());
+                    tokio::spawn(async move { check_der(&c, &trust, &der).await })
+                })
+                .collect();
+            for h in checks {
+                assert_eq!(h.await.unwrap(), Err(RevocationError::Revoked), "{mode:?}");
+            }
+        }
+        assert_eq!(w.fetch.hits(OCSP), 2, "one fetch per checker");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_certificate_seen_revoked_stays_revoked_when_its_status_expires_and_the_responder_fails(
+    ) {
+        let w = World::new();
+        let bob = w.leaf("bob", Some(OCSP), None);
+        w.fetch
+            .answer(OCSP, Ok(w.ocsp(&bob, revoked_status(NOW - 600).unwrap())));
+        let ttl = Duration::from_millis(50);
+        let (c, _) = w.checker_keeping(Mode::IgnoreCaError, Duration::from_millis(200), ttl);
+        assert_eq!(
+            check(&c, &w.trust, &bob).await,
+            Err(RevocationError::Revoked)
+        );
+        // The cached status expires; then the responder is down (or blocked by whoever wants
+        // the revoked certificate through), or too slow for the wait.
+        tokio::time::sleep(ttl * 3).await;
+        w.fetch.answer(OCSP, Err("connection refused"));
+        assert_eq!(
+            check(&c, &w.trust, &bob).await,
+            Err(RevocationError::Revoked)
+        );
+        tokio::time::sleep(ttl * 3).await;
+        w.fetch.answer(OCSP, Ok(w.ocsp(&bob, CertStatus::good())));
+        *w.fetch.delay.lock().unwrap() = Duration::from_secs(1);
+        assert_eq!(
+            check(&c, &w.trust, &bob).await,
+            Err(RevocationError::Revoked)
         );
     }
 

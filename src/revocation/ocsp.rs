@@ -5,7 +5,8 @@
 //! Trusts nothing in the response: it must be a successful `id-pkix-ocsp-basic` response, signed
 //! by the issuer itself or by a responder certificate the issuer signed with the OCSP-signing EKU
 //! (valid at `now`), carry a SingleResponse for exactly our CertID, and be current at `now`
-//! (within `CLOCK_SKEW`). Only then is its good/revoked/unknown believed.
+//! (within `CLOCK_SKEW`; without `nextUpdate`, no older than the configured maximum age). Only
+//! then is its good/revoked/unknown believed.
 
 use std::time::Duration;
 
@@ -54,6 +55,8 @@ pub enum OcspError {
     NotYetValid,
     #[error("response is stale (nextUpdate passed)")]
     Expired,
+    #[error("response without nextUpdate is older than ocsp_max_age")]
+    TooOld,
 }
 
 /// What a verified response says about the certificate.
@@ -110,6 +113,7 @@ impl OcspQuery {
         response: &[u8],
         issuer: &CertificateDer<'_>,
         now: u64,
+        max_age: Duration,
     ) -> Result<OcspStatus, OcspError> {
         let response = OcspResponse::from_der(response).map_err(|_| OcspError::Malformed)?;
         if response.response_status != OcspResponseStatus::Successful {
@@ -133,12 +137,24 @@ impl OcspQuery {
             .find(|r| same_cert_id(&r.cert_id, &self.cert_id))
             .ok_or(OcspError::NoMatchingResponse)?;
         let this_update = unix(&single.this_update.0);
-        if this_update > now.saturating_add(CLOCK_SKEW) {
+        let produced_at = unix(&basic.tbs_response_data.produced_at.0);
+        if this_update.max(produced_at) > now.saturating_add(CLOCK_SKEW) {
             return Err(OcspError::NotYetValid);
         }
         let next_update = single.next_update.as_ref().map(|t| unix(&t.0));
-        if next_update.is_some_and(|n| n.saturating_add(CLOCK_SKEW) < now) {
-            return Err(OcspError::Expired);
+        match next_update {
+            Some(n) if n.saturating_add(CLOCK_SKEW) < now => return Err(OcspError::Expired),
+            Some(_) => {}
+            // No nextUpdate: nothing in the answer says when it stops holding, so a captured
+            // "good" could be replayed for ever over plain HTTP. Its age is bounded instead, by
+            // the older of when the status was known and when it was signed.
+            None => {
+                let oldest = this_update.min(produced_at);
+                let limit = max_age.as_secs().saturating_add(CLOCK_SKEW);
+                if now.saturating_sub(oldest) > limit {
+                    return Err(OcspError::TooOld);
+                }
+            }
         }
         Ok(match single.cert_status {
             CertStatus::Good(_) => OcspStatus::Good { next_update },
@@ -274,6 +290,7 @@ mod tests {
     use crate::fixtures::{Ca, OcspAnswer, OcspSigner};
 
     const NOW: u64 = 1_800_000_000;
+    const MAX_AGE: Duration = Duration::from_secs(3600);
 
     struct Setup {
         ca: Ca,
@@ -339,7 +356,7 @@ mod tests {
             .der()
             .unwrap();
         assert_eq!(
-            s.query.check(&good, &s.ca.der, NOW),
+            s.query.check(&good, &s.ca.der, NOW, MAX_AGE),
             Ok(OcspStatus::Good {
                 next_update: Some(NOW + 3600)
             })
@@ -348,12 +365,12 @@ mod tests {
             .der()
             .unwrap();
         assert_eq!(
-            s.query.check(&revoked, &s.ca.der, NOW),
+            s.query.check(&revoked, &s.ca.der, NOW, MAX_AGE),
             Ok(OcspStatus::Revoked)
         );
         let unknown = answer(&s, CertStatus::unknown()).der().unwrap();
         assert_eq!(
-            s.query.check(&unknown, &s.ca.der, NOW),
+            s.query.check(&unknown, &s.ca.der, NOW, MAX_AGE),
             Ok(OcspStatus::Unknown)
         );
     }
@@ -367,7 +384,7 @@ mod tests {
             .der()
             .unwrap();
         assert!(matches!(
-            s.query.check(&ok, &s.ca.der, NOW),
+            s.query.check(&ok, &s.ca.der, NOW, MAX_AGE),
             Ok(OcspStatus::Good { .. })
         ));
         let no_eku = s.ca.ocsp_responder("not a responder", false).unwrap();
@@ -376,7 +393,7 @@ mod tests {
             .der()
             .unwrap();
         assert_eq!(
-            s.query.check(&forged, &s.ca.der, NOW),
+            s.query.check(&forged, &s.ca.der, NOW, MAX_AGE),
             Err(OcspError::BadSignature)
         );
     }
@@ -391,7 +408,7 @@ mod tests {
             .der()
             .unwrap();
         assert_eq!(
-            s.query.check(&r, &s.ca.der, NOW),
+            s.query.check(&r, &s.ca.der, NOW, MAX_AGE),
             Err(OcspError::BadSignature)
         );
         let r = answer(&s, CertStatus::good())
@@ -399,7 +416,7 @@ mod tests {
             .der()
             .unwrap();
         assert_eq!(
-            s.query.check(&r, &s.ca.der, NOW),
+            s.query.check(&r, &s.ca.der, NOW, MAX_AGE),
             Err(OcspError::BadSignature)
         );
     }
@@ -416,7 +433,7 @@ mod tests {
         let at = der.windows(time.len()).position(|w| w == time).unwrap() + 5;
         der[at] = if der[at] == b'0' { b'1' } else { b'0' };
         assert_eq!(
-            s.query.check(&der, &s.ca.der, NOW),
+            s.query.check(&der, &s.ca.der, NOW, MAX_AGE),
             Err(OcspError::BadSignature)
         );
     }
@@ -437,7 +454,7 @@ mod tests {
             .der()
             .unwrap();
         assert_eq!(
-            s.query.check(&r, &s.ca.der, NOW),
+            s.query.check(&r, &s.ca.der, NOW, MAX_AGE),
             Err(OcspError::NoMatchingResponse)
         );
     }
@@ -450,14 +467,14 @@ mod tests {
             .der()
             .unwrap();
         assert_eq!(
-            s.query.check(&stale, &s.ca.der, NOW),
+            s.query.check(&stale, &s.ca.der, NOW, MAX_AGE),
             Err(OcspError::Expired)
         );
         let future = OcspAnswer::new(&s.ca, &s.leaf, CertStatus::good(), NOW + CLOCK_SKEW + 60)
             .der()
             .unwrap();
         assert_eq!(
-            s.query.check(&future, &s.ca.der, NOW),
+            s.query.check(&future, &s.ca.der, NOW, MAX_AGE),
             Err(OcspError::NotYetValid)
         );
         // Within the allowed skew both are fine.
@@ -465,7 +482,7 @@ mod tests {
             .next_update(NOW - 60)
             .der()
             .unwrap();
-        assert!(s.query.check(&near, &s.ca.der, NOW).is_ok());
+        assert!(s.query.check(&near, &s.ca.der, NOW, MAX_AGE).is_ok());
     }
 
     #[test]
@@ -473,16 +490,76 @@ mod tests {
         let s = setup();
         let try_later = OcspResponse::try_later().to_der().unwrap();
         assert_eq!(
-            s.query.check(&try_later, &s.ca.der, NOW),
+            s.query.check(&try_later, &s.ca.der, NOW, MAX_AGE),
             Err(OcspError::NotSuccessful(OcspResponseStatus::TryLater))
         );
         assert_eq!(
-            s.query.check(b"<html>", &s.ca.der, NOW),
+            s.query.check(b"<html>", &s.ca.der, NOW, MAX_AGE),
             Err(OcspError::Malformed)
         );
         assert_eq!(
-            s.query.check(&[], &s.ca.der, NOW),
+            s.query.check(&[], &s.ca.der, NOW, MAX_AGE),
             Err(OcspError::Malformed)
+        );
+    }
+
+    #[test]
+    fn an_answer_without_next_update_is_refused_once_older_than_the_max_age() {
+        // Without nextUpdate nothing says when a signed "good" stops being true: an on-path
+        // attacker could replay one captured long ago over plain HTTP. Its age is bounded.
+        let s = setup();
+        let max = MAX_AGE.as_secs();
+        let replayed = OcspAnswer::new(&s.ca, &s.leaf, CertStatus::good(), NOW - 30 * 86_400)
+            .der()
+            .unwrap();
+        assert_eq!(
+            s.query.check(&replayed, &s.ca.der, NOW, MAX_AGE),
+            Err(OcspError::TooOld)
+        );
+        let just_past = OcspAnswer::new(
+            &s.ca,
+            &s.leaf,
+            CertStatus::good(),
+            NOW - max - CLOCK_SKEW - 1,
+        )
+        .der()
+        .unwrap();
+        assert_eq!(
+            s.query.check(&just_past, &s.ca.der, NOW, MAX_AGE),
+            Err(OcspError::TooOld)
+        );
+        let recent = OcspAnswer::new(&s.ca, &s.leaf, CertStatus::good(), NOW - max + 60)
+            .der()
+            .unwrap();
+        assert!(s.query.check(&recent, &s.ca.der, NOW, MAX_AGE).is_ok());
+        // A recent thisUpdate does not rescue a response signed long ago.
+        let old_signature = OcspAnswer::new(&s.ca, &s.leaf, CertStatus::good(), NOW - 60)
+            .produced_at(NOW - 30 * 86_400)
+            .der()
+            .unwrap();
+        assert_eq!(
+            s.query.check(&old_signature, &s.ca.der, NOW, MAX_AGE),
+            Err(OcspError::TooOld)
+        );
+        // With nextUpdate the responder said how long the answer holds; that decides.
+        let scheduled = OcspAnswer::new(&s.ca, &s.leaf, CertStatus::good(), NOW - 3 * 86_400)
+            .next_update(NOW + 86_400)
+            .der()
+            .unwrap();
+        assert!(s.query.check(&scheduled, &s.ca.der, NOW, MAX_AGE).is_ok());
+    }
+
+    #[test]
+    fn an_answer_produced_in_the_future_is_refused() {
+        let s = setup();
+        let r = OcspAnswer::new(&s.ca, &s.leaf, CertStatus::good(), NOW - 60)
+            .next_update(NOW + 3600)
+            .produced_at(NOW + CLOCK_SKEW + 60)
+            .der()
+            .unwrap();
+        assert_eq!(
+            s.query.check(&r, &s.ca.der, NOW, MAX_AGE),
+            Err(OcspError::NotYetValid)
         );
     }
 }

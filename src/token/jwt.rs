@@ -44,6 +44,7 @@ pub fn verify(
         return Err(TokenError::TooLarge);
     }
     check_depth(token, rules.max_json_depth)?;
+    refuse_critical_extensions(token)?;
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
     let typ_ok = header.typ.as_deref().is_some_and(|typ| {
         rules
@@ -111,6 +112,24 @@ fn check_depth(token: &str, max: usize) -> Result<(), TokenError> {
         if json_depth(&json) > max {
             return Err(TokenError::TooDeep);
         }
+    }
+    Ok(())
+}
+
+/// RFC 7515 §4.1.11: extensions listed in `crit` must be understood or the JWS rejected.
+/// certbound understands none, and jsonwebtoken's `Header` drops the member silently, so the raw
+/// header is read: any `crit`, whatever its value, refuses the token.
+fn refuse_critical_extensions(token: &str) -> Result<(), TokenError> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let segment = token.split('.').next().unwrap_or_default();
+    let json = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::Malformed)?;
+    let header: Map<String, Value> =
+        serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
+    if header.contains_key("crit") {
+        return Err(TokenError::Malformed);
     }
     Ok(())
 }
@@ -222,6 +241,43 @@ mod tests {
             URL_SAFE_NO_PAD.encode(claims.to_string()),
             URL_SAFE_NO_PAD.encode(sig)
         )
+    }
+
+    /// Signs any header (a `crit` member, say) the way a real issuer would.
+    fn sign_raw(s: &Signer, header: &Value, claims: &Value) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let k = EncodingKey::from_ec_pem(s.key.serialize_pem().as_bytes()).unwrap();
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &k, Algorithm::ES256).unwrap();
+        format!("{input}.{sig}")
+    }
+
+    #[test]
+    fn a_token_with_a_critical_header_extension_is_refused() {
+        // RFC 7515 §4.1.11: a recipient that does not understand a listed extension must reject
+        // the JWS. certbound understands none, so any `crit` (even an empty or odd one) is refused.
+        let s = Signer::new("k1");
+        let keys = keyset(&[&s]);
+        let plain = json!({"alg": "ES256", "typ": "at+jwt", "kid": "k1"});
+        assert!(run(&sign_raw(&s, &plain, &good_claims()), &keys).is_ok());
+        for crit in [
+            json!(["exp"]),
+            json!(["urn:example:policy"]),
+            json!([]),
+            json!("b64"),
+        ] {
+            let mut h = plain.clone();
+            h["crit"] = crit.clone();
+            h["urn:example:policy"] = json!("must-understand");
+            assert_eq!(
+                run(&sign_raw(&s, &h, &good_claims()), &keys),
+                Err(TokenError::Malformed),
+                "crit = {crit}"
+            );
+        }
     }
 
     #[test]
