@@ -2367,7 +2367,7 @@ mod tests {
             ),
         ] {
             let err = load(&with(table), dir.path()).unwrap_err().to_string();
-            assert!(err.contains(&format!("{key}")), "{table}: {err}");
+            assert!(err.contains(key), "{table}: {err}");
             assert!(!err.contains("BEGIN PRIVATE"), "{table}: {err}");
         }
     }
