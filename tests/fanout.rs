@@ -24,7 +24,7 @@ auth_methods = ["bearer", "introspection"]
 client_id = ["{id}"]
 client_secret = ["{secret}"]
 leeway = 0
-rediscovery_lifetime = 0
+rediscovery_lifetime = 1
 proof_of_possession_mtls = "strict"
 trusted_ips = ["127.0.0.1/32"]
 [proof_of_possession_mtls_from_header]
@@ -57,6 +57,9 @@ async fn random_tokens_without_a_certificate_the_policy_accepts_cause_no_idp_cal
     let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
     let cb = Certbound::start(&config(&idp, ""), dir.path()).await;
     cb.wait_ready().await;
+    // Past `rediscovery_lifetime` (1 s, the least allowed) since the start-up fetch, so an
+    // unknown `kid` reaching the key store would refetch the JWKS at once.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let jwks_before = idp.jwks_hits();
     let alice = pki.chain_header(&pki.alice);
     let stranger = pki.chain_header(&pki.untrusted);

@@ -263,7 +263,9 @@ async fn allow_and_deny() -> Secrets {
         assert!(!b64.check(&req).await.allowed());
     }
 
-    // An IdP outage while a token names an unknown kid: the refresh failure is logged too.
+    // An IdP outage while a token names an unknown kid: the refresh failure is logged too. First
+    // let `rediscovery_lifetime` (1 s) pass since the refresh the first unknown kid caused.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     idp.set_mode(IdpMode::Refuse);
     let a = url
         .check(&Req::new().bearer(&unknown_kid).cert(&alice_cert))
