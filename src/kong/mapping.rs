@@ -538,7 +538,7 @@ fn map_plugin(
                     Some(s) => {
                         let issuer = match s.strip_suffix("/.well-known/openid-configuration") {
                             Some(base) => {
-                                ctx.note(key, "Kong accepts the discovery URL; certbound's `issuer` is the token's `iss` (discovery is derived from it): the `/.well-known/openid-configuration` suffix was removed");
+                                ctx.note(key, "Kong accepts the discovery URL; certbound's `issuer` is the token's `iss` (discovery is derived from it): the `/.well-known/openid-configuration` suffix was removed; `iss` is compared byte for byte, so if the IdP's `iss` ends in `/` (Auth0's does), add it back");
                                 base
                             }
                             None => s,
