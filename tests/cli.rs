@@ -93,16 +93,7 @@ fn check_config_and_serve_warn_about_permissive_token_defaults_naming_the_keys()
     assert!(err.contains("warning: `access_token_types`"), "{err}");
     assert!(err.contains("RFC 8725"), "{err}");
 
-    let mut child = certbound()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = capture_stderr(&mut child);
-    let _child = Reap(child);
-    wait_for(&logs, "certbound serving");
+    let (_child, logs, _) = serve(&path, &[]);
     let logged = logs.lock().unwrap().clone();
     assert!(logged.contains("key=audience"), "{logged}");
     assert!(logged.contains("key=access_token_types"), "{logged}");
@@ -219,6 +210,27 @@ fn wait_for(buf: &std::sync::Mutex<String>, needle: &str) -> String {
 }
 
 /// Kills the child if a test fails before it could stop it, so no server outlives its test.
+/// Starts `certbound serve --config PATH` with extra environment variables and waits for its
+/// "certbound serving" line; returns the process (killed on drop), its captured stderr and
+/// that line.
+fn serve(
+    path: &Path,
+    env: &[(&str, &str)],
+) -> (Reap, std::sync::Arc<std::sync::Mutex<String>>, String) {
+    let mut child = certbound()
+        .args(["serve", "--config"])
+        .arg(path)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = capture_stderr(&mut child);
+    let child = Reap(child);
+    let started = wait_for(&logs, "certbound serving");
+    (child, logs, started)
+}
+
 struct Reap(Child);
 
 impl Drop for Reap {
@@ -251,16 +263,7 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 fn serve_logs_denies_without_secrets_and_exits_zero_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "");
-    let mut child = certbound()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = capture_stderr(&mut child);
-    let mut child = Reap(child);
-    let started = wait_for(&logs, "certbound serving");
+    let (mut child, logs, started) = serve(&path, &[]);
     let grpc: std::net::SocketAddr = started
         .split("grpc=")
         .nth(1)
@@ -365,16 +368,7 @@ fn serve_reloads_on_sighup_and_when_the_file_changes() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "");
     let original = std::fs::read_to_string(&path).unwrap();
-    let mut child = certbound()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = capture_stderr(&mut child);
-    let mut child = Reap(child);
-    wait_for(&logs, "certbound serving");
+    let (mut child, logs, _) = serve(&path, &[]);
 
     std::fs::write(
         &path,
@@ -425,16 +419,7 @@ fn serve_reloads_on_sighup_and_when_the_file_changes() {
 fn deleting_a_trusted_ca_file_refuses_the_reload_and_the_log_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "");
-    let mut child = certbound()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = capture_stderr(&mut child);
-    let mut child = Reap(child);
-    wait_for(&logs, "certbound serving");
+    let (mut child, logs, _) = serve(&path, &[]);
     // The reload poll starts just after that line, from the files as it first sees them.
     std::thread::sleep(Duration::from_millis(500));
     // The operator deletes the CA file to stop trusting the CA; the config still names it.
@@ -654,17 +639,7 @@ fn a_refused_reload_does_not_log_secret_values() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "");
     let original = std::fs::read_to_string(&path).unwrap();
-    let mut child = certbound()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = capture_stderr(&mut child);
-    let child = Reap(child);
-    wait_for(&logs, "certbound serving");
+    let (child, logs, _) = serve(&path, &[("RUST_LOG", "trace")]);
     std::fs::write(
         &path,
         original.replace(
