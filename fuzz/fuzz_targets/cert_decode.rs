@@ -2,10 +2,11 @@
 //! value can hold), a separate chain header value (`certificate_chain_header_name`; RFC 9440's
 //! `Client-Cert-Chain`). Each goes through every decoder in `HeaderFormat::ALL` and the whole
 //! certificate step (decode, then verify with and without the fixture trust store at a fixed
-//! time). Never panics; the steps agree with each other.
+//! time), and the XFCC decoder once more with `xfcc_elements = "last"`. Never panics; the steps
+//! agree with each other.
 #![no_main]
 
-use certbound::cert::{self, thumbprint, CertError, HeaderFormat};
+use certbound::cert::{self, thumbprint, CertError, HeaderFormat, XfccElements};
 use certbound_fuzz::{verify, TRUST};
 use libfuzzer_sys::fuzz_target;
 
@@ -68,5 +69,17 @@ fuzz_target!(|data: &[u8]| {
             ),
             Err(_) => {}
         }
+    }
+    // `xfcc_elements = "last"` (hops that append): never panics, a decoded leaf agrees with its
+    // `Hash`, and a header the one-element default accepts reads the same (one element is also
+    // the last).
+    let last = cert::decode_with(value, HeaderFormat::Xfcc, XfccElements::Last);
+    if let Ok(p) = &last {
+        if let (Some(leaf), Some(hash)) = (p.chain.first(), p.hash) {
+            assert_eq!(thumbprint(leaf), hash, "xfcc last: Hash disagrees with Cert");
+        }
+    }
+    if let Ok(one) = cert::decode(value, HeaderFormat::Xfcc) {
+        assert_eq!(last, Ok(one), "xfcc: one element read differently as the last");
     }
 });
