@@ -791,7 +791,7 @@ pub fn render_toml(plan: &Plan) -> Result<String, ImportError> {
     let body = toml::to_string(&root)
         .map_err(|e| ImportError::Format(format!("cannot write the TOML: {e}")))?;
     Ok(format!(
-        "# Written by `certbound import-kong`. The top level is the default policy ({}).\n# Each [policies.NAME] is one Kong service or route plugin; Envoy picks it per route\n# (see the Envoy routes written next to this file).\n\n{body}",
+        "# Written by `certbound import-kong`. The top level is the default policy ({}).\n# Each [policies.NAME] is one Kong service or route plugin; Envoy picks it per route\n# (see the Envoy routes written next to this file).\n# certbound listens on loopback by default; where Envoy runs elsewhere (another container or\n# pod) add, for example:\n#   grpc_listen = \"0.0.0.0:9191\"\n#   admin_listen = \"0.0.0.0:9192\"\n\n{body}",
         plan.default_origin
     ))
 }
