@@ -134,6 +134,15 @@ fn run_serve(path: PathBuf) -> anyhow::Result<ExitCode> {
         }
     };
     config.log_warnings();
+    // A panic inside a check is answered with a deny (grpc.rs); the default hook would still
+    // print its message, which may quote request data (a token, a header). Keep the location.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(%location, "panic; its message is withheld as it may quote request data");
+    }));
     runtime()?.block_on(async {
         let listeners = Listeners::bind(config.grpc_listen, config.admin_listen).await?;
         tracing::info!(
