@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use certbound::config::{Config, KeySource};
 use certbound::fixtures::{jwks, Ca, SigningKey};
-use certbound::server::{self, Listeners};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use figment::providers::{Format, Toml};
 use figment::Figment;
@@ -22,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
-use support::Req;
+use support::{Certbound, Req};
 use tokio::net::TcpListener;
 
 /// One canned answer: status, extra headers, body.
@@ -279,24 +278,6 @@ async fn introspection_credentials_are_never_resent_on_a_redirect() {
     }
 }
 
-/// Serves `toml` (gRPC TLS keys included) on loopback port 0.
-async fn serve(toml: &str, dir: &Path) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let config = Config::from_figment(&Figment::new().merge(Toml::string(toml)), dir)
-        .unwrap_or_else(|e| panic!("config refused: {e}"));
-    let listeners = Listeners::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let grpc = listeners.grpc.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(server::serve(config, listeners, async {
-        let _ = rx.await;
-    }));
-    (grpc, tx)
-}
-
 /// A Check over TLS to `grpc`, presenting `identity` when given.
 async fn tls_check(
     grpc: std::net::SocketAddr,
@@ -352,7 +333,8 @@ async fn grpc_tls_with_client_auth_answers_envoy_and_refuses_callers_without_a_c
     )
     .unwrap();
     let toml = "issuer = \"https://idp.test\"\njwks_file = \"jwks.json\"\nproof_of_possession_mtls = \"off\"\n[grpc_tls]\ncert_file = \"grpc.pem\"\nkey_file = \"grpc.key\"\nclient_ca_file = \"envoy-ca.pem\"\n";
-    let (grpc, _stop) = serve(toml, d).await;
+    let certbound = Certbound::start(toml, d).await;
+    let grpc = certbound.grpc;
 
     tls_check(grpc, &server_ca, Some((&envoy.pem, &envoy.key_pem)))
         .await
