@@ -107,8 +107,8 @@ ROUTER_FILTER = """\
 """
 
 
-def policy_route(name: str, prefix: str, policy: str, upstream: str) -> str:
-    """A route whose checks use certbound's `[policies.<policy>]`."""
+def route_with_check_settings(name: str, prefix: str, upstream: str, settings: str) -> str:
+    """A route whose ext_authz checks carry per-route `check_settings` (one YAML flow line)."""
     return f"""\
 - name: {name}
   match: {{ prefix: "{prefix}" }}
@@ -117,21 +117,20 @@ def policy_route(name: str, prefix: str, policy: str, upstream: str) -> str:
     envoy.filters.http.ext_authz:
       "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
       check_settings:
-        context_extensions: {{ policy: {policy} }}"""
+        {settings}"""
+
+
+def policy_route(name: str, prefix: str, policy: str, upstream: str) -> str:
+    """A route whose checks use certbound's `[policies.<policy>]`."""
+    return route_with_check_settings(name, prefix, upstream, f"context_extensions: {{ policy: {policy} }}")
 
 
 def body_route(name: str, prefix: str, max_bytes: int, upstream: str) -> str:
     """A route whose checks carry the request body (up to `max_bytes`), so CheckRequests can be
     larger than certbound reads: the suite proves they are denied, not a gRPC error."""
-    return f"""\
-- name: {name}
-  match: {{ prefix: "{prefix}" }}
-  route: {{ cluster: {upstream} }}
-  typed_per_filter_config:
-    envoy.filters.http.ext_authz:
-      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-      check_settings:
-        with_request_body: {{ max_request_bytes: {max_bytes}, allow_partial_message: false }}"""
+    return route_with_check_settings(
+        name, prefix, upstream,
+        f"with_request_body: {{ max_request_bytes: {max_bytes}, allow_partial_message: false }}")
 
 
 def route_config(name: str, upstream: str, example: bool,
