@@ -11,12 +11,13 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use certbound::cache::{self, Caches, Settings};
+use certbound::cache::{self, Settings};
 use certbound::cert::{self, HeaderFormat, TrustStore, XfccElements};
 use certbound::clock::now_unix;
+use certbound::engine::{Active, Engine};
 use certbound::fixtures::{bound_claims, jwks, Ca, Layout, SigningKey};
 use certbound::pipeline::{self, CheckInput};
-use certbound::policy::{CertSource, ClaimHeader, HeaderSource, Policies, Policy, PopMode};
+use certbound::policy::{CertSource, ClaimHeader, HeaderSource, Policy};
 use certbound::token::{self, KeySet, KeyStore, TokenRules};
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -24,8 +25,8 @@ const ISS: &str = "https://idp.bench";
 const AUD: &str = "https://api.bench";
 
 struct Setup {
-    cold: Policies,
-    warm: Policies,
+    cold: Engine,
+    warm: Engine,
     headers: HashMap<String, String>,
     token: String,
     keys: Arc<KeySet>,
@@ -65,12 +66,8 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
         KeySet::from_jwks_json(jwks(&[&key]).to_string().as_bytes()).unwrap(),
     ));
     let policy = Policy {
-        name: "default".into(),
-        issuer: ISS.into(),
         audiences: vec![AUD.into()],
-        leeway: 0,
         accepted_token_types: vec!["at+jwt".into()],
-        pop_mode: PopMode::Strict,
         cert_source: CertSource::Header(HeaderSource {
             name: "x-client-cert".into(),
             format,
@@ -79,30 +76,20 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
             chain_name: None,
             secure_source: false,
             revocation: None,
+            revocation_tls_verify: true,
         }),
         upstream_headers: vec![ClaimHeader {
             claim: "sub".into(),
             header: "x-consumer-sub".into(),
         }],
-        upstream_thumbprint_header: None,
-        hide_credentials: false,
-        scopes_required: Vec::new(),
-        scopes_claim: vec!["scope".into()],
-        audience_required: Vec::new(),
-        audience_claim: vec!["aud".into()],
-        claims_forbidden: Vec::new(),
-        trusted_ips: Vec::new(),
-        limits: Default::default(),
-        keys: store,
-        bearer: true,
-        introspection: None,
-        introspect_jwt_tokens: false,
         unknown_kid_wait: Duration::from_millis(10),
-        caches: Arc::new(Caches::off()),
-        dpop: certbound::dpop::DpopPolicy::off(),
+        cache: Settings::OFF,
+        ..Policy::new("default", ISS)
     };
-    let mut warm = policy.clone();
-    warm.caches = Arc::new(Caches::new(Settings::default()));
+    let warm = Policy {
+        cache: Settings::default(),
+        ..policy.clone()
+    };
     let headers: HashMap<String, String> = [
         (":authority", "api.bench"),
         ("authorization", &format!("Bearer {token}")),
@@ -113,8 +100,8 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     Setup {
-        cold: Policies::single(policy),
-        warm: Policies::single(warm),
+        cold: Engine::single(Active::in_memory(policy, store.clone())),
+        warm: Engine::single(Active::in_memory(warm, store)),
         headers,
         token,
         keys: Arc::new(keyset),
@@ -172,7 +159,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function("warm", |b| {
             b.iter(|| allowed(rt.block_on(pipeline::check(black_box(&input), &s.warm, now))))
         });
-        let caches = &s.warm.default.caches;
+        let caches = &s.warm.default.services.caches;
         g.bench_function("floor/cache_hits", |b| {
             b.iter(|| {
                 let t = caches.token(&cache::token_key(black_box(&s.token)), now);

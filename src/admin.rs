@@ -11,20 +11,20 @@ use axum::Router;
 
 use arc_swap::ArcSwap;
 
+use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::policy::Policies;
 use crate::token::KeyStore;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
-    pub policies: Arc<ArcSwap<Policies>>,
+    pub engine: Arc<ArcSwap<Engine>>,
 }
 
 impl AdminState {
     /// Every key store the current policies verify JWTs with.
     pub fn key_stores(&self) -> Vec<Arc<KeyStore>> {
-        self.policies.load().key_stores()
+        self.engine.load().key_stores()
     }
 
     pub fn is_ready(&self) -> bool {

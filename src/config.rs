@@ -1,7 +1,9 @@
-//! Configuration: figment (TOML file, then `CERTBOUND_*` environment, nested with `__`) into a
-//! raw serde struct that refuses unknown keys, then validated into `Config` and `Policy`
-//! values. Every problem is collected and reported at once, each naming its key; nothing bad
-//! is silently replaced by a default.
+//! Configuration in three steps: figment (TOML file, then `CERTBOUND_*` environment, nested with
+//! `__`) into raw serde structs that refuse unknown keys; validated into `Config`, plain data
+//! whose policies are the core's `Policy` values (no I/O but reading the files it names); then
+//! `build` makes the running services (clients, stores, caches, fetchers). Every problem is
+//! collected and reported at once, each naming its key; nothing bad is silently replaced by a
+//! default.
 //!
 //! Key names follow Kong's openid-connect plugin where Kong has one, so a Kong user can copy
 //! values over.
@@ -21,16 +23,20 @@ use ipnet::IpNet;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
-use tokio::sync::Semaphore;
 
-use crate::cache::{Caches, Settings as CacheSettings};
+use crate::adapters::http::IdpClient;
+use crate::cache::Settings as CacheSettings;
 use crate::cert::{HeaderFormat, TrustStore, XfccElements};
-use crate::dpop::{self, DpopMode, DpopPolicy, NonceIssuer, ReplayStore};
-use crate::http::RevocationFetcher;
-use crate::introspection::{ClientAuth, Introspector, Settings as IntrospectionSettings};
-use crate::policy::{CertSource, ClaimHeader, HeaderSource, Limits, Policies, Policy, PopMode};
-use crate::revocation::{self, Checker};
-use crate::token::{KeySet, KeyStore};
+use crate::dpop::{self, DpopMode, DpopPolicy, NonceIssuer};
+use crate::introspection::{ClientAuth, Settings as IntrospectionSettings};
+use crate::policy::{
+    CertSource, ClaimHeader, HeaderSource, KeySource, Limits, Policies, Policy, PopMode,
+};
+use crate::revocation;
+use crate::token::KeySet;
+
+mod build;
+pub use build::Built;
 
 /// Loopback: an ext_authz port reachable by anyone is a decision oracle (it answers `sub` and
 /// `client_id`, and spends DPoP `jti`s). Deployments that need another interface say so.
@@ -184,30 +190,6 @@ struct RawFromHeader {
     ocsp_max_age: Option<u64>,
 }
 
-/// Where an issuer's signing keys come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    /// `{issuer}/.well-known/openid-configuration`, then its `jwks_uri`.
-    Discovery { issuer: String },
-    /// A JWKS URL set directly.
-    Uri(String),
-    /// A static JWKS file, already loaded into the store.
-    File(PathBuf),
-}
-
-/// How to reach the IdP over HTTPS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdpClient {
-    /// Extra roots (`idp_ca_certificates`) on top of the system's.
-    pub extra_roots: Vec<CertificateDer<'static>>,
-    /// `ssl_verify`: verify the IdP's certificate. Off only for throw-away setups.
-    pub verify_tls: bool,
-    pub timeout: Duration,
-    /// `allow_insecure_http_for_tests`: `http://` issuer, `jwks_uri` and introspection
-    /// endpoint are accepted. Never in production: anyone on the path could supply the keys.
-    pub allow_insecure_http: bool,
-}
-
 /// TLS on the gRPC listener (`[grpc_tls]`), read once at start: a change (or a renewed
 /// certificate) needs a restart. PEM contents, checked by building the TLS acceptor.
 #[derive(Clone, PartialEq, Eq)]
@@ -241,11 +223,34 @@ impl fmt::Debug for GrpcTls {
     }
 }
 
-/// One issuer's key store and how to fill it.
-#[derive(Clone)]
-pub struct KeyFetch {
-    pub store: Arc<KeyStore>,
-    pub source: KeySource,
+/// The DPoP `jti` replay store every policy shares (`[dpop_replay]`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum ReplaySettings {
+    /// In this process, at most `max_entries` proofs.
+    Memory { max_entries: u64 },
+    /// On Redis at `url`, every call bounded by `timeout`.
+    Redis { url: String, timeout: Duration },
+}
+
+/// Never prints the Redis URL: it may carry a password.
+impl fmt::Debug for ReplaySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory { max_entries } => f
+                .debug_struct("Memory")
+                .field("max_entries", max_entries)
+                .finish(),
+            Self::Redis { timeout, .. } => f
+                .debug_struct("Redis")
+                .field("timeout", timeout)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// How often signing keys are fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRefresh {
     /// Kong's `rediscovery_lifetime`: the least time between two fetches.
     pub min_interval: Duration,
     /// Periodic refresh, so rotations are seen even without an unknown `kid`.
@@ -259,8 +264,9 @@ pub struct Config {
     /// `[grpc_tls]`; `None`: plaintext gRPC.
     pub grpc_tls: Option<GrpcTls>,
     pub policies: Policies,
-    pub key_fetches: Vec<KeyFetch>,
+    pub key_refresh: KeyRefresh,
     pub idp_client: IdpClient,
+    pub replay: ReplaySettings,
     /// Every file the configuration was built from (the config file itself, CA bundles, JWKS
     /// files): a reload is due when one of them changes.
     pub files: Vec<PathBuf>,
@@ -493,14 +499,9 @@ struct DpopKeys {
 
 /// Settings every policy takes from the top level.
 struct Shared {
-    /// The HTTPS client for the IdP (introspection); `None` if it could not be built.
-    http: Option<reqwest::Client>,
     trusted_ips: Vec<IpNet>,
     limits: Limits,
     unknown_kid_wait: Duration,
-    replay: Option<Arc<ReplayStore>>,
-    /// `limits.max_introspection_calls`, shared by every policy's introspector.
-    introspection_calls: Arc<Semaphore>,
 }
 
 struct Validator<'a> {
@@ -595,7 +596,7 @@ impl Validator<'_> {
                 "grpc_tls",
                 format!(
                     "the certificate and key do not make a TLS server: {}",
-                    crate::http::error_chain(&e)
+                    crate::adapters::http::error_chain(&e)
                 ),
             );
             return None;
@@ -686,25 +687,15 @@ impl Validator<'_> {
         if refresh_interval.is_zero() {
             self.issue("jwks_refresh_interval", "must be more than 0 seconds");
         }
-        let http = match crate::jwks::introspection_client(&idp_client) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                self.issue("idp_ca_certificates", e.to_string());
-                None
-            }
-        };
         let limits = self.limits(global.limits.unwrap_or_default());
         let shared = Shared {
-            http,
             trusted_ips: self.trusted_ips(global.trusted_ips.unwrap_or_default()),
             limits,
             unknown_kid_wait: Duration::from_millis(500).min(timeout),
-            replay: self.replay_store(global.dpop_replay.unwrap_or_default()),
-            introspection_calls: Arc::new(Semaphore::new(limits.max_introspection_calls)),
         };
+        let replay = self.replay_store(global.dpop_replay.unwrap_or_default());
 
-        let mut stores: Vec<(KeySource, Arc<KeyStore>)> = Vec::new();
-        let default = self.policy("default", default, &shared, &mut stores);
+        let default = self.policy("default", default, &shared);
         let mut policies = HashMap::new();
         for (name, raw) in named {
             if name.is_empty()
@@ -719,22 +710,12 @@ impl Validator<'_> {
                 continue;
             }
             self.scope = format!("policies.{name}.");
-            let policy = self.policy(&name, raw, &shared, &mut stores);
+            let policy = self.policy(&name, raw, &shared);
             self.scope.clear();
             if let Some(p) = policy {
                 policies.insert(name, Arc::new(p));
             }
         }
-        let key_fetches = stores
-            .into_iter()
-            .filter(|(source, _)| !matches!(source, KeySource::File(_)))
-            .map(|(source, store)| KeyFetch {
-                store,
-                source,
-                min_interval,
-                refresh_interval,
-            })
-            .collect();
         Some(Config {
             grpc_listen: grpc_listen?,
             admin_listen: admin_listen?,
@@ -743,20 +724,18 @@ impl Validator<'_> {
                 default: Arc::new(default?),
                 named: policies,
             },
-            key_fetches,
+            key_refresh: KeyRefresh {
+                min_interval,
+                refresh_interval,
+            },
             idp_client,
+            replay: replay?,
             files: std::mem::take(&mut self.files),
             warnings: std::mem::take(&mut self.warnings),
         })
     }
 
-    fn policy(
-        &mut self,
-        name: &str,
-        raw: RawPolicy,
-        shared: &Shared,
-        stores: &mut Vec<(KeySource, Arc<KeyStore>)>,
-    ) -> Option<Policy> {
+    fn policy(&mut self, name: &str, raw: RawPolicy, shared: &Shared) -> Option<Policy> {
         let issuer = match raw.issuer {
             // Exactly as written: `iss` is compared byte for byte (RFC 8414 §3.3, OpenID
             // Discovery §4.3), and issuers such as Auth0's end in `/`.
@@ -770,18 +749,7 @@ impl Validator<'_> {
                 None
             }
         };
-        let keys = self
-            .key_source(issuer.clone(), raw.jwks_uri, raw.jwks_file.as_deref())
-            .map(|(store, source)| {
-                // Policies with the same key source share one store and one fetcher.
-                match stores.iter().find(|(s, _)| *s == source) {
-                    Some((_, existing)) => existing.clone(),
-                    None => {
-                        stores.push((source, store.clone()));
-                        store
-                    }
-                }
-            });
+        let keys = self.key_source(issuer.clone(), raw.jwks_uri, raw.jwks_file.as_deref());
 
         if let Some(secrets) = &raw.client_secret {
             let ids = raw.client_id.as_ref().map_or(0, Vec::len);
@@ -861,17 +829,14 @@ impl Validator<'_> {
             None => Some(CertSource::Peer),
         };
 
-        let dpop = self.dpop(
-            DpopKeys {
-                mode: raw.proof_of_possession_dpop,
-                lifetime: raw.dpop_proof_lifetime,
-                use_nonce: raw.dpop_use_nonce,
-                nonce_secret: raw.dpop_nonce_secret,
-                algs: raw.dpop_signing_alg_values,
-                base_url: raw.dpop_htu_base_url,
-            },
-            shared,
-        );
+        let dpop = self.dpop(DpopKeys {
+            mode: raw.proof_of_possession_dpop,
+            lifetime: raw.dpop_proof_lifetime,
+            use_nonce: raw.dpop_use_nonce,
+            nonce_secret: raw.dpop_nonce_secret,
+            algs: raw.dpop_signing_alg_values,
+            base_url: raw.dpop_htu_base_url,
+        });
 
         let introspection = if methods.iter().any(|m| m == "introspection") {
             let settings = self.introspection_settings(
@@ -883,14 +848,7 @@ impl Validator<'_> {
                 raw.cache_introspection.unwrap_or(true),
                 raw.cache_ttl.unwrap_or(3600),
             );
-            match (settings, &shared.http) {
-                (Some(settings), Some(client)) => Some(Some(Arc::new(Introspector::new(
-                    settings,
-                    client.clone(),
-                    shared.introspection_calls.clone(),
-                )))),
-                _ => None,
-            }
+            settings.map(Some)
         } else {
             Some(None)
         };
@@ -931,14 +889,12 @@ impl Validator<'_> {
             introspection: introspection?,
             introspect_jwt_tokens: raw.introspect_jwt_tokens.unwrap_or(false),
             unknown_kid_wait: shared.unknown_kid_wait,
-            // Built here for this policy alone: a cache shared between policies could hand one
-            // policy's verdict to another.
-            caches: Arc::new(Caches::new(caches)),
+            cache: caches,
             dpop: dpop?,
         })
     }
 
-    fn replay_store(&mut self, raw: RawReplay) -> Option<Arc<ReplayStore>> {
+    fn replay_store(&mut self, raw: RawReplay) -> Option<ReplaySettings> {
         let timeout = raw.timeout.unwrap_or(200);
         if timeout == 0 {
             self.issue("dpop_replay.timeout", "must be more than 0 milliseconds");
@@ -952,7 +908,9 @@ impl Validator<'_> {
                 if max == 0 {
                     self.issue("dpop_replay.max_entries", "must be at least 1");
                 }
-                Some(Arc::new(ReplayStore::memory(max.max(1))))
+                Some(ReplaySettings::Memory {
+                    max_entries: max.max(1),
+                })
             }
             "redis" => {
                 let Some(url) = raw.redis_url else {
@@ -962,9 +920,12 @@ impl Validator<'_> {
                     );
                     return None;
                 };
-                match ReplayStore::redis(&url, Duration::from_millis(timeout.max(1))) {
-                    Ok(s) => Some(Arc::new(s)),
-                    Err(_) => {
+                match crate::adapters::replay::is_redis_url(&url) {
+                    true => Some(ReplaySettings::Redis {
+                        url,
+                        timeout: Duration::from_millis(timeout.max(1)),
+                    }),
+                    false => {
                         // The URL may carry a password: never echo it.
                         self.issue(
                             "dpop_replay.redis_url",
@@ -984,7 +945,7 @@ impl Validator<'_> {
         }
     }
 
-    fn dpop(&mut self, raw: DpopKeys, shared: &Shared) -> Option<DpopPolicy> {
+    fn dpop(&mut self, raw: DpopKeys) -> Option<DpopPolicy> {
         let mode = match raw.mode.as_deref().unwrap_or("off") {
             "off" => Some(DpopMode::Off),
             "optional" => Some(DpopMode::Optional),
@@ -1074,7 +1035,6 @@ impl Validator<'_> {
             algs: algs?,
             nonce: nonce?,
             base_url: base_url?,
-            replay: shared.replay.clone()?,
         })
     }
 
@@ -1161,15 +1121,13 @@ impl Validator<'_> {
         issuer: Option<String>,
         jwks_uri: Option<String>,
         jwks_file: Option<&Path>,
-    ) -> Option<(Arc<KeyStore>, KeySource)> {
+    ) -> Option<KeySource> {
         match (jwks_uri, jwks_file) {
             (Some(_), Some(_)) => {
                 self.issue("jwks_file", "set either jwks_uri or jwks_file, not both");
                 None
             }
-            (Some(uri), None) if self.idp_url("jwks_uri", &uri) => {
-                Some((Arc::new(KeyStore::new()), KeySource::Uri(uri)))
-            }
+            (Some(uri), None) if self.idp_url("jwks_uri", &uri) => Some(KeySource::Uri(uri)),
             (Some(_), None) => None,
             (None, Some(file)) => {
                 let path = self.path(file);
@@ -1178,16 +1136,17 @@ impl Validator<'_> {
                     .map_err(|e| e.to_string())
                     .and_then(|body| KeySet::from_jwks_json(&body).map_err(|e| e.to_string()));
                 match loaded {
-                    Ok(keys) => Some((Arc::new(KeyStore::with_keys(keys)), KeySource::File(path))),
+                    Ok(keys) => Some(KeySource::File {
+                        path,
+                        keys: Arc::new(keys),
+                    }),
                     Err(e) => {
                         self.issue("jwks_file", format!("{}: {e}", path.display()));
                         None
                     }
                 }
             }
-            (None, None) => {
-                issuer.map(|issuer| (Arc::new(KeyStore::new()), KeySource::Discovery { issuer }))
-            }
+            (None, None) => issuer.map(|issuer| KeySource::Discovery { issuer }),
         }
     }
 
@@ -1344,9 +1303,6 @@ impl Validator<'_> {
                 ),
             );
         }
-        // Kong gives `ssl_verify` here to TLS verification of OCSP/CRL endpoints; chain
-        // verification against ca_certificates is always on. Accepted for compatibility.
-        let _revocation_tls_verify = raw.ssl_verify.unwrap_or(true);
         let cas: Vec<PathBuf> = raw
             .ca_certificates
             .unwrap_or_default()
@@ -1373,28 +1329,7 @@ impl Validator<'_> {
             }
         };
         // Revocation needs the verified path's issuer: no trust store (xfcc without CAs), no check.
-        let revocation = match (revocation?, &trust) {
-            (Some(settings), Some(trust)) => {
-                // Kong gives `ssl_verify` in this table to TLS towards OCSP/CRL endpoints; chain
-                // verification against ca_certificates is always on, whatever it says.
-                let verify_tls = raw.ssl_verify.unwrap_or(true);
-                match RevocationFetcher::new(settings.http_timeout, verify_tls) {
-                    Ok(fetch) => Some(Arc::new(Checker::new(
-                        settings,
-                        trust.clone(),
-                        Arc::new(fetch),
-                    ))),
-                    Err(e) => {
-                        self.issue(
-                            &format!("{T}.ssl_verify"),
-                            format!("cannot build the OCSP/CRL HTTP client: {e}"),
-                        );
-                        return None;
-                    }
-                }
-            }
-            _ => None,
-        };
+        let revocation = revocation?.filter(|_| trust.is_some());
         Some(HeaderSource {
             name: name??,
             chain_name: chain_name?,
@@ -1403,6 +1338,9 @@ impl Validator<'_> {
             trust,
             secure_source,
             revocation,
+            // Kong gives `ssl_verify` in this table to TLS towards OCSP/CRL endpoints; chain
+            // verification against ca_certificates is always on, whatever it says.
+            revocation_tls_verify: raw.ssl_verify.unwrap_or(true),
         })
     }
 
@@ -1628,6 +1566,10 @@ mod tests {
         Config::from_figment(&Figment::new().merge(Toml::string(toml)), dir)
     }
 
+    fn built(c: &Config) -> Built {
+        c.build(&|_| None).unwrap()
+    }
+
     fn issues(toml: &str, dir: &Path) -> Vec<Issue> {
         match load(toml, dir) {
             Err(ConfigError::Invalid(i)) => i,
@@ -1639,20 +1581,20 @@ mod tests {
     #[test]
     fn cache_keys_size_the_caches_and_every_policy_gets_its_own() {
         let dir = dir_with_ca();
-        let c = load(GOOD, dir.path()).unwrap();
-        assert!(c.policies.default.caches.caches_tokens());
-        assert!(c.policies.default.caches.caches_certificates());
+        let e = built(&load(GOOD, dir.path()).unwrap()).engine;
+        assert!(e.default.services.caches.caches_tokens());
+        assert!(e.default.services.caches.caches_certificates());
         let toml =
             format!("{GOOD}\n[policies.other]\ncache_tokens = false\ncertificate_cache_size = 0\n");
-        let c = load(&toml, dir.path()).unwrap();
-        let other = &c.policies.named["other"];
+        let e = built(&load(&toml, dir.path()).unwrap()).engine;
+        let other = &e.named["other"].services;
         assert!(!other.caches.caches_tokens());
         assert!(!other.caches.caches_certificates());
         let toml = format!("{GOOD}\n[policies.same]\n");
-        let c = load(&toml, dir.path()).unwrap();
+        let e = built(&load(&toml, dir.path()).unwrap()).engine;
         assert!(!Arc::ptr_eq(
-            &c.policies.default.caches,
-            &c.policies.named["same"].caches
+            &e.default.services.caches,
+            &e.named["same"].services.caches
         ));
     }
 
@@ -1676,8 +1618,12 @@ mod tests {
             }
             CertSource::Peer => panic!("expected header source"),
         }
-        assert!(p.keys.is_ready(), "a static jwks_file is loaded at start");
-        assert!(c.key_fetches.is_empty());
+        let b = built(&c);
+        assert!(
+            b.engine.default.services.keys.is_ready(),
+            "a static jwks_file is loaded at start"
+        );
+        assert!(b.key_fetches.is_empty());
     }
 
     #[test]
@@ -1687,7 +1633,7 @@ mod tests {
         let c = load(toml, dir.path()).unwrap();
         assert!(matches!(c.policies.default.cert_source, CertSource::Peer));
         assert_eq!(
-            c.key_fetches[0].source,
+            built(&c).key_fetches[0].source,
             KeySource::Discovery {
                 issuer: "https://idp.example".into()
             }
@@ -1838,9 +1784,10 @@ mod tests {
     fn revocation_defaults_to_kongs_ignore_ca_error_with_kongs_timings() {
         let dir = dir_with_ca();
         let c = load(GOOD, dir.path()).unwrap();
-        let checker = header_source(&c).revocation.as_ref().unwrap();
+        let settings = header_source(&c).revocation.as_ref().unwrap();
+        assert!(built(&c).engine.default.services.revocation.is_some());
         assert_eq!(
-            checker.settings(),
+            settings,
             &revocation::Settings {
                 mode: revocation::Mode::IgnoreCaError,
                 cache_ttl: Duration::from_millis(60_000),
@@ -1850,8 +1797,8 @@ mod tests {
             }
         );
         let c = load(&format!("{GOOD}ocsp_max_age = 600\n"), dir.path()).unwrap();
-        let checker = header_source(&c).revocation.as_ref().unwrap();
-        assert_eq!(checker.settings().ocsp_max_age, Duration::from_secs(600));
+        let settings = header_source(&c).revocation.as_ref().unwrap();
+        assert_eq!(settings.ocsp_max_age, Duration::from_secs(600));
     }
 
     #[test]
@@ -1869,11 +1816,13 @@ mod tests {
                 "{GOOD}revocation_check_mode = \"{value}\"\ncert_cache_ttl = 1000\nhttp_timeout = 2000\nrevocation_wait = 300\n"
             );
             let c = load(&toml, dir.path()).unwrap();
-            let got = header_source(&c)
-                .revocation
-                .as_ref()
-                .map(|r| r.settings().clone());
+            let got = header_source(&c).revocation.clone();
             assert_eq!(got.as_ref().map(|s| s.mode), mode, "{value}");
+            assert_eq!(
+                built(&c).engine.default.services.revocation.is_some(),
+                mode.is_some(),
+                "{value}"
+            );
             if let Some(s) = got {
                 assert_eq!(s.cache_ttl, Duration::from_millis(1000));
                 assert_eq!(s.http_timeout, Duration::from_millis(2000));
@@ -2113,8 +2062,12 @@ mod tests {
             ),
             CertSource::Peer => panic!("expected header source"),
         }
+        let e = built(&c).engine;
         assert!(
-            std::sync::Arc::ptr_eq(&p.keys, &c.policies.default.keys),
+            std::sync::Arc::ptr_eq(
+                &e.named["strict-api"].services.keys,
+                &e.default.services.keys
+            ),
             "same issuer, one key store"
         );
 
@@ -2164,8 +2117,9 @@ mod tests {
         assert_eq!(d.algs, vec![jsonwebtoken::Algorithm::ES256]);
         assert!(d.nonce.is_some());
         assert_eq!(d.base_url.as_deref(), Some("https://api.example"));
+        let e = built(&c).engine;
         assert!(
-            Arc::ptr_eq(&d.replay, &default.replay),
+            Arc::ptr_eq(&e.named["d"].services.replay, &e.default.services.replay),
             "one replay store for the process"
         );
     }
@@ -2237,8 +2191,8 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            *c.policies.default.dpop.replay,
-            ReplayStore::Redis(_)
+            *built(&c).engine.default.services.replay,
+            crate::dpop::ReplayStore::Shared(_)
         ));
     }
 

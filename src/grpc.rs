@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 
 use crate::clock;
 use crate::decision::{Decision, DenyReason};
+use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, CheckInput, Outcome};
-use crate::policy::Policies;
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 
@@ -42,7 +42,7 @@ const UNAUTHENTICATED: i32 = 16;
 
 pub struct AuthzService {
     /// Swapped whole on reload; a check keeps the snapshot it started with.
-    policies: Arc<ArcSwap<Policies>>,
+    engine: Arc<ArcSwap<Engine>>,
     metrics: Arc<Metrics>,
     /// Tests only: every check panics, to prove a panic is still answered with a deny.
     #[cfg(test)]
@@ -50,9 +50,9 @@ pub struct AuthzService {
 }
 
 impl AuthzService {
-    pub fn new(policies: Arc<ArcSwap<Policies>>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(engine: Arc<ArcSwap<Engine>>, metrics: Arc<Metrics>) -> Self {
         Self {
-            policies,
+            engine,
             metrics,
             #[cfg(test)]
             panic_in_check: false,
@@ -65,8 +65,8 @@ impl AuthzService {
         if self.panic_in_check {
             panic!("injected panic");
         }
-        let policies = self.policies.load_full();
-        pipeline::check(input, &policies, clock::now_unix()).await
+        let engine = self.engine.load_full();
+        pipeline::check(input, &engine, clock::now_unix()).await
     }
 }
 
@@ -384,7 +384,7 @@ mod tests {
         .unwrap()
     }
 
-    fn policies(dir: &std::path::Path) -> Arc<ArcSwap<Policies>> {
+    fn policies(dir: &std::path::Path) -> Arc<ArcSwap<Engine>> {
         let key = crate::fixtures::SigningKey::es256("k").unwrap();
         std::fs::write(
             dir.join("jwks.json"),
@@ -398,7 +398,9 @@ mod tests {
         )
         .unwrap();
         let config = crate::config::Config::load(&path).unwrap();
-        Arc::new(ArcSwap::from_pointee(config.policies))
+        Arc::new(ArcSwap::from_pointee(
+            config.build(&|_| None).unwrap().engine,
+        ))
     }
 
     #[tokio::test]

@@ -1,5 +1,7 @@
-//! RFC 7662 token introspection for opaque access tokens: the endpoint from configuration or
-//! discovery, client authentication, a bounded call, and a cache keyed by the token's SHA-256.
+//! RFC 7662 token introspection for opaque access tokens: what an answer means, how long it
+//! counts, and a cache keyed by the token's SHA-256. The call itself goes through the
+//! `Introspect` trait (the adapters implement it over HTTP, with discovery and client
+//! authentication).
 //!
 //! Guarantees: a response counts only when `active` is exactly `true`; results are cached no
 //! longer than the token's `exp` (positive) or a short time (negative); concurrent checks of the
@@ -11,6 +13,8 @@
 //! queued); inactive answers live in their own, smaller cache, so they can never evict an
 //! active one.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,10 +22,17 @@ use moka::future::Cache;
 use moka::Expiry;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 
-/// Largest introspection response read.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// What one introspection call yields: the members of the IdP's JSON answer.
+pub type IntrospectFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Map<String, Value>, IntrospectError>> + Send + 'a>>;
+
+/// One call to the IdP's introspection endpoint. Errors reaching the IdP or reading its answer
+/// are `Unavailable`; judging the answer (`active`, `exp`) is the core's.
+pub trait Introspect: Send + Sync {
+    fn introspect<'a>(&'a self, token: &'a str) -> IntrospectFuture<'a>;
+}
 
 /// How the resource server authenticates to the introspection endpoint
 /// (Kong's `introspection_endpoint_auth_method`).
@@ -42,7 +53,7 @@ impl ClientAuth {
 }
 
 /// What configuration decides about introspection for one policy.
-#[derive(Debug, Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Settings {
     pub issuer: String,
     /// `introspection_endpoint`; `None`: from the discovery document.
@@ -62,6 +73,19 @@ pub struct Settings {
     pub max_negative_entries: u64,
 }
 
+/// Never prints the client secret.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("issuer", &self.issuer)
+            .field("endpoint", &self.endpoint)
+            .field("auth", &self.auth)
+            .field("client_id", &self.client_id)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IntrospectError {
     #[error("the IdP answered active != true")]
@@ -75,31 +99,25 @@ pub enum IntrospectError {
 
 /// An active introspection result as cached: the response members and how long they count.
 #[derive(Debug, Clone)]
-struct Active {
+struct Entry {
     claims: Arc<Map<String, Value>>,
     ttl: Duration,
 }
 
 struct PerEntry;
 
-impl Expiry<[u8; 32], Active> for PerEntry {
-    fn expire_after_create(&self, _: &[u8; 32], value: &Active, _: Instant) -> Option<Duration> {
+impl Expiry<[u8; 32], Entry> for PerEntry {
+    fn expire_after_create(&self, _: &[u8; 32], value: &Entry, _: Instant) -> Option<Duration> {
         Some(value.ttl)
     }
 }
 
-struct Endpoint {
-    url: String,
-    auth: ClientAuth,
-}
-
-/// One policy's introspection client.
+/// One policy's introspection: the call, bounded and cached.
 pub struct Introspector {
     settings: Settings,
-    client: reqwest::Client,
-    endpoint: OnceCell<Endpoint>,
+    endpoint: Arc<dyn Introspect>,
     /// Active answers only: nothing an attacker can make up lands here.
-    cache: Cache<[u8; 32], Active>,
+    cache: Cache<[u8; 32], Entry>,
     /// Inactive answers, smaller and separate: a flood of made-up tokens evicts only its own.
     inactive: Cache<[u8; 32], ()>,
     /// Outstanding calls to the IdP, shared by every policy of one configuration.
@@ -115,17 +133,10 @@ impl std::fmt::Debug for Introspector {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Discovery {
-    issuer: String,
-    introspection_endpoint: Option<String>,
-    #[serde(default)]
-    introspection_endpoint_auth_methods_supported: Vec<String>,
-}
-
 impl Introspector {
-    /// `calls` bounds the introspection calls outstanding at once (shared between policies).
-    pub fn new(settings: Settings, client: reqwest::Client, calls: Arc<Semaphore>) -> Self {
+    /// `endpoint` makes the calls; `calls` bounds those outstanding at once (shared between
+    /// policies).
+    pub fn new(settings: Settings, endpoint: Arc<dyn Introspect>, calls: Arc<Semaphore>) -> Self {
         let cache = Cache::builder()
             .max_capacity(settings.max_entries)
             .expire_after(PerEntry)
@@ -136,8 +147,7 @@ impl Introspector {
             .build();
         Self {
             settings,
-            client,
-            endpoint: OnceCell::new(),
+            endpoint,
             cache,
             inactive,
             calls,
@@ -171,42 +181,12 @@ impl Introspector {
     }
 
     /// One call to the IdP, if fewer than the bound are outstanding; never waits for a slot.
-    async fn call(&self, token: &str, now: u64) -> Result<Active, IntrospectError> {
+    async fn call(&self, token: &str, now: u64) -> Result<Entry, IntrospectError> {
         let _permit = self
             .calls
             .try_acquire()
             .map_err(|_| IntrospectError::Saturated)?;
-        let endpoint = self
-            .endpoint
-            .get_or_try_init(|| self.resolve_endpoint())
-            .await?;
-        let mut form = vec![("token", token), ("token_type_hint", "access_token")];
-        let mut req = self
-            .client
-            .post(&endpoint.url)
-            .header("accept", "application/json");
-        match endpoint.auth {
-            // RFC 6749 §2.3.1: the credentials are form-urlencoded before base64.
-            ClientAuth::Basic => {
-                let enc = |s: &str| {
-                    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-                        .to_string()
-                };
-                req = req.basic_auth(
-                    enc(&self.settings.client_id),
-                    Some(enc(&self.settings.client_secret)),
-                );
-            }
-            ClientAuth::Post => {
-                form.push(("client_id", &self.settings.client_id));
-                form.push(("client_secret", &self.settings.client_secret));
-            }
-        }
-        let body = crate::jwks::send_capped(req.form(&form), &endpoint.url, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|e| IntrospectError::Unavailable(e.to_string()))?;
-        let response: Map<String, Value> = serde_json::from_slice(&body)
-            .map_err(|e| IntrospectError::Unavailable(format!("not a JSON object: {e}")))?;
+        let response = self.endpoint.introspect(token).await?;
         if response.get("active") != Some(&Value::Bool(true)) {
             return Err(IntrospectError::Inactive);
         }
@@ -216,56 +196,10 @@ impl Introspector {
             .and_then(Value::as_u64)
             .map(|exp| Duration::from_secs(exp.saturating_sub(now)));
         let ttl = until_exp.map_or(self.settings.cache_ttl, |d| d.min(self.settings.cache_ttl));
-        Ok(Active {
+        Ok(Entry {
             claims: Arc::new(response),
             ttl,
         })
-    }
-
-    async fn resolve_endpoint(&self) -> Result<Endpoint, IntrospectError> {
-        if let (Some(url), Some(auth)) = (&self.settings.endpoint, self.settings.auth) {
-            return Ok(Endpoint {
-                url: url.clone(),
-                auth,
-            });
-        }
-        let url = crate::jwks::discovery_url(&self.settings.issuer);
-        let body = crate::jwks::send_capped(self.client.get(&url), &url, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|e| IntrospectError::Unavailable(e.to_string()))?;
-        let doc: Discovery = serde_json::from_slice(&body)
-            .map_err(|e| IntrospectError::Unavailable(format!("discovery: {e}")))?;
-        if doc.issuer != self.settings.issuer {
-            return Err(IntrospectError::Unavailable(format!(
-                "discovery says issuer `{}`, expected `{}`",
-                doc.issuer, self.settings.issuer
-            )));
-        }
-        let url = match (&self.settings.endpoint, doc.introspection_endpoint) {
-            (Some(configured), _) => configured.clone(),
-            (None, Some(found)) => found,
-            (None, None) => {
-                return Err(IntrospectError::Unavailable(
-                    "the IdP advertises no introspection_endpoint".into(),
-                ))
-            }
-        };
-        crate::jwks::no_downgrade(&self.settings.issuer, &url).map_err(|reason| {
-            IntrospectError::Unavailable(format!("discovery's introspection_endpoint: {reason}"))
-        })?;
-        let advertised = |m: &str| {
-            doc.introspection_endpoint_auth_methods_supported
-                .iter()
-                .any(|a| a == m)
-        };
-        let auth = self.settings.auth.unwrap_or(
-            if !advertised("client_secret_basic") && advertised("client_secret_post") {
-                ClientAuth::Post
-            } else {
-                ClientAuth::Basic
-            },
-        );
-        Ok(Endpoint { url, auth })
     }
 }
 
@@ -294,47 +228,31 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A plain-HTTP introspection endpoint: `active-*` tokens are active, anything else is not.
-    /// Returns its URL and the number of calls it answered.
-    async fn endpoint() -> (String, Arc<AtomicUsize>) {
-        use http_body_util::BodyExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/introspect", listener.local_addr().unwrap());
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counted = calls.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let calls = counted.clone();
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let calls = calls.clone();
-                        async move {
-                            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            let body = req.into_body().collect().await?.to_bytes();
-                            let active = String::from_utf8_lossy(&body).contains("token=active-");
-                            let answer = serde_json::json!({"active": active}).to_string();
-                            Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Full::new(
-                                hyper::body::Bytes::from(answer),
-                            )))
-                        }
-                    },
-                );
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
-                );
-            }
-        });
-        (url, calls)
+    /// An IdP whose `active-*` tokens are active and anything else is not; counts its calls.
+    #[derive(Default)]
+    struct CountingIdp {
+        calls: AtomicUsize,
+    }
+
+    impl Introspect for CountingIdp {
+        fn introspect<'a>(&'a self, token: &'a str) -> IntrospectFuture<'a> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let active = token.starts_with("active-");
+            Box::pin(async move {
+                let mut answer = Map::new();
+                answer.insert("active".into(), Value::Bool(active));
+                Ok(answer)
+            })
+        }
     }
 
     #[tokio::test]
     async fn a_flood_of_inactive_answers_never_evicts_an_active_one() {
-        let (url, calls) = endpoint().await;
+        let idp = Arc::new(CountingIdp::default());
         let introspector = Introspector::new(
             Settings {
                 issuer: "https://idp.test".into(),
-                endpoint: Some(url),
+                endpoint: Some("https://idp.test/introspect".into()),
                 auth: Some(ClientAuth::Post),
                 client_id: "rs".into(),
                 client_secret: "secret".into(),
@@ -344,7 +262,7 @@ mod tests {
                 max_entries: 8,
                 max_negative_entries: 4,
             },
-            reqwest::Client::new(),
+            idp.clone(),
             Arc::new(Semaphore::new(4)),
         );
         assert!(introspector.introspect("active-alice", 0).await.is_ok());
@@ -360,10 +278,10 @@ mod tests {
             introspector.cache.run_pending_tasks().await;
             introspector.inactive.run_pending_tasks().await;
         }
-        let before = calls.load(Ordering::SeqCst);
+        let before = idp.calls.load(Ordering::SeqCst);
         assert!(introspector.introspect("active-alice", 0).await.is_ok());
         assert_eq!(
-            calls.load(Ordering::SeqCst),
+            idp.calls.load(Ordering::SeqCst),
             before,
             "the active answer was evicted"
         );

@@ -8,6 +8,10 @@
 //! `admin`, `metrics`, `jwks` and `server` are the adapters around it.
 #![forbid(unsafe_code)]
 
+// The adapters name the core by the crate name it will have on its own.
+extern crate self as certbound_core;
+
+pub mod adapters;
 pub mod admin;
 pub mod bind;
 pub mod cache;
@@ -17,12 +21,11 @@ pub mod config;
 pub mod decision;
 pub mod demo;
 pub mod dpop;
+pub mod engine;
 pub mod extract;
 pub mod fixtures;
 pub mod grpc;
-pub mod http;
 pub mod introspection;
-pub mod jwks;
 pub mod kong;
 pub mod metrics;
 pub mod pipeline;

@@ -126,7 +126,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run_serve(path: PathBuf) -> anyhow::Result<ExitCode> {
-    let config = match Config::load(&path) {
+    let config = match load_and_check(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("certbound: {}: {e}", path.display());
@@ -182,8 +182,16 @@ fn forward_sighup(trigger: tokio::sync::mpsc::UnboundedSender<()>) {
     });
 }
 
+/// Loads and validates `path`, then builds its services once, so a setting only the build can
+/// refuse (a client the TLS library will not make) fails here with exit 2, not later.
+fn load_and_check(path: &std::path::Path) -> Result<Config, certbound::config::ConfigError> {
+    let config = Config::load(path)?;
+    config.build(&|_| None)?;
+    Ok(config)
+}
+
 fn check_config(path: PathBuf) -> anyhow::Result<ExitCode> {
-    match Config::load(&path) {
+    match load_and_check(&path) {
         Ok(c) => {
             println!(
                 "{}: ok ({} policy, grpc {}, admin {})",

@@ -166,6 +166,16 @@ impl Metrics {
     }
 }
 
+impl crate::adapters::jwks::FetchObserver for Metrics {
+    fn fetched(&self, ok: bool) {
+        if ok {
+            self.jwks_refresh_ok.inc();
+        } else {
+            self.jwks_refresh_error.inc();
+        }
+    }
+}
+
 impl Observer for Metrics {
     fn consulted(&self, method: Method, result: CheckResult) {
         if let Some(c) = self.revocation_checks.get(&(method, result)) {

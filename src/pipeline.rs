@@ -9,13 +9,14 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::bind::{self, BindError, PopMode};
-use crate::cache::{self, CertFacts, Lookup, Lookups, TokenFacts};
+use crate::cache::{self, Caches, CertFacts, Lookup, Lookups, TokenFacts};
 use crate::cert::{self, CertError, HeaderFormat, Thumbprint};
 use crate::decision::{Decision, DenyReason, UpstreamHeader};
 use crate::dpop::{self, DpopMode};
+use crate::engine::{Engine, Services};
 use crate::extract::{self, ExtractError, Scheme};
 use crate::introspection::IntrospectError;
-use crate::policy::{CertSource, Policies, Policy};
+use crate::policy::{CertSource, Policy};
 use crate::revocation::RevocationError;
 use crate::token::{self, TokenError, VerifiedToken};
 
@@ -55,14 +56,15 @@ pub struct Outcome {
 }
 
 /// Runs one check at `now` (seconds since the epoch).
-pub async fn check(input: &CheckInput<'_>, policies: &Policies, now: u64) -> Outcome {
-    let Some(policy) = policies.select(input.policy_name) else {
+pub async fn check(input: &CheckInput<'_>, engine: &Engine, now: u64) -> Outcome {
+    let Some(active) = engine.select(input.policy_name) else {
         return Outcome {
             decision: Decision::Deny(DenyReason::UnknownPolicy),
             policy: input.policy_name.unwrap_or_default().to_string(),
             ..Outcome::default()
         };
     };
+    let (policy, services) = (&*active.policy, &active.services);
     let mut outcome = Outcome {
         policy: policy.name.clone(),
         dpop: (policy.dpop.mode != DpopMode::Off).then(|| dpop::Challenge {
@@ -72,7 +74,7 @@ pub async fn check(input: &CheckInput<'_>, policies: &Policies, now: u64) -> Out
         }),
         ..Outcome::default()
     };
-    outcome.decision = match decide(input, policy, now, &mut outcome).await {
+    outcome.decision = match decide(input, policy, services, now, &mut outcome).await {
         Ok(d) => d,
         Err(reason) => {
             if reason == DenyReason::InsufficientScope {
@@ -86,7 +88,8 @@ pub async fn check(input: &CheckInput<'_>, policies: &Policies, now: u64) -> Out
 
 async fn decide(
     input: &CheckInput<'_>,
-    policy: &Arc<Policy>,
+    policy: &Policy,
+    services: &Services,
     now: u64,
     outcome: &mut Outcome,
 ) -> Result<Decision, DenyReason> {
@@ -102,13 +105,13 @@ async fn decide(
     // Every local check that can deny runs before anything that may go to the network
     // (introspection, a JWKS refetch on an unknown `kid`): without a certificate the policy
     // accepts, a made-up token costs the IdP nothing.
-    let cert = client_certificate(input, policy, now, &mut outcome.cache)?;
+    let cert = client_certificate(input, policy, &services.caches, now, &mut outcome.cache)?;
     outcome.thumbprint = cert.as_ref().map(|c| x5t(&c.thumbprint));
     if policy.pop_mode == PopMode::Strict && cert.is_none() {
         // Strict binding denies every token without a certificate, bound or not.
         return Err(DenyReason::CertMissing);
     }
-    let verified = token_facts(token, policy, now, outcome).await?;
+    let verified = token_facts(token, policy, services, now, outcome).await?;
     outcome.subject.clone_from(&verified.subject);
     outcome.client_id.clone_from(&verified.client_id);
     let reason = bind::check(
@@ -128,14 +131,15 @@ async fn decide(
             max_json_depth: policy.limits.max_json_depth,
             leeway: policy.leeway,
             now,
+            replay: &services.replay,
         },
     )
     .await?;
     verified.authorized?;
     // Revocation last: it may need network I/O, so only requests that passed every local check
     // can cause a fetch.
-    if let (Some(c), CertSource::Header(source)) = (&cert, &policy.cert_source) {
-        if let (Some(checker), Some(issuer)) = (&source.revocation, c.issuer) {
+    if let Some(c) = &cert {
+        if let (Some(checker), Some(issuer)) = (&services.revocation, c.issuer) {
             checker
                 .check(&c.chain, issuer, &c.thumbprint, now)
                 .await
@@ -231,12 +235,13 @@ fn claim_at<'c>(claims: &'c Map<String, Value>, path: &[String]) -> Option<&'c V
 async fn token_facts(
     token: &str,
     policy: &Policy,
+    services: &Services,
     now: u64,
     outcome: &mut Outcome,
 ) -> Result<Arc<TokenFacts>, DenyReason> {
     let jwt = crate::introspection::is_jwt_shaped(token);
     let lookups = &mut outcome.cache;
-    match &policy.introspection {
+    match &services.introspector {
         Some(introspector) if !(policy.bearer && jwt && !policy.introspect_jwt_tokens) => {
             let response = introspector
                 .introspect(token, now)
@@ -253,25 +258,27 @@ async fn token_facts(
                 .map_err(token_reason)?;
             Ok(Arc::new(facts(policy, verified, [0; 32])))
         }
-        _ if !policy.caches.caches_tokens() => {
-            let (verified, keys) = verify_jwt(token, policy, now).await?;
+        _ if !services.caches.caches_tokens() => {
+            let (verified, keys) = verify_jwt(token, policy, services, now).await?;
             Ok(Arc::new(facts(policy, verified, keys)))
         }
         _ => {
             let key = cache::token_key(token);
-            if let Some(hit) = policy.caches.token(&key, now) {
+            if let Some(hit) = services.caches.token(&key, now) {
                 // Proven with the keys the issuer publishes now: only the clock can change the
                 // answer. A changed key set sends the token back to full verification.
-                if hit.keys == policy.keys.fingerprint() {
+                if hit.keys == services.keys.fingerprint() {
                     lookups.token = Some(Lookup::Hit);
                     hit.check_time(policy.leeway, now)?;
                     return Ok(hit);
                 }
             }
             lookups.token = Some(Lookup::Miss);
-            let (verified, keys) = verify_jwt(token, policy, now).await?;
+            let (verified, keys) = verify_jwt(token, policy, services, now).await?;
             let f = Arc::new(facts(policy, verified, keys));
-            policy.caches.put_token(key, f.clone(), policy.leeway, now);
+            services
+                .caches
+                .put_token(key, f.clone(), policy.leeway, now);
             Ok(f)
         }
     }
@@ -305,12 +312,13 @@ fn facts(policy: &Policy, verified: VerifiedToken, keys: [u8; 32]) -> TokenFacts
 async fn verify_jwt(
     token: &str,
     policy: &Policy,
+    services: &Services,
     now: u64,
 ) -> Result<(VerifiedToken, [u8; 32]), DenyReason> {
     let rules = policy.token_rules();
-    let mut keys = policy.keys.current();
+    let mut keys = services.keys.current();
     if !keys.is_loaded() {
-        keys = policy.keys.refresh(policy.unknown_kid_wait).await;
+        keys = services.keys.refresh(policy.unknown_kid_wait).await;
         if !keys.is_loaded() {
             return Err(DenyReason::KeysUnavailable);
         }
@@ -318,7 +326,7 @@ async fn verify_jwt(
     match token::verify(token, &keys, &rules, now) {
         Err(TokenError::UnknownKey) => {
             // The IdP may have rotated its keys: ask for a (rate-limited) refresh, once.
-            let keys = policy.keys.refresh(policy.unknown_kid_wait).await;
+            let keys = services.keys.refresh(policy.unknown_kid_wait).await;
             token::verify(token, &keys, &rules, now)
                 .map(|v| (v, keys.fingerprint()))
                 .map_err(token_reason)
@@ -332,13 +340,13 @@ async fn verify_jwt(
 fn client_certificate(
     input: &CheckInput<'_>,
     policy: &Policy,
+    caches: &Caches,
     now: u64,
     lookups: &mut Lookups,
 ) -> Result<Option<Arc<CertFacts>>, DenyReason> {
     if policy.pop_mode == PopMode::Off {
         return Ok(None);
     }
-    let caches = &policy.caches;
     let max_bytes = policy.limits.max_certificate_header_bytes;
     match &policy.cert_source {
         CertSource::Header(source) => {

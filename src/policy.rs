@@ -1,15 +1,15 @@
-//! The validated, plain-data policy the request path reads. Built once by `config`; the
-//! pipeline never sees raw configuration.
+//! The validated policy: plain data (rules, modes, limits, parsed trust stores and key sets),
+//! no clients, caches or connections. The service's configuration produces it; `engine` pairs
+//! each policy with the live services its checks use.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::bind::PopMode;
-use crate::cache::Caches;
 use crate::cert::{HeaderFormat, TrustStore, XfccElements};
-use crate::revocation::Checker;
-use crate::token::KeyStore;
+use crate::token::KeySet;
 
 /// Where the client certificate comes from.
 #[derive(Debug, Clone)]
@@ -37,9 +37,48 @@ pub struct HeaderSource {
     /// Kong's `secure_source`: the header counts only when the request reached Envoy from one
     /// of `Policy::trusted_ips`.
     pub secure_source: bool,
-    /// `None` when `revocation_check_mode = "SKIP"`.
-    pub revocation: Option<Arc<Checker>>,
+    /// `None` when `revocation_check_mode = "SKIP"`, or without a trust store (the verified
+    /// path's issuer is what revocation is asked about).
+    pub revocation: Option<crate::revocation::Settings>,
+    /// Kong's `ssl_verify` of this table: TLS verification towards OCSP and CRL endpoints
+    /// (chain verification against the CAs is always on).
+    pub revocation_tls_verify: bool,
 }
+
+/// Where an issuer's signing keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// `{issuer}/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery { issuer: String },
+    /// A JWKS URL set directly.
+    Uri(String),
+    /// A static JWKS file, read when the configuration was validated.
+    File { path: PathBuf, keys: Arc<KeySet> },
+}
+
+impl KeySource {
+    /// Fetched over the network (and refreshed), as opposed to a static file.
+    pub fn is_fetched(&self) -> bool {
+        !matches!(self, Self::File { .. })
+    }
+}
+
+/// Two sources are the same when they fetch from the same place, or hold the same keys from
+/// the same file: policies with equal sources share one key store and one fetcher.
+impl PartialEq for KeySource {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Discovery { issuer: a }, Self::Discovery { issuer: b }) => a == b,
+            (Self::Uri(a), Self::Uri(b)) => a == b,
+            (Self::File { path: a, keys: ka }, Self::File { path: b, keys: kb }) => {
+                a == b && ka.fingerprint() == kb.fingerprint()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for KeySource {}
 
 /// One claim copied to one upstream request header on allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,23 +159,59 @@ pub struct Policy {
     /// Kong's `trusted_ips`: the proxies allowed to set the certificate header.
     pub trusted_ips: Vec<ipnet::IpNet>,
     pub limits: Limits,
-    pub keys: Arc<KeyStore>,
+    /// Where the issuer's signing keys come from.
+    pub keys: KeySource,
     /// `auth_methods` contains `bearer`: JWTs verified with the issuer's keys.
     pub bearer: bool,
     /// `auth_methods` contains `introspection`: RFC 7662 for opaque tokens.
-    pub introspection: Option<Arc<crate::introspection::Introspector>>,
+    pub introspection: Option<crate::introspection::Settings>,
     /// Kong's `introspect_jwt_tokens`: JWT-shaped tokens are introspected too.
     pub introspect_jwt_tokens: bool,
     /// How long a check may wait for a JWKS refresh after meeting an unknown `kid`.
     pub unknown_kid_wait: Duration,
-    /// Verified tokens and certificates. Owned by this policy alone (never shared between
-    /// policies) and replaced with it on reload.
-    pub caches: Arc<Caches>,
+    /// Sizes and lifetime of this policy's caches of verified tokens and certificates.
+    pub cache: crate::cache::Settings,
     /// Kong's `proof_of_possession_dpop` and its settings.
     pub dpop: crate::dpop::DpopPolicy,
 }
 
 impl Policy {
+    /// A policy named `name` for tokens of `issuer` with every other key at its default (keys
+    /// by discovery, binding `strict` to Envoy's peer certificate, DPoP off): what a
+    /// configuration naming only `issuer` gives. Tests, benchmarks and embedders set the fields
+    /// they care about on top (`Policy { pop_mode: .., ..Policy::new(name, issuer) }`).
+    pub fn new(name: impl Into<String>, issuer: impl Into<String>) -> Self {
+        let issuer = issuer.into();
+        Self {
+            name: name.into(),
+            keys: KeySource::Discovery {
+                issuer: issuer.clone(),
+            },
+            issuer,
+            audiences: Vec::new(),
+            leeway: 0,
+            accepted_token_types: vec!["at+jwt".into(), "application/at+jwt".into(), "JWT".into()],
+            pop_mode: PopMode::Strict,
+            cert_source: CertSource::Peer,
+            upstream_headers: Vec::new(),
+            upstream_thumbprint_header: None,
+            hide_credentials: false,
+            scopes_required: Vec::new(),
+            scopes_claim: vec!["scope".into()],
+            audience_required: Vec::new(),
+            audience_claim: vec!["aud".into()],
+            claims_forbidden: Vec::new(),
+            trusted_ips: Vec::new(),
+            limits: Limits::default(),
+            bearer: true,
+            introspection: None,
+            introspect_jwt_tokens: false,
+            unknown_kid_wait: Duration::from_millis(500),
+            cache: crate::cache::Settings::default(),
+            dpop: crate::dpop::DpopPolicy::off(),
+        }
+    }
+
     /// What a token must satisfy under this policy.
     pub fn token_rules(&self) -> crate::token::TokenRules<'_> {
         crate::token::TokenRules {
@@ -186,31 +261,8 @@ impl Policies {
         }
     }
 
-    /// Every distinct key store a policy verifies JWTs with (readiness: all must be loaded).
-    pub fn key_stores(&self) -> Vec<Arc<KeyStore>> {
-        let mut stores: Vec<Arc<KeyStore>> = Vec::new();
-        for p in std::iter::once(&self.default).chain(self.named.values()) {
-            if p.bearer && !stores.iter().any(|s| Arc::ptr_eq(s, &p.keys)) {
-                stores.push(p.keys.clone());
-            }
-        }
-        stores
-    }
-
-    /// Every distinct revocation checker (metrics are attached to each at start).
-    pub fn revocation_checkers(&self) -> Vec<Arc<Checker>> {
-        let mut checkers: Vec<Arc<Checker>> = Vec::new();
-        for p in std::iter::once(&self.default).chain(self.named.values()) {
-            if let CertSource::Header(HeaderSource {
-                revocation: Some(c),
-                ..
-            }) = &p.cert_source
-            {
-                if !checkers.iter().any(|x| Arc::ptr_eq(x, c)) {
-                    checkers.push(c.clone());
-                }
-            }
-        }
-        checkers
+    /// Every policy, the default first.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Policy>> {
+        std::iter::once(&self.default).chain(self.named.values())
     }
 }

@@ -17,12 +17,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic_health::ServingStatus;
 
+use crate::adapters::http::IdpClient;
+use crate::adapters::jwks::{self, KeyFetch};
 use crate::admin::{self, AdminState};
-use crate::config::{Config, GrpcTls, IdpClient, KeyFetch, KeySource};
+use crate::config::{Config, ConfigError, GrpcTls};
+use crate::engine::Engine;
 use crate::grpc::AuthzService;
-use crate::jwks;
 use crate::metrics::Metrics;
-use crate::policy::{Policies, Policy};
+use crate::policy::KeySource;
 use crate::token::KeyStore;
 
 pub use crate::grpc::{MAX_CHECK_REQUEST_BYTES, MAX_DECODED_CHECK_REQUEST_BYTES};
@@ -44,6 +46,8 @@ pub enum ServeError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Jwks(#[from] jwks::JwksError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("admin server: {0}")]
@@ -99,7 +103,11 @@ pub async fn serve_with_reload(
     let metrics = Arc::new(Metrics::new()?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc_tls = config.grpc_tls.clone();
-    let client = jwks::http_client(&config.idp_client)?;
+    let client = config
+        .idp_client
+        .keys_client()
+        .map_err(jwks::JwksError::Client)?;
+    let built = config.build(&|_| None)?;
     metrics.reload_last_ok.set(1);
     let mut fetchers = Fetchers {
         running: Vec::new(),
@@ -108,17 +116,17 @@ pub async fn serve_with_reload(
         metrics: metrics.clone(),
         stop: stop_rx.clone(),
     };
-    for fetch in config.key_fetches {
+    for fetch in built.key_fetches {
         fetchers.start(fetch);
     }
-    for checker in config.policies.revocation_checkers() {
+    for checker in built.engine.revocation_checkers() {
         checker.observe(metrics.clone());
     }
-    let policies = Arc::new(ArcSwap::from_pointee(config.policies));
+    let engine = Arc::new(ArcSwap::from_pointee(built.engine));
 
     let admin_state = AdminState {
         metrics: metrics.clone(),
-        policies: policies.clone(),
+        engine: engine.clone(),
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(track_readiness(
@@ -133,13 +141,13 @@ pub async fn serve_with_reload(
             config.files,
             listen,
             grpc_tls.clone(),
-            policies.clone(),
+            engine.clone(),
             fetchers,
             stop_rx.clone(),
         ));
     }
 
-    let authz = AuthorizationServer::new(AuthzService::new(policies, metrics))
+    let authz = AuthorizationServer::new(AuthzService::new(engine, metrics))
         .max_decoding_message_size(MAX_DECODED_CHECK_REQUEST_BYTES);
 
     tokio::spawn(async move {
@@ -276,7 +284,7 @@ async fn reload_loop(
     mut files: Vec<PathBuf>,
     listen: (SocketAddr, SocketAddr),
     grpc_tls: Option<GrpcTls>,
-    policies: Arc<ArcSwap<Policies>>,
+    engine: Arc<ArcSwap<Engine>>,
     mut fetchers: Fetchers,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -304,7 +312,7 @@ async fn reload_loop(
             }
             _ = stop.changed() => return,
         }
-        match apply(&reload.path, listen, &grpc_tls, &policies, &mut fetchers).await {
+        match apply(&reload.path, listen, &grpc_tls, &engine, &mut fetchers).await {
             Ok(new_files) => {
                 fetchers.metrics.reload_ok.inc();
                 fetchers.metrics.reload_last_ok.set(1);
@@ -334,7 +342,7 @@ async fn apply(
     path: &Path,
     listen: (SocketAddr, SocketAddr),
     grpc_tls: &Option<GrpcTls>,
-    policies: &ArcSwap<Policies>,
+    engine: &ArcSwap<Engine>,
     fetchers: &mut Fetchers,
 ) -> Result<Vec<PathBuf>, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
@@ -351,67 +359,40 @@ async fn apply(
     let new_client = if config.idp_client == fetchers.idp {
         None
     } else {
-        Some(jwks::http_client(&config.idp_client).map_err(|e| e.to_string())?)
+        Some(config.idp_client.keys_client()?)
     };
     let client = new_client
         .clone()
         .unwrap_or_else(|| fetchers.client.clone());
-    // Keep the stores already running for unchanged key sources; start and wait for new ones.
+    // Key sources already fetched keep their stores (and the keys in them); new ones start empty
+    // and must load before the configuration is swapped in.
+    let built = config
+        .build(&|source| fetchers.existing(source))
+        .map_err(|e| e.to_string())?;
     let serving = fetchers.sources();
-    let wanted: Vec<KeySource> = config
-        .key_fetches
-        .iter()
-        .map(|f| f.source.clone())
-        .collect();
-    let mut replace: Vec<(Arc<KeyStore>, Arc<KeyStore>)> = Vec::new();
+    let wanted: Vec<KeySource> = built.key_fetches.iter().map(|f| f.source.clone()).collect();
     let mut restart: Vec<KeyFetch> = Vec::new();
-    for fetch in config.key_fetches {
-        match fetchers.existing(&fetch.source) {
-            Some(running) => {
-                replace.push((fetch.store.clone(), running.clone()));
-                restart.push(KeyFetch {
-                    store: running,
-                    ..fetch
-                });
-            }
-            None => {
-                let store = fetch.store.clone();
-                fetchers.start_with(fetch, client.clone());
-                let deadline = tokio::time::Instant::now() + NEW_KEYS_WAIT;
-                while !store.is_ready() && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                if !store.is_ready() {
-                    // The refused configuration's new fetchers must not outlive it.
-                    fetchers.retain(&serving);
-                    return Err("a new issuer's signing keys could not be loaded".into());
-                }
-            }
+    for fetch in built.key_fetches {
+        if fetchers.existing(&fetch.source).is_some() {
+            restart.push(fetch);
+            continue;
+        }
+        let store = fetch.store.clone();
+        fetchers.start_with(fetch, client.clone());
+        let deadline = tokio::time::Instant::now() + NEW_KEYS_WAIT;
+        while !store.is_ready() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !store.is_ready() {
+            // The refused configuration's new fetchers must not outlive it.
+            fetchers.retain(&serving);
+            return Err("a new issuer's signing keys could not be loaded".into());
         }
     }
-    let rebind = |p: &Arc<Policy>| -> Arc<Policy> {
-        match replace.iter().find(|(new, _)| Arc::ptr_eq(new, &p.keys)) {
-            Some((_, running)) => {
-                let mut p = (**p).clone();
-                p.keys = running.clone();
-                Arc::new(p)
-            }
-            None => p.clone(),
-        }
-    };
-    for checker in config.policies.revocation_checkers() {
+    for checker in built.engine.revocation_checkers() {
         checker.observe(fetchers.metrics.clone());
     }
-    let next = Policies {
-        default: rebind(&config.policies.default),
-        named: config
-            .policies
-            .named
-            .iter()
-            .map(|(k, p)| (k.clone(), rebind(p)))
-            .collect(),
-    };
-    policies.store(Arc::new(next));
+    engine.store(Arc::new(built.engine));
     fetchers.retain(&wanted);
     if let Some(client) = new_client {
         for fetch in restart {
@@ -506,12 +487,13 @@ mod tests {
             metrics: Arc::new(Metrics::new().unwrap()),
             stop,
         };
-        for fetch in first.key_fetches {
+        let built = first.build(&|_| None).unwrap();
+        for fetch in built.key_fetches {
             fetchers.start(fetch);
         }
         assert_eq!(fetchers.running.len(), 1);
         let removed = fetchers.running[0].task.clone();
-        let policies = ArcSwap::from_pointee(first.policies);
+        let policies = ArcSwap::from_pointee(built.engine);
 
         // Same file, reloaded: the fetcher is kept.
         apply(&path, listen, &None, &policies, &mut fetchers)

@@ -10,14 +10,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use certbound::cache::{Caches, Lookup, Lookups, Settings};
+use certbound::cache::{Lookup, Lookups, Settings};
 use certbound::cert::{HeaderFormat, TrustStore, XfccElements};
 use certbound::clock::now_unix;
 use certbound::decision::{Decision, DenyReason};
-use certbound::dpop::{access_token_hash, DpopMode, DpopPolicy, ReplayStore};
+use certbound::dpop::{access_token_hash, DpopMode, DpopPolicy};
+use certbound::engine::{Active, Engine};
 use certbound::fixtures::{bound_claims, jwks, url_encode_pem, Ca, Leaf, SigningKey};
 use certbound::pipeline::{self, CheckInput, Outcome};
-use certbound::policy::{CertSource, HeaderSource, Policies, Policy, PopMode};
+use certbound::policy::{CertSource, HeaderSource, Policy, PopMode};
 use certbound::token::{KeySet, KeyStore};
 use support::{Certbound, Req};
 
@@ -54,12 +55,8 @@ impl World {
     fn policy(&self, name: &str, audiences: &[&str]) -> Policy {
         let trust = TrustStore::from_der(vec![self.root.der.clone()], false).unwrap();
         Policy {
-            name: name.into(),
-            issuer: ISS.into(),
             audiences: audiences.iter().map(|a| a.to_string()).collect(),
-            leeway: 0,
             accepted_token_types: vec!["at+jwt".into()],
-            pop_mode: PopMode::Strict,
             cert_source: CertSource::Header(HeaderSource {
                 name: "x-client-cert".into(),
                 chain_name: None,
@@ -68,25 +65,16 @@ impl World {
                 trust: Some(Arc::new(trust)),
                 secure_source: false,
                 revocation: None,
+                revocation_tls_verify: true,
             }),
-            upstream_headers: Vec::new(),
-            upstream_thumbprint_header: None,
-            hide_credentials: false,
-            scopes_required: Vec::new(),
-            scopes_claim: vec!["scope".into()],
-            audience_required: Vec::new(),
-            audience_claim: vec!["aud".into()],
-            claims_forbidden: Vec::new(),
-            trusted_ips: Vec::new(),
-            limits: Default::default(),
-            keys: self.store.clone(),
-            bearer: true,
-            introspection: None,
-            introspect_jwt_tokens: false,
             unknown_kid_wait: Duration::from_millis(10),
-            caches: Arc::new(Caches::new(Settings::default())),
-            dpop: certbound::dpop::DpopPolicy::off(),
+            ..Policy::new(name, ISS)
         }
+    }
+
+    /// `policy` in force, verifying with this world's key store.
+    fn active(&self, policy: Policy) -> Active {
+        Active::in_memory(policy, self.store.clone())
     }
 
     fn token(&self, claims: serde_json::Value) -> String {
@@ -154,7 +142,7 @@ fn dpop_headers(scheme: &str, token: &str, proof: Option<&str>) -> HashMap<Strin
 }
 
 async fn check(
-    policies: &Policies,
+    policies: &Engine,
     policy: Option<&str>,
     h: &HashMap<String, String>,
     now: u64,
@@ -178,7 +166,7 @@ const HIT: Option<Lookup> = Some(Lookup::Hit);
 #[tokio::test]
 async fn a_repeated_token_and_certificate_are_verified_once() {
     let w = World::new();
-    let policies = Policies::single(w.policy("default", &[AUD]));
+    let policies = Engine::single(w.active(w.policy("default", &[AUD])));
     let h = headers(&w.bound_token(), &w.chain());
     let first = check(&policies, None, &h, w.now).await;
     assert!(allowed(&first), "{first:?}");
@@ -215,8 +203,7 @@ async fn a_cached_dpop_bound_token_still_needs_a_fresh_proof_on_every_request() 
         mode: DpopMode::Strict,
         ..DpopPolicy::off()
     };
-    policy.dpop.replay = Arc::new(ReplayStore::memory(1000));
-    let policies = Policies::single(policy);
+    let policies = Engine::single(w.active(policy));
     let client = SigningKey::es256("client").unwrap();
     let (token, proof) = dpop_world(&w, &client);
 
@@ -266,7 +253,7 @@ async fn a_cached_dpop_bound_token_still_needs_a_fresh_proof_on_every_request() 
 #[tokio::test]
 async fn a_cached_token_is_refused_once_its_exp_has_passed() {
     let w = World::new();
-    let policies = Policies::single(w.policy("default", &[AUD]));
+    let policies = Engine::single(w.active(w.policy("default", &[AUD])));
     let mut claims = bound_claims(ISS, AUD, "alice-app", &w.alice, w.now);
     claims["exp"] = (w.now + 30).into();
     let h = headers(&w.token(claims), &w.chain());
@@ -281,10 +268,10 @@ async fn a_cached_token_is_refused_once_its_exp_has_passed() {
 #[tokio::test]
 async fn a_token_cached_under_one_policy_is_not_reused_by_another() {
     let w = World::new();
-    let mut policies = Policies::single(w.policy("default", &[AUD]));
+    let mut policies = Engine::single(w.active(w.policy("default", &[AUD])));
     policies.named.insert(
         "other-api".into(),
-        Arc::new(w.policy("other-api", &["https://other.cache.test"])),
+        Arc::new(w.active(w.policy("other-api", &["https://other.cache.test"]))),
     );
     let h = headers(&w.bound_token(), &w.chain());
     assert!(allowed(&check(&policies, None, &h, w.now).await));
@@ -300,7 +287,7 @@ async fn a_token_cached_under_one_policy_is_not_reused_by_another() {
 #[tokio::test]
 async fn a_key_removed_from_the_jwks_stops_tokens_it_verified() {
     let w = World::new();
-    let policies = Policies::single(w.policy("default", &[AUD]));
+    let policies = Engine::single(w.active(w.policy("default", &[AUD])));
     let h = headers(&w.bound_token(), &w.chain());
     assert!(allowed(&check(&policies, None, &h, w.now).await));
     assert_eq!(check(&policies, None, &h, w.now).await.cache.token, HIT);
@@ -315,7 +302,7 @@ async fn a_key_removed_from_the_jwks_stops_tokens_it_verified() {
 #[tokio::test]
 async fn refetching_the_same_jwks_keeps_cached_tokens() {
     let w = World::new();
-    let policies = Policies::single(w.policy("default", &[AUD]));
+    let policies = Engine::single(w.active(w.policy("default", &[AUD])));
     let h = headers(&w.bound_token(), &w.chain());
     assert!(allowed(&check(&policies, None, &h, w.now).await));
     w.store.publish(keyset(&[&w.key]));
@@ -325,7 +312,7 @@ async fn refetching_the_same_jwks_keeps_cached_tokens() {
 #[tokio::test]
 async fn failures_are_never_cached() {
     let w = World::new();
-    let policies = Policies::single(w.policy("default", &[AUD]));
+    let policies = Engine::single(w.active(w.policy("default", &[AUD])));
     let forged = {
         let t = w.bound_token();
         let (head, _) = t.rsplit_once('.').unwrap();
@@ -357,7 +344,7 @@ async fn failures_are_never_cached() {
 #[tokio::test]
 async fn a_cached_certificate_is_not_used_past_its_not_after() {
     let w = World::new();
-    let policies = Policies::single(w.policy("default", &[AUD]));
+    let policies = Engine::single(w.active(w.policy("default", &[AUD])));
     let short = w.inter.client("short", w.now - 60, w.now + 100).unwrap();
     let mut claims = bound_claims(ISS, AUD, "short-app", &short, w.now);
     claims["exp"] = (w.now + 1000).into();
@@ -381,7 +368,7 @@ async fn a_cached_certificate_is_not_used_past_its_not_after() {
 #[tokio::test]
 async fn the_same_certificate_in_another_encoding_is_not_verified_again() {
     let w = World::new();
-    let policies = Policies::single(w.policy("default", &[AUD]));
+    let policies = Engine::single(w.active(w.policy("default", &[AUD])));
     let token = w.bound_token();
     assert!(allowed(
         &check(&policies, None, &headers(&token, &w.chain()), w.now).await
@@ -401,8 +388,8 @@ async fn the_same_certificate_in_another_encoding_is_not_verified_again() {
 async fn with_caches_off_every_check_verifies() {
     let w = World::new();
     let mut p = w.policy("default", &[AUD]);
-    p.caches = Arc::new(Caches::off());
-    let policies = Policies::single(p);
+    p.cache = Settings::OFF;
+    let policies = Engine::single(w.active(p));
     let h = headers(&w.bound_token(), &w.chain());
     for _ in 0..3 {
         let o = check(&policies, None, &h, w.now).await;

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use certbound::adapters::replay::RedisStore;
 use certbound::clock::now_unix;
 use certbound::dpop::{access_token_hash, ReplayError, ReplayStore};
 use certbound::fixtures::{jwks, SigningKey};
@@ -78,11 +79,16 @@ impl Drop for Redis {
     }
 }
 
+/// A replay store on the Redis at `url`, as `[dpop_replay] store = "redis"` builds it.
+fn redis_store(url: &str) -> ReplayStore {
+    ReplayStore::Shared(std::sync::Arc::new(RedisStore::new(url, TIMEOUT).unwrap()))
+}
+
 #[tokio::test]
 async fn a_proof_seen_by_one_replica_is_a_replay_at_another() {
     let redis = Redis::start();
-    let a = ReplayStore::redis(&redis.url(), TIMEOUT).unwrap();
-    let b = ReplayStore::redis(&redis.url(), TIMEOUT).unwrap();
+    let a = redis_store(&redis.url());
+    let b = redis_store(&redis.url());
     assert_eq!(a.first_use("jkt-1", "jti-1", 60).await, Ok(true));
     assert_eq!(b.first_use("jkt-1", "jti-1", 60).await, Ok(false));
     assert_eq!(a.first_use("jkt-1", "jti-1", 60).await, Ok(false));
@@ -94,7 +100,7 @@ async fn a_proof_seen_by_one_replica_is_a_replay_at_another() {
 async fn redis_going_away_is_an_error_and_the_store_recovers_when_it_is_back() {
     let mut redis = Redis::start();
     let port = redis.port;
-    let store = ReplayStore::redis(&redis.url(), TIMEOUT).unwrap();
+    let store = redis_store(&redis.url());
     assert_eq!(store.first_use("k", "before", 60).await, Ok(true));
 
     redis.stop();
@@ -134,7 +140,7 @@ async fn a_redis_that_never_answered_denies_from_the_first_check() {
         .local_addr()
         .unwrap()
         .port();
-    let store = ReplayStore::redis(&format!("redis://127.0.0.1:{port}/0"), TIMEOUT).unwrap();
+    let store = redis_store(&format!("redis://127.0.0.1:{port}/0"));
     assert!(matches!(
         store.first_use("k", "j", 60).await,
         Err(ReplayError::Unavailable(_))

@@ -77,9 +77,11 @@ fn dpop_seeds_include_a_proof_that_verifies_and_broken_ones_that_do_not() {
 #[tokio::test]
 async fn check_request_seeds_reach_allow_and_the_binding_deny() {
     // As the check_request target builds it: a policy per header format, and "peer".
-    let policies = per_cert_source(config().policies);
+    let mut config = config();
+    config.policies = per_cert_source(config.policies);
+    let engine = config.build(&|_| None).unwrap().engine;
     let svc = AuthzService::new(
-        Arc::new(arc_swap::ArcSwap::from_pointee(policies)),
+        Arc::new(arc_swap::ArcSwap::from_pointee(engine)),
         Arc::new(Metrics::new().unwrap()),
     );
 

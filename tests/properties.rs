@@ -328,7 +328,8 @@ fn services(pool: &Pool) -> Services {
             let config =
                 Config::from_figment(&Figment::new().merge(Toml::string(&toml)), dir.path())
                     .unwrap_or_else(|e| panic!("{source:?}: {e}"));
-            let policies = Arc::new(arc_swap::ArcSwap::from_pointee(config.policies));
+            let built = config.build(&|_| None).unwrap();
+            let policies = Arc::new(arc_swap::ArcSwap::from_pointee(built.engine));
             (
                 source,
                 AuthzService::new(policies, Arc::new(Metrics::new().unwrap())),

@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use certbound::config::{Config, KeySource};
+use certbound::config::Config;
 use certbound::fixtures::{jwks, Ca, SigningKey};
+use certbound::policy::KeySource;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use figment::providers::{Format, Toml};
 use figment::Figment;
@@ -171,11 +172,11 @@ async fn discovery_pointing_jwks_uri_at_plain_http_loads_no_keys() {
         &discovery.to_string(),
     );
     let c = config(dir.path(), &ca, &idp.base, "");
-    let client = certbound::jwks::http_client(&c.idp_client).unwrap();
+    let client = c.idp_client.keys_client().unwrap();
     let source = KeySource::Discovery {
         issuer: idp.base.clone(),
     };
-    let err = certbound::jwks::fetch(&client, &source)
+    let err = certbound::adapters::jwks::fetch(&client, &source)
         .await
         .expect_err("keys from a plain-http jwks_uri were accepted");
     assert!(err.to_string().contains("https"), "{err}");
@@ -201,9 +202,9 @@ async fn a_redirect_from_https_to_plain_http_is_not_followed() {
         &idp.base,
         &format!("jwks_uri = \"{}/jwks\"", idp.base),
     );
-    let client = certbound::jwks::http_client(&c.idp_client).unwrap();
+    let client = c.idp_client.keys_client().unwrap();
     let source = KeySource::Uri(format!("{}/jwks", idp.base));
-    certbound::jwks::fetch(&client, &source)
+    certbound::adapters::jwks::fetch(&client, &source)
         .await
         .expect_err("a redirect to plain http was followed");
     assert!(plain.seen().is_empty(), "the plain-http URL was contacted");
@@ -222,10 +223,13 @@ async fn a_redirect_from_https_to_https_is_still_followed() {
         "",
     );
     let c = config(dir.path(), &ca, &idp.base, "");
-    let client = certbound::jwks::http_client(&c.idp_client).unwrap();
-    let keys = certbound::jwks::fetch(&client, &KeySource::Uri(format!("{}/old-jwks", idp.base)))
-        .await
-        .unwrap();
+    let client = c.idp_client.keys_client().unwrap();
+    let keys = certbound::adapters::jwks::fetch(
+        &client,
+        &KeySource::Uri(format!("{}/old-jwks", idp.base)),
+    )
+    .await
+    .unwrap();
     assert_eq!(keys.len(), 1);
 }
 
@@ -263,7 +267,8 @@ async fn introspection_credentials_are_never_resent_on_a_redirect() {
                 idp.base
             ),
         );
-        let introspector = c.policies.default.introspection.clone().unwrap();
+        let built = c.build(&|_| None).unwrap();
+        let introspector = built.engine.default.services.introspector.clone().unwrap();
         let got = introspector.introspect("opaque-token", 0).await;
         assert!(
             got.is_err(),

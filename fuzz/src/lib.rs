@@ -25,11 +25,13 @@ pub fn fixtures() -> PathBuf {
 
 /// The configuration the Check handler serves (`fixtures/certbound.toml`), read from the file
 /// alone: no `CERTBOUND_*` environment overrides.
-pub static CONFIG: LazyLock<Config> = LazyLock::new(|| {
+pub static CONFIG: LazyLock<Config> = LazyLock::new(load_config);
+
+fn load_config() -> Config {
     let dir = fixtures();
     Config::from_figment(&Figment::from(Toml::file(dir.join("certbound.toml"))), &dir)
         .unwrap_or_else(|e| panic!("fuzz/fixtures/certbound.toml: {e}"))
-});
+}
 
 /// The client root and intermediate that the fixture certificates chain to.
 pub static TRUST: LazyLock<TrustStore> = LazyLock::new(|| {
@@ -48,9 +50,13 @@ pub static KEYS: LazyLock<KeySet> = LazyLock::new(|| {
 /// reading Envoy's peer certificate (`peer`): a CheckRequest picks one with
 /// `context_extensions: {policy: NAME}`.
 pub static SERVICE: LazyLock<AuthzService> = LazyLock::new(|| {
-    let policies = per_cert_source(CONFIG.policies.clone());
+    let mut config = load_config();
+    config.policies = per_cert_source(config.policies);
+    let built = config
+        .build(&|_| None)
+        .unwrap_or_else(|e| panic!("fuzz/fixtures/certbound.toml: {e}"));
     let metrics = Metrics::new().expect("metrics registry");
-    AuthzService::new(Arc::new(ArcSwap::from_pointee(policies)), Arc::new(metrics))
+    AuthzService::new(Arc::new(ArcSwap::from_pointee(built.engine)), Arc::new(metrics))
 });
 
 /// A current-thread runtime with a paused clock: a check that waits for a JWKS refresh (an

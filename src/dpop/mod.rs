@@ -26,7 +26,7 @@ pub use proof::{
     access_token_hash, normalize_htu, parse, verify, Expected, Proof, MAX_JTI_BYTES,
     MAX_PROOF_BYTES,
 };
-pub use replay::{ReplayError, ReplayStore};
+pub use replay::{FirstUseFuture, ReplayBackend, ReplayError, ReplayStore};
 
 /// Kong's `proof_of_possession_dpop`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,11 +74,10 @@ pub struct DpopPolicy {
     pub nonce: Option<Arc<NonceIssuer>>,
     /// `dpop_htu_base_url` without a trailing `/`: the scheme and authority clients address.
     pub base_url: Option<String>,
-    pub replay: Arc<ReplayStore>,
 }
 
 impl DpopPolicy {
-    /// DPoP off, with a store nothing will use.
+    /// DPoP off.
     pub fn off() -> Self {
         Self {
             mode: DpopMode::Off,
@@ -86,7 +85,6 @@ impl DpopPolicy {
             algs: DEFAULT_ALGS.to_vec(),
             nonce: None,
             base_url: None,
-            replay: Arc::new(ReplayStore::memory(1)),
         }
     }
 
@@ -178,6 +176,8 @@ pub struct Request<'a> {
     pub max_json_depth: usize,
     pub leeway: u64,
     pub now: u64,
+    /// Where proofs already seen are recorded.
+    pub replay: &'a ReplayStore,
 }
 
 /// Applies the policy's DPoP rules. Returns the allow reason for the whole check (the mTLS one,
@@ -241,7 +241,7 @@ pub async fn check(policy: &DpopPolicy, req: &Request<'_>) -> Result<AllowReason
         .lifetime
         .saturating_add(req.leeway.saturating_mul(2))
         .saturating_add(1);
-    match policy.replay.first_use(&proof.jkt, &proof.jti, ttl).await {
+    match req.replay.first_use(&proof.jkt, &proof.jti, ttl).await {
         // An unbound token with a proof (`optional`): the proof binds nothing.
         Ok(true) if jkt.is_none() => Ok(req.mtls),
         Ok(true) if req.mtls == AllowReason::Bound => Ok(AllowReason::BoundMtlsDpop),

@@ -5,14 +5,15 @@
 //! - `Memory`: per replica, bounded, least recently used entries evicted first. Replicas do not
 //!   see each other's entries: a proof can be replayed once against each other replica within its
 //!   lifetime.
-//! - `Redis`: one store for every replica (`SET key 1 NX EX ttl`, atomic in Redis). Every call is
-//!   bounded by a timeout; an unreachable or failing Redis is an error, which the pipeline turns
-//!   into a deny: a replay check that did not run never passes.
+//! - `Shared`: one store for every replica behind the `ReplayBackend` trait (the adapters
+//!   implement it on Redis). An unreachable or failing store is an error, which the pipeline
+//!   turns into a deny: a replay check that did not run never passes.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use moka::future::Cache;
 use moka::policy::EvictionPolicy;
 use sha2::{Digest, Sha256};
@@ -23,16 +24,26 @@ pub enum ReplayError {
     Unavailable(String),
 }
 
+/// What recording one proof yields: `Ok(true)` the first time the key is seen.
+pub type FirstUseFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, ReplayError>> + Send + 'a>>;
+
+/// A replay store shared by every replica. `first_use` must be atomic across replicas (record
+/// the key for `ttl` seconds unless present) and bounded in time: a call that cannot complete
+/// is an error.
+pub trait ReplayBackend: Send + Sync {
+    fn first_use<'a>(&'a self, key: &'a [u8; 32], ttl: u64) -> FirstUseFuture<'a>;
+}
+
 pub enum ReplayStore {
     Memory(Cache<[u8; 32], u64>),
-    Redis(RedisStore),
+    Shared(Arc<dyn ReplayBackend>),
 }
 
 impl std::fmt::Debug for ReplayStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Memory(_) => f.write_str("ReplayStore::Memory"),
-            Self::Redis(_) => f.write_str("ReplayStore::Redis"),
+            Self::Shared(_) => f.write_str("ReplayStore::Shared"),
         }
     }
 }
@@ -60,17 +71,6 @@ impl ReplayStore {
         )
     }
 
-    /// A store on Redis at `url` (`redis://` or `rediss://`); connects on first use.
-    pub fn redis(url: &str, timeout: Duration) -> Result<Self, ReplayError> {
-        let client =
-            redis::Client::open(url).map_err(|e| ReplayError::Unavailable(e.to_string()))?;
-        Ok(Self::Redis(RedisStore {
-            client,
-            conn: tokio::sync::OnceCell::new(),
-            timeout,
-        }))
-    }
-
     /// Records the proof `(jkt, jti)` for `ttl` seconds. `Ok(true)` the first time it is seen,
     /// `Ok(false)` for a replay.
     pub async fn first_use(&self, jkt: &str, jti: &str, ttl: u64) -> Result<bool, ReplayError> {
@@ -78,7 +78,7 @@ impl ReplayStore {
         let ttl = ttl.max(1);
         match self {
             Self::Memory(cache) => Ok(cache.entry(key).or_insert(ttl).await.is_fresh()),
-            Self::Redis(r) => r.first_use(&key, ttl).await,
+            Self::Shared(backend) => backend.first_use(&key, ttl).await,
         }
     }
 }
@@ -91,50 +91,6 @@ fn entry_key(jkt: &str, jti: &str) -> [u8; 32] {
     h.update(jkt.as_bytes());
     h.update(jti.as_bytes());
     h.finalize().into()
-}
-
-pub struct RedisStore {
-    client: redis::Client,
-    /// One multiplexed connection shared by every check; it reconnects by itself after a failure.
-    /// Empty until a first connection succeeds.
-    conn: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
-    timeout: Duration,
-}
-
-impl RedisStore {
-    async fn first_use(&self, key: &[u8; 32], ttl: u64) -> Result<bool, ReplayError> {
-        let unavailable = |e: String| ReplayError::Unavailable(e);
-        let work = async {
-            let conn = self
-                .conn
-                .get_or_try_init(|| async {
-                    let config = redis::aio::ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(self.timeout))
-                        .set_response_timeout(Some(self.timeout))
-                        .set_number_of_retries(1);
-                    self.client.get_connection_manager_with_config(config).await
-                })
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-            let mut conn = conn.clone();
-            let set: Option<String> = redis::cmd("SET")
-                .arg(format!(
-                    "certbound:dpop:jti:{}",
-                    URL_SAFE_NO_PAD.encode(key)
-                ))
-                .arg(1)
-                .arg("NX")
-                .arg("EX")
-                .arg(ttl)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-            Ok(set.is_some())
-        };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| unavailable("timed out".into()))?
-    }
 }
 
 #[cfg(test)]
@@ -154,15 +110,5 @@ mod tests {
     #[test]
     fn entry_keys_do_not_collide_across_the_split() {
         assert_ne!(entry_key("ab", "c"), entry_key("a", "bc"));
-    }
-
-    #[tokio::test]
-    async fn unreachable_redis_is_an_error_not_a_first_use() {
-        // Port 1 on loopback: nothing listens there.
-        let s = ReplayStore::redis("redis://127.0.0.1:1/", Duration::from_millis(300)).unwrap();
-        assert!(matches!(
-            s.first_use("k", "j", 60).await,
-            Err(ReplayError::Unavailable(_))
-        ));
     }
 }

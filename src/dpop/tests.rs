@@ -400,14 +400,44 @@ fn ath_must_hash_the_presented_token() {
 
 // --- the pipeline step ---------------------------------------------------------------------
 
-fn policy(mode: DpopMode) -> DpopPolicy {
-    DpopPolicy {
-        mode,
-        lifetime: 300,
-        algs: DEFAULT_ALGS.to_vec(),
-        nonce: None,
-        base_url: None,
-        replay: Arc::new(ReplayStore::memory(1000)),
+/// A policy's DPoP rules with the replay store its checks record proofs in.
+struct Setup {
+    rules: DpopPolicy,
+    replay: ReplayStore,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = DpopPolicy;
+    fn deref(&self) -> &DpopPolicy {
+        &self.rules
+    }
+}
+
+impl std::ops::DerefMut for Setup {
+    fn deref_mut(&mut self) -> &mut DpopPolicy {
+        &mut self.rules
+    }
+}
+
+fn policy(mode: DpopMode) -> Setup {
+    Setup {
+        rules: DpopPolicy {
+            mode,
+            lifetime: 300,
+            algs: DEFAULT_ALGS.to_vec(),
+            nonce: None,
+            base_url: None,
+        },
+        replay: ReplayStore::memory(1000),
+    }
+}
+
+/// A shared replay store that cannot be reached.
+struct Unreachable;
+
+impl ReplayBackend for Unreachable {
+    fn first_use<'a>(&'a self, _: &'a [u8; 32], _: u64) -> FirstUseFuture<'a> {
+        Box::pin(async { Err(ReplayError::Unavailable("connection refused".into())) })
     }
 }
 
@@ -436,13 +466,13 @@ fn claims(jkt: Option<&str>) -> Map<String, Value> {
 }
 
 async fn run(
-    p: &DpopPolicy,
+    p: &Setup,
     scheme: Scheme,
     h: &HashMap<String, String>,
     c: &Map<String, Value>,
 ) -> Result<AllowReason, DenyReason> {
     check(
-        p,
+        &p.rules,
         &Request {
             headers: h,
             scheme,
@@ -452,6 +482,7 @@ async fn run(
             max_json_depth: 16,
             leeway: 5,
             now: NOW,
+            replay: &p.replay,
         },
     )
     .await
@@ -491,6 +522,7 @@ async fn a_dpop_bound_token_sent_as_bearer_is_refused_in_every_mode() {
 
 #[tokio::test]
 async fn with_dpop_off_a_jkt_token_passes_only_when_its_certificate_was_proven() {
+    let p = policy(DpopMode::Off);
     let client = Client::es256();
     let c = claims(Some(&client.jkt()));
     let h = headers(None);
@@ -504,15 +536,15 @@ async fn with_dpop_off_a_jkt_token_passes_only_when_its_certificate_was_proven()
         max_json_depth: 16,
         leeway: 5,
         now: NOW,
+        replay: &p.replay,
     };
-    let p = policy(DpopMode::Off);
     assert_eq!(
-        check(&p, &req(AllowReason::Bound)).await,
+        check(&p.rules, &req(AllowReason::Bound)).await,
         Ok(AllowReason::Bound)
     );
     for mtls in [AllowReason::UnboundOptional, AllowReason::PopOff] {
         assert_eq!(
-            check(&p, &req(mtls)).await,
+            check(&p.rules, &req(mtls)).await,
             Err(DenyReason::DpopBearerDowngrade)
         );
     }
@@ -654,13 +686,7 @@ async fn nonces_are_required_when_configured_and_checked_statelessly() {
 async fn an_unreachable_replay_store_denies() {
     let client = Client::es256();
     let mut p = policy(DpopMode::Strict);
-    p.replay = Arc::new(
-        ReplayStore::redis(
-            "redis://127.0.0.1:1/",
-            std::time::Duration::from_millis(300),
-        )
-        .unwrap(),
-    );
+    p.replay = ReplayStore::Shared(Arc::new(Unreachable));
     assert_eq!(
         run(
             &p,

@@ -211,8 +211,13 @@ impl KeyStore {
 
     /// A store holding a fixed key set (static `jwks_file`, tests).
     pub fn with_keys(keys: KeySet) -> Self {
+        Self::with_shared(Arc::new(keys))
+    }
+
+    /// A store holding a fixed key set already shared (a validated `jwks_file`).
+    pub fn with_shared(keys: Arc<KeySet>) -> Self {
         let store = Self::new();
-        store.publish(keys);
+        store.publish_shared(keys);
         store
     }
 
@@ -232,7 +237,12 @@ impl KeyStore {
 
     /// Replaces the key set and wakes checks waiting for a refresh.
     pub fn publish(&self, keys: KeySet) {
-        self.current.store(Arc::new(keys));
+        self.publish_shared(Arc::new(keys));
+    }
+
+    /// As [`KeyStore::publish`], for a key set already behind an `Arc`.
+    pub fn publish_shared(&self, keys: Arc<KeySet>) {
+        self.current.store(keys);
         self.ready.store(true, Ordering::Release);
         self.attempt_done();
     }

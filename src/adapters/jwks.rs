@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::config::{IdpClient, KeyFetch, KeySource};
-use crate::http::{error_chain, read_capped, Redirects};
-use crate::metrics::Metrics;
-use crate::token::KeySet;
+use certbound_core::policy::KeySource;
+use certbound_core::token::{KeySet, KeyStore};
+
+use super::http::{error_chain, read_capped};
 
 /// Largest discovery or JWKS body read.
 pub const MAX_BODY_BYTES: usize = 512 * 1024;
@@ -38,34 +38,25 @@ pub enum JwksError {
     Keys { url: String, reason: String },
 }
 
-/// The HTTPS client for the IdP's discovery documents and keys: system roots plus
-/// `idp_ca_certificates`, redirects only to https, and https only unless
-/// `allow_insecure_http_for_tests`.
-pub fn http_client(cfg: &IdpClient) -> Result<reqwest::Client, JwksError> {
-    idp_client(cfg, Redirects::HttpsOnly)
+/// One issuer's key store and how to fill it.
+#[derive(Clone)]
+pub struct KeyFetch {
+    pub store: Arc<KeyStore>,
+    pub source: KeySource,
+    /// Kong's `rediscovery_lifetime`: the least time between two fetches.
+    pub min_interval: Duration,
+    /// Periodic refresh, so rotations are seen even without an unknown `kid`.
+    pub refresh_interval: Duration,
 }
 
-/// The client for the introspection endpoint: as [`http_client`], but it follows no redirect,
-/// so the token and the client credentials go to the configured or discovered endpoint only
-/// (a 307/308 would re-send them, body and all, to wherever it points).
-pub fn introspection_client(cfg: &IdpClient) -> Result<reqwest::Client, JwksError> {
-    idp_client(cfg, Redirects::Never)
-}
-
-fn idp_client(cfg: &IdpClient, redirects: Redirects) -> Result<reqwest::Client, JwksError> {
-    crate::http::client(
-        cfg.timeout,
-        cfg.verify_tls,
-        &cfg.extra_roots,
-        redirects,
-        !cfg.allow_insecure_http,
-    )
-    .map_err(JwksError::Client)
+/// Told the result of every fetch (the service counts them).
+pub trait FetchObserver: Send + Sync {
+    fn fetched(&self, ok: bool);
 }
 
 /// `url` may be fetched on behalf of `issuer`: an https issuer's documents never point to a
 /// plain-http URL (a downgrade any on-path attacker could use to supply the keys).
-pub(crate) fn no_downgrade(issuer: &str, url: &str) -> Result<(), String> {
+pub fn no_downgrade(issuer: &str, url: &str) -> Result<(), String> {
     if is_https(issuer) && !is_https(url) {
         return Err(format!(
             "`{url}` is not an https URL, but the issuer `{issuer}` is"
@@ -89,7 +80,7 @@ struct Discovery {
 pub async fn fetch(client: &reqwest::Client, source: &KeySource) -> Result<KeySet, JwksError> {
     let jwks_uri = match source {
         KeySource::Uri(uri) => uri.clone(),
-        KeySource::File(path) => {
+        KeySource::File { path, .. } => {
             return Err(JwksError::Fetch {
                 url: path.display().to_string(),
                 reason: "static files are loaded at start, not fetched".into(),
@@ -127,7 +118,7 @@ pub async fn fetch(client: &reqwest::Client, source: &KeySource) -> Result<KeySe
 /// `/.well-known/openid-configuration`, with a trailing `/` of the issuer removed first so no
 /// `//` is built. Only the URL is built that way: the document's `issuer`, and every token's
 /// `iss`, must equal the configured issuer exactly.
-pub(crate) fn discovery_url(issuer: &str) -> String {
+pub fn discovery_url(issuer: &str) -> String {
     format!(
         "{}/.well-known/openid-configuration",
         issuer.strip_suffix('/').unwrap_or(issuer)
@@ -144,7 +135,7 @@ async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, JwksError> 
 }
 
 /// Sends `req` and reads a successful response's body, refusing more than `max` bytes.
-pub(crate) async fn send_capped(
+pub async fn send_capped(
     req: reqwest::RequestBuilder,
     url: &str,
     max: usize,
@@ -165,7 +156,7 @@ pub(crate) async fn send_capped(
 pub async fn run(
     fetch_cfg: KeyFetch,
     client: reqwest::Client,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn FetchObserver>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let store = fetch_cfg.store.clone();
@@ -173,13 +164,13 @@ pub async fn run(
     loop {
         match fetch(&client, &fetch_cfg.source).await {
             Ok(keys) => {
-                metrics.jwks_refresh_ok.inc();
+                observer.fetched(true);
                 tracing::info!(keys = keys.len(), "signing keys loaded");
                 store.publish(keys);
                 retry = INITIAL_RETRY;
             }
             Err(e) => {
-                metrics.jwks_refresh_error.inc();
+                observer.fetched(false);
                 tracing::warn!(error = %e, ready = store.is_ready(), "signing key refresh failed; keeping current keys");
                 store.attempt_done();
             }

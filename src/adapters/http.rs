@@ -1,5 +1,6 @@
-//! Outbound HTTP shared by the adapters: bounded body reads and readable error chains (used by
-//! `jwks`), and the client that fetches OCSP answers and CRLs for `revocation`.
+//! Outbound HTTP shared by the adapters: the one client builder (IdP and OCSP/CRL clients are
+//! all made by `client`), bounded body reads, readable error chains, and the fetcher of OCSP
+//! answers and CRLs the core's revocation checker calls.
 //!
 //! Guarantees: no body larger than the caller's cap is ever held in memory; every request has a
 //! timeout; TLS certificate verification is only off when configured off.
@@ -8,7 +9,46 @@ use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 
-use crate::revocation::{Fetch, FetchError, FetchFuture};
+use certbound_core::revocation::{Fetch, FetchError, FetchFuture};
+
+/// How to reach the IdP over HTTPS (discovery, keys, introspection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdpClient {
+    /// Extra roots (`idp_ca_certificates`) on top of the system's.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// `ssl_verify`: verify the IdP's certificate. Off only for throw-away setups.
+    pub verify_tls: bool,
+    pub timeout: Duration,
+    /// `allow_insecure_http_for_tests`: `http://` issuer, `jwks_uri` and introspection
+    /// endpoint are accepted. Never in production: anyone on the path could supply the keys.
+    pub allow_insecure_http: bool,
+}
+
+impl IdpClient {
+    /// The client for the IdP's discovery documents and keys: system roots plus
+    /// `idp_ca_certificates`, redirects only to https, and https only unless
+    /// `allow_insecure_http_for_tests`.
+    pub fn keys_client(&self) -> Result<reqwest::Client, String> {
+        self.client(Redirects::HttpsOnly)
+    }
+
+    /// The client for the introspection endpoint: as [`IdpClient::keys_client`], but it follows
+    /// no redirect, so the token and the client credentials go to the configured or discovered
+    /// endpoint only (a 307/308 would re-send them, body and all, to wherever it points).
+    pub fn introspection_client(&self) -> Result<reqwest::Client, String> {
+        self.client(Redirects::Never)
+    }
+
+    fn client(&self, redirects: Redirects) -> Result<reqwest::Client, String> {
+        client(
+            self.timeout,
+            self.verify_tls,
+            &self.extra_roots,
+            redirects,
+            !self.allow_insecure_http,
+        )
+    }
+}
 
 /// Which redirects a client follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
