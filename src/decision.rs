@@ -1,118 +1,298 @@
-//! The outcome of a check. Deny reasons are data: `as_str()` is the metric label and the log
-//! field, `http_status()` and `rfc6750_error()` shape the answer, `description()` is the only
-//! text a client ever sees (static, no internals).
+//! The outcome of a check. Deny reasons are data: one table below gives each reason every fact
+//! about it (metric label and log field, HTTP status, `Bearer` challenge, `DPoP` challenge
+//! error, `error_description`), and the only text a client ever sees is that table's static
+//! description, never an inner error.
+//!
+//! The tables are macros so that the enum, its `ALL` list and its facts come from one list: a
+//! reason cannot be added without choosing each fact, nor left out of `ALL` (and so out of the
+//! metrics, which pre-register every label). How layer errors become reasons is the pipeline's
+//! business (`pipeline::deny`): this module sits below the layers and imports none of them.
 
-/// Why a request was allowed. Feeds the `reason` label of allow decisions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AllowReason {
-    /// The token carried `cnf.x5t#S256` and it matched the presented certificate.
-    Bound,
-    /// `proof_of_possession_mtls = "optional"` and the token carried no binding.
-    UnboundOptional,
-    /// `proof_of_possession_mtls = "off"`.
-    PopOff,
-    /// A DPoP proof matched the token's `cnf.jkt` (no certificate binding).
-    DpopBound,
-    /// Both the certificate and a DPoP proof matched the token's `cnf`.
-    BoundMtlsDpop,
+/// Defines `AllowReason` and its `ALL` from one list of `Variant = "label";` rows.
+macro_rules! allow_reasons {
+    ($(#[$meta:meta])* pub enum $ty:ident { $($(#[$doc:meta])* $name:ident = $label:literal;)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $ty {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl $ty {
+            /// Every reason, in declaration order: `ALL[r.index()] == r`.
+            pub const ALL: [$ty; [$($label),*].len()] = [$(Self::$name),*];
+
+            /// Metric label and log field. Stable: dashboards and alerts key on these.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$name => $label,)*
+                }
+            }
+
+            /// Position in [`Self::ALL`].
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
 }
 
-impl AllowReason {
-    pub const ALL: [AllowReason; 5] = [
-        Self::Bound,
-        Self::UnboundOptional,
-        Self::PopOff,
-        Self::DpopBound,
-        Self::BoundMtlsDpop,
-    ];
+/// Defines `DenyReason`, its `ALL` and its facts table from one list of rows
+/// `Variant = "label", status, bearer challenge, DPoP flavour, "description";` where the three
+/// middle columns name variants of [`HttpStatus`], [`BearerChallenge`] and [`DpopFlavour`].
+macro_rules! deny_reasons {
+    ($(#[$meta:meta])* pub enum $ty:ident {
+        $($(#[$doc:meta])* $name:ident = $label:literal, $status:ident, $bearer:ident,
+            $dpop:ident, $description:literal;)*
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $ty {
+            $($(#[$doc])* $name,)*
+        }
 
-    pub fn as_str(self) -> &'static str {
+        impl $ty {
+            /// Every reason, in declaration order: `ALL[r.index()] == r`.
+            pub const ALL: [$ty; [$($label),*].len()] = [$(Self::$name),*];
+
+            /// Everything a reason decides about the answer.
+            pub const fn facts(self) -> Facts {
+                match self {
+                    $(Self::$name => Facts {
+                        label: $label,
+                        status: HttpStatus::$status,
+                        bearer: BearerChallenge::$bearer,
+                        dpop: DpopFlavour::$dpop,
+                        description: $description,
+                    },)*
+                }
+            }
+        }
+    };
+}
+
+allow_reasons! {
+    /// Why a request was allowed. Feeds the `reason` label of allow decisions.
+    pub enum AllowReason {
+        /// The token carried `cnf.x5t#S256` and it matched the presented certificate.
+        Bound = "bound";
+        /// `proof_of_possession_mtls = "optional"` and the token carried no binding.
+        UnboundOptional = "unbound_optional";
+        /// `proof_of_possession_mtls = "off"`.
+        PopOff = "pop_off";
+        /// A DPoP proof matched the token's `cnf.jkt` (no certificate binding).
+        DpopBound = "dpop_bound";
+        /// Both the certificate and a DPoP proof matched the token's `cnf`.
+        BoundMtlsDpop = "bound_mtls_dpop";
+    }
+}
+
+// One rule for the status and the challenge: an Authorization header that cannot be read as one
+// bearer credential is 400 `invalid_request` (RFC 6750 §3.1). Everything about the token or the
+// certificate it is bound to is 401 `invalid_token`; no credentials at all is a 401 whose
+// challenge carries no error code (§3.1: "SHOULD NOT include an error code"). Authorization
+// rules not met are 403 `insufficient_scope`. A deployment fault (unknown policy, keys never
+// loaded, a dependency down) is not the client's fault: 403 / 503 without a challenge.
+deny_reasons! {
+    /// Why a request was denied. Every failure path in the pipeline ends in exactly one of these.
+    pub enum DenyReason {
+        /// No `Authorization: Bearer` credential at all.
+        MissingToken = "missing_token", Unauthorized, RealmOnly, NotDpop,
+            "";
+        /// The Authorization header is present but unusable (two values, empty token, spaces).
+        MalformedAuthorization = "malformed_authorization", BadRequest, InvalidRequest, NotDpop,
+            "malformed authorization header";
+        /// `context_extensions.policy` names a policy this deployment does not have.
+        UnknownPolicy = "unknown_policy", Forbidden, Absent, NotDpop,
+            "";
+        /// The issuer's signing keys have never been loaded; nothing can be verified.
+        KeysUnavailable = "keys_unavailable", ServiceUnavailable, Absent, NotDpop,
+            "";
+        TokenTooLarge = "token_too_large", Unauthorized, InvalidToken, NotDpop,
+            "access token too large";
+        TokenMalformed = "token_malformed", Unauthorized, InvalidToken, NotDpop,
+            "malformed access token";
+        TokenUnknownKey = "token_unknown_key", Unauthorized, InvalidToken, NotDpop,
+            "unknown signing key";
+        TokenAlgorithmNotAllowed = "token_algorithm_not_allowed", Unauthorized, InvalidToken,
+            NotDpop, "signing algorithm not allowed";
+        TokenSignatureInvalid = "token_signature_invalid", Unauthorized, InvalidToken, NotDpop,
+            "invalid signature";
+        TokenExpired = "token_expired", Unauthorized, InvalidToken, NotDpop,
+            "access token expired";
+        TokenNotYetValid = "token_not_yet_valid", Unauthorized, InvalidToken, NotDpop,
+            "access token not yet valid";
+        TokenIssuerMismatch = "token_issuer_mismatch", Unauthorized, InvalidToken, NotDpop,
+            "wrong issuer";
+        TokenAudienceMismatch = "token_audience_mismatch", Unauthorized, InvalidToken, NotDpop,
+            "wrong audience";
+        TokenMissingClaim = "token_missing_claim", Unauthorized, InvalidToken, NotDpop,
+            "required claim missing";
+        TokenTypeNotAllowed = "token_type_not_allowed", Unauthorized, InvalidToken, NotDpop,
+            "access token type not allowed";
+        CertMissing = "cert_missing", Unauthorized, InvalidToken, NotDpop,
+            "client certificate required";
+        CertHeaderDuplicate = "cert_header_duplicate", Unauthorized, InvalidToken, NotDpop,
+            "client certificate sent more than once";
+        CertHeaderTooLarge = "cert_header_too_large", Unauthorized, InvalidToken, NotDpop,
+            "client certificate too large";
+        CertMalformed = "cert_malformed", Unauthorized, InvalidToken, NotDpop,
+            "malformed client certificate";
+        CertChainTooLong = "cert_chain_too_long", Unauthorized, InvalidToken, NotDpop,
+            "client certificate chain too long";
+        CertUntrusted = "cert_untrusted", Unauthorized, InvalidToken, NotDpop,
+            "client certificate not trusted";
+        CertExpired = "cert_expired", Unauthorized, InvalidToken, NotDpop,
+            "client certificate expired";
+        CertNotYetValid = "cert_not_yet_valid", Unauthorized, InvalidToken, NotDpop,
+            "client certificate not yet valid";
+        CertNotForClientAuth = "cert_not_for_client_auth", Unauthorized, InvalidToken, NotDpop,
+            "client certificate not valid for client auth";
+        CertInvalid = "cert_invalid", Unauthorized, InvalidToken, NotDpop,
+            "client certificate failed verification";
+        CertUnverifiable = "cert_unverifiable", Unauthorized, InvalidToken, NotDpop,
+            "client certificate chain cannot be verified";
+        /// OCSP or the CRL says the client certificate is revoked.
+        CertRevoked = "cert_revoked", Unauthorized, InvalidToken, NotDpop,
+            "client certificate revoked";
+        /// `revocation_check_mode = "STRICT"` and the revocation status could not be determined.
+        CertRevocationUnknown = "cert_revocation_unknown", Unauthorized, InvalidToken, NotDpop,
+            "client certificate revocation status unknown";
+        TokenNotBound = "token_not_bound", Unauthorized, InvalidToken, NotDpop,
+            "access token is not certificate-bound";
+        BindingMalformed = "binding_malformed", Unauthorized, InvalidToken, NotDpop,
+            "malformed certificate binding";
+        BindingMismatch = "binding_mismatch", Unauthorized, InvalidToken, NotDpop,
+            "certificate does not match access token";
+        /// Introspection answered `active` other than `true`.
+        TokenInactive = "token_inactive", Unauthorized, InvalidToken, NotDpop,
+            "access token is not active";
+        /// The introspection endpoint could not be reached or answered nonsense.
+        IntrospectionUnavailable = "introspection_unavailable", ServiceUnavailable, Absent,
+            NotDpop, "";
+        /// `claims_forbidden`: the token carries a claim the policy refuses.
+        ForbiddenClaim = "forbidden_claim", Forbidden, InsufficientScope, NotDpop,
+            "access token carries a forbidden claim";
+        /// `audience_required` not met.
+        AudienceNotAllowed = "audience_not_allowed", Forbidden, InsufficientScope, NotDpop,
+            "access token audience not allowed here";
+        /// `scopes_required` not met.
+        InsufficientScope = "insufficient_scope", Forbidden, InsufficientScope, NotDpop,
+            "access token lacks the required scope";
+        /// DPoP required and no `DPoP` header (or the token came as `DPoP` without one).
+        DpopProofMissing = "dpop_proof_missing", Unauthorized, InvalidToken, InvalidDpopProof,
+            "DPoP proof required";
+        /// The proof is not one well-formed `dpop+jwt` with a public `jwk`, or is too large.
+        DpopProofInvalid = "dpop_proof_invalid", Unauthorized, InvalidToken, InvalidDpopProof,
+            "malformed DPoP proof";
+        DpopAlgorithmNotAllowed = "dpop_algorithm_not_allowed", Unauthorized, InvalidToken,
+            InvalidDpopProof, "DPoP proof algorithm not allowed";
+        DpopSignatureInvalid = "dpop_signature_invalid", Unauthorized, InvalidToken,
+            InvalidDpopProof, "invalid DPoP proof signature";
+        DpopMethodMismatch = "dpop_htm_mismatch", Unauthorized, InvalidToken, InvalidDpopProof,
+            "DPoP proof htm does not match";
+        DpopUriMismatch = "dpop_htu_mismatch", Unauthorized, InvalidToken, InvalidDpopProof,
+            "DPoP proof htu does not match";
+        DpopStale = "dpop_iat_invalid", Unauthorized, InvalidToken, InvalidDpopProof,
+            "DPoP proof iat outside its lifetime";
+        DpopTokenHashMismatch = "dpop_ath_mismatch", Unauthorized, InvalidToken,
+            InvalidDpopProof, "DPoP proof ath does not match the access token";
+        /// The proof's `jti` was seen before within its lifetime.
+        DpopReplayed = "dpop_replayed", Unauthorized, InvalidToken, InvalidDpopProof,
+            "DPoP proof already used";
+        /// `dpop_use_nonce` and the proof carries no current server nonce.
+        DpopNonceRequired = "dpop_nonce_required", Unauthorized, InvalidToken, UseDpopNonce,
+            "DPoP nonce required";
+        /// The proof's key is not the one the token's `cnf.jkt` names.
+        DpopKeyMismatch = "dpop_key_mismatch", Unauthorized, InvalidToken, InvalidToken,
+            "DPoP proof key does not match access token";
+        /// `proof_of_possession_dpop = "strict"` and the token has no `cnf.jkt`.
+        DpopTokenNotBound = "dpop_token_not_bound", Unauthorized, InvalidToken, InvalidToken,
+            "access token is not DPoP-bound";
+        /// A token bound with `cnf.jkt` sent without DPoP (RFC 9449 §7.2: no downgrade).
+        DpopBearerDowngrade = "dpop_bearer_downgrade", Unauthorized, InvalidToken, InvalidToken,
+            "DPoP-bound access token sent as a bearer token";
+        /// The shared replay store (Redis) could not be asked: the proof's freshness is unproven.
+        DpopReplayStoreUnavailable = "dpop_replay_store_unavailable", ServiceUnavailable,
+            Absent, NotDpop, "";
+        /// The CheckRequest is larger than certbound reads (`server::MAX_CHECK_REQUEST_BYTES`).
+        RequestTooLarge = "request_too_large", ContentTooLarge, Absent, NotDpop,
+            "";
+        /// The check panicked: a bug in certbound, answered with a deny instead of a gRPC error.
+        InternalError = "internal_error", InternalServerError, Absent, NotDpop,
+            "";
+    }
+}
+
+/// What one deny reason decides about the answer: a row of the `DenyReason` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// Metric label and log field.
+    pub label: &'static str,
+    pub status: HttpStatus,
+    pub bearer: BearerChallenge,
+    pub dpop: DpopFlavour,
+    /// `error_description`: short and static, safe to show to anyone.
+    pub description: &'static str,
+}
+
+/// The HTTP statuses a denial can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpStatus {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    ContentTooLarge,
+    InternalServerError,
+    ServiceUnavailable,
+}
+
+impl HttpStatus {
+    pub const fn code(self) -> u16 {
         match self {
-            Self::Bound => "bound",
-            Self::UnboundOptional => "unbound_optional",
-            Self::PopOff => "pop_off",
-            Self::DpopBound => "dpop_bound",
-            Self::BoundMtlsDpop => "bound_mtls_dpop",
+            Self::BadRequest => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::ContentTooLarge => 413,
+            Self::InternalServerError => 500,
+            Self::ServiceUnavailable => 503,
+        }
+    }
+
+    /// The reason phrase, which is also the body message (as Kong answers:
+    /// `{"message":"Unauthorized"}`).
+    pub const fn phrase(self) -> &'static str {
+        match self {
+            Self::BadRequest => "Bad Request",
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
+            Self::ContentTooLarge => "Content Too Large",
+            Self::InternalServerError => "Internal Server Error",
+            Self::ServiceUnavailable => "Service Unavailable",
         }
     }
 }
 
-/// Why a request was denied. Every failure path in the pipeline ends in exactly one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DenyReason {
-    /// No `Authorization: Bearer` credential at all.
-    MissingToken,
-    /// The Authorization header is present but unusable (two values, empty token, spaces).
-    MalformedAuthorization,
-    /// `context_extensions.policy` names a policy this deployment does not have.
-    UnknownPolicy,
-    /// The issuer's signing keys have never been loaded; nothing can be verified.
-    KeysUnavailable,
-    TokenTooLarge,
-    TokenMalformed,
-    TokenUnknownKey,
-    TokenAlgorithmNotAllowed,
-    TokenSignatureInvalid,
-    TokenExpired,
-    TokenNotYetValid,
-    TokenIssuerMismatch,
-    TokenAudienceMismatch,
-    TokenMissingClaim,
-    TokenTypeNotAllowed,
-    CertMissing,
-    CertHeaderDuplicate,
-    CertHeaderTooLarge,
-    CertMalformed,
-    CertChainTooLong,
-    CertUntrusted,
-    CertExpired,
-    CertNotYetValid,
-    CertNotForClientAuth,
-    CertInvalid,
-    CertUnverifiable,
-    /// OCSP or the CRL says the client certificate is revoked.
-    CertRevoked,
-    /// `revocation_check_mode = "STRICT"` and the revocation status could not be determined.
-    CertRevocationUnknown,
-    TokenNotBound,
-    BindingMalformed,
-    BindingMismatch,
-    /// Introspection answered `active` other than `true`.
-    TokenInactive,
-    /// The introspection endpoint could not be reached or answered nonsense.
-    IntrospectionUnavailable,
-    /// `claims_forbidden`: the token carries a claim the policy refuses.
-    ForbiddenClaim,
-    /// `audience_required` not met.
-    AudienceNotAllowed,
-    /// `scopes_required` not met.
+/// What a denial's `WWW-Authenticate: Bearer` challenge says (RFC 6750 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerChallenge {
+    /// No challenge: the denial says nothing about the credentials.
+    Absent,
+    /// `Bearer realm="..."` with no error code.
+    RealmOnly,
+    InvalidRequest,
+    InvalidToken,
     InsufficientScope,
-    /// DPoP required and no `DPoP` header (or the token came as `DPoP` without one).
-    DpopProofMissing,
-    /// The proof is not one well-formed `dpop+jwt` with a public `jwk`, or is too large.
-    DpopProofInvalid,
-    DpopAlgorithmNotAllowed,
-    DpopSignatureInvalid,
-    DpopMethodMismatch,
-    DpopUriMismatch,
-    DpopStale,
-    DpopTokenHashMismatch,
-    /// The proof's `jti` was seen before within its lifetime.
-    DpopReplayed,
-    /// `dpop_use_nonce` and the proof carries no current server nonce.
-    DpopNonceRequired,
-    /// The proof's key is not the one the token's `cnf.jkt` names.
-    DpopKeyMismatch,
-    /// `proof_of_possession_dpop = "strict"` and the token has no `cnf.jkt`.
-    DpopTokenNotBound,
-    /// A token bound with `cnf.jkt` sent without DPoP (RFC 9449 §7.2: no downgrade).
-    DpopBearerDowngrade,
-    /// The shared replay store (Redis) could not be asked: the proof's freshness is unproven.
-    DpopReplayStoreUnavailable,
-    /// The CheckRequest is larger than certbound reads (`server::MAX_CHECK_REQUEST_BYTES`).
-    RequestTooLarge,
-    /// The check panicked: a bug in certbound, answered with a deny instead of a gRPC error.
-    InternalError,
+}
+
+impl BearerChallenge {
+    pub const fn error(self) -> Option<Rfc6750Error> {
+        match self {
+            Self::Absent | Self::RealmOnly => None,
+            Self::InvalidRequest => Some(Rfc6750Error::InvalidRequest),
+            Self::InvalidToken => Some(Rfc6750Error::InvalidToken),
+            Self::InsufficientScope => Some(Rfc6750Error::InsufficientScope),
+        }
+    }
 }
 
 /// The RFC 6750 `error` code carried in `WWW-Authenticate`.
@@ -124,7 +304,7 @@ pub enum Rfc6750Error {
 }
 
 impl Rfc6750Error {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::InvalidRequest => "invalid_request",
             Self::InvalidToken => "invalid_token",
@@ -133,263 +313,69 @@ impl Rfc6750Error {
     }
 }
 
-impl DenyReason {
-    pub const ALL: [DenyReason; 52] = [
-        Self::MissingToken,
-        Self::MalformedAuthorization,
-        Self::UnknownPolicy,
-        Self::KeysUnavailable,
-        Self::TokenTooLarge,
-        Self::TokenMalformed,
-        Self::TokenUnknownKey,
-        Self::TokenAlgorithmNotAllowed,
-        Self::TokenSignatureInvalid,
-        Self::TokenExpired,
-        Self::TokenNotYetValid,
-        Self::TokenIssuerMismatch,
-        Self::TokenAudienceMismatch,
-        Self::TokenMissingClaim,
-        Self::TokenTypeNotAllowed,
-        Self::CertMissing,
-        Self::CertHeaderDuplicate,
-        Self::CertHeaderTooLarge,
-        Self::CertMalformed,
-        Self::CertChainTooLong,
-        Self::CertUntrusted,
-        Self::CertExpired,
-        Self::CertNotYetValid,
-        Self::CertNotForClientAuth,
-        Self::CertInvalid,
-        Self::CertUnverifiable,
-        Self::CertRevoked,
-        Self::CertRevocationUnknown,
-        Self::TokenNotBound,
-        Self::BindingMalformed,
-        Self::BindingMismatch,
-        Self::TokenInactive,
-        Self::IntrospectionUnavailable,
-        Self::ForbiddenClaim,
-        Self::AudienceNotAllowed,
-        Self::InsufficientScope,
-        Self::DpopProofMissing,
-        Self::DpopProofInvalid,
-        Self::DpopAlgorithmNotAllowed,
-        Self::DpopSignatureInvalid,
-        Self::DpopMethodMismatch,
-        Self::DpopUriMismatch,
-        Self::DpopStale,
-        Self::DpopTokenHashMismatch,
-        Self::DpopReplayed,
-        Self::DpopNonceRequired,
-        Self::DpopKeyMismatch,
-        Self::DpopTokenNotBound,
-        Self::DpopBearerDowngrade,
-        Self::DpopReplayStoreUnavailable,
-        Self::RequestTooLarge,
-        Self::InternalError,
-    ];
+/// Whether a reason is about DPoP, and if so the error of the `DPoP` challenge (RFC 9449 §7.1,
+/// §8). A reason that is not (even a DPoP policy's replay store being down) gets the policy's
+/// plain challenges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpopFlavour {
+    NotDpop,
+    InvalidDpopProof,
+    UseDpopNonce,
+    /// The proof may be fine; the token does not go with it.
+    InvalidToken,
+}
 
-    /// Metric label and log field. Stable: dashboards and alerts key on these.
-    pub fn as_str(self) -> &'static str {
+impl DpopFlavour {
+    pub const fn error(self) -> Option<&'static str> {
         match self {
-            Self::MissingToken => "missing_token",
-            Self::MalformedAuthorization => "malformed_authorization",
-            Self::UnknownPolicy => "unknown_policy",
-            Self::KeysUnavailable => "keys_unavailable",
-            Self::TokenTooLarge => "token_too_large",
-            Self::TokenMalformed => "token_malformed",
-            Self::TokenUnknownKey => "token_unknown_key",
-            Self::TokenAlgorithmNotAllowed => "token_algorithm_not_allowed",
-            Self::TokenSignatureInvalid => "token_signature_invalid",
-            Self::TokenExpired => "token_expired",
-            Self::TokenNotYetValid => "token_not_yet_valid",
-            Self::TokenIssuerMismatch => "token_issuer_mismatch",
-            Self::TokenAudienceMismatch => "token_audience_mismatch",
-            Self::TokenMissingClaim => "token_missing_claim",
-            Self::TokenTypeNotAllowed => "token_type_not_allowed",
-            Self::CertMissing => "cert_missing",
-            Self::CertHeaderDuplicate => "cert_header_duplicate",
-            Self::CertHeaderTooLarge => "cert_header_too_large",
-            Self::CertMalformed => "cert_malformed",
-            Self::CertChainTooLong => "cert_chain_too_long",
-            Self::CertUntrusted => "cert_untrusted",
-            Self::CertExpired => "cert_expired",
-            Self::CertNotYetValid => "cert_not_yet_valid",
-            Self::CertNotForClientAuth => "cert_not_for_client_auth",
-            Self::CertInvalid => "cert_invalid",
-            Self::CertUnverifiable => "cert_unverifiable",
-            Self::CertRevoked => "cert_revoked",
-            Self::CertRevocationUnknown => "cert_revocation_unknown",
-            Self::TokenNotBound => "token_not_bound",
-            Self::BindingMalformed => "binding_malformed",
-            Self::BindingMismatch => "binding_mismatch",
-            Self::TokenInactive => "token_inactive",
-            Self::IntrospectionUnavailable => "introspection_unavailable",
-            Self::ForbiddenClaim => "forbidden_claim",
-            Self::AudienceNotAllowed => "audience_not_allowed",
-            Self::InsufficientScope => "insufficient_scope",
-            Self::DpopProofMissing => "dpop_proof_missing",
-            Self::DpopProofInvalid => "dpop_proof_invalid",
-            Self::DpopAlgorithmNotAllowed => "dpop_algorithm_not_allowed",
-            Self::DpopSignatureInvalid => "dpop_signature_invalid",
-            Self::DpopMethodMismatch => "dpop_htm_mismatch",
-            Self::DpopUriMismatch => "dpop_htu_mismatch",
-            Self::DpopStale => "dpop_iat_invalid",
-            Self::DpopTokenHashMismatch => "dpop_ath_mismatch",
-            Self::DpopReplayed => "dpop_replayed",
-            Self::DpopNonceRequired => "dpop_nonce_required",
-            Self::DpopKeyMismatch => "dpop_key_mismatch",
-            Self::DpopTokenNotBound => "dpop_token_not_bound",
-            Self::DpopBearerDowngrade => "dpop_bearer_downgrade",
-            Self::DpopReplayStoreUnavailable => "dpop_replay_store_unavailable",
-            Self::RequestTooLarge => "request_too_large",
-            Self::InternalError => "internal_error",
+            Self::NotDpop => None,
+            Self::InvalidDpopProof => Some("invalid_dpop_proof"),
+            Self::UseDpopNonce => Some("use_dpop_nonce"),
+            Self::InvalidToken => Some("invalid_token"),
         }
+    }
+}
+
+impl DenyReason {
+    /// Metric label and log field. Stable: dashboards and alerts key on these.
+    pub const fn as_str(self) -> &'static str {
+        self.facts().label
     }
 
     /// HTTP status Envoy sends to the client.
-    ///
-    /// One rule for malformed requests: an Authorization header that cannot be read as one
-    /// bearer credential is 400 `invalid_request` (RFC 6750 §3.1). Everything about the token or
-    /// the certificate it is bound to is 401 `invalid_token`. A deployment fault (unknown policy,
-    /// keys never loaded) is not the client's fault: 403 / 503 without a bearer error code.
-    pub fn http_status(self) -> u16 {
-        match self {
-            Self::MalformedAuthorization => 400,
-            Self::UnknownPolicy
-            | Self::ForbiddenClaim
-            | Self::AudienceNotAllowed
-            | Self::InsufficientScope => 403,
-            Self::KeysUnavailable
-            | Self::IntrospectionUnavailable
-            | Self::DpopReplayStoreUnavailable => 503,
-            Self::RequestTooLarge => 413,
-            Self::InternalError => 500,
-            _ => 401,
-        }
+    pub const fn http_status(self) -> u16 {
+        self.facts().status.code()
     }
 
-    /// The RFC 6750 error code, if the challenge carries one. No credentials at all carries none
-    /// (RFC 6750 §3.1: "the resource server SHOULD NOT include an error code").
-    pub fn rfc6750_error(self) -> Option<Rfc6750Error> {
-        match self {
-            Self::MissingToken
-            | Self::UnknownPolicy
-            | Self::KeysUnavailable
-            | Self::IntrospectionUnavailable
-            | Self::DpopReplayStoreUnavailable
-            | Self::RequestTooLarge
-            | Self::InternalError => None,
-            Self::MalformedAuthorization => Some(Rfc6750Error::InvalidRequest),
-            Self::ForbiddenClaim | Self::AudienceNotAllowed | Self::InsufficientScope => {
-                Some(Rfc6750Error::InsufficientScope)
-            }
-            _ => Some(Rfc6750Error::InvalidToken),
-        }
+    /// The RFC 6750 error code, if the challenge carries one.
+    pub const fn rfc6750_error(self) -> Option<Rfc6750Error> {
+        self.facts().bearer.error()
     }
 
     /// Whether the answer carries a `WWW-Authenticate: Bearer` challenge at all.
-    pub fn has_challenge(self) -> bool {
-        !matches!(
-            self,
-            Self::UnknownPolicy
-                | Self::KeysUnavailable
-                | Self::IntrospectionUnavailable
-                | Self::DpopReplayStoreUnavailable
-                | Self::RequestTooLarge
-                | Self::InternalError
-        )
+    pub const fn has_challenge(self) -> bool {
+        !matches!(self.facts().bearer, BearerChallenge::Absent)
     }
 
-    /// The error of the `DPoP` challenge (RFC 9449 §7.1, §8) for the reasons that are about
-    /// DPoP; `None` for every other reason.
-    pub fn dpop_error(self) -> Option<&'static str> {
-        match self {
-            Self::DpopProofMissing => Some("invalid_dpop_proof"),
-            Self::DpopProofInvalid => Some("invalid_dpop_proof"),
-            Self::DpopAlgorithmNotAllowed => Some("invalid_dpop_proof"),
-            Self::DpopSignatureInvalid => Some("invalid_dpop_proof"),
-            Self::DpopMethodMismatch => Some("invalid_dpop_proof"),
-            Self::DpopUriMismatch => Some("invalid_dpop_proof"),
-            Self::DpopStale => Some("invalid_dpop_proof"),
-            Self::DpopTokenHashMismatch => Some("invalid_dpop_proof"),
-            Self::DpopReplayed => Some("invalid_dpop_proof"),
-            Self::DpopNonceRequired => Some("use_dpop_nonce"),
-            Self::DpopKeyMismatch => Some("invalid_token"),
-            Self::DpopTokenNotBound => Some("invalid_token"),
-            Self::DpopBearerDowngrade => Some("invalid_token"),
-            _ => None,
-        }
+    /// The error of the `DPoP` challenge for the reasons that are about DPoP; `None` for every
+    /// other reason.
+    pub const fn dpop_error(self) -> Option<&'static str> {
+        self.facts().dpop.error()
     }
 
     /// `error_description`: short and static, safe to show to anyone.
-    pub fn description(self) -> &'static str {
-        match self {
-            Self::MissingToken => "",
-            Self::MalformedAuthorization => "malformed authorization header",
-            Self::UnknownPolicy => "",
-            Self::KeysUnavailable => "",
-            Self::TokenTooLarge => "access token too large",
-            Self::TokenMalformed => "malformed access token",
-            Self::TokenUnknownKey => "unknown signing key",
-            Self::TokenAlgorithmNotAllowed => "signing algorithm not allowed",
-            Self::TokenSignatureInvalid => "invalid signature",
-            Self::TokenExpired => "access token expired",
-            Self::TokenNotYetValid => "access token not yet valid",
-            Self::TokenIssuerMismatch => "wrong issuer",
-            Self::TokenAudienceMismatch => "wrong audience",
-            Self::TokenMissingClaim => "required claim missing",
-            Self::TokenTypeNotAllowed => "access token type not allowed",
-            Self::CertMissing => "client certificate required",
-            Self::CertHeaderDuplicate => "client certificate sent more than once",
-            Self::CertHeaderTooLarge => "client certificate too large",
-            Self::CertMalformed => "malformed client certificate",
-            Self::CertChainTooLong => "client certificate chain too long",
-            Self::CertUntrusted => "client certificate not trusted",
-            Self::CertExpired => "client certificate expired",
-            Self::CertNotYetValid => "client certificate not yet valid",
-            Self::CertNotForClientAuth => "client certificate not valid for client auth",
-            Self::CertInvalid => "client certificate failed verification",
-            Self::CertUnverifiable => "client certificate chain cannot be verified",
-            Self::CertRevoked => "client certificate revoked",
-            Self::CertRevocationUnknown => "client certificate revocation status unknown",
-            Self::TokenNotBound => "access token is not certificate-bound",
-            Self::BindingMalformed => "malformed certificate binding",
-            Self::BindingMismatch => "certificate does not match access token",
-            Self::TokenInactive => "access token is not active",
-            Self::IntrospectionUnavailable => "",
-            Self::ForbiddenClaim => "access token carries a forbidden claim",
-            Self::AudienceNotAllowed => "access token audience not allowed here",
-            Self::InsufficientScope => "access token lacks the required scope",
-            Self::DpopProofMissing => "DPoP proof required",
-            Self::DpopProofInvalid => "malformed DPoP proof",
-            Self::DpopAlgorithmNotAllowed => "DPoP proof algorithm not allowed",
-            Self::DpopSignatureInvalid => "invalid DPoP proof signature",
-            Self::DpopMethodMismatch => "DPoP proof htm does not match",
-            Self::DpopUriMismatch => "DPoP proof htu does not match",
-            Self::DpopStale => "DPoP proof iat outside its lifetime",
-            Self::DpopTokenHashMismatch => "DPoP proof ath does not match the access token",
-            Self::DpopReplayed => "DPoP proof already used",
-            Self::DpopNonceRequired => "DPoP nonce required",
-            Self::DpopKeyMismatch => "DPoP proof key does not match access token",
-            Self::DpopTokenNotBound => "access token is not DPoP-bound",
-            Self::DpopBearerDowngrade => "DPoP-bound access token sent as a bearer token",
-            Self::DpopReplayStoreUnavailable => "",
-            Self::RequestTooLarge => "",
-            Self::InternalError => "",
-        }
+    pub const fn description(self) -> &'static str {
+        self.facts().description
     }
 
     /// Body message, as Kong answers (`{"message":"Unauthorized"}`).
-    pub fn body_message(self) -> &'static str {
-        match self.http_status() {
-            400 => "Bad Request",
-            403 => "Forbidden",
-            413 => "Content Too Large",
-            500 => "Internal Server Error",
-            503 => "Service Unavailable",
-            _ => "Unauthorized",
-        }
+    pub const fn body_message(self) -> &'static str {
+        self.facts().status.phrase()
+    }
+
+    /// Position in [`Self::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -429,6 +415,60 @@ mod tests {
     fn every_deny_reason_has_a_unique_label() {
         let labels: HashSet<_> = DenyReason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(labels.len(), DenyReason::ALL.len());
+    }
+
+    #[test]
+    fn every_allow_reason_has_a_unique_label() {
+        let labels: HashSet<_> = AllowReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), AllowReason::ALL.len());
+    }
+
+    #[test]
+    fn all_lists_every_reason_at_its_index() {
+        for (i, r) in DenyReason::ALL.into_iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+        for (i, r) in AllowReason::ALL.into_iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn labels_are_metric_label_values() {
+        for label in DenyReason::ALL
+            .map(DenyReason::as_str)
+            .into_iter()
+            .chain(AllowReason::ALL.map(AllowReason::as_str))
+        {
+            assert!(
+                !label.is_empty() && label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{label:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn challenges_follow_the_status() {
+        for r in DenyReason::ALL {
+            let f = r.facts();
+            // A 401 always invites the client to authenticate; a deployment fault never does.
+            match f.status {
+                HttpStatus::Unauthorized => assert!(r.has_challenge(), "{r:?}"),
+                HttpStatus::ServiceUnavailable
+                | HttpStatus::ContentTooLarge
+                | HttpStatus::InternalServerError => assert!(!r.has_challenge(), "{r:?}"),
+                HttpStatus::BadRequest | HttpStatus::Forbidden => {}
+            }
+            // Only a reason with an error code has a description to show, and vice versa.
+            assert_eq!(
+                r.rfc6750_error().is_some(),
+                !r.description().is_empty(),
+                "{r:?}"
+            );
+            if f.dpop != DpopFlavour::NotDpop {
+                assert_eq!(f.status, HttpStatus::Unauthorized, "{r:?}");
+            }
+        }
     }
 
     #[test]

@@ -14,8 +14,9 @@ use crate::revocation::{CheckResult, Method, Observer};
 
 pub struct Metrics {
     registry: Registry,
-    allow: HashMap<AllowReason, IntCounter>,
-    deny: HashMap<DenyReason, IntCounter>,
+    /// One counter per reason, indexed by `index()`: every reason has one by construction.
+    allow: [IntCounter; AllowReason::ALL.len()],
+    deny: [IntCounter; DenyReason::ALL.len()],
     pub check_duration: Histogram,
     pub jwks_refresh_ok: IntCounter,
     pub jwks_refresh_error: IntCounter,
@@ -46,14 +47,8 @@ impl Metrics {
             &["decision", "reason"],
         )?;
         registry.register(Box::new(decisions.clone()))?;
-        let allow = AllowReason::ALL
-            .iter()
-            .map(|r| (*r, decisions.with_label_values(&["allow", r.as_str()])))
-            .collect();
-        let deny = DenyReason::ALL
-            .iter()
-            .map(|r| (*r, decisions.with_label_values(&["deny", r.as_str()])))
-            .collect();
+        let allow = AllowReason::ALL.map(|r| decisions.with_label_values(&["allow", r.as_str()]));
+        let deny = DenyReason::ALL.map(|r| decisions.with_label_values(&["deny", r.as_str()]));
         let check_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "certbound_check_duration_seconds",
@@ -134,12 +129,9 @@ impl Metrics {
     }
 
     pub fn record(&self, decision: &Decision) {
-        let counter = match decision {
-            Decision::Allow { reason, .. } => self.allow.get(reason),
-            Decision::Deny(reason) => self.deny.get(reason),
-        };
-        if let Some(c) = counter {
-            c.inc();
+        match decision {
+            Decision::Allow { reason, .. } => self.allow[reason.index()].inc(),
+            Decision::Deny(reason) => self.deny[reason.index()].inc(),
         }
     }
 
@@ -187,6 +179,7 @@ impl Observer for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn decisions_are_counted_under_their_reason() {
@@ -210,6 +203,40 @@ mod tests {
         );
         // Every reason is exported from the start, so rate() works before the first deny.
         assert!(text.contains(r#"reason="cert_untrusted"} 0"#));
+    }
+
+    #[test]
+    fn every_reason_is_pre_registered_and_nothing_else() {
+        let m = Metrics::new().unwrap();
+        let text = m.render();
+        for (decision, want) in [
+            ("allow", AllowReason::ALL.map(AllowReason::as_str).to_vec()),
+            ("deny", DenyReason::ALL.map(DenyReason::as_str).to_vec()),
+        ] {
+            let prefix = format!("certbound_decisions_total{{decision=\"{decision}\",reason=\"");
+            let registered: BTreeSet<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix(&prefix)?.strip_suffix("\"} 0"))
+                .collect();
+            let want: BTreeSet<&str> = want.into_iter().collect();
+            assert_eq!(registered, want, "{decision}");
+        }
+    }
+
+    #[test]
+    fn every_deny_reason_is_counted_under_its_own_label() {
+        let m = Metrics::new().unwrap();
+        for r in DenyReason::ALL {
+            m.record(&Decision::Deny(r));
+        }
+        let text = m.render();
+        for r in DenyReason::ALL {
+            let line = format!(
+                "certbound_decisions_total{{decision=\"deny\",reason=\"{}\"}} 1",
+                r.as_str()
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
     }
 
     #[test]

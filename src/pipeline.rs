@@ -2,22 +2,23 @@
 //! certificate -> verify the token -> bind -> revocation -> decide. This is what the gRPC adapter, the tests
 //! and the benchmarks call. It never returns an error: every failure is a `Decision::Deny`.
 
+mod deny;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::bind::{self, BindError, PopMode};
+use crate::bind::{self, PopMode};
 use crate::cache::{self, Caches, CertFacts, Lookup, Lookups, TokenFacts};
-use crate::cert::{self, CertError, HeaderFormat, Thumbprint};
+use crate::cert::{self, HeaderFormat, Thumbprint};
 use crate::decision::{Decision, DenyReason, UpstreamHeader};
 use crate::dpop::{self, DpopMode};
 use crate::engine::{Engine, Services};
-use crate::extract::{self, ExtractError, Scheme};
+use crate::extract::{self, Scheme};
 use crate::introspection::IntrospectError;
 use crate::policy::{CertSource, Policy};
-use crate::revocation::RevocationError;
 use crate::token::{self, TokenError, VerifiedToken};
 
 /// What the pipeline reads from a CheckRequest.
@@ -97,8 +98,7 @@ async fn decide(
         input.headers,
         policy.limits.max_authorization_values,
         policy.dpop.mode != DpopMode::Off,
-    )
-    .map_err(extract_reason)?;
+    )?;
     if token.len() > policy.limits.max_token_bytes {
         return Err(DenyReason::TokenTooLarge);
     }
@@ -118,8 +118,7 @@ async fn decide(
         policy.pop_mode,
         &verified.binding,
         cert.as_ref().map(|c| &c.thumbprint),
-    )
-    .map_err(bind_reason)?;
+    )?;
     let reason = dpop::check(
         &policy.dpop,
         &dpop::Request {
@@ -140,10 +139,7 @@ async fn decide(
     // can cause a fetch.
     if let Some(c) = &cert {
         if let (Some(checker), Some(issuer)) = (&services.revocation, c.issuer) {
-            checker
-                .check(&c.chain, issuer, &c.thumbprint, now)
-                .await
-                .map_err(revocation_reason)?;
+            checker.check(&c.chain, issuer, &c.thumbprint, now).await?;
         }
     }
     let (mut headers, mut remove) = (verified.headers.clone(), verified.remove.clone());
@@ -243,19 +239,10 @@ async fn token_facts(
     let lookups = &mut outcome.cache;
     match &services.introspector {
         Some(introspector) if !(policy.bearer && jwt && !policy.introspect_jwt_tokens) => {
-            let response = introspector
-                .introspect(token, now)
-                .await
-                .map_err(|e| match e {
-                    IntrospectError::Inactive => DenyReason::TokenInactive,
-                    IntrospectError::Unavailable(_) => DenyReason::IntrospectionUnavailable,
-                    IntrospectError::Saturated => {
-                        outcome.introspection_saturated = true;
-                        DenyReason::IntrospectionUnavailable
-                    }
-                })?;
-            let verified = token::verify_introspected(&response, &policy.token_rules(), now)
-                .map_err(token_reason)?;
+            let response = introspector.introspect(token, now).await.inspect_err(|e| {
+                outcome.introspection_saturated |= matches!(e, IntrospectError::Saturated);
+            })?;
+            let verified = token::verify_introspected(&response, &policy.token_rules(), now)?;
             Ok(Arc::new(facts(policy, verified, [0; 32])))
         }
         _ if !services.caches.caches_tokens() => {
@@ -329,9 +316,11 @@ async fn verify_jwt(
             let keys = services.keys.refresh(policy.unknown_kid_wait).await;
             token::verify(token, &keys, &rules, now)
                 .map(|v| (v, keys.fingerprint()))
-                .map_err(token_reason)
+                .map_err(DenyReason::from)
         }
-        other => other.map(|v| (v, keys.fingerprint())).map_err(token_reason),
+        other => other
+            .map(|v| (v, keys.fingerprint()))
+            .map_err(DenyReason::from),
     }
 }
 
@@ -355,15 +344,11 @@ fn client_certificate(
                 // is treated as absent (Kong's secure_source).
                 return Ok(None);
             }
-            let Some(value) = extract::cert_header(input.headers, &source.name, max_bytes)
-                .map_err(extract_reason)?
-            else {
+            let Some(value) = extract::cert_header(input.headers, &source.name, max_bytes)? else {
                 return Ok(None);
             };
             let chain_value = match &source.chain_name {
-                Some(name) => {
-                    extract::cert_header(input.headers, name, max_bytes).map_err(extract_reason)?
-                }
+                Some(name) => extract::cert_header(input.headers, name, max_bytes)?,
                 None => None,
             };
             let header_key = caches.caches_certificates().then(|| match chain_value {
@@ -377,14 +362,13 @@ fn client_certificate(
                     return Ok(hit);
                 }
             }
-            let mut presented = cert::decode_with(value, source.format, source.xfcc_elements)
-                .map_err(cert_reason)?;
+            let mut presented = cert::decode_with(value, source.format, source.xfcc_elements)?;
             if let Some(v) = chain_value {
                 // Intermediates from their own header extend the chain (the revocation check
                 // reads the issuer from the same list).
                 presented
                     .chain
-                    .extend(cert::decode_chain(v, source.format).map_err(cert_reason)?);
+                    .extend(cert::decode_chain(v, source.format)?);
             }
             // The same chain in another encoding (line breaks, escaping) was verified already.
             let der_key = (header_key.is_some() && !presented.chain.is_empty())
@@ -403,8 +387,7 @@ fn client_certificate(
                 source.trust.as_deref(),
                 policy.limits.max_chain_length,
                 now,
-            )
-            .map_err(cert_reason)?;
+            )?;
             let facts = Arc::new(CertFacts {
                 thumbprint: verified.thumbprint,
                 issuer: verified.issuer,
@@ -438,9 +421,9 @@ fn client_certificate(
                 }
             }
             // Envoy's TLS layer verified the chain during the handshake.
-            let presented = cert::decode(value, HeaderFormat::UrlEncoded).map_err(cert_reason)?;
-            let verified = cert::verify(&presented, &[], None, policy.limits.max_chain_length, now)
-                .map_err(cert_reason)?;
+            let presented = cert::decode(value, HeaderFormat::UrlEncoded)?;
+            let verified =
+                cert::verify(&presented, &[], None, policy.limits.max_chain_length, now)?;
             let facts = Arc::new(CertFacts {
                 thumbprint: verified.thumbprint,
                 issuer: verified.issuer,
@@ -517,59 +500,4 @@ fn header_value(v: &Value) -> Option<String> {
 fn x5t(t: &Thumbprint) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t)
-}
-
-fn extract_reason(e: ExtractError) -> DenyReason {
-    match e {
-        ExtractError::MissingToken => DenyReason::MissingToken,
-        ExtractError::MalformedAuthorization => DenyReason::MalformedAuthorization,
-        ExtractError::CertHeaderTooLarge => DenyReason::CertHeaderTooLarge,
-    }
-}
-
-fn token_reason(e: TokenError) -> DenyReason {
-    match e {
-        TokenError::TooLarge | TokenError::TooDeep => DenyReason::TokenTooLarge,
-        TokenError::Malformed => DenyReason::TokenMalformed,
-        TokenError::UnknownKey => DenyReason::TokenUnknownKey,
-        TokenError::AlgorithmNotAllowed => DenyReason::TokenAlgorithmNotAllowed,
-        TokenError::SignatureInvalid => DenyReason::TokenSignatureInvalid,
-        TokenError::Expired => DenyReason::TokenExpired,
-        TokenError::NotYetValid => DenyReason::TokenNotYetValid,
-        TokenError::IssuerMismatch => DenyReason::TokenIssuerMismatch,
-        TokenError::AudienceMismatch => DenyReason::TokenAudienceMismatch,
-        TokenError::MissingClaim(_) => DenyReason::TokenMissingClaim,
-        TokenError::TypeNotAllowed => DenyReason::TokenTypeNotAllowed,
-    }
-}
-
-fn cert_reason(e: CertError) -> DenyReason {
-    match e {
-        CertError::Duplicate => DenyReason::CertHeaderDuplicate,
-        CertError::TooLarge => DenyReason::CertHeaderTooLarge,
-        CertError::Malformed => DenyReason::CertMalformed,
-        CertError::ChainTooLong => DenyReason::CertChainTooLong,
-        CertError::Untrusted => DenyReason::CertUntrusted,
-        CertError::Expired => DenyReason::CertExpired,
-        CertError::NotYetValid => DenyReason::CertNotYetValid,
-        CertError::NotForClientAuth => DenyReason::CertNotForClientAuth,
-        CertError::Invalid => DenyReason::CertInvalid,
-        CertError::Unverifiable => DenyReason::CertUnverifiable,
-    }
-}
-
-fn revocation_reason(e: RevocationError) -> DenyReason {
-    match e {
-        RevocationError::Revoked => DenyReason::CertRevoked,
-        RevocationError::Unknown => DenyReason::CertRevocationUnknown,
-    }
-}
-
-fn bind_reason(e: BindError) -> DenyReason {
-    match e {
-        BindError::NotBound => DenyReason::TokenNotBound,
-        BindError::CertMissing => DenyReason::CertMissing,
-        BindError::Malformed => DenyReason::BindingMalformed,
-        BindError::Mismatch => DenyReason::BindingMismatch,
-    }
 }

@@ -98,7 +98,7 @@ impl DpopPolicy {
     }
 }
 
-/// Why a proof was not accepted.
+/// Why a proof was not accepted. Its deny reason is chosen in `pipeline::deny`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DpopError {
     #[error("proof exceeds the size or nesting limit")]
@@ -123,24 +123,6 @@ pub enum DpopError {
     TokenHashMismatch,
     #[error("proof key does not match cnf.jkt")]
     KeyMismatch,
-}
-
-impl From<DpopError> for DenyReason {
-    fn from(e: DpopError) -> Self {
-        match e {
-            DpopError::TooLarge
-            | DpopError::Malformed
-            | DpopError::WrongType
-            | DpopError::BadKey => DenyReason::DpopProofInvalid,
-            DpopError::AlgorithmNotAllowed => DenyReason::DpopAlgorithmNotAllowed,
-            DpopError::SignatureInvalid => DenyReason::DpopSignatureInvalid,
-            DpopError::MethodMismatch => DenyReason::DpopMethodMismatch,
-            DpopError::UriMismatch => DenyReason::DpopUriMismatch,
-            DpopError::Stale => DenyReason::DpopStale,
-            DpopError::TokenHashMismatch => DenyReason::DpopTokenHashMismatch,
-            DpopError::KeyMismatch => DenyReason::DpopKeyMismatch,
-        }
-    }
 }
 
 pub use crate::extract::Scheme;

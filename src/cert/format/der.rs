@@ -76,11 +76,3 @@ pub(super) fn split_der(mut bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>
     }
     Ok(chain)
 }
-
-/// One well-formed certificate, nothing after it.
-pub(super) fn check_der(der: &[u8]) -> Result<(), CertError> {
-    match x509_parser::parse_x509_certificate(der) {
-        Ok(([], _)) => Ok(()),
-        _ => Err(CertError::Malformed),
-    }
-}

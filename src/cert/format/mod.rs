@@ -174,6 +174,15 @@ pub fn decode_chain(
     }
 }
 
+/// One well-formed certificate, nothing after it. Every decoder ends here, whatever encoding
+/// carried the DER.
+fn check_der(der: &[u8]) -> Result<(), CertError> {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok(([], _)) => Ok(()),
+        _ => Err(CertError::Malformed),
+    }
+}
+
 /// A format whose values never contain a comma: a comma means the header arrived twice.
 fn single(value: &str) -> Result<&str, CertError> {
     if value.contains(',') {

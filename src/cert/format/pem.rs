@@ -6,8 +6,7 @@ use base64::Engine;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use super::der::check_der;
-use super::CHAIN_LEN_CEILING;
+use super::{check_der, CHAIN_LEN_CEILING};
 use crate::cert::CertError;
 
 const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";

@@ -6,8 +6,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rustls_pki_types::CertificateDer;
 
-use super::der::check_der;
-use super::CHAIN_LEN_CEILING;
+use super::{check_der, CHAIN_LEN_CEILING};
 use crate::cert::CertError;
 
 /// One `:base64:` item, strictly: the colons, the standard alphabet, padding.
