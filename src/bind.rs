@@ -7,6 +7,7 @@ use subtle::ConstantTimeEq;
 
 use crate::cert::Thumbprint;
 use crate::decision::AllowReason;
+use crate::names::UnknownName;
 use crate::token::Binding;
 
 /// Kong's `proof_of_possession_mtls`.
@@ -21,12 +22,31 @@ pub enum PopMode {
 }
 
 impl PopMode {
-    pub fn as_str(self) -> &'static str {
+    pub const ALL: [PopMode; 3] = [Self::Off, Self::Optional, Self::Strict];
+    /// The spellings of `ALL`, in its order.
+    pub const NAMES: [&'static str; 3] = [
+        Self::Off.as_str(),
+        Self::Optional.as_str(),
+        Self::Strict.as_str(),
+    ];
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Off => "off",
             Self::Optional => "optional",
             Self::Strict => "strict",
         }
+    }
+}
+
+impl std::str::FromStr for PopMode {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| UnknownName::new(s, &Self::NAMES))
     }
 }
 
@@ -160,6 +180,19 @@ mod tests {
         assert_eq!(
             check(PopMode::Strict, &Binding::Malformed, Some(&T)),
             Err(BindError::Malformed)
+        );
+    }
+
+    #[test]
+    fn every_mode_parses_from_its_name_and_an_unknown_one_lists_them() {
+        for (m, name) in PopMode::ALL.into_iter().zip(PopMode::NAMES) {
+            assert_eq!(name.parse(), Ok(m));
+            assert_eq!(m.as_str(), name);
+        }
+        let e = "Strict".parse::<PopMode>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`Strict` is not one of off, optional, strict"
         );
     }
 }

@@ -44,8 +44,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub const DEFAULT_TOKENS: u64 = 100_000;
-    pub const DEFAULT_CERTIFICATES: u64 = 10_000;
+    pub const DEFAULT_TOKENS: u64 = crate::defaults::TOKEN_CACHE_SIZE;
+    pub const DEFAULT_CERTIFICATES: u64 = crate::defaults::CERTIFICATE_CACHE_SIZE;
     pub const OFF: Settings = Settings {
         tokens: 0,
         certificates: 0,
@@ -58,7 +58,7 @@ impl Default for Settings {
         Self {
             tokens: Self::DEFAULT_TOKENS,
             certificates: Self::DEFAULT_CERTIFICATES,
-            ttl: Duration::from_secs(3600),
+            ttl: Duration::from_secs(crate::defaults::CACHE_TTL_SECS),
         }
     }
 }

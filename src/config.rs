@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +28,12 @@ use serde::Deserialize;
 use crate::adapters::http::IdpClient;
 use crate::cache::Settings as CacheSettings;
 use crate::cert::{HeaderFormat, TrustStore, XfccElements};
+use crate::defaults;
 use crate::dpop::{self, DpopMode, DpopPolicy, NonceIssuer};
 use crate::introspection::{ClientAuth, Settings as IntrospectionSettings};
+use crate::names::UnknownName;
 use crate::policy::{
-    CertSource, ClaimHeader, HeaderSource, KeySource, Limits, Policies, Policy, PopMode,
+    AuthMethod, CertSource, ClaimHeader, HeaderSource, KeySource, Limits, Policies, Policy, PopMode,
 };
 use crate::revocation;
 use crate::token::KeySet;
@@ -38,33 +41,10 @@ use crate::token::KeySet;
 mod build;
 pub use build::Built;
 
-/// Loopback: an ext_authz port reachable by anyone is a decision oracle (it answers `sub` and
-/// `client_id`, and spends DPoP `jti`s). Deployments that need another interface say so.
-pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:9191";
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9192";
-
 /// `CERTBOUND_*` variables that belong to the command line, not to the configuration.
 const NON_CONFIG_ENV: &[&str] = &["config", "log_format"];
 /// Least `rediscovery_lifetime`: below it unknown `kid`s could make a JWKS fetch per request.
 const MIN_REDISCOVERY_LIFETIME: Duration = Duration::from_secs(1);
-
-/// Auth methods Kong's plugin knows (also its default `auth_methods`: all of them). Listed so a
-/// copied Kong config gets a precise error.
-pub(crate) const KONG_AUTH_METHODS: &[&str] = &[
-    "password",
-    "client_credentials",
-    "authorization_code",
-    "bearer",
-    "introspection",
-    "userinfo",
-    "kong_oauth2",
-    "refresh_token",
-    "session",
-];
-/// Methods that can carry a certificate binding (Kong's `proof_of_possession_auth_methods_validation`).
-const POP_COMPATIBLE_METHODS: &[&str] = &["bearer", "introspection", "session"];
-/// Methods certbound implements.
-const IMPLEMENTED_METHODS: &[&str] = &["bearer", "introspection"];
 
 /// Keys that apply to the whole process. Everything else at the top level is the default
 /// policy, which `[policies.NAME]` tables override key by key.
@@ -647,19 +627,21 @@ impl Validator<'_> {
         default: RawPolicy,
         named: Vec<(String, RawPolicy)>,
     ) -> Option<Config> {
-        let grpc_listen = self.addr("grpc_listen", global.grpc_listen, DEFAULT_GRPC_LISTEN);
-        let admin_listen = self.addr("admin_listen", global.admin_listen, DEFAULT_ADMIN_LISTEN);
+        let grpc_listen = self.addr("grpc_listen", global.grpc_listen, defaults::GRPC_LISTEN);
+        let admin_listen = self.addr("admin_listen", global.admin_listen, defaults::ADMIN_LISTEN);
         if let (Some(g), Some(a)) = (grpc_listen, admin_listen) {
             if g == a && g.port() != 0 {
                 self.issue("admin_listen", "must differ from grpc_listen");
             }
         }
         let grpc_tls = global.grpc_tls.and_then(|t| self.grpc_tls(t));
-        let timeout = Duration::from_millis(global.timeout.unwrap_or(10_000));
+        let timeout = Duration::from_millis(global.timeout.unwrap_or(defaults::TIMEOUT_MS));
         if timeout.is_zero() {
             self.issue("timeout", "must be more than 0 milliseconds");
         }
-        self.allow_http = global.allow_insecure_http_for_tests.unwrap_or(false);
+        self.allow_http = global
+            .allow_insecure_http_for_tests
+            .unwrap_or(defaults::ALLOW_INSECURE_HTTP_FOR_TESTS);
         if self.allow_http {
             self.warn(
                 "allow_insecure_http_for_tests",
@@ -668,11 +650,15 @@ impl Validator<'_> {
         }
         let idp_client = IdpClient {
             extra_roots: self.idp_roots(global.idp_ca_certificates.unwrap_or_default()),
-            verify_tls: global.ssl_verify.unwrap_or(true),
+            verify_tls: global.ssl_verify.unwrap_or(defaults::SSL_VERIFY),
             timeout,
             allow_insecure_http: self.allow_http,
         };
-        let min_interval = Duration::from_secs(global.rediscovery_lifetime.unwrap_or(30));
+        let min_interval = Duration::from_secs(
+            global
+                .rediscovery_lifetime
+                .unwrap_or(defaults::REDISCOVERY_LIFETIME_SECS),
+        );
         if min_interval < MIN_REDISCOVERY_LIFETIME {
             // 0 would let every token with an unknown `kid` cause a JWKS fetch: no limit at all.
             self.issue(
@@ -683,7 +669,11 @@ impl Validator<'_> {
                 ),
             );
         }
-        let refresh_interval = Duration::from_secs(global.jwks_refresh_interval.unwrap_or(300));
+        let refresh_interval = Duration::from_secs(
+            global
+                .jwks_refresh_interval
+                .unwrap_or(defaults::JWKS_REFRESH_INTERVAL_SECS),
+        );
         if refresh_interval.is_zero() {
             self.issue("jwks_refresh_interval", "must be more than 0 seconds");
         }
@@ -691,7 +681,7 @@ impl Validator<'_> {
         let shared = Shared {
             trusted_ips: self.trusted_ips(global.trusted_ips.unwrap_or_default()),
             limits,
-            unknown_kid_wait: Duration::from_millis(500).min(timeout),
+            unknown_kid_wait: crate::policy::UNKNOWN_KID_WAIT.min(timeout),
         };
         let replay = self.replay_store(global.dpop_replay.unwrap_or_default());
 
@@ -763,23 +753,18 @@ impl Validator<'_> {
             self.issue("audience", "entries must not be empty");
         }
 
-        let pop_mode = match raw.proof_of_possession_mtls.as_deref().unwrap_or("strict") {
-            "off" => Some(PopMode::Off),
-            "optional" => Some(PopMode::Optional),
-            "strict" => Some(PopMode::Strict),
-            other => {
-                self.issue(
-                    "proof_of_possession_mtls",
-                    format!("`{other}` is not one of off, optional, strict"),
-                );
-                None
-            }
-        };
+        let pop_mode: Option<PopMode> = self.mode(
+            "proof_of_possession_mtls",
+            raw.proof_of_possession_mtls
+                .as_deref()
+                .unwrap_or(defaults::PROOF_OF_POSSESSION_MTLS),
+        );
         let methods = self.auth_methods(
             raw.auth_methods,
+            // A bad mode is already an issue; the methods are still checked, as under `strict`.
             pop_mode.unwrap_or(PopMode::Strict),
             raw.proof_of_possession_auth_methods_validation
-                .unwrap_or(true),
+                .unwrap_or(defaults::PROOF_OF_POSSESSION_AUTH_METHODS_VALIDATION),
         );
 
         let upstream_headers =
@@ -802,9 +787,12 @@ impl Validator<'_> {
                 "not set: the default accepts `typ: JWT` besides `at+jwt`, so an ID token or any other JWT of the issuer passes the type check (RFC 9068 §4, RFC 8725 §3.11); set [\"at+jwt\", \"application/at+jwt\"] if the issuer types its access tokens",
             );
         }
-        let accepted_token_types = raw
-            .access_token_types
-            .unwrap_or_else(|| vec!["at+jwt".into(), "application/at+jwt".into(), "JWT".into()]);
+        let accepted_token_types = raw.access_token_types.unwrap_or_else(|| {
+            defaults::ACCESS_TOKEN_TYPES
+                .iter()
+                .map(|t| t.to_string())
+                .collect()
+        });
         if accepted_token_types.is_empty() {
             self.issue("access_token_types", "must list at least one JOSE `typ`");
         }
@@ -815,8 +803,13 @@ impl Validator<'_> {
             "audience_required",
             raw.audience_required.unwrap_or_default(),
         );
-        let scopes_claim = self.claim_path("scopes_claim", raw.scopes_claim, "scope");
-        let audience_claim = self.claim_path("audience_claim", raw.audience_claim, "aud");
+        let scopes_claim =
+            self.claim_path("scopes_claim", raw.scopes_claim, defaults::SCOPES_CLAIM);
+        let audience_claim = self.claim_path(
+            "audience_claim",
+            raw.audience_claim,
+            defaults::AUDIENCE_CLAIM,
+        );
         let claims_forbidden = raw.claims_forbidden.unwrap_or_default();
         if claims_forbidden.iter().any(String::is_empty) {
             self.issue("claims_forbidden", "entries must not be empty");
@@ -838,15 +831,16 @@ impl Validator<'_> {
             base_url: raw.dpop_htu_base_url,
         });
 
-        let introspection = if methods.iter().any(|m| m == "introspection") {
+        let introspection = if methods.contains(&AuthMethod::Introspection) {
             let settings = self.introspection_settings(
                 issuer.clone(),
                 raw.introspection_endpoint,
                 raw.introspection_endpoint_auth_method,
                 raw.client_id.as_ref().and_then(|c| c.first().cloned()),
                 raw.client_secret.as_ref().and_then(|c| c.first().cloned()),
-                raw.cache_introspection.unwrap_or(true),
-                raw.cache_ttl.unwrap_or(3600),
+                raw.cache_introspection
+                    .unwrap_or(defaults::CACHE_INTROSPECTION),
+                raw.cache_ttl.unwrap_or(defaults::CACHE_TTL_SECS),
             );
             settings.map(Some)
         } else {
@@ -854,29 +848,28 @@ impl Validator<'_> {
         };
 
         let caches = CacheSettings {
-            tokens: if raw.cache_tokens.unwrap_or(true) {
-                raw.token_cache_size
-                    .unwrap_or(CacheSettings::DEFAULT_TOKENS)
+            tokens: if raw.cache_tokens.unwrap_or(defaults::CACHE_TOKENS) {
+                raw.token_cache_size.unwrap_or(defaults::TOKEN_CACHE_SIZE)
             } else {
                 0
             },
             certificates: raw
                 .certificate_cache_size
-                .unwrap_or(CacheSettings::DEFAULT_CERTIFICATES),
-            ttl: Duration::from_secs(raw.cache_ttl.unwrap_or(3600)),
+                .unwrap_or(defaults::CERTIFICATE_CACHE_SIZE),
+            ttl: Duration::from_secs(raw.cache_ttl.unwrap_or(defaults::CACHE_TTL_SECS)),
         };
 
         Some(Policy {
             name: name.to_string(),
             issuer: issuer?,
             audiences,
-            leeway: raw.leeway.unwrap_or(0),
+            leeway: raw.leeway.unwrap_or(defaults::LEEWAY_SECS),
             accepted_token_types,
             pop_mode: pop_mode?,
             cert_source: cert_source?,
             upstream_headers: upstream_headers?,
             upstream_thumbprint_header: upstream_thumbprint_header?,
-            hide_credentials: raw.hide_credentials.unwrap_or(false),
+            hide_credentials: raw.hide_credentials.unwrap_or(defaults::HIDE_CREDENTIALS),
             scopes_required,
             scopes_claim,
             audience_required,
@@ -885,9 +878,11 @@ impl Validator<'_> {
             trusted_ips: shared.trusted_ips.clone(),
             limits: shared.limits,
             keys: keys?,
-            bearer: methods.iter().any(|m| m == "bearer"),
+            bearer: methods.contains(&AuthMethod::Bearer),
             introspection: introspection?,
-            introspect_jwt_tokens: raw.introspect_jwt_tokens.unwrap_or(false),
+            introspect_jwt_tokens: raw
+                .introspect_jwt_tokens
+                .unwrap_or(defaults::INTROSPECT_JWT_TOKENS),
             unknown_kid_wait: shared.unknown_kid_wait,
             cache: caches,
             dpop: dpop?,
@@ -895,16 +890,18 @@ impl Validator<'_> {
     }
 
     fn replay_store(&mut self, raw: RawReplay) -> Option<ReplaySettings> {
-        let timeout = raw.timeout.unwrap_or(200);
+        let timeout = raw.timeout.unwrap_or(defaults::dpop_replay::TIMEOUT_MS);
         if timeout == 0 {
             self.issue("dpop_replay.timeout", "must be more than 0 milliseconds");
         }
-        match raw.store.as_deref().unwrap_or("memory") {
+        match raw.store.as_deref().unwrap_or(defaults::dpop_replay::STORE) {
             "memory" => {
                 if raw.redis_url.is_some() {
                     self.issue("dpop_replay.redis_url", "only with store = \"redis\"");
                 }
-                let max = raw.max_entries.unwrap_or(100_000);
+                let max = raw
+                    .max_entries
+                    .unwrap_or(defaults::dpop_replay::MAX_ENTRIES);
                 if max == 0 {
                     self.issue("dpop_replay.max_entries", "must be at least 1");
                 }
@@ -946,19 +943,13 @@ impl Validator<'_> {
     }
 
     fn dpop(&mut self, raw: DpopKeys) -> Option<DpopPolicy> {
-        let mode = match raw.mode.as_deref().unwrap_or("off") {
-            "off" => Some(DpopMode::Off),
-            "optional" => Some(DpopMode::Optional),
-            "strict" => Some(DpopMode::Strict),
-            other => {
-                self.issue(
-                    "proof_of_possession_dpop",
-                    format!("`{other}` is not one of off, optional, strict"),
-                );
-                None
-            }
-        };
-        let lifetime = raw.lifetime.unwrap_or(300);
+        let mode: Option<DpopMode> = self.mode(
+            "proof_of_possession_dpop",
+            raw.mode
+                .as_deref()
+                .unwrap_or(defaults::PROOF_OF_POSSESSION_DPOP),
+        );
+        let lifetime = raw.lifetime.unwrap_or(defaults::DPOP_PROOF_LIFETIME_SECS);
         if lifetime == 0 {
             self.issue("dpop_proof_lifetime", "must be more than 0 seconds");
         }
@@ -991,7 +982,10 @@ impl Validator<'_> {
                 Some(algs)
             }
         };
-        let nonce = match (raw.use_nonce.unwrap_or(false), raw.nonce_secret) {
+        let nonce = match (
+            raw.use_nonce.unwrap_or(defaults::DPOP_USE_NONCE),
+            raw.nonce_secret,
+        ) {
             (false, _) => Some(None),
             (true, Some(secret)) if secret.len() >= dpop::MIN_SECRET_BYTES => {
                 Some(Some(Arc::new(NonceIssuer::new(secret.as_bytes()))))
@@ -1054,13 +1048,10 @@ impl Validator<'_> {
         }
         let auth = match auth.as_deref() {
             None => None,
-            Some(a) => match ClientAuth::from_config(a) {
-                Some(a) => Some(a),
-                None => {
-                    self.issue(
-                        "introspection_endpoint_auth_method",
-                        format!("`{a}` is not one of client_secret_basic, client_secret_post"),
-                    );
+            Some(a) => match a.parse::<ClientAuth>() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    self.issue("introspection_endpoint_auth_method", e.to_string());
                     return None;
                 }
             },
@@ -1155,42 +1146,43 @@ impl Validator<'_> {
         methods: Option<Vec<String>>,
         pop: PopMode,
         validate: bool,
-    ) -> Vec<String> {
-        let methods = methods.unwrap_or_else(|| vec!["bearer".into()]);
+    ) -> Vec<AuthMethod> {
+        let methods = methods.unwrap_or_else(|| {
+            defaults::AUTH_METHODS
+                .iter()
+                .map(|m| m.to_string())
+                .collect()
+        });
         if methods.is_empty() {
             self.issue("auth_methods", "must list at least one method");
         }
+        let mut out = Vec::new();
         for m in &methods {
-            if !KONG_AUTH_METHODS.contains(&m.as_str()) {
-                self.issue(
+            match m.parse::<AuthMethod>() {
+                Err(e) => self.issue(
                     "auth_methods",
-                    format!(
-                        "`{m}` is not an auth method (known: {})",
-                        KONG_AUTH_METHODS.join(", ")
-                    ),
-                );
-            } else if pop != PopMode::Off
-                && validate
-                && !POP_COMPATIBLE_METHODS.contains(&m.as_str())
-            {
-                self.issue(
-                    "auth_methods",
-                    format!(
-                        "`{m}` cannot carry a certificate binding while proof_of_possession_mtls is on and proof_of_possession_auth_methods_validation = true; compatible methods: {}",
-                        POP_COMPATIBLE_METHODS.join(", ")
-                    ),
-                );
-            } else if !IMPLEMENTED_METHODS.contains(&m.as_str()) {
-                self.issue(
+                    format!("`{m}` is not an auth method (known: {})", e.expected()),
+                ),
+                Ok(method) if pop != PopMode::Off && validate && !method.can_carry_binding() => {
+                    self.issue(
+                        "auth_methods",
+                        format!(
+                            "`{m}` cannot carry a certificate binding while proof_of_possession_mtls is on and proof_of_possession_auth_methods_validation = true; compatible methods: {}",
+                            AuthMethod::POP_COMPATIBLE_NAMES.join(", ")
+                        ),
+                    )
+                }
+                Ok(method) if !method.is_implemented() => self.issue(
                     "auth_methods",
                     format!(
                         "`{m}` is not supported by certbound (supported: {})",
-                        IMPLEMENTED_METHODS.join(", ")
+                        AuthMethod::IMPLEMENTED_NAMES.join(", ")
                     ),
-                );
+                ),
+                Ok(method) => out.push(method),
             }
         }
-        methods
+        out
     }
 
     fn upstream_headers(
@@ -1247,20 +1239,11 @@ impl Validator<'_> {
             false,
         );
         let format = match raw.certificate_header_format.as_deref() {
-            Some(f) => match HeaderFormat::from_config(f) {
-                Some(f) => Some(f),
-                None => {
-                    self.issue(
-                        &format!("{T}.certificate_header_format"),
-                        format!("`{f}` is not one of {}", HeaderFormat::CONFIG_NAMES),
-                    );
-                    None
-                }
-            },
+            Some(f) => self.mode(&format!("{T}.certificate_header_format"), f),
             None => {
                 self.issue(
                     &format!("{T}.certificate_header_format"),
-                    format!("required: one of {}", HeaderFormat::CONFIG_NAMES),
+                    format!("required: one of {}", HeaderFormat::expected()),
                 );
                 None
             }
@@ -1273,26 +1256,28 @@ impl Validator<'_> {
         }
         // Envoy's SANITIZE_SET writes one element; more only where the operator says hops append.
         let xfcc_elements = match raw.xfcc_elements.as_deref() {
-            None => Some(XfccElements::One),
-            Some(e) => match (XfccElements::from_config(e), format) {
-                (Some(e), Some(HeaderFormat::Xfcc)) => Some(e),
-                (Some(_), _) => {
+            None => self.mode(
+                &format!("{T}.xfcc_elements"),
+                defaults::from_header::XFCC_ELEMENTS,
+            ),
+            Some(e) => match (e.parse::<XfccElements>(), format) {
+                (Ok(e), Some(HeaderFormat::Xfcc)) => Some(e),
+                (Ok(_), _) => {
                     self.issue(
                         &format!("{T}.xfcc_elements"),
                         "only applies to certificate_header_format = \"xfcc\" (auto reads one element)",
                     );
                     None
                 }
-                (None, _) => {
-                    self.issue(
-                        &format!("{T}.xfcc_elements"),
-                        format!("`{e}` is not one of {}", XfccElements::CONFIG_NAMES),
-                    );
+                (Err(e), _) => {
+                    self.issue(&format!("{T}.xfcc_elements"), e.to_string());
                     None
                 }
             },
         };
-        let secure_source = raw.secure_source.unwrap_or(true);
+        let secure_source = raw
+            .secure_source
+            .unwrap_or(defaults::from_header::SECURE_SOURCE);
         if secure_source && trusted_ips.is_empty() {
             self.issue(
                 "trusted_ips",
@@ -1320,7 +1305,11 @@ impl Validator<'_> {
             }
             None
         } else {
-            match TrustStore::from_pem_files(&cas, raw.allow_partial_chain.unwrap_or(false)) {
+            match TrustStore::from_pem_files(
+                &cas,
+                raw.allow_partial_chain
+                    .unwrap_or(defaults::from_header::ALLOW_PARTIAL_CHAIN),
+            ) {
                 Ok(t) => Some(Arc::new(t)),
                 Err(e) => {
                     self.issue(&format!("{T}.ca_certificates"), e.to_string());
@@ -1340,8 +1329,20 @@ impl Validator<'_> {
             revocation,
             // Kong gives `ssl_verify` in this table to TLS towards OCSP/CRL endpoints; chain
             // verification against ca_certificates is always on, whatever it says.
-            revocation_tls_verify: raw.ssl_verify.unwrap_or(true),
+            revocation_tls_verify: raw.ssl_verify.unwrap_or(defaults::from_header::SSL_VERIFY),
         })
+    }
+
+    /// A mode key's value in the mode's spelling; `None` after recording an issue that lists
+    /// the spellings.
+    fn mode<M: FromStr<Err = UnknownName>>(&mut self, key: &str, value: &str) -> Option<M> {
+        match value.parse() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.issue(key, e.to_string());
+                None
+            }
+        }
     }
 
     /// A header name: `Some(Some(name))` when valid, `Some(None)` when absent and optional,
@@ -1441,19 +1442,12 @@ impl Validator<'_> {
     /// `Some(None)`: valid, no checking (SKIP). `None`: invalid (issues recorded).
     fn revocation_settings(&mut self, raw: &RawFromHeader) -> Option<Option<revocation::Settings>> {
         const T: &str = "proof_of_possession_mtls_from_header";
-        let mode = match raw.revocation_check_mode.as_deref() {
-            None => Some(revocation::Mode::IgnoreCaError),
-            Some(m) => match revocation::Mode::parse(m) {
-                Some(mode) => Some(mode),
-                None => {
-                    self.issue(
-                        &format!("{T}.revocation_check_mode"),
-                        format!("`{m}` is not one of SKIP, IGNORE_CA_ERROR, STRICT"),
-                    );
-                    None
-                }
-            },
-        };
+        let mode: Option<revocation::Mode> = self.mode(
+            &format!("{T}.revocation_check_mode"),
+            raw.revocation_check_mode
+                .as_deref()
+                .unwrap_or(defaults::from_header::REVOCATION_CHECK_MODE),
+        );
         let mut millis = |key: &str, value: Option<u64>, default: u64| {
             let d = Duration::from_millis(value.unwrap_or(default));
             if d.is_zero() {
@@ -1462,13 +1456,26 @@ impl Validator<'_> {
             }
             Some(d)
         };
-        let cache_ttl = millis("cert_cache_ttl", raw.cert_cache_ttl, 60_000);
-        let http_timeout = millis("http_timeout", raw.http_timeout, 30_000);
-        let wait = millis("revocation_wait", raw.revocation_wait, 500);
-        // Seconds. Responders that omit nextUpdate sign on demand (`openssl ocsp` without
-        // `-nmin`), so a genuine answer is seconds old; an hour leaves room for a responder that
-        // caches, while a replayed answer stops counting an hour after it was signed.
-        let ocsp_max_age = match raw.ocsp_max_age.unwrap_or(3600) {
+        let cache_ttl = millis(
+            "cert_cache_ttl",
+            raw.cert_cache_ttl,
+            defaults::from_header::CERT_CACHE_TTL_MS,
+        );
+        let http_timeout = millis(
+            "http_timeout",
+            raw.http_timeout,
+            defaults::from_header::HTTP_TIMEOUT_MS,
+        );
+        let wait = millis(
+            "revocation_wait",
+            raw.revocation_wait,
+            defaults::from_header::REVOCATION_WAIT_MS,
+        );
+        // A replayed answer without nextUpdate stops counting this long after it was signed.
+        let ocsp_max_age = match raw
+            .ocsp_max_age
+            .unwrap_or(defaults::from_header::OCSP_MAX_AGE_SECS)
+        {
             0 => {
                 self.issue(&format!("{T}.ocsp_max_age"), "must be more than 0 seconds");
                 None
@@ -1638,7 +1645,7 @@ mod tests {
                 issuer: "https://idp.example".into()
             }
         );
-        assert_eq!(c.grpc_listen.to_string(), DEFAULT_GRPC_LISTEN);
+        assert_eq!(c.grpc_listen.to_string(), defaults::GRPC_LISTEN);
     }
 
     #[test]

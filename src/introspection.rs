@@ -24,6 +24,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use crate::names::UnknownName;
+
 /// What one introspection call yields: the members of the IdP's JSON answer.
 pub type IntrospectFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Map<String, Value>, IntrospectError>> + Send + 'a>>;
@@ -43,12 +45,26 @@ pub enum ClientAuth {
 }
 
 impl ClientAuth {
-    pub fn from_config(s: &str) -> Option<Self> {
-        match s {
-            "client_secret_basic" => Some(Self::Basic),
-            "client_secret_post" => Some(Self::Post),
-            _ => None,
+    pub const ALL: [ClientAuth; 2] = [Self::Basic, Self::Post];
+    /// The spellings of `ALL`, in its order (RFC 7591's `token_endpoint_auth_method` values).
+    pub const NAMES: [&'static str; 2] = [Self::Basic.as_str(), Self::Post.as_str()];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Basic => "client_secret_basic",
+            Self::Post => "client_secret_post",
         }
+    }
+}
+
+impl std::str::FromStr for ClientAuth {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| UnknownName::new(s, &Self::NAMES))
     }
 }
 
@@ -298,14 +314,16 @@ mod tests {
 
     #[test]
     fn client_auth_names_are_kongs() {
+        let parse = |s: &str| s.parse::<ClientAuth>().ok();
+        assert_eq!(parse("client_secret_basic"), Some(ClientAuth::Basic));
+        assert_eq!(parse("client_secret_post"), Some(ClientAuth::Post));
+        assert_eq!(parse("private_key_jwt"), None);
         assert_eq!(
-            ClientAuth::from_config("client_secret_basic"),
-            Some(ClientAuth::Basic)
+            "private_key_jwt"
+                .parse::<ClientAuth>()
+                .unwrap_err()
+                .to_string(),
+            "`private_key_jwt` is not one of client_secret_basic, client_secret_post"
         );
-        assert_eq!(
-            ClientAuth::from_config("client_secret_post"),
-            Some(ClientAuth::Post)
-        );
-        assert_eq!(ClientAuth::from_config("private_key_jwt"), None);
     }
 }

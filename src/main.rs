@@ -68,9 +68,9 @@ enum Command {
     /// Generate throw-away keys and certificates, serve with them, and show an allowed and a
     /// denied Check.
     Demo {
-        #[arg(long, default_value = "127.0.0.1:9191")]
+        #[arg(long, default_value = certbound::defaults::GRPC_LISTEN)]
         grpc_listen: SocketAddr,
-        #[arg(long, default_value = "127.0.0.1:9192")]
+        #[arg(long, default_value = certbound::defaults::ADMIN_LISTEN)]
         admin_listen: SocketAddr,
         /// Where to write the material (default: a new temporary folder).
         #[arg(long)]

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 pub use crate::bind::PopMode;
 use crate::cert::{HeaderFormat, TrustStore, XfccElements};
+use crate::defaults;
+use crate::names::UnknownName;
 use crate::token::KeySet;
 
 /// Where the client certificate comes from.
@@ -88,6 +90,97 @@ pub struct ClaimHeader {
     pub header: String,
 }
 
+/// Kong's `auth_methods`: every method Kong's plugin knows, so a copied Kong config gets a
+/// precise error. certbound implements `IMPLEMENTED`; the others are refused, never ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    Password,
+    ClientCredentials,
+    AuthorizationCode,
+    /// A JWT verified with the issuer's keys.
+    Bearer,
+    /// RFC 7662, for opaque tokens.
+    Introspection,
+    Userinfo,
+    KongOauth2,
+    RefreshToken,
+    Session,
+}
+
+impl AuthMethod {
+    /// In Kong's order; also Kong's default `auth_methods`.
+    pub const ALL: [AuthMethod; 9] = [
+        Self::Password,
+        Self::ClientCredentials,
+        Self::AuthorizationCode,
+        Self::Bearer,
+        Self::Introspection,
+        Self::Userinfo,
+        Self::KongOauth2,
+        Self::RefreshToken,
+        Self::Session,
+    ];
+    /// The spellings of `ALL`, in its order.
+    pub const NAMES: [&'static str; 9] = [
+        Self::Password.as_str(),
+        Self::ClientCredentials.as_str(),
+        Self::AuthorizationCode.as_str(),
+        Self::Bearer.as_str(),
+        Self::Introspection.as_str(),
+        Self::Userinfo.as_str(),
+        Self::KongOauth2.as_str(),
+        Self::RefreshToken.as_str(),
+        Self::Session.as_str(),
+    ];
+    /// The methods certbound checks.
+    pub const IMPLEMENTED: [AuthMethod; 2] = [Self::Bearer, Self::Introspection];
+    /// The spellings of `IMPLEMENTED`, in its order.
+    pub const IMPLEMENTED_NAMES: [&'static str; 2] =
+        [Self::Bearer.as_str(), Self::Introspection.as_str()];
+    /// The methods that can carry a certificate binding (Kong's
+    /// `proof_of_possession_auth_methods_validation`).
+    pub const POP_COMPATIBLE: [AuthMethod; 3] = [Self::Bearer, Self::Introspection, Self::Session];
+    /// The spellings of `POP_COMPATIBLE`, in its order.
+    pub const POP_COMPATIBLE_NAMES: [&'static str; 3] = [
+        Self::Bearer.as_str(),
+        Self::Introspection.as_str(),
+        Self::Session.as_str(),
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::ClientCredentials => "client_credentials",
+            Self::AuthorizationCode => "authorization_code",
+            Self::Bearer => "bearer",
+            Self::Introspection => "introspection",
+            Self::Userinfo => "userinfo",
+            Self::KongOauth2 => "kong_oauth2",
+            Self::RefreshToken => "refresh_token",
+            Self::Session => "session",
+        }
+    }
+
+    pub fn is_implemented(self) -> bool {
+        Self::IMPLEMENTED.contains(&self)
+    }
+
+    pub fn can_carry_binding(self) -> bool {
+        Self::POP_COMPATIBLE.contains(&self)
+    }
+}
+
+impl std::str::FromStr for AuthMethod {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| UnknownName::new(s, &Self::NAMES))
+    }
+}
+
 /// Caps on hostile input (the `[limits]` table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -106,13 +199,14 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        use crate::defaults::limits as d;
         Self {
-            max_certificate_header_bytes: 32 * 1024,
-            max_chain_length: 5,
-            max_token_bytes: 16 * 1024,
-            max_json_depth: 16,
-            max_authorization_values: 1,
-            max_introspection_calls: 64,
+            max_certificate_header_bytes: d::MAX_CERTIFICATE_HEADER_BYTES,
+            max_chain_length: d::MAX_CHAIN_LENGTH,
+            max_token_bytes: d::MAX_TOKEN_BYTES,
+            max_json_depth: d::MAX_JSON_DEPTH,
+            max_authorization_values: d::MAX_AUTHORIZATION_VALUES,
+            max_introspection_calls: d::MAX_INTROSPECTION_CALLS,
         }
     }
 }
@@ -129,6 +223,11 @@ impl Limits {
         max_introspection_calls: 1024,
     };
 }
+
+/// The longest a check waits for a JWKS refresh after meeting an unknown `kid` (never more than
+/// the IdP `timeout`): long enough for one fetch from a nearby IdP, short enough that Envoy's
+/// ext_authz timeout is not spent on it.
+pub const UNKNOWN_KID_WAIT: Duration = Duration::from_millis(500);
 
 /// Everything one check needs to decide.
 #[derive(Clone)]
@@ -189,24 +288,27 @@ impl Policy {
             },
             issuer,
             audiences: Vec::new(),
-            leeway: 0,
-            accepted_token_types: vec!["at+jwt".into(), "application/at+jwt".into(), "JWT".into()],
+            leeway: defaults::LEEWAY_SECS,
+            accepted_token_types: defaults::ACCESS_TOKEN_TYPES
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
             pop_mode: PopMode::Strict,
             cert_source: CertSource::Peer,
             upstream_headers: Vec::new(),
             upstream_thumbprint_header: None,
-            hide_credentials: false,
+            hide_credentials: defaults::HIDE_CREDENTIALS,
             scopes_required: Vec::new(),
-            scopes_claim: vec!["scope".into()],
+            scopes_claim: vec![defaults::SCOPES_CLAIM.into()],
             audience_required: Vec::new(),
-            audience_claim: vec!["aud".into()],
+            audience_claim: vec![defaults::AUDIENCE_CLAIM.into()],
             claims_forbidden: Vec::new(),
             trusted_ips: Vec::new(),
             limits: Limits::default(),
             bearer: true,
             introspection: None,
-            introspect_jwt_tokens: false,
-            unknown_kid_wait: Duration::from_millis(500),
+            introspect_jwt_tokens: defaults::INTROSPECT_JWT_TOKENS,
+            unknown_kid_wait: UNKNOWN_KID_WAIT,
             cache: crate::cache::Settings::default(),
             dpop: crate::dpop::DpopPolicy::off(),
         }
@@ -264,5 +366,48 @@ impl Policies {
     /// Every policy, the default first.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Policy>> {
         std::iter::once(&self.default).chain(self.named.values())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_methods_parse_from_their_names_and_an_unknown_one_lists_them() {
+        for (m, name) in AuthMethod::ALL.into_iter().zip(AuthMethod::NAMES) {
+            assert_eq!(name.parse(), Ok(m));
+            assert_eq!(m.as_str(), name);
+        }
+        for (m, name) in AuthMethod::IMPLEMENTED
+            .into_iter()
+            .zip(AuthMethod::IMPLEMENTED_NAMES)
+        {
+            assert!(m.is_implemented());
+            assert_eq!(m.as_str(), name);
+        }
+        for (m, name) in AuthMethod::POP_COMPATIBLE
+            .into_iter()
+            .zip(AuthMethod::POP_COMPATIBLE_NAMES)
+        {
+            assert!(m.can_carry_binding());
+            assert_eq!(m.as_str(), name);
+        }
+        assert!(!AuthMethod::Session.is_implemented());
+        assert_eq!(
+            "jwt".parse::<AuthMethod>().unwrap_err().to_string(),
+            "`jwt` is not one of password, client_credentials, authorization_code, bearer, introspection, userinfo, kong_oauth2, refresh_token, session"
+        );
+    }
+
+    #[test]
+    fn default_limits_are_within_their_ceilings() {
+        let l = Limits::default();
+        assert!(l.max_certificate_header_bytes <= Limits::CEILING.max_certificate_header_bytes);
+        assert!(l.max_chain_length <= Limits::CEILING.max_chain_length);
+        assert!(l.max_token_bytes <= Limits::CEILING.max_token_bytes);
+        assert!(l.max_json_depth <= Limits::CEILING.max_json_depth);
+        assert!(l.max_authorization_values <= Limits::CEILING.max_authorization_values);
+        assert!(l.max_introspection_calls <= Limits::CEILING.max_introspection_calls);
     }
 }

@@ -21,6 +21,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::decision::{AllowReason, DenyReason};
+use crate::names::UnknownName;
 pub use nonce::{NonceIssuer, MIN_SECRET_BYTES, NONCE_WINDOW};
 pub use proof::{
     access_token_hash, normalize_htu, parse, verify, Expected, Proof, MAX_JTI_BYTES,
@@ -41,12 +42,31 @@ pub enum DpopMode {
 }
 
 impl DpopMode {
-    pub fn as_str(self) -> &'static str {
+    pub const ALL: [DpopMode; 3] = [Self::Off, Self::Optional, Self::Strict];
+    /// The spellings of `ALL`, in its order.
+    pub const NAMES: [&'static str; 3] = [
+        Self::Off.as_str(),
+        Self::Optional.as_str(),
+        Self::Strict.as_str(),
+    ];
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Off => "off",
             Self::Optional => "optional",
             Self::Strict => "strict",
         }
+    }
+}
+
+impl std::str::FromStr for DpopMode {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| UnknownName::new(s, &Self::NAMES))
     }
 }
 
@@ -81,7 +101,7 @@ impl DpopPolicy {
     pub fn off() -> Self {
         Self {
             mode: DpopMode::Off,
-            lifetime: 300,
+            lifetime: crate::defaults::DPOP_PROOF_LIFETIME_SECS,
             algs: DEFAULT_ALGS.to_vec(),
             nonce: None,
             base_url: None,

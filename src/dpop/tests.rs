@@ -776,3 +776,13 @@ fn fixture_proofs_verify_for_rsa_pss_and_ec_keys() {
         assert_eq!(parse_ok(&swapped), Err(DpopError::BadKey), "{:?}", key.alg);
     }
 }
+
+#[test]
+fn every_mode_parses_from_its_name_and_an_unknown_one_lists_them() {
+    for (m, name) in DpopMode::ALL.into_iter().zip(DpopMode::NAMES) {
+        assert_eq!(name.parse(), Ok(m));
+        assert_eq!(m.as_str(), name);
+    }
+    let e = "on".parse::<DpopMode>().unwrap_err();
+    assert_eq!(e.to_string(), "`on` is not one of off, optional, strict");
+}

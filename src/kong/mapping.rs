@@ -9,10 +9,15 @@ use toml::Value as T;
 
 use super::deck::{is_empty, is_secret, shown, DeckFile, Plugin, Scope};
 use super::{ImportError, Note, Options};
-use crate::config::KONG_AUTH_METHODS;
+use crate::defaults::{self, from_header};
+use crate::dpop::DpopMode;
+use crate::introspection::ClientAuth;
+use crate::policy::{AuthMethod, PopMode};
 
 const HEADER_TABLE: &str = "proof_of_possession_mtls_from_header";
-const IMPLEMENTED_METHODS: &[&str] = &["bearer", "introspection"];
+/// Kong's `proof_of_possession_mtls` default; certbound's is `strict`, so an unset key is
+/// written out.
+const KONG_POP_MODE: PopMode = PopMode::Off;
 
 /// Policy keys with the same name, type and meaning in Kong and certbound.
 const STRING_LISTS: &[&str] = &[
@@ -35,8 +40,10 @@ const BOOLS: &[&str] = &[
 ];
 const NUMBERS: &[&str] = &["leeway", "cache_ttl", "dpop_proof_lifetime"];
 const STRINGS: &[&str] = &["introspection_endpoint", "proof_of_possession_dpop"];
-/// Kong keys certbound has only once per process.
-const PROCESS_KEYS: &[&str] = &["ssl_verify", "timeout", "rediscovery_lifetime"];
+/// Kong's booleans that certbound has only once per process.
+const PROCESS_BOOLS: &[&str] = &["ssl_verify"];
+/// Kong's numbers that certbound has only once per process.
+const PROCESS_NUMBERS: &[&str] = &["timeout", "rediscovery_lifetime"];
 
 const HEADER_STRINGS: &[&str] = &[
     "certificate_header_name",
@@ -341,7 +348,7 @@ fn policy_name(kong: &str) -> String {
 }
 
 /// Kong's value for a key its plugin did not set, so a named policy does not inherit the
-/// default policy's instead.
+/// default policy's instead. certbound took each of these defaults from Kong (see `defaults`).
 fn kong_default(key: &str) -> Option<T> {
     let list = |v: &[&str]| T::Array(v.iter().map(|s| T::String((*s).into())).collect());
     Some(match key {
@@ -352,23 +359,33 @@ fn kong_default(key: &str) -> Option<T> {
         | "claims_forbidden"
         | "upstream_headers_claims"
         | "upstream_headers_names" => list(&[]),
-        "scopes_claim" => list(&["scope"]),
-        "audience_claim" => list(&["aud"]),
-        "hide_credentials" | "introspect_jwt_tokens" | "allow_partial_chain" => T::Boolean(false),
-        "cache_introspection"
-        | "proof_of_possession_auth_methods_validation"
-        | "secure_source"
-        | "ssl_verify" => T::Boolean(true),
-        "cache_ttl" => T::Integer(3600),
-        "proof_of_possession_dpop" => T::String("off".into()),
-        "dpop_use_nonce" => T::Boolean(false),
-        "dpop_proof_lifetime" => T::Integer(300),
-        "leeway" => T::Integer(0),
-        "cert_cache_ttl" => T::Integer(60_000),
-        "http_timeout" => T::Integer(30_000),
-        "revocation_check_mode" => T::String("IGNORE_CA_ERROR".into()),
+        "scopes_claim" => list(&[defaults::SCOPES_CLAIM]),
+        "audience_claim" => list(&[defaults::AUDIENCE_CLAIM]),
+        "hide_credentials" => T::Boolean(defaults::HIDE_CREDENTIALS),
+        "introspect_jwt_tokens" => T::Boolean(defaults::INTROSPECT_JWT_TOKENS),
+        "cache_introspection" => T::Boolean(defaults::CACHE_INTROSPECTION),
+        "proof_of_possession_auth_methods_validation" => {
+            T::Boolean(defaults::PROOF_OF_POSSESSION_AUTH_METHODS_VALIDATION)
+        }
+        "cache_ttl" => integer(defaults::CACHE_TTL_SECS),
+        "proof_of_possession_dpop" => T::String(defaults::PROOF_OF_POSSESSION_DPOP.into()),
+        "dpop_use_nonce" => T::Boolean(defaults::DPOP_USE_NONCE),
+        "dpop_proof_lifetime" => integer(defaults::DPOP_PROOF_LIFETIME_SECS),
+        "leeway" => integer(defaults::LEEWAY_SECS),
+        // Keys of the certificate-header table.
+        "allow_partial_chain" => T::Boolean(from_header::ALLOW_PARTIAL_CHAIN),
+        "secure_source" => T::Boolean(from_header::SECURE_SOURCE),
+        "ssl_verify" => T::Boolean(from_header::SSL_VERIFY),
+        "cert_cache_ttl" => integer(from_header::CERT_CACHE_TTL_MS),
+        "http_timeout" => integer(from_header::HTTP_TIMEOUT_MS),
+        "revocation_check_mode" => T::String(from_header::REVOCATION_CHECK_MODE.into()),
         _ => return None,
     })
+}
+
+/// A default as a TOML integer; every default is far below `i64::MAX`.
+fn integer(n: u64) -> T {
+    T::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 fn complete_named(mut policy: PolicyOut, default: &PolicyOut, ctx: &mut Ctx<'_>) -> PolicyOut {
@@ -408,8 +425,9 @@ fn complete_named(mut policy: PolicyOut, default: &PolicyOut, ctx: &mut Ctx<'_>)
                 .keys
                 .get("proof_of_possession_mtls")
                 .and_then(T::as_str)
-                .unwrap_or("off");
-            if pop != "off" {
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(KONG_POP_MODE);
+            if pop != PopMode::Off {
                 ctx.refuse(
                     HEADER_TABLE,
                     "this plugin binds to the certificate of the TLS handshake while the default policy reads it from a header; certbound's named policies inherit the header table and cannot drop it. Give this plugin a proof_of_possession_mtls_from_header too, or serve it from a separate certbound",
@@ -425,7 +443,7 @@ fn complete_named(mut policy: PolicyOut, default: &PolicyOut, ctx: &mut Ctx<'_>)
 /// reported, and TLS verification stays on unless every plugin turned it off.
 fn merge_process(per_plugin: &[(String, toml::Table)], notes: &mut Vec<Note>) -> toml::Table {
     let mut out = toml::Table::new();
-    for key in PROCESS_KEYS {
+    for key in PROCESS_BOOLS.iter().chain(PROCESS_NUMBERS) {
         let values: Vec<(&String, &T)> = per_plugin
             .iter()
             .filter_map(|(loc, t)| t.get(*key).map(|v| (loc, v)))
@@ -466,8 +484,9 @@ fn merge_process(per_plugin: &[(String, toml::Table)], notes: &mut Vec<Note>) ->
 fn dpop_notes(config: &Mapping, ctx: &mut Ctx<'_>) {
     let mode = config
         .get("proof_of_possession_dpop")
-        .and_then(Value::as_str);
-    if mode == Some("strict") {
+        .and_then(Value::as_str)
+        .and_then(|m| m.parse().ok());
+    if mode == Some(DpopMode::Strict) {
         ctx.note(
             "proof_of_possession_dpop",
             "strict: certbound also requires the token to carry `cnf.jkt` (Kong accepts a proof with an unbound token); unbound tokens are denied",
@@ -505,9 +524,9 @@ fn map_plugin(
             if let Some(list) = string_list(key, v, ctx) {
                 out.keys.insert(key.into(), list);
             }
-        } else if BOOLS.contains(&key) || PROCESS_KEYS[..1].contains(&key) {
+        } else if BOOLS.contains(&key) || PROCESS_BOOLS.contains(&key) {
             match v.as_bool() {
-                Some(b) if key == "ssl_verify" => {
+                Some(b) if PROCESS_BOOLS.contains(&key) => {
                     process.insert(key.into(), T::Boolean(b));
                 }
                 Some(b) => {
@@ -515,9 +534,9 @@ fn map_plugin(
                 }
                 None => ctx.refuse(key, not_a(key, v, "true or false")),
             }
-        } else if NUMBERS.contains(&key) || PROCESS_KEYS[1..].contains(&key) {
+        } else if NUMBERS.contains(&key) || PROCESS_NUMBERS.contains(&key) {
             match number(v) {
-                Some(n) if PROCESS_KEYS.contains(&key) => {
+                Some(n) if PROCESS_NUMBERS.contains(&key) => {
                     process.insert(key.into(), T::Integer(n));
                 }
                 Some(n) => {
@@ -554,28 +573,33 @@ fn map_plugin(
                         out.keys.insert(key.into(), methods(&wanted, ctx));
                     }
                 }
-                "proof_of_possession_mtls" => match v.as_str() {
-                    Some(m @ ("strict" | "optional" | "off")) => {
+                "proof_of_possession_mtls" => match v.as_str().map(str::parse::<PopMode>) {
+                    Some(Ok(m)) => {
                         pop_seen = true;
-                        out.keys.insert(key.into(), T::String(m.into()));
+                        out.keys.insert(key.into(), T::String(m.as_str().into()));
                     }
-                    _ => ctx.refuse(
-                        key,
-                        not_a(key, v, "one of strict, optional, off"),
-                    ),
+                    _ => {
+                        // Strictest first.
+                        let names: Vec<&str> = PopMode::NAMES.into_iter().rev().collect();
+                        let expected = format!("one of {}", names.join(", "));
+                        ctx.refuse(key, not_a(key, v, &expected))
+                    }
                 },
-                "introspection_endpoint_auth_method" => match v.as_str() {
-                    Some(m @ ("client_secret_basic" | "client_secret_post")) => {
-                        out.keys.insert(key.into(), T::String(m.into()));
-                    }
-                    _ => ctx.note(
-                        key,
-                        format!(
-                            "{}: certbound authenticates to the introspection endpoint with client_secret_basic or client_secret_post only; left to what the IdP advertises",
-                            shown(key, v)
+                "introspection_endpoint_auth_method" => {
+                    match v.as_str().map(str::parse::<ClientAuth>) {
+                        Some(Ok(m)) => {
+                            out.keys.insert(key.into(), T::String(m.as_str().into()));
+                        }
+                        _ => ctx.note(
+                            key,
+                            format!(
+                                "{}: certbound authenticates to the introspection endpoint with {} only; left to what the IdP advertises",
+                                shown(key, v),
+                                ClientAuth::NAMES.join(" or ")
+                            ),
                         ),
-                    ),
-                },
+                    }
+                }
                 "audience" => ctx.note(
                     key,
                     "Kong sends `audience` to the IdP's authorization endpoint; it does not check tokens with it. certbound's `audience` is a token check (`aud` must contain one), so it was not set: use `audience_required` (carried over) or set `audience` yourself",
@@ -604,18 +628,27 @@ fn map_plugin(
     if !pop_seen {
         ctx.note(
             "proof_of_possession_mtls",
-            "not set: Kong's default is `off` (tokens are not bound to a certificate); written as `off` because certbound's default is `strict`",
+            format!(
+                "not set: Kong's default is `{kong}` (tokens are not bound to a certificate); written as `{kong}` because certbound's default is `{ours}`",
+                kong = KONG_POP_MODE.as_str(),
+                ours = defaults::PROOF_OF_POSSESSION_MTLS,
+            ),
         );
-        out.keys
-            .insert("proof_of_possession_mtls".into(), T::String("off".into()));
+        out.keys.insert(
+            "proof_of_possession_mtls".into(),
+            T::String(KONG_POP_MODE.as_str().into()),
+        );
     }
     if !methods_seen {
         ctx.note(
             "auth_methods",
-            "not set: Kong's default enables every method; certbound implements bearer and introspection, so only those were written",
+            format!(
+                "not set: Kong's default enables every method; certbound implements {}, so only those were written",
+                AuthMethod::IMPLEMENTED_NAMES.join(" and ")
+            ),
         );
         out.keys
-            .insert("auth_methods".into(), methods(KONG_AUTH_METHODS, ctx));
+            .insert("auth_methods".into(), methods(&AuthMethod::NAMES, ctx));
     }
     if !out.keys.contains_key("issuer") {
         ctx.refuse("issuer", "missing; Kong requires it too");
@@ -623,30 +656,32 @@ fn map_plugin(
     (out, process)
 }
 
+/// The methods certbound implements, as written; the others are reported as dropped.
 fn methods(wanted: &[&str], ctx: &mut Ctx<'_>) -> T {
+    let implemented = |m: &str| m.parse().is_ok_and(AuthMethod::is_implemented);
     let kept: Vec<T> = wanted
         .iter()
-        .filter(|m| IMPLEMENTED_METHODS.contains(m))
+        .filter(|m| implemented(m))
         .map(|m| T::String((*m).into()))
         .collect();
-    let dropped: Vec<&str> = wanted
-        .iter()
-        .copied()
-        .filter(|m| !IMPLEMENTED_METHODS.contains(m))
-        .collect();
-    if !dropped.is_empty() && wanted.len() != KONG_AUTH_METHODS.len() {
+    let dropped: Vec<&str> = wanted.iter().copied().filter(|m| !implemented(m)).collect();
+    if !dropped.is_empty() && wanted.len() != AuthMethod::ALL.len() {
         ctx.note(
             "auth_methods",
             format!(
-                "{} dropped: certbound implements bearer and introspection only (requests using them are denied)",
-                dropped.join(", ")
+                "{} dropped: certbound implements {} only (requests using them are denied)",
+                dropped.join(", "),
+                AuthMethod::IMPLEMENTED_NAMES.join(" and ")
             ),
         );
     }
     if kept.is_empty() {
         ctx.refuse(
             "auth_methods",
-            "none of the methods is one certbound implements (bearer, introspection)",
+            format!(
+                "none of the methods is one certbound implements ({})",
+                AuthMethod::IMPLEMENTED_NAMES.join(", ")
+            ),
         );
     }
     T::Array(kept)
@@ -794,4 +829,43 @@ pub fn render_toml(plan: &Plan) -> Result<String, ImportError> {
         "# Written by `certbound import-kong`. The top level is the default policy ({}).\n# Each [policies.NAME] is one Kong service or route plugin; Envoy picks it per route\n# (see the Envoy routes written next to this file).\n# certbound listens on loopback by default; where Envoy runs elsewhere (another container or\n# pod) add, for example:\n#   grpc_listen = \"0.0.0.0:9191\"\n#   admin_listen = \"0.0.0.0:9192\"\n\n{body}",
         plan.default_origin
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A named policy is completed with Kong's values, which certbound's defaults must still be.
+    #[test]
+    fn kong_defaults_are_kongs_documented_values() {
+        let int = |k: &str| kong_default(k).and_then(|v| v.as_integer());
+        let boolean = |k: &str| kong_default(k).and_then(|v| v.as_bool());
+        let string = |k: &str| kong_default(k).and_then(|v| v.as_str().map(str::to_string));
+        assert_eq!(int("cache_ttl"), Some(3600));
+        assert_eq!(int("dpop_proof_lifetime"), Some(300));
+        assert_eq!(int("leeway"), Some(0));
+        assert_eq!(int("cert_cache_ttl"), Some(60_000));
+        assert_eq!(int("http_timeout"), Some(30_000));
+        assert_eq!(string("proof_of_possession_dpop").as_deref(), Some("off"));
+        assert_eq!(
+            string("revocation_check_mode").as_deref(),
+            Some("IGNORE_CA_ERROR")
+        );
+        for key in [
+            "hide_credentials",
+            "introspect_jwt_tokens",
+            "allow_partial_chain",
+        ] {
+            assert_eq!(boolean(key), Some(false), "{key}");
+        }
+        for key in [
+            "cache_introspection",
+            "proof_of_possession_auth_methods_validation",
+            "secure_source",
+            "ssl_verify",
+        ] {
+            assert_eq!(boolean(key), Some(true), "{key}");
+        }
+        assert_eq!(KONG_POP_MODE.as_str(), "off");
+    }
 }

@@ -35,6 +35,7 @@ use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::Certificate;
 
 use crate::cert::{IssuerRef, Thumbprint, TrustStore};
+use crate::names::UnknownName;
 use crl::{Crl, CrlError, CrlStatus};
 use ocsp::{OcspError, OcspQuery, OcspStatus};
 
@@ -63,20 +64,20 @@ pub enum Mode {
 impl Mode {
     pub const ALL: [Mode; 3] = [Self::Skip, Self::IgnoreCaError, Self::Strict];
 
+    /// The spellings of `ALL`, in its order (Kong's).
+    pub const NAMES: [&'static str; 3] = [
+        Self::Skip.as_str(),
+        Self::IgnoreCaError.as_str(),
+        Self::Strict.as_str(),
+    ];
+
     /// Kong's spelling.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Skip => "SKIP",
             Self::IgnoreCaError => "IGNORE_CA_ERROR",
             Self::Strict => "STRICT",
         }
-    }
-
-    /// Kong's spelling, or the same in lower case.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s || m.as_str().to_ascii_lowercase() == s)
     }
 
     fn decide(self, status: Status) -> Result<(), RevocationError> {
@@ -86,6 +87,18 @@ impl Mode {
             (Self::Strict, Status::Undetermined) => Err(RevocationError::Unknown),
             (Self::IgnoreCaError, Status::Undetermined) => Ok(()),
         }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = UnknownName;
+
+    /// Kong's spelling, or the same in lower case.
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s || m.as_str().to_ascii_lowercase() == s)
+            .ok_or_else(|| UnknownName::new(s, &Self::NAMES))
     }
 }
 
@@ -1010,9 +1023,18 @@ mod tests {
 
     #[test]
     fn modes_parse_in_kongs_spelling_or_lower_case_only() {
-        assert_eq!(Mode::parse("IGNORE_CA_ERROR"), Some(Mode::IgnoreCaError));
-        assert_eq!(Mode::parse("strict"), Some(Mode::Strict));
-        assert_eq!(Mode::parse("Skip"), None);
-        assert_eq!(Mode::parse("ignore"), None);
+        let parse = |s: &str| s.parse::<Mode>().ok();
+        assert_eq!(parse("IGNORE_CA_ERROR"), Some(Mode::IgnoreCaError));
+        assert_eq!(parse("strict"), Some(Mode::Strict));
+        assert_eq!(parse("Skip"), None);
+        assert_eq!(parse("ignore"), None);
+        for (m, name) in Mode::ALL.into_iter().zip(Mode::NAMES) {
+            assert_eq!(name.parse(), Ok(m));
+            assert_eq!(name.to_ascii_lowercase().parse(), Ok(m));
+        }
+        assert_eq!(
+            "Skip".parse::<Mode>().unwrap_err().to_string(),
+            "`Skip` is not one of SKIP, IGNORE_CA_ERROR, STRICT"
+        );
     }
 }

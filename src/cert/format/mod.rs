@@ -28,6 +28,7 @@ pub use xfcc::XfccElements;
 use rustls_pki_types::CertificateDer;
 
 use super::{CertError, Thumbprint};
+use crate::names::UnknownName;
 
 /// The most certificates a decoder parses from one value, whatever the configured limit: it
 /// bounds the parsing work before any limit is applied.
@@ -58,7 +59,18 @@ impl HeaderFormat {
         Self::Auto,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    /// The spellings of `ALL`, in its order.
+    pub const NAMES: [&'static str; 7] = [
+        Self::Base64Encoded.as_str(),
+        Self::UrlEncoded.as_str(),
+        Self::Pem.as_str(),
+        Self::Rfc9440.as_str(),
+        Self::Xfcc.as_str(),
+        Self::Traefik.as_str(),
+        Self::Auto.as_str(),
+    ];
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Base64Encoded => "base64_encoded",
             Self::UrlEncoded => "url_encoded",
@@ -70,23 +82,38 @@ impl HeaderFormat {
         }
     }
 
-    /// The config value, including the documented aliases of formats that really are the same
-    /// decoder: `haproxy` and `f5` send base64 DER; `aws_alb` sends URL-encoded PEM.
-    pub fn from_config(name: &str) -> Option<Self> {
-        Some(match name {
-            "base64_encoded" | "haproxy" | "f5" => Self::Base64Encoded,
-            "url_encoded" | "aws_alb" => Self::UrlEncoded,
-            "pem" | "apache" => Self::Pem,
-            "rfc9440" => Self::Rfc9440,
-            "xfcc" => Self::Xfcc,
-            "traefik" => Self::Traefik,
-            "auto" => Self::Auto,
-            _ => return None,
-        })
-    }
+    /// Other terminators' names for formats that really are the same decoder: `haproxy` and
+    /// `f5` send base64 DER; `aws_alb` sends URL-encoded PEM; `apache` sends PEM.
+    pub const ALIASES: [(&'static str, HeaderFormat); 4] = [
+        ("haproxy", Self::Base64Encoded),
+        ("f5", Self::Base64Encoded),
+        ("aws_alb", Self::UrlEncoded),
+        ("apache", Self::Pem),
+    ];
+    const ALIAS_NAMES: [&'static str; 4] = [
+        Self::ALIASES[0].0,
+        Self::ALIASES[1].0,
+        Self::ALIASES[2].0,
+        Self::ALIASES[3].0,
+    ];
 
-    pub const CONFIG_NAMES: &'static str =
-        "base64_encoded, url_encoded, pem, rfc9440, xfcc, traefik, auto (aliases: haproxy, f5, aws_alb, apache)";
+    /// What `certificate_header_format` accepts, for messages.
+    pub fn expected() -> String {
+        crate::names::list(&Self::NAMES, &Self::ALIAS_NAMES)
+    }
+}
+
+impl std::str::FromStr for HeaderFormat {
+    type Err = UnknownName;
+
+    /// The config value: a format's name or one of its `ALIASES`.
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .or_else(|| Self::ALIASES.iter().find(|(a, _)| *a == s).map(|(_, f)| *f))
+            .ok_or_else(|| UnknownName::new(s, &Self::NAMES).with_aliases(&Self::ALIAS_NAMES))
+    }
 }
 
 /// What a header value carried.
@@ -564,23 +591,26 @@ mod tests {
 
     #[test]
     fn aliases_name_the_same_decoders() {
-        assert_eq!(
-            HeaderFormat::from_config("haproxy"),
-            Some(HeaderFormat::Base64Encoded)
-        );
-        assert_eq!(
-            HeaderFormat::from_config("f5"),
-            Some(HeaderFormat::Base64Encoded)
-        );
-        assert_eq!(
-            HeaderFormat::from_config("aws_alb"),
-            Some(HeaderFormat::UrlEncoded)
-        );
-        assert_eq!(HeaderFormat::from_config("apache"), Some(HeaderFormat::Pem));
-        assert_eq!(HeaderFormat::from_config("der"), None);
+        let parse = |s: &str| s.parse::<HeaderFormat>().ok();
+        assert_eq!(parse("haproxy"), Some(HeaderFormat::Base64Encoded));
+        assert_eq!(parse("f5"), Some(HeaderFormat::Base64Encoded));
+        assert_eq!(parse("aws_alb"), Some(HeaderFormat::UrlEncoded));
+        assert_eq!(parse("apache"), Some(HeaderFormat::Pem));
+        assert_eq!(parse("der"), None);
         for f in HeaderFormat::ALL {
-            assert_eq!(HeaderFormat::from_config(f.as_str()), Some(f));
+            assert_eq!(parse(f.as_str()), Some(f));
         }
+    }
+
+    #[test]
+    fn names_follow_all_and_an_unknown_format_lists_names_and_aliases() {
+        for (f, name) in HeaderFormat::ALL.into_iter().zip(HeaderFormat::NAMES) {
+            assert_eq!(f.as_str(), name);
+        }
+        assert_eq!(
+            "der".parse::<HeaderFormat>().unwrap_err().to_string(),
+            "`der` is not one of base64_encoded, url_encoded, pem, rfc9440, xfcc, traefik, auto (aliases: haproxy, f5, aws_alb, apache)"
+        );
     }
 
     #[test]

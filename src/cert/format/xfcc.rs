@@ -23,6 +23,7 @@
 
 use super::{pem, Presented};
 use crate::cert::{thumbprint, CertError, Thumbprint};
+use crate::names::UnknownName;
 
 /// How many XFCC elements a header may carry (`xfcc_elements`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,15 +38,27 @@ pub enum XfccElements {
 }
 
 impl XfccElements {
-    pub fn from_config(name: &str) -> Option<Self> {
-        match name {
-            "one" => Some(Self::One),
-            "last" => Some(Self::Last),
-            _ => None,
+    pub const ALL: [XfccElements; 2] = [Self::One, Self::Last];
+    /// The spellings of `ALL`, in its order.
+    pub const NAMES: [&'static str; 2] = [Self::One.as_str(), Self::Last.as_str()];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::One => "one",
+            Self::Last => "last",
         }
     }
+}
 
-    pub const CONFIG_NAMES: &'static str = "one, last";
+impl std::str::FromStr for XfccElements {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        Self::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| UnknownName::new(s, &Self::NAMES))
+    }
 }
 
 /// The keys Envoy writes, in the order it writes them.
@@ -422,6 +435,23 @@ mod tests {
         assert_eq!(
             decode(&joined, HeaderFormat::Auto).unwrap_err(),
             CertError::Duplicate
+        );
+    }
+
+    #[test]
+    fn elements_parse_from_their_names_and_the_default_is_the_configured_one() {
+        use super::XfccElements;
+        for (e, name) in XfccElements::ALL.into_iter().zip(XfccElements::NAMES) {
+            assert_eq!(name.parse(), Ok(e));
+            assert_eq!(e.as_str(), name);
+        }
+        assert_eq!(
+            "all".parse::<XfccElements>().unwrap_err().to_string(),
+            "`all` is not one of one, last"
+        );
+        assert_eq!(
+            XfccElements::default().as_str(),
+            crate::defaults::from_header::XFCC_ELEMENTS
         );
     }
 }
