@@ -11,14 +11,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use certbound::cache::{self, Settings};
-use certbound::cert::{self, HeaderFormat, TrustStore, XfccElements};
-use certbound::clock::now_unix;
-use certbound::engine::{Active, Engine};
-use certbound::fixtures::{bound_claims, jwks, Ca, Layout, SigningKey};
-use certbound::pipeline::{self, CheckInput};
-use certbound::policy::{CertSource, ClaimHeader, HeaderSource, Policy};
-use certbound::token::{self, KeySet, KeyStore, TokenRules};
+use certbound_core::cache::{self, Settings};
+use certbound_core::cert::{self, HeaderFormat, TrustStore, XfccElements};
+use certbound_core::clock::now_unix;
+use certbound_core::engine::{Active, Engine};
+use certbound_core::fixtures::{bound_claims, jwks, Ca, Layout, SigningKey};
+use certbound_core::pipeline::{self, CheckInput};
+use certbound_core::policy::{CertSource, ClaimHeader, HeaderSource, Policy};
+use certbound_core::token::{self, KeySet, KeyStore, TokenRules};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 const ISS: &str = "https://idp.bench";
@@ -50,10 +50,10 @@ fn setup(key: SigningKey, format: HeaderFormat) -> Setup {
     let cert_header = match format {
         // nginx's $ssl_client_escaped_cert, the most common setup.
         HeaderFormat::UrlEncoded => {
-            certbound::fixtures::url_encode_pem(&(alice.pem.clone() + &inter.pem))
+            certbound_core::fixtures::url_encode_pem(&(alice.pem.clone() + &inter.pem))
         }
         other => {
-            certbound::fixtures::encode_for(
+            certbound_core::fixtures::encode_for(
                 other,
                 &[alice.der.as_ref(), inter.der.as_ref()],
                 &Layout::default(),
@@ -146,7 +146,10 @@ fn bench(c: &mut Criterion) {
         };
         let allowed = |out: pipeline::Outcome| {
             assert!(
-                matches!(out.decision, certbound::decision::Decision::Allow { .. }),
+                matches!(
+                    out.decision,
+                    certbound_core::decision::Decision::Allow { .. }
+                ),
                 "{:?}",
                 out.decision
             )

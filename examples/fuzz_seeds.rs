@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use certbound::cert::HeaderFormat;
-use certbound::dpop::access_token_hash;
-use certbound::fixtures::{
+use certbound_core::cert::HeaderFormat;
+use certbound_core::dpop::access_token_hash;
+use certbound_core::fixtures::{
     encode_for, header_encodings, jwks, url_encode_pem, Ca, Layout, Leaf, SigningKey,
 };
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, SocketAddress};
@@ -124,7 +124,7 @@ fn main() {
         ),
     );
     // An Istio sidecar's XFCC: no Cert, the binding rests on Hash alone.
-    let hash: String = certbound::cert::thumbprint(alice.der.as_ref())
+    let hash: String = certbound_core::cert::thumbprint(alice.der.as_ref())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -135,7 +135,7 @@ fn main() {
     );
     // Envoy writes URI and DNS SANs unquoted: a client SAN forging a second element that names
     // alice's certificate next to the client's own (`untrusted` stands in for the client).
-    let untrusted_hash: String = certbound::cert::thumbprint(untrusted.der.as_ref())
+    let untrusted_hash: String = certbound_core::cert::thumbprint(untrusted.der.as_ref())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();

@@ -25,8 +25,8 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use serde_json::json;
 
-use certbound::clock::now_unix;
-use certbound::fixtures::{bound_claims, jwks, url_encode_pem, Ca, SigningKey};
+use certbound_core::clock::now_unix;
+use certbound_core::fixtures::{bound_claims, jwks, url_encode_pem, Ca, SigningKey};
 
 const ISS: &str = "https://idp.bench.test";
 const AUD: &str = "https://api.bench.test";

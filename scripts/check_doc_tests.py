@@ -18,7 +18,7 @@ IDENT = re.compile(r"`([a-z][a-z0-9_]*)(?:\[[^`\]]*\])?`")
 
 def defined_tests() -> set[str]:
     names: set[str] = set()
-    for path in list(ROOT.glob("src/**/*.rs")) + list(ROOT.glob("tests/**/*.rs")):
+    for path in list(ROOT.glob("src/**/*.rs")) + list(ROOT.glob("crates/**/*.rs")) + list(ROOT.glob("tests/**/*.rs")):
         names.update(re.findall(r"\bfn\s+([a-z0-9_]+)\s*[(<]", path.read_text()))
     for path in ROOT.glob("tests/**/*.py"):
         names.update(re.findall(r"^\s*(?:async\s+)?def\s+([a-z0-9_]+)\s*\(", path.read_text(), re.M))

@@ -11,7 +11,7 @@ echo "== install the real peers"
 bash scripts/e2e-install.sh
 
 echo "== unit and integration tests"
-cargo test --locked --all-targets
+cargo test --locked --workspace --all-targets
 
 echo "== end-to-end suite"
 scripts/e2e.sh

@@ -11,9 +11,9 @@ use axum::Router;
 
 use arc_swap::ArcSwap;
 
-use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::token::KeyStore;
+use certbound_core::engine::Engine;
+use certbound_core::token::KeyStore;
 
 #[derive(Clone)]
 pub struct AdminState {

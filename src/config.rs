@@ -25,18 +25,18 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
-use crate::adapters::http::IdpClient;
-use crate::cache::Settings as CacheSettings;
-use crate::cert::{HeaderFormat, TrustStore, XfccElements};
-use crate::defaults;
-use crate::dpop::{self, DpopMode, DpopPolicy, NonceIssuer};
-use crate::introspection::{ClientAuth, Settings as IntrospectionSettings};
-use crate::names::UnknownName;
-use crate::policy::{
+use certbound_adapters::http::IdpClient;
+use certbound_core::cache::Settings as CacheSettings;
+use certbound_core::cert::{HeaderFormat, TrustStore, XfccElements};
+use certbound_core::defaults;
+use certbound_core::dpop::{self, DpopMode, DpopPolicy, NonceIssuer};
+use certbound_core::introspection::{ClientAuth, Settings as IntrospectionSettings};
+use certbound_core::names::UnknownName;
+use certbound_core::policy::{
     AuthMethod, CertSource, ClaimHeader, HeaderSource, KeySource, Limits, Policies, Policy, PopMode,
 };
-use crate::revocation;
-use crate::token::KeySet;
+use certbound_core::revocation;
+use certbound_core::token::KeySet;
 
 mod build;
 pub use build::Built;
@@ -576,7 +576,7 @@ impl Validator<'_> {
                 "grpc_tls",
                 format!(
                     "the certificate and key do not make a TLS server: {}",
-                    crate::adapters::http::error_chain(&e)
+                    certbound_adapters::http::error_chain(&e)
                 ),
             );
             return None;
@@ -681,7 +681,7 @@ impl Validator<'_> {
         let shared = Shared {
             trusted_ips: self.trusted_ips(global.trusted_ips.unwrap_or_default()),
             limits,
-            unknown_kid_wait: crate::policy::UNKNOWN_KID_WAIT.min(timeout),
+            unknown_kid_wait: certbound_core::policy::UNKNOWN_KID_WAIT.min(timeout),
         };
         let replay = self.replay_store(global.dpop_replay.unwrap_or_default());
 
@@ -917,7 +917,7 @@ impl Validator<'_> {
                     );
                     return None;
                 };
-                match crate::adapters::replay::is_redis_url(&url) {
+                match certbound_adapters::replay::is_redis_url(&url) {
                     true => Some(ReplaySettings::Redis {
                         url,
                         timeout: Duration::from_millis(timeout.max(1)),
@@ -1538,12 +1538,12 @@ mod tests {
 
     fn dir_with_ca() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let ca = crate::fixtures::Ca::root("test client CA").unwrap();
+        let ca = certbound_core::fixtures::Ca::root("test client CA").unwrap();
         std::fs::write(dir.path().join("client-ca.pem"), &ca.pem).unwrap();
-        let key = crate::fixtures::SigningKey::es256("k1").unwrap();
+        let key = certbound_core::fixtures::SigningKey::es256("k1").unwrap();
         std::fs::write(
             dir.path().join("jwks.json"),
-            crate::fixtures::jwks(&[&key]).to_string(),
+            certbound_core::fixtures::jwks(&[&key]).to_string(),
         )
         .unwrap();
         dir
@@ -2199,7 +2199,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             *built(&c).engine.default.services.replay,
-            crate::dpop::ReplayStore::Shared(_)
+            certbound_core::dpop::ReplayStore::Shared(_)
         ));
     }
 
@@ -2287,7 +2287,7 @@ mod tests {
     #[test]
     fn grpc_tls_files_are_checked_at_start_and_the_key_is_never_printed() {
         let dir = dir_with_ca();
-        let ca = crate::fixtures::Ca::root("grpc ca").unwrap();
+        let ca = certbound_core::fixtures::Ca::root("grpc ca").unwrap();
         let leaf = ca.server(&["localhost"]).unwrap();
         std::fs::write(dir.path().join("grpc.pem"), &leaf.pem).unwrap();
         std::fs::write(dir.path().join("grpc.key"), &leaf.key_pem).unwrap();

@@ -13,8 +13,8 @@ use envoy_types::pb::envoy::service::auth::v3::{
     attribute_context, AttributeContext, CheckRequest,
 };
 
-use crate::clock;
-use crate::fixtures::{self, Ca, FixtureError, SigningKey};
+use certbound_core::clock;
+use certbound_core::fixtures::{self, Ca, FixtureError, SigningKey};
 
 pub const ISSUER: &str = "https://idp.demo.certbound.test";
 pub const AUDIENCE: &str = "https://api.demo.certbound.test";

@@ -18,11 +18,11 @@ use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value as ProtoValue
 use envoy_types::pb::google::rpc;
 use std::collections::BTreeMap;
 
-use crate::clock;
-use crate::decision::{Decision, DenyReason};
-use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, CheckInput, Outcome};
+use certbound_core::clock;
+use certbound_core::decision::{Decision, DenyReason};
+use certbound_core::engine::Engine;
+use certbound_core::pipeline::{self, CheckInput, Outcome};
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 
@@ -141,7 +141,7 @@ impl Authorization for AuthzService {
         }
         Ok(tonic::Response::new(response(
             &outcome,
-            crate::extract::host(headers),
+            certbound_core::extract::host(headers),
         )))
     }
 }
@@ -225,7 +225,7 @@ fn denied(
     reason: DenyReason,
     host: Option<&str>,
     scope: Option<&str>,
-    dpop: Option<&crate::dpop::Challenge>,
+    dpop: Option<&certbound_core::dpop::Challenge>,
 ) -> CheckResponse {
     let mut headers = vec![overwrite("content-type", "application/json")];
     if let (Some(d), 401) = (dpop, reason.http_status()) {
@@ -270,17 +270,17 @@ fn denied(
 fn dpop_challenges(
     reason: DenyReason,
     host: Option<&str>,
-    d: &crate::dpop::Challenge,
+    d: &certbound_core::dpop::Challenge,
 ) -> Vec<HeaderValueOption> {
     let mut challenges = Vec::new();
-    if d.mode != crate::dpop::DpopMode::Strict {
+    if d.mode != certbound_core::dpop::DpopMode::Strict {
         challenges.push(if reason.dpop_error().is_some() {
             challenge(DenyReason::MissingToken, host)
         } else {
             challenge(reason, host)
         });
     }
-    challenges.push(crate::dpop::challenge(d, reason));
+    challenges.push(certbound_core::dpop::challenge(d, reason));
     let mut headers: Vec<HeaderValueOption> = challenges
         .iter()
         .enumerate()
@@ -385,10 +385,10 @@ mod tests {
     }
 
     fn policies(dir: &std::path::Path) -> Arc<ArcSwap<Engine>> {
-        let key = crate::fixtures::SigningKey::es256("k").unwrap();
+        let key = certbound_core::fixtures::SigningKey::es256("k").unwrap();
         std::fs::write(
             dir.join("jwks.json"),
-            crate::fixtures::jwks(&[&key]).to_string(),
+            certbound_core::fixtures::jwks(&[&key]).to_string(),
         )
         .unwrap();
         let path = dir.join("certbound.toml");
@@ -440,10 +440,13 @@ mod tests {
         }
     }
 
-    fn dpop_denial(mode: crate::dpop::DpopMode, reason: DenyReason) -> Vec<HeaderValueOption> {
+    fn dpop_denial(
+        mode: certbound_core::dpop::DpopMode,
+        reason: DenyReason,
+    ) -> Vec<HeaderValueOption> {
         let outcome = Outcome {
             decision: Decision::Deny(reason),
-            dpop: Some(crate::dpop::Challenge {
+            dpop: Some(certbound_core::dpop::Challenge {
                 mode,
                 algs: "ES256".into(),
                 nonce: Some("n0nce".into()),
@@ -467,7 +470,10 @@ mod tests {
 
     #[test]
     fn optional_dpop_answers_bearer_then_dpop_challenges_on_their_own_lines() {
-        let h = dpop_denial(crate::dpop::DpopMode::Optional, DenyReason::DpopStale);
+        let h = dpop_denial(
+            certbound_core::dpop::DpopMode::Optional,
+            DenyReason::DpopStale,
+        );
         let www = header(&h, "www-authenticate");
         assert_eq!(www.len(), 2, "{www:?}");
         assert_eq!(www[0].0, "Bearer realm=\"api.test\"");
@@ -481,7 +487,10 @@ mod tests {
 
     #[test]
     fn strict_dpop_answers_one_dpop_challenge_carrying_token_errors_too() {
-        let h = dpop_denial(crate::dpop::DpopMode::Strict, DenyReason::TokenExpired);
+        let h = dpop_denial(
+            certbound_core::dpop::DpopMode::Strict,
+            DenyReason::TokenExpired,
+        );
         let www = header(&h, "www-authenticate");
         assert_eq!(www.len(), 1, "{www:?}");
         assert!(
@@ -498,7 +507,7 @@ mod tests {
             (DenyReason::InsufficientScope, 1),
             (DenyReason::DpopReplayStoreUnavailable, 0),
         ] {
-            let h = dpop_denial(crate::dpop::DpopMode::Strict, reason);
+            let h = dpop_denial(certbound_core::dpop::DpopMode::Strict, reason);
             let www = header(&h, "www-authenticate");
             assert_eq!(www.len(), challenges, "{reason:?}: {www:?}");
             assert!(www.iter().all(|(v, _)| v.starts_with("Bearer ")), "{www:?}");

@@ -68,9 +68,9 @@ enum Command {
     /// Generate throw-away keys and certificates, serve with them, and show an allowed and a
     /// denied Check.
     Demo {
-        #[arg(long, default_value = certbound::defaults::GRPC_LISTEN)]
+        #[arg(long, default_value = certbound_core::defaults::GRPC_LISTEN)]
         grpc_listen: SocketAddr,
-        #[arg(long, default_value = certbound::defaults::ADMIN_LISTEN)]
+        #[arg(long, default_value = certbound_core::defaults::ADMIN_LISTEN)]
         admin_listen: SocketAddr,
         /// Where to write the material (default: a new temporary folder).
         #[arg(long)]
@@ -225,7 +225,7 @@ fn thumbprint(file: PathBuf) -> anyhow::Result<ExitCode> {
     };
     x509_parser::parse_x509_certificate(&der)
         .map_err(|e| anyhow::anyhow!("{} is not an X.509 certificate: {e}", file.display()))?;
-    println!("{}", certbound::cert::x5t_s256(&der));
+    println!("{}", certbound_core::cert::x5t_s256(&der));
     Ok(ExitCode::SUCCESS)
 }
 

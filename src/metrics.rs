@@ -8,9 +8,9 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::cache::{Lookup, Lookups};
-use crate::decision::{AllowReason, Decision, DenyReason};
-use crate::revocation::{CheckResult, Method, Observer};
+use certbound_core::cache::{Lookup, Lookups};
+use certbound_core::decision::{AllowReason, Decision, DenyReason};
+use certbound_core::revocation::{CheckResult, Method, Observer};
 
 pub struct Metrics {
     registry: Registry,
@@ -158,7 +158,7 @@ impl Metrics {
     }
 }
 
-impl crate::adapters::jwks::FetchObserver for Metrics {
+impl certbound_adapters::jwks::FetchObserver for Metrics {
     fn fetched(&self, ok: bool) {
         if ok {
             self.jwks_refresh_ok.inc();

@@ -17,15 +17,15 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic_health::ServingStatus;
 
-use crate::adapters::http::IdpClient;
-use crate::adapters::jwks::{self, KeyFetch};
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError, GrpcTls};
-use crate::engine::Engine;
 use crate::grpc::AuthzService;
 use crate::metrics::Metrics;
-use crate::policy::KeySource;
-use crate::token::KeyStore;
+use certbound_adapters::http::IdpClient;
+use certbound_adapters::jwks::{self, KeyFetch};
+use certbound_core::engine::Engine;
+use certbound_core::policy::KeySource;
+use certbound_core::token::KeyStore;
 
 pub use crate::grpc::{MAX_CHECK_REQUEST_BYTES, MAX_DECODED_CHECK_REQUEST_BYTES};
 const AUTHZ_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
@@ -455,7 +455,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::fixtures::{jwks as jwks_json, Ca, SigningKey};
+    use certbound_core::fixtures::{jwks as jwks_json, Ca, SigningKey};
 
     fn write_config(dir: &Path, keys: &str) -> PathBuf {
         std::fs::write(dir.join("client-ca.pem"), Ca::root("ca").unwrap().pem).unwrap();

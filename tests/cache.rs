@@ -10,16 +10,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use certbound::cache::{Lookup, Lookups, Settings};
-use certbound::cert::{HeaderFormat, TrustStore, XfccElements};
-use certbound::clock::now_unix;
-use certbound::decision::{Decision, DenyReason};
-use certbound::dpop::{access_token_hash, DpopMode, DpopPolicy};
-use certbound::engine::{Active, Engine};
-use certbound::fixtures::{bound_claims, jwks, url_encode_pem, Ca, Leaf, SigningKey};
-use certbound::pipeline::{self, CheckInput, Outcome};
-use certbound::policy::{CertSource, HeaderSource, Policy, PopMode};
-use certbound::token::{KeySet, KeyStore};
+use certbound_core::cache::{Lookup, Lookups, Settings};
+use certbound_core::cert::{HeaderFormat, TrustStore, XfccElements};
+use certbound_core::clock::now_unix;
+use certbound_core::decision::{Decision, DenyReason};
+use certbound_core::dpop::{access_token_hash, DpopMode, DpopPolicy};
+use certbound_core::engine::{Active, Engine};
+use certbound_core::fixtures::{bound_claims, jwks, url_encode_pem, Ca, Leaf, SigningKey};
+use certbound_core::pipeline::{self, CheckInput, Outcome};
+use certbound_core::policy::{CertSource, HeaderSource, Policy, PopMode};
+use certbound_core::token::{KeySet, KeyStore};
 use support::{Certbound, Req};
 
 const ISS: &str = "https://idp.cache.test";

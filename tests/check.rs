@@ -7,8 +7,8 @@ mod support;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use certbound::clock::now_unix;
-use certbound::fixtures::{bound_claims, jwks, Ca, SigningKey};
+use certbound_core::clock::now_unix;
+use certbound_core::fixtures::{bound_claims, jwks, Ca, SigningKey};
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use support::{Answer, Certbound, Pki, Req, TestIdp, RS_CLIENT};
@@ -320,7 +320,7 @@ async fn header_mode_allows_and_denies_every_path() {
     };
     let stranger = SigningKey::es256("stranger").unwrap();
     let hex_cnf = {
-        let hex: String = certbound::cert::thumbprint(pki.alice.der.as_ref())
+        let hex: String = certbound_core::cert::thumbprint(pki.alice.der.as_ref())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
@@ -1083,7 +1083,7 @@ async fn every_header_format_binds_the_same_certificate() {
         )
         .unwrap();
     let hex = |t: &[u8]| t.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let alice_hash = hex(&certbound::cert::thumbprint(pki.alice.der.as_ref()));
+    let alice_hash = hex(&certbound_core::cert::thumbprint(pki.alice.der.as_ref()));
     let folded = |pem: &str| pem.trim_end().replace('\n', " ");
     let b64 = |der: &[u8]| STANDARD.encode(der);
 
@@ -1195,10 +1195,10 @@ async fn xfcc_hash_alone_binds_when_the_mesh_verified_the_chain() {
         .unwrap();
     let hex = |t: &[u8]| t.iter().map(|b| format!("{b:02x}")).collect::<String>();
     // Istio's default XFCC: By, Hash, Subject, URI; no Cert. One element, as SANITIZE_SET writes.
-    let xfcc = |leaf: &certbound::fixtures::Leaf| {
+    let xfcc = |leaf: &certbound_core::fixtures::Leaf| {
         format!(
             "By=spiffe://cluster.local/ns/api/sa/api;Hash={};Subject=\"\";URI=spiffe://cluster.local/ns/client/sa/alice",
-            hex(&certbound::cert::thumbprint(leaf.der.as_ref()))
+            hex(&certbound_core::cert::thumbprint(leaf.der.as_ref()))
         )
     };
     let base = header_mode_config(&idp, "xfcc").replace("x-client-cert", "x-forwarded-client-cert");
@@ -1301,7 +1301,7 @@ async fn configured_limits_are_enforced() {
         deny("cert_header_too_large"),
     )
     .await;
-    let three = certbound::fixtures::url_encode_pem(
+    let three = certbound_core::fixtures::url_encode_pem(
         &(pki.alice.pem.clone() + &pki.inter.pem + &pki.root.pem),
     );
     run_case(

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use certbound::clock::now_unix;
-use certbound::fixtures::{bound_claims, jwks, Ca, SigningKey};
+use certbound_core::clock::now_unix;
+use certbound_core::fixtures::{bound_claims, jwks, Ca, SigningKey};
 
 const BIN: &str = env!("CARGO_BIN_EXE_certbound");
 

@@ -11,10 +11,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use certbound::adapters::replay::RedisStore;
-use certbound::clock::now_unix;
-use certbound::dpop::{access_token_hash, ReplayError, ReplayStore};
-use certbound::fixtures::{jwks, SigningKey};
+use certbound_adapters::replay::RedisStore;
+use certbound_core::clock::now_unix;
+use certbound_core::dpop::{access_token_hash, ReplayError, ReplayStore};
+use certbound_core::fixtures::{jwks, SigningKey};
 use serde_json::json;
 use support::{Certbound, Req, TestIdp};
 

@@ -4,9 +4,9 @@
 
 mod support;
 
-use certbound::clock::now_unix;
-use certbound::fixtures::{jwks, SigningKey};
 use certbound::server::MAX_CHECK_REQUEST_BYTES;
+use certbound_core::clock::now_unix;
+use certbound_core::fixtures::{jwks, SigningKey};
 use support::{Certbound, Pki, Req, TestIdp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

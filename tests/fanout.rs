@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use certbound::clock::now_unix;
-use certbound::fixtures::{bound_claims, jwks, SigningKey};
+use certbound_core::clock::now_unix;
+use certbound_core::fixtures::{bound_claims, jwks, SigningKey};
 use support::{check_at, Answer, Certbound, IdpMode, Pki, Req, TestIdp, RS_CLIENT};
 
 const AUD: &str = "https://api.test";

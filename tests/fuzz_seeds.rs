@@ -8,12 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use certbound::cert::{self, HeaderFormat, TrustStore, CHAIN_LEN_CEILING};
 use certbound::config::Config;
-use certbound::fixtures::per_cert_source;
 use certbound::grpc::AuthzService;
 use certbound::metrics::Metrics;
-use certbound::token::{self, KeySet};
+use certbound_core::cert::{self, HeaderFormat, TrustStore, CHAIN_LEN_CEILING};
+use certbound_core::fixtures::per_cert_source;
+use certbound_core::token::{self, KeySet};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest};
 use figment::providers::{Format, Toml};
 use figment::Figment;
@@ -49,7 +49,7 @@ fn config() -> Config {
 
 #[test]
 fn dpop_seeds_include_a_proof_that_verifies_and_broken_ones_that_do_not() {
-    use certbound::dpop::{self, Expected};
+    use certbound_core::dpop::{self, Expected};
     let want = Expected {
         method: "GET",
         uri: "https://api.fuzz.test/orders",

@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use certbound::clock::now_unix;
-use certbound::fixtures::{bound_claims, jwks, url_encode_pem, Leaf, SigningKey};
+use certbound_core::clock::now_unix;
+use certbound_core::fixtures::{bound_claims, jwks, url_encode_pem, Leaf, SigningKey};
 use serde_json::json;
 use support::{Certbound, IdpMode, Pki, Req, TestIdp};
 use tracing_subscriber::layer::SubscriberExt;

@@ -10,8 +10,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use certbound::clock::now_unix;
-use certbound::fixtures::{bound_claims, jwks, SigningKey};
+use certbound_core::clock::now_unix;
+use certbound_core::fixtures::{bound_claims, jwks, SigningKey};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use support::{Answer, Certbound, IdpMode, Pki, Req, TestIdp};
 use tonic_health::pb::health_check_response::ServingStatus;

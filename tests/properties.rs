@@ -11,18 +11,18 @@ use std::sync::{Arc, LazyLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use certbound::bind::{self, PopMode};
-use certbound::cert::{self, HeaderFormat, Thumbprint};
-use certbound::clock::now_unix;
 use certbound::config::Config;
-use certbound::extract;
-use certbound::fixtures::{
+use certbound::grpc::AuthzService;
+use certbound::metrics::Metrics;
+use certbound_core::bind::{self, PopMode};
+use certbound_core::cert::{self, HeaderFormat, Thumbprint};
+use certbound_core::clock::now_unix;
+use certbound_core::extract;
+use certbound_core::fixtures::{
     bound_claims, decoded_chain, encode_for, header_encodings, jwks, pem_text, url_encode_pem, Ca,
     Layout, Leaf, SigningKey,
 };
-use certbound::grpc::AuthzService;
-use certbound::metrics::Metrics;
-use certbound::token::Binding;
+use certbound_core::token::Binding;
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest};
 use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
 use figment::providers::{Format, Toml};

@@ -9,8 +9,10 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use certbound::clock::now_unix;
-use certbound::fixtures::{bound_claims, jwks, revoked_status, Ca, Leaf, OcspAnswer, SigningKey};
+use certbound_core::clock::now_unix;
+use certbound_core::fixtures::{
+    bound_claims, jwks, revoked_status, Ca, Leaf, OcspAnswer, SigningKey,
+};
 use support::{revocation_checks, Answer, Certbound, Req, RevocationServer};
 use x509_ocsp::CertStatus;
 
@@ -87,7 +89,7 @@ ca_certificates = ["client-ca.pem"]
             .key
             .sign("at+jwt", &bound_claims(ISS, AUD, "client", leaf, self.now))
             .unwrap();
-        let chain = certbound::fixtures::url_encode_pem(&(leaf.pem.clone() + &self.inter.pem));
+        let chain = certbound_core::fixtures::url_encode_pem(&(leaf.pem.clone() + &self.inter.pem));
         Req::new().bearer(&token).cert(&chain)
     }
 }
@@ -348,7 +350,7 @@ async fn revocation_is_not_asked_for_a_request_that_fails_a_local_check() {
     let cb = w.certbound(&mode("STRICT")).await;
     // alice's token with bob's certificate: a binding mismatch, decided without the network.
     let stolen = w.request(&alice);
-    let bobs_chain = certbound::fixtures::url_encode_pem(&(bob.pem.clone() + &w.inter.pem));
+    let bobs_chain = certbound_core::fixtures::url_encode_pem(&(bob.pem.clone() + &w.inter.pem));
     let mut req = Req::new();
     req.headers = stolen
         .headers

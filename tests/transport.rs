@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use certbound::config::Config;
-use certbound::fixtures::{jwks, Ca, SigningKey};
-use certbound::policy::KeySource;
+use certbound_core::fixtures::{jwks, Ca, SigningKey};
+use certbound_core::policy::KeySource;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use figment::providers::{Format, Toml};
 use figment::Figment;
@@ -176,7 +176,7 @@ async fn discovery_pointing_jwks_uri_at_plain_http_loads_no_keys() {
     let source = KeySource::Discovery {
         issuer: idp.base.clone(),
     };
-    let err = certbound::adapters::jwks::fetch(&client, &source)
+    let err = certbound_adapters::jwks::fetch(&client, &source)
         .await
         .expect_err("keys from a plain-http jwks_uri were accepted");
     assert!(err.to_string().contains("https"), "{err}");
@@ -204,7 +204,7 @@ async fn a_redirect_from_https_to_plain_http_is_not_followed() {
     );
     let client = c.idp_client.keys_client().unwrap();
     let source = KeySource::Uri(format!("{}/jwks", idp.base));
-    certbound::adapters::jwks::fetch(&client, &source)
+    certbound_adapters::jwks::fetch(&client, &source)
         .await
         .expect_err("a redirect to plain http was followed");
     assert!(plain.seen().is_empty(), "the plain-http URL was contacted");
@@ -224,12 +224,10 @@ async fn a_redirect_from_https_to_https_is_still_followed() {
     );
     let c = config(dir.path(), &ca, &idp.base, "");
     let client = c.idp_client.keys_client().unwrap();
-    let keys = certbound::adapters::jwks::fetch(
-        &client,
-        &KeySource::Uri(format!("{}/old-jwks", idp.base)),
-    )
-    .await
-    .unwrap();
+    let keys =
+        certbound_adapters::jwks::fetch(&client, &KeySource::Uri(format!("{}/old-jwks", idp.base)))
+            .await
+            .unwrap();
     assert_eq!(keys.len(), 1);
 }
 

@@ -6,7 +6,7 @@
 //! agree with each other.
 #![no_main]
 
-use certbound::cert::{self, thumbprint, CertError, HeaderFormat, XfccElements};
+use certbound_core::cert::{self, thumbprint, CertError, HeaderFormat, XfccElements};
 use certbound_fuzz::{verify, TRUST};
 use libfuzzer_sys::fuzz_target;
 

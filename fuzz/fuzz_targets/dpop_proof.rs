@@ -6,7 +6,7 @@
 //! carries the request's method and token hash and a fresh `iat`.
 #![no_main]
 
-use certbound::dpop::{self, Expected};
+use certbound_core::dpop::{self, Expected};
 use certbound_fuzz::NOW;
 use libfuzzer_sys::fuzz_target;
 

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use certbound::extract;
+use certbound_core::extract;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 //! Never panics; whatever verifies is unexpired, within the limits and a three-part JWS.
 #![no_main]
 
-use certbound::token;
+use certbound_core::token;
 use certbound_fuzz::{token_rules, KEYS, NOW};
 use libfuzzer_sys::fuzz_target;
 

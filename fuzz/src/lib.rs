@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
 use arc_swap::ArcSwap;
-use certbound::cert::{self, CertError, HeaderFormat, TrustStore, VerifiedCert, CHAIN_LEN_CEILING};
+use certbound_core::cert::{self, CertError, HeaderFormat, TrustStore, VerifiedCert, CHAIN_LEN_CEILING};
 use certbound::config::Config;
-use certbound::fixtures::per_cert_source;
+use certbound_core::fixtures::per_cert_source;
 use certbound::grpc::AuthzService;
 use certbound::metrics::Metrics;
-use certbound::token::{KeySet, TokenRules};
+use certbound_core::token::{KeySet, TokenRules};
 use figment::providers::{Format, Toml};
 use figment::Figment;
 use rustls_pki_types::CertificateDer;

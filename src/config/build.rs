@@ -8,17 +8,17 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::{Config, ConfigError, Issue, ReplaySettings};
-use crate::adapters::http::RevocationFetcher;
-use crate::adapters::introspection::HttpIntrospection;
-use crate::adapters::jwks::KeyFetch;
-use crate::adapters::replay::RedisStore;
-use crate::cache::Caches;
-use crate::dpop::ReplayStore;
-use crate::engine::{Active, Engine, Services};
-use crate::introspection::Introspector;
-use crate::policy::{CertSource, KeySource, Policy};
-use crate::revocation::Checker;
-use crate::token::KeyStore;
+use certbound_adapters::http::RevocationFetcher;
+use certbound_adapters::introspection::HttpIntrospection;
+use certbound_adapters::jwks::KeyFetch;
+use certbound_adapters::replay::RedisStore;
+use certbound_core::cache::Caches;
+use certbound_core::dpop::ReplayStore;
+use certbound_core::engine::{Active, Engine, Services};
+use certbound_core::introspection::Introspector;
+use certbound_core::policy::{CertSource, KeySource, Policy};
+use certbound_core::revocation::Checker;
+use certbound_core::token::KeyStore;
 
 /// A configuration's running services.
 pub struct Built {
@@ -152,7 +152,7 @@ impl Builder<'_> {
 
     fn introspector(
         &mut self,
-        settings: &crate::introspection::Settings,
+        settings: &certbound_core::introspection::Settings,
     ) -> Option<Arc<Introspector>> {
         let client = match &self.introspection_client {
             Some(c) => c.clone(),

@@ -9,10 +9,10 @@ use toml::Value as T;
 
 use super::deck::{is_empty, is_secret, shown, DeckFile, Plugin, Scope};
 use super::{ImportError, Note, Options};
-use crate::defaults::{self, from_header};
-use crate::dpop::DpopMode;
-use crate::introspection::ClientAuth;
-use crate::policy::{AuthMethod, PopMode};
+use certbound_core::defaults::{self, from_header};
+use certbound_core::dpop::DpopMode;
+use certbound_core::introspection::ClientAuth;
+use certbound_core::policy::{AuthMethod, PopMode};
 
 const HEADER_TABLE: &str = "proof_of_possession_mtls_from_header";
 /// Kong's `proof_of_possession_mtls` default; certbound's is `strict`, so an unset key is

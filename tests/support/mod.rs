@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use certbound::config::Config;
-use certbound::fixtures::{Ca, Leaf};
 use certbound::server::{self, Listeners};
+use certbound_core::fixtures::{Ca, Leaf};
 use envoy_types::ext_authz::v3::pb::{HeaderAppendAction, HttpResponse};
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, SocketAddress};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -736,7 +736,7 @@ impl Pki {
 
     /// `url_encoded` header value: leaf followed by the intermediate, as nginx sends a chain.
     pub fn chain_header(&self, leaf: &Leaf) -> String {
-        certbound::fixtures::url_encode_pem(&(leaf.pem.clone() + &self.inter.pem))
+        certbound_core::fixtures::url_encode_pem(&(leaf.pem.clone() + &self.inter.pem))
     }
 
     pub fn write_root(&self, dir: &Path) -> PathBuf {
