@@ -96,6 +96,7 @@ pub(super) struct RawPolicy {
     pub(super) introspection_endpoint_auth_method: Option<String>,
     pub(super) introspect_jwt_tokens: Option<bool>,
     pub(super) cache_introspection: Option<bool>,
+    pub(super) introspection_inactive_ttl: Option<u64>,
     pub(super) cache_ttl: Option<u64>,
     pub(super) cache_tokens: Option<bool>,
     pub(super) token_cache_size: Option<u64>,

@@ -882,3 +882,26 @@ fn permissive_token_defaults_are_warned_about_naming_their_keys() {
     let strict = format!("access_token_types = [\"at+jwt\"]\n{GOOD}");
     assert!(load(&strict, dir.path()).unwrap().warnings.is_empty());
 }
+
+#[test]
+fn introspection_inactive_ttl_defaults_to_10_seconds_and_stays_within_cache_ttl() {
+    let dir = dir_with_ca();
+    // The introspection keys belong to the default policy: before GOOD's first table.
+    let bearer = GOOD.replace("auth_methods = [\"bearer\"]\n", "");
+    let settings = |extra: &str| {
+        let c = load(&format!("{INTROSPECTION}{extra}{bearer}"), dir.path()).unwrap();
+        c.policies.default.introspection.clone().unwrap()
+    };
+    assert_eq!(settings("").negative_ttl, Duration::from_secs(10));
+    assert_eq!(
+        settings("introspection_inactive_ttl = 60\n").negative_ttl,
+        Duration::from_secs(60)
+    );
+    for bad in ["0", "3601"] {
+        let i = issues(
+            &format!("{INTROSPECTION}introspection_inactive_ttl = {bad}\n{bearer}"),
+            dir.path(),
+        );
+        assert_eq!(i[0].key, "introspection_inactive_ttl", "{bad}");
+    }
+}

@@ -425,6 +425,8 @@ impl Validator<'_> {
                 raw.cache_introspection
                     .unwrap_or(defaults::CACHE_INTROSPECTION),
                 raw.cache_ttl.unwrap_or(defaults::CACHE_TTL_SECS),
+                raw.introspection_inactive_ttl
+                    .unwrap_or(defaults::INTROSPECTION_INACTIVE_TTL_SECS),
             );
             settings.map(Some)
         } else {
@@ -626,6 +628,7 @@ impl Validator<'_> {
         client_secret: Option<String>,
         cache: bool,
         cache_ttl: u64,
+        inactive_ttl: u64,
     ) -> Option<IntrospectionSettings> {
         if let Some(e) = &endpoint {
             self.idp_url("introspection_endpoint", e);
@@ -650,6 +653,15 @@ impl Validator<'_> {
         if cache_ttl == 0 {
             self.issue("cache_ttl", "must be more than 0 seconds");
         }
+        if inactive_ttl == 0 || inactive_ttl > cache_ttl {
+            self.issue(
+                "introspection_inactive_ttl",
+                format!(
+                    "must be from 1 to cache_ttl ({cache_ttl}) seconds: an inactive answer is never \
+                     remembered longer than an active one"
+                ),
+            );
+        }
         Some(IntrospectionSettings {
             issuer: issuer?,
             endpoint,
@@ -658,7 +670,7 @@ impl Validator<'_> {
             client_secret: client_secret?,
             cache,
             cache_ttl: Duration::from_secs(cache_ttl.max(1)),
-            negative_ttl: Duration::from_secs(10),
+            negative_ttl: Duration::from_secs(inactive_ttl.clamp(1, cache_ttl.max(1))),
             max_entries: 100_000,
             max_negative_entries: 10_000,
         })

@@ -43,6 +43,10 @@ pub const AUDIENCE_CLAIM: &str = "aud";
 pub const INTROSPECT_JWT_TOKENS: bool = false;
 /// Kong's `cache_introspection` default.
 pub const CACHE_INTROSPECTION: bool = true;
+/// Seconds an inactive introspection answer is remembered: certbound's. Short, because a token
+/// the IdP has not yet activated, or whose answer was a glitch, must not stay refused for long;
+/// long enough that a client retrying a dead token costs the IdP one call per period.
+pub const INTROSPECTION_INACTIVE_TTL_SECS: u64 = 10;
 /// Kong's `cache_tokens` default.
 pub const CACHE_TOKENS: bool = true;
 /// Seconds any cached result is kept at most: Kong's `cache_ttl` default.
