@@ -346,29 +346,6 @@ pub struct Policies {
     pub named: HashMap<String, Arc<Policy>>,
 }
 
-impl Policies {
-    pub fn single(policy: Policy) -> Self {
-        Self {
-            default: Arc::new(policy),
-            named: HashMap::new(),
-        }
-    }
-
-    /// The policy for a request: the named one, or the default when the route names none.
-    /// A name that does not exist is `None`: the caller denies (fail closed).
-    pub fn select(&self, name: Option<&str>) -> Option<&Arc<Policy>> {
-        match name {
-            None => Some(&self.default),
-            Some(n) => self.named.get(n),
-        }
-    }
-
-    /// Every policy, the default first.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Policy>> {
-        std::iter::once(&self.default).chain(self.named.values())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
