@@ -19,6 +19,7 @@ use envoy_types::pb::google::rpc;
 use std::collections::BTreeMap;
 
 use crate::metrics::Metrics;
+use certbound_core::answer::{self, Answer, Denial};
 use certbound_core::clock;
 use certbound_core::decision::{Decision, DenyReason};
 use certbound_core::engine::Engine;
@@ -159,30 +160,20 @@ fn source_ip(
 
 /// Builds the CheckResponse for an outcome. `host` becomes the challenge's `realm`.
 pub fn response(outcome: &Outcome, host: Option<&str>) -> CheckResponse {
-    let mut resp = match &outcome.decision {
-        Decision::Allow {
-            headers, remove, ..
-        } => CheckResponse {
+    let mut resp = match Answer::of(outcome, host) {
+        Answer::Allow { set, remove } => CheckResponse {
             status: Some(rpc::Status {
                 code: OK,
                 ..Default::default()
             }),
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                headers: headers
-                    .iter()
-                    .map(|h| overwrite(&h.name, &h.value))
-                    .collect(),
-                headers_to_remove: remove.clone(),
+                headers: set.iter().map(|h| overwrite(&h.name, &h.value)).collect(),
+                headers_to_remove: remove,
                 ..Default::default()
             })),
             ..Default::default()
         },
-        Decision::Deny(reason) => denied(
-            *reason,
-            host,
-            outcome.scope_hint.as_deref(),
-            outcome.dpop.as_ref(),
-        ),
+        Answer::Deny(denial) => denied(denial),
     };
     resp.dynamic_metadata = Some(metadata(outcome));
     resp
@@ -191,140 +182,58 @@ pub fn response(outcome: &Outcome, host: Option<&str>) -> CheckResponse {
 /// What Envoy's access log and later filters can read under
 /// `envoy.filters.http.ext_authz`: the policy, the decision and its reason, and who it was.
 fn metadata(outcome: &Outcome) -> Struct {
-    let (decision, reason) = match &outcome.decision {
-        Decision::Allow { reason, .. } => ("allow", reason.as_str()),
-        Decision::Deny(reason) => ("deny", reason.as_str()),
-    };
-    let mut fields = BTreeMap::new();
-    let mut put = |k: &str, v: &str| {
-        fields.insert(
-            k.to_string(),
-            ProtoValue {
-                kind: Some(Kind::StringValue(v.to_string())),
-            },
-        );
-    };
-    put("policy", &outcome.policy);
-    put("decision", decision);
-    put("reason", reason);
-    for (k, v) in [
-        ("sub", &outcome.subject),
-        ("client_id", &outcome.client_id),
-        ("x5t", &outcome.thumbprint),
-    ] {
-        if let Some(v) = v {
-            put(k, v);
-        }
-    }
+    let fields: BTreeMap<String, ProtoValue> = answer::log_fields(outcome)
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                ProtoValue {
+                    kind: Some(Kind::StringValue(v.to_string())),
+                },
+            )
+        })
+        .collect();
     Struct {
         fields: fields.into_iter().collect(),
     }
 }
 
-fn denied(
-    reason: DenyReason,
-    host: Option<&str>,
-    scope: Option<&str>,
-    dpop: Option<&certbound_core::dpop::Challenge>,
-) -> CheckResponse {
-    let mut headers = vec![overwrite("content-type", "application/json")];
-    if let (Some(d), 401) = (dpop, reason.http_status()) {
-        headers.extend(dpop_challenges(reason, host, d));
-    } else if reason.has_challenge() {
-        let mut c = challenge(reason, host);
-        if let (DenyReason::InsufficientScope, Some(scope)) = (reason, scope) {
-            // Configured scope names; keep them inside the quoted string.
-            let scope: String = scope
-                .chars()
-                .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
-                .collect();
-            c.push_str(&format!(", scope=\"{scope}\""));
-        }
-        headers.push(overwrite("www-authenticate", &c));
-    }
-    let code = if reason.http_status() == 401 {
+fn denied(denial: Denial) -> CheckResponse {
+    let code = if denial.status == 401 {
         UNAUTHENTICATED
     } else {
         PERMISSION_DENIED
     };
+    let mut seen_challenge = false;
+    let headers = denial
+        .headers
+        .iter()
+        .map(|h| {
+            let mut o = overwrite(h.name, &h.value);
+            if h.name == "www-authenticate" {
+                if seen_challenge {
+                    // One header line per challenge.
+                    o.append_action = HeaderAppendAction::AppendIfExistsOrAdd as i32;
+                }
+                seen_challenge = true;
+            }
+            o
+        })
+        .collect();
     CheckResponse {
         status: Some(rpc::Status {
             code,
-            message: reason.as_str().to_string(),
+            message: denial.reason.as_str().to_string(),
             ..Default::default()
         }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {
-                code: i32::from(reason.http_status()),
+                code: i32::from(denial.status),
             }),
             headers,
-            body: format!("{{\"message\":\"{}\"}}", reason.body_message()),
+            body: denial.body,
         })),
         ..Default::default()
-    }
-}
-
-/// A 401 of a policy that takes DPoP: `strict` answers with the `DPoP` challenge alone;
-/// `optional` with the `Bearer` one first (its error only for non-DPoP reasons), then `DPoP`
-/// (RFC 9449 §7.1 allows both). Plus `DPoP-Nonce` when the policy uses nonces.
-fn dpop_challenges(
-    reason: DenyReason,
-    host: Option<&str>,
-    d: &certbound_core::dpop::Challenge,
-) -> Vec<HeaderValueOption> {
-    let mut challenges = Vec::new();
-    if d.mode != certbound_core::dpop::DpopMode::Strict {
-        challenges.push(if reason.dpop_error().is_some() {
-            challenge(DenyReason::MissingToken, host)
-        } else {
-            challenge(reason, host)
-        });
-    }
-    challenges.push(certbound_core::dpop::challenge(d, reason));
-    let mut headers: Vec<HeaderValueOption> = challenges
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let mut h = overwrite("www-authenticate", c);
-            if i > 0 {
-                // One header line per challenge.
-                h.append_action = HeaderAppendAction::AppendIfExistsOrAdd as i32;
-            }
-            h
-        })
-        .collect();
-    if let Some(nonce) = &d.nonce {
-        headers.push(overwrite("dpop-nonce", nonce));
-    }
-    headers
-}
-
-/// `Bearer realm="<host>"[, error="...", error_description="..."]` (RFC 6750 §3).
-pub fn challenge(reason: DenyReason, host: Option<&str>) -> String {
-    let realm = realm(host);
-    match reason.rfc6750_error() {
-        None => format!("Bearer realm=\"{realm}\""),
-        Some(e) => format!(
-            "Bearer realm=\"{realm}\", error=\"{}\", error_description=\"{}\"",
-            e.as_str(),
-            reason.description()
-        ),
-    }
-}
-
-/// The client controls `Host`: keep only characters that cannot break out of the quoted
-/// string, and bound the length.
-fn realm(host: Option<&str>) -> String {
-    let cleaned: String = host
-        .unwrap_or("")
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
-        .take(253)
-        .collect();
-    if cleaned.is_empty() {
-        "certbound".to_string()
-    } else {
-        cleaned
     }
 }
 
@@ -343,25 +252,6 @@ fn overwrite(key: &str, value: &str) -> HeaderValueOption {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn realm_cannot_inject_into_the_challenge() {
-        let c = challenge(DenyReason::MissingToken, Some("evil\", error=\"none"));
-        assert_eq!(c, "Bearer realm=\"evilerrornone\"");
-        assert_eq!(
-            challenge(DenyReason::MissingToken, None),
-            "Bearer realm=\"certbound\""
-        );
-    }
-
-    #[test]
-    fn token_failures_carry_invalid_token_with_a_static_description() {
-        let c = challenge(DenyReason::BindingMismatch, Some("api.test"));
-        assert_eq!(
-            c,
-            "Bearer realm=\"api.test\", error=\"invalid_token\", error_description=\"certificate does not match access token\""
-        );
-    }
 
     /// A real server on port 0 with `service`, and a real tonic client for it.
     async fn serve(

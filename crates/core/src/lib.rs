@@ -22,6 +22,8 @@
 //!   `revocation/crl`), asked last.
 //! - `decision`: allow or deny, each deny reason with all its facts in one table;
 //!   `pipeline/deny` converts every layer's error into a reason.
+//! - `answer`: what the client and the upstream see of a decision (status, challenges, body,
+//!   upstream headers, access-log fields), the same for every face.
 //! - `cache`: verified tokens and certificates, per policy.
 //!
 //! Ground floor: `policy` (with `defaults`, one constant per configuration key, and `names`, the
@@ -31,6 +33,7 @@
 //! `fixtures` holds the demo's throw-away PKI, and with the `test-util` feature the helpers of
 //! the tests, benchmarks and fuzz targets.
 
+pub mod answer;
 pub mod bind;
 pub mod cache;
 pub mod cert;

@@ -1,0 +1,203 @@
+//! What the client and the upstream see of an outcome, whatever carries it: for a deny, the
+//! status, the challenge headers (RFC 6750 `Bearer`, RFC 9449 `DPoP`) and the JSON body; for an
+//! allow, the headers set on and removed from the upstream request; for both, the facts an
+//! access log reads. The ext_authz service turns it into a CheckResponse, the Envoy module into
+//! a local reply or header changes, so both faces answer the same bytes.
+//!
+//! Trusts nothing from the request but the `Host` (`:authority`) it puts into `realm`, cleaned
+//! so it cannot break out of the quoted string. Clients see only static text: a deny reason's
+//! description, never an inner error.
+
+use crate::decision::{Decision, DenyReason, UpstreamHeader};
+use crate::dpop::{self, DpopMode};
+use crate::pipeline::Outcome;
+
+/// One response header line. A name may repeat (one `WWW-Authenticate` line per challenge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: &'static str,
+    pub value: String,
+}
+
+/// The local reply of a deny.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: DenyReason,
+    pub status: u16,
+    /// `content-type`, then the challenges in order, then `dpop-nonce`.
+    pub headers: Vec<Header>,
+    pub body: String,
+}
+
+/// What one outcome does to the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Forward upstream with these headers set (replacing any the client sent) and removed.
+    Allow {
+        set: Vec<UpstreamHeader>,
+        remove: Vec<String>,
+    },
+    /// Answer the client with this reply; the upstream never sees the request.
+    Deny(Denial),
+}
+
+impl Answer {
+    /// The answer to `outcome`; `host` (the request's `:authority`) becomes the challenges'
+    /// `realm`.
+    pub fn of(outcome: &Outcome, host: Option<&str>) -> Self {
+        match &outcome.decision {
+            Decision::Allow {
+                headers, remove, ..
+            } => Self::Allow {
+                set: headers.clone(),
+                remove: remove.clone(),
+            },
+            Decision::Deny(reason) => Self::Deny(denial(
+                *reason,
+                host,
+                outcome.scope_hint.as_deref(),
+                outcome.dpop.as_ref(),
+            )),
+        }
+    }
+}
+
+/// The facts an access log reads (ext_authz dynamic metadata, the module's filter metadata):
+/// the policy, the decision and its reason, and who it was, in this order.
+pub fn log_fields(outcome: &Outcome) -> Vec<(&'static str, &str)> {
+    let (decision, reason) = match &outcome.decision {
+        Decision::Allow { reason, .. } => ("allow", reason.as_str()),
+        Decision::Deny(reason) => ("deny", reason.as_str()),
+    };
+    let mut fields = vec![
+        ("policy", outcome.policy.as_str()),
+        ("decision", decision),
+        ("reason", reason),
+    ];
+    for (k, v) in [
+        ("sub", &outcome.subject),
+        ("client_id", &outcome.client_id),
+        ("x5t", &outcome.thumbprint),
+    ] {
+        if let Some(v) = v {
+            fields.push((k, v.as_str()));
+        }
+    }
+    fields
+}
+
+fn denial(
+    reason: DenyReason,
+    host: Option<&str>,
+    scope: Option<&str>,
+    dpop: Option<&dpop::Challenge>,
+) -> Denial {
+    let mut headers = vec![Header {
+        name: "content-type",
+        value: "application/json".into(),
+    }];
+    if let (Some(d), 401) = (dpop, reason.http_status()) {
+        headers.extend(dpop_challenges(reason, host, d));
+    } else if reason.has_challenge() {
+        let mut c = challenge(reason, host);
+        if let (DenyReason::InsufficientScope, Some(scope)) = (reason, scope) {
+            // Configured scope names; keep them inside the quoted string.
+            let scope: String = scope
+                .chars()
+                .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+                .collect();
+            c.push_str(&format!(", scope=\"{scope}\""));
+        }
+        headers.push(Header {
+            name: "www-authenticate",
+            value: c,
+        });
+    }
+    Denial {
+        reason,
+        status: reason.http_status(),
+        headers,
+        body: format!("{{\"message\":\"{}\"}}", reason.body_message()),
+    }
+}
+
+/// A 401 of a policy that takes DPoP: `strict` answers with the `DPoP` challenge alone;
+/// `optional` with the `Bearer` one first (its error only for non-DPoP reasons), then `DPoP`
+/// (RFC 9449 §7.1 allows both). Plus `DPoP-Nonce` when the policy uses nonces.
+fn dpop_challenges(reason: DenyReason, host: Option<&str>, d: &dpop::Challenge) -> Vec<Header> {
+    let mut headers = Vec::new();
+    if d.mode != DpopMode::Strict {
+        headers.push(Header {
+            name: "www-authenticate",
+            value: if reason.dpop_error().is_some() {
+                challenge(DenyReason::MissingToken, host)
+            } else {
+                challenge(reason, host)
+            },
+        });
+    }
+    headers.push(Header {
+        name: "www-authenticate",
+        value: dpop::challenge(d, reason),
+    });
+    if let Some(nonce) = &d.nonce {
+        headers.push(Header {
+            name: "dpop-nonce",
+            value: nonce.clone(),
+        });
+    }
+    headers
+}
+
+/// `Bearer realm="<host>"[, error="...", error_description="..."]` (RFC 6750 §3).
+pub fn challenge(reason: DenyReason, host: Option<&str>) -> String {
+    let realm = realm(host);
+    match reason.rfc6750_error() {
+        None => format!("Bearer realm=\"{realm}\""),
+        Some(e) => format!(
+            "Bearer realm=\"{realm}\", error=\"{}\", error_description=\"{}\"",
+            e.as_str(),
+            reason.description()
+        ),
+    }
+}
+
+/// The client controls `Host`: keep only characters that cannot break out of the quoted
+/// string, and bound the length.
+fn realm(host: Option<&str>) -> String {
+    let cleaned: String = host
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
+        .take(253)
+        .collect();
+    if cleaned.is_empty() {
+        "certbound".to_string()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realm_cannot_inject_into_the_challenge() {
+        let c = challenge(DenyReason::MissingToken, Some("evil\", error=\"none"));
+        assert_eq!(c, "Bearer realm=\"evilerrornone\"");
+        assert_eq!(
+            challenge(DenyReason::MissingToken, None),
+            "Bearer realm=\"certbound\""
+        );
+    }
+
+    #[test]
+    fn token_failures_carry_invalid_token_with_a_static_description() {
+        let c = challenge(DenyReason::BindingMismatch, Some("api.test"));
+        assert_eq!(
+            c,
+            "Bearer realm=\"api.test\", error=\"invalid_token\", error_description=\"certificate does not match access token\""
+        );
+    }
+}
