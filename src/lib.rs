@@ -3,9 +3,10 @@
 //!
 //! # Layout
 //!
-//! - `config`: the configuration in three steps: raw (serde, unknown keys refused) ->
-//!   `Config` (validated plain data; the core's `Policy` values) -> `config::build` (the only
-//!   place that makes clients, stores and fetchers; `certbound-adapters` supplies them).
+//! - `config` (the `certbound-config` crate, shared with the Envoy module): the configuration in
+//!   three steps: raw (serde, unknown keys refused) -> `Config` (validated plain data; the
+//!   core's `Policy` values) -> `Config::build` (the only place that makes clients, stores and
+//!   fetchers; `certbound-adapters` supplies them).
 //! - `grpc`: the ext_authz v3 service: CheckRequest in, the core's decision out as a
 //!   CheckResponse (never a gRPC error: a failure is a deny).
 //! - `server`: the listeners, key fetchers and configuration reloads, stopped by one signal.
@@ -14,8 +15,9 @@
 //! - `demo`: the self-contained demo (`certbound demo`).
 #![forbid(unsafe_code)]
 
+pub use certbound_config as config;
+
 pub mod admin;
-pub mod config;
 pub mod demo;
 pub mod grpc;
 pub mod kong;

@@ -157,7 +157,7 @@ pub async fn serve_with_reload(
 
     let mut grpc = grpc_builder();
     if let Some(tls) = &grpc_tls {
-        grpc = grpc.tls_config(tls.server_config())?;
+        grpc = grpc.tls_config(tls_config(tls))?;
     }
     let grpc = grpc
         .add_service(health_service)
@@ -170,6 +170,17 @@ pub async fn serve_with_reload(
     grpc?;
     admin?;
     Ok(())
+}
+
+/// tonic's server TLS settings for `[grpc_tls]`: this identity and, with `client_ca_pem`, a
+/// required client certificate (a handshake without one, or with one from another CA, fails).
+fn tls_config(tls: &GrpcTls) -> tonic::transport::ServerTlsConfig {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let config = ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+    match &tls.client_ca_pem {
+        Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
+        None => config,
+    }
 }
 
 /// The gRPC server settings (also used by the always-allow baseline server of the

@@ -39,20 +39,6 @@ pub struct GrpcTls {
     pub client_ca_pem: Option<Vec<u8>>,
 }
 
-impl GrpcTls {
-    /// tonic's server TLS settings: this identity and, with `client_ca_pem`, a required client
-    /// certificate (a handshake without one, or with one from another CA, fails).
-    pub fn server_config(&self) -> tonic::transport::ServerTlsConfig {
-        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-        let tls =
-            ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
-        match &self.client_ca_pem {
-            Some(ca) => tls.client_ca_root(Certificate::from_pem(ca)),
-            None => tls,
-        }
-    }
-}
-
 impl fmt::Debug for GrpcTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GrpcTls")
@@ -154,7 +140,7 @@ fn kind_of(actual: &figment::error::Actual) -> &'static str {
 }
 
 /// A figment error kind with every value it quotes left out.
-pub(super) fn kind_message(kind: &figment::error::Kind) -> String {
+pub(crate) fn kind_message(kind: &figment::error::Kind) -> String {
     use figment::error::Kind as K;
     match kind {
         K::InvalidType(actual, expected) => {

@@ -104,8 +104,9 @@ impl Validator<'_> {
     }
 
     /// `[grpc_tls]`: both files of the identity, optionally the client CA, each readable PEM,
-    /// and together a TLS configuration tonic accepts (so a key that does not parse is a
-    /// start-up error, not a listener that fails every handshake).
+    /// and together a TLS server configuration rustls accepts (so a key that does not parse or
+    /// does not match the certificate is a start-up error, not a listener that fails every
+    /// handshake).
     fn grpc_tls(&mut self, raw: RawGrpcTls) -> Option<GrpcTls> {
         let mut read = |key: &str, path: Option<PathBuf>, what: &str| -> Option<Vec<u8>> {
             let Some(path) = path else {
@@ -155,13 +156,10 @@ impl Validator<'_> {
             key_pem,
             client_ca_pem: client_ca,
         };
-        if let Err(e) = tonic::transport::Server::builder().tls_config(tls.server_config()) {
+        if let Err(e) = tls_server(&tls) {
             self.issue(
                 "grpc_tls",
-                format!(
-                    "the certificate and key do not make a TLS server: {}",
-                    certbound_adapters::http::error_chain(&e)
-                ),
+                format!("the certificate and key do not make a TLS server: {e}"),
             );
             return None;
         }
@@ -1125,4 +1123,38 @@ fn is_header_name(s: &str) -> bool {
             s.to_ascii_lowercase().as_str(),
             "host" | "content-length" | "transfer-encoding" | "connection"
         )
+}
+
+/// The TLS server `tls` describes, as the gRPC listener will build it: the chain with its key
+/// and, with a client CA, required client certificates. Errors never quote the key.
+fn tls_server(tls: &GrpcTls) -> Result<rustls::ServerConfig, String> {
+    use rustls::server::WebPkiClientVerifier;
+    use rustls_pki_types::PrivateKeyDer;
+    let certs = CertificateDer::pem_slice_iter(&tls.cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem)
+        .map_err(|_| "the key file holds no usable PEM private key".to_string())?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match &tls.client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca) {
+                roots
+                    .add(cert.map_err(|e| format!("client CA: {e}"))?)
+                    .map_err(|e| format!("client CA: {e}"))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("client CA: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    builder
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())
 }
