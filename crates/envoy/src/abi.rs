@@ -16,6 +16,11 @@
 //! behaviour.
 
 #![allow(unsafe_code)]
+// Each unsafe block documents one operation's contract.
+#![warn(
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
 
 use std::ffi::{c_char, c_void};
 use std::marker::PhantomData;
@@ -629,8 +634,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config: EnvoyBuffer,
 ) -> *const c_void {
     let built = guard("config_new", || {
-        // SAFETY: Envoy's name and config buffers are valid for this hook.
-        let (name, config) = unsafe { (name.as_bytes(), config.as_bytes()) };
+        // SAFETY: Envoy's name buffer is valid for this hook.
+        let name = unsafe { name.as_bytes() };
+        // SAFETY: Envoy's config buffer is valid for this hook.
+        let config = unsafe { config.as_bytes() };
         let envoy = EnvoyFilterConfig {
             ptr: filter_config_envoy_ptr,
             _hook: PhantomData,
@@ -663,8 +670,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
     config: EnvoyBuffer,
 ) -> *const c_void {
     let built = guard("per_route_config_new", || {
-        // SAFETY: Envoy's name and config buffers are valid for this hook.
-        let (name, config) = unsafe { (name.as_bytes(), config.as_bytes()) };
+        // SAFETY: Envoy's name buffer is valid for this hook.
+        let name = unsafe { name.as_bytes() };
+        // SAFETY: Envoy's config buffer is valid for this hook.
+        let config = unsafe { config.as_bytes() };
         crate::Module::route_config_new(name, config)
     });
     match built.flatten() {
