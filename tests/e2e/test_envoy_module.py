@@ -1,17 +1,17 @@
-"""certbound's Envoy dynamic module (crates/envoy, libcertbound_envoy.so) loaded by the real Envoy 1.40.
+"""certbound inside Envoy 1.40: the dynamic module (crates/envoy, libcertbound_envoy.so) running
+certbound's own configuration, pipeline and answers, against the suite's real IdP, PKI and OCSP
+responder.
 
-Proves the hand-written ABI layer callback by callback, each through an effect Envoy shows:
+    client (from 127.0.0.2, the trusted hop) --x-client-cert--> Envoy "module" listener
+        --dynamic module "certbound" (filter_config: certbound-header.toml)--> echo upstream
 
-    client --plain HTTP--> Envoy "module" listener --dynamic module "certbound"--> echo upstream
-    client --mTLS--------> Envoy "module_mtls" listener (Envoy verifies the client) --> echo upstream
+Routes: /strict/ carries a per-route `DynamicModuleFilterPerRoute` naming policy "strict"
+(revocation STRICT); /healthz turns the filter off with `envoy.config.route.v3.FilterConfig
+{disabled: true}`; everything else uses the default policy. The configuration file is the one the
+ext_authz instance "header" of the suite serves, so both faces run the same policies.
 
-Routes on both listeners: /strict/ carries a per-route `DynamicModuleFilterPerRoute` naming policy
-"strict"; /healthz turns the filter off with `envoy.config.route.v3.FilterConfig {disabled: true}`;
-everything else has no per-route config ("default"). The filter is still the spike of
-crates/envoy/src/filter.rs (x-spike-deny, x-spike-async, x-spike-panic).
-
-This module builds the library itself (`cargo build -p certbound-envoy`) and needs only the PKI and
-the echo upstream of the suite's stack, not certbound, the IdP or nginx.
+This module builds the library itself (`cargo build -p certbound-envoy`) and starts only what it
+needs: the PKI, the IdPs, the OCSP responder, the echo upstream and one Envoy.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from __future__ import annotations
 import http.client
 import re
 import subprocess
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from stack import (ROOT, Ports, Response, Stack, find_envoy, http_get, port_open,  # noqa: F401
-                   render, wait_until)
+from stack import (AUDIENCE_RS, ROOT, Ports, Response, Stack, find_envoy, http_get, jwt_parts,  # noqa: F401
+                   port_open, render, wait_until)
 
 MODULE_DIR = ROOT / "target" / "debug"
 ENVOY_YAML = """\
@@ -52,7 +51,7 @@ static_resources:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
               log_format:
                 text_format_source:
-                  inline_string: "access %REQ(:PATH)% -> %RESPONSE_CODE% details=%RESPONSE_CODE_DETAILS% policy=%DYNAMIC_METADATA(certbound:policy)%\\n"
+                  inline_string: "access %REQ(:PATH)% -> %RESPONSE_CODE% details=%RESPONSE_CODE_DETAILS% policy=%DYNAMIC_METADATA(certbound:policy)% reason=%DYNAMIC_METADATA(certbound:reason)% sub=%DYNAMIC_METADATA(certbound:sub)%\\n"
           route_config:
             name: module
             virtual_hosts:
@@ -92,24 +91,6 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  - name: module_mtls
-    address:
-      socket_address: { address: 127.0.0.1, port_value: @@MTLS_PORT@@ }
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          common_tls_context:
-            tls_certificates:
-            - certificate_chain: { filename: "@@PKI@@/server.pem" }
-              private_key: { filename: "@@PKI@@/server-key.pem" }
-            validation_context:
-              trusted_ca: { filename: "@@PKI@@/client-ca-bundle.pem" }
-      filters:
-      - *hcm
-
   clusters:
   - name: echo
     type: STATIC
@@ -129,6 +110,7 @@ class ModuleStack:
     def __init__(self) -> None:
         self.base = Stack()
         self.envoy_log = Path()
+        self.certbound_toml = Path()
 
     def start(self) -> "ModuleStack":
         st = self.base
@@ -136,9 +118,14 @@ class ModuleStack:
         try:
             st._prepare_dirs()
             st.ports = Ports.allocate()
+            st.issuer = f"https://127.0.0.1:{st.ports.idp}"
+            st.rogue_issuer = f"https://127.0.0.1:{st.ports.rogue_idp}"
             st._start_pki()
+            st._start_ocsp()
+            st._start_idps()
             st._start_echo()
-            config = self.render("module-envoy.yaml", "/etc/certbound/certbound.toml")
+            self.certbound_toml = st.certbound_config("header")
+            config = self.render("module-envoy.yaml", str(self.certbound_toml))
             st._run("module-envoy-validate", [find_envoy(), "--mode", "validate", "-c", config], env=self.env())
             proc = st._spawn("module-envoy", [
                 find_envoy(), "-c", config, "--concurrency", "1", "--log-level", "info",
@@ -147,8 +134,7 @@ class ModuleStack:
             self.envoy_log = proc.log
             wait_until("module envoy /ready", lambda: http_get(st.ports.envoy_admin, "/ready") == (200, b"LIVE\n"),
                        30, proc=proc)
-            for port in (st.ports.envoy_plain, st.ports.envoy_mtls):
-                wait_until(f"module listener {port}", lambda p=port: port_open(p), 10, proc=proc)
+            wait_until("module listener", lambda: port_open(st.ports.envoy_plain), 10, proc=proc)
         except BaseException:
             st.dump_logs()
             st.stop()
@@ -170,26 +156,27 @@ class ModuleStack:
         template.write_text(ENVOY_YAML)
         return render(template, st.work / name, {
             "ADMIN_PORT": st.ports.envoy_admin, "PLAIN_PORT": st.ports.envoy_plain,
-            "MTLS_PORT": st.ports.envoy_mtls, "ECHO_PORT": st.ports.echo, "PKI": st.pki,
-            "FILTER_CONFIG": filter_config,
+            "ECHO_PORT": st.ports.echo, "FILTER_CONFIG": filter_config,
         })
 
     def call(self, path: str = "/", headers: dict | None = None) -> Response:
-        conn = http.client.HTTPConnection("127.0.0.1", self.base.ports.envoy_plain, timeout=10)
+        # From 127.0.0.2: the configuration's trusted_ips, the hop allowed to set the header.
+        conn = http.client.HTTPConnection("127.0.0.1", self.base.ports.envoy_plain, timeout=10,
+                                          source_address=("127.0.0.2", 0))
         return Stack._send(conn, "GET", path, list((headers or {}).items()))
 
-    def call_mtls(self, cert: str, path: str = "/", headers: dict | None = None) -> Response:
-        conn = http.client.HTTPSConnection("127.0.0.1", self.base.ports.envoy_mtls, timeout=10,
-                                           context=self.base.tls_context(cert))
-        return Stack._send(conn, "GET", path, list((headers or {}).items()))
+    def bound(self, token: str, cert: str, path: str = "/orders") -> Response:
+        return self.call(path, {"authorization": f"Bearer {token}",
+                                "x-client-cert": self.base.cert_url_encoded(cert)})
 
     def prometheus(self) -> str:
         status, body = http_get(self.base.ports.envoy_admin, "/stats/prometheus")
         assert status == 200
         return body.decode()
 
-    def decisions(self, decision: str) -> int:
-        match = re.search(r'^envoy_certbound_decisions\{decision="%s"\} (\d+)$' % decision, self.prometheus(), re.M)
+    def decisions(self, decision: str, reason: str) -> int:
+        match = re.search(r'^envoy_certbound_decisions\{decision="%s",reason="%s"\} (\d+)$' % (decision, reason),
+                          self.prometheus(), re.M)
         return int(match.group(1)) if match else 0
 
     def log_text(self) -> str:
@@ -209,12 +196,11 @@ def module() -> Iterator[ModuleStack]:
         ms.stop()
 
 
-def openssl_sha256_hex(pem: Path) -> str:
-    """`openssl x509 -outform DER | openssl dgst -sha256` of a certificate, as lower-case hex."""
-    der = subprocess.run(["openssl", "x509", "-in", str(pem), "-outform", "DER"], capture_output=True,
-                         check=True).stdout
-    out = subprocess.run(["openssl", "dgst", "-sha256", "-r"], input=der, capture_output=True, check=True).stdout
-    return out.split()[0].decode().lower()
+@pytest.fixture(scope="module")
+def alice_token(module) -> str:
+    token = module.base.get_token("alice-app", AUDIENCE_RS)
+    assert jwt_parts(token)[1]["cnf"]["x5t#S256"] == module.base.thumbprint("alice")
+    return token
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -223,82 +209,102 @@ def test_envoy_loads_the_module_with_the_matching_abi_version(module):
     log = module.log_text()
     assert "Dynamic module ABI version v0.2.0 matched." in log, log[-3000:]
     assert "deprecated" not in log.lower(), [l for l in log.splitlines() if "deprecated" in l.lower()]
+    assert "grpc_listen, admin_listen and [grpc_tls] are ignored inside Envoy" in log
 
 
-def test_an_empty_filter_config_makes_envoy_refuse_the_configuration(module):
-    config = module.render("module-envoy-empty.yaml", "")
-    result = subprocess.run([find_envoy(), "--mode", "validate", "-c", str(config)], env=module.env(),
-                            capture_output=True, text=True, timeout=120)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output[-3000:]
-    assert "certbound: filter_config is empty" in output, output[-3000:]
+def test_an_invalid_configuration_makes_envoy_refuse_the_filter_with_certbounds_error(module):
+    bad = module.base.work / "module-bad.toml"
+    bad.write_text(module.certbound_toml.read_text() + "\nno_such_key = 1\n")
+    for name, filter_config, says in (
+        ("module-envoy-empty.yaml", "", "filter_config (the path of a certbound configuration file) is empty"),
+        ("module-envoy-missing.yaml", "/nonexistent/certbound.toml", "is not a readable file"),
+        ("module-envoy-bad.yaml", str(bad), "no_such_key"),
+    ):
+        config = module.render(name, filter_config)
+        result = subprocess.run([find_envoy(), "--mode", "validate", "-c", str(config)], env=module.env(),
+                                capture_output=True, text=True, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output[-3000:]
+        assert says in output, output[-3000:]
 
 
-# --- request path --------------------------------------------------------------------------------
+# --- the request path, as the ext_authz face answers it -------------------------------------------
 
-def test_deny_answers_401_with_the_challenge_and_body(module):
-    before = module.decisions("deny")
-    resp = module.call("/deny-me", {"x-spike-deny": "1"})
+def test_a_bound_token_with_its_certificate_is_allowed_and_the_upstream_gets_the_claims(module, alice_token):
+    before = module.decisions("allow", "bound")
+    resp = module.bound(alice_token, "alice")
+    assert resp.status == 200, resp
+    assert resp.upstream is not None, resp
+    assert resp.upstream_headers.get("x-consumer-sub") == "alice-app", resp.upstream_headers
+    wait_until("allow counted", lambda: module.decisions("allow", "bound") == before + 1, 10)
+    wait_until("access log fields", lambda: re.search(
+        r"access /orders -> 200 .*policy=default reason=bound sub=alice-app", module.log_text()), 10)
+
+
+def test_a_stolen_token_with_another_certificate_is_denied_as_ext_authz_denies_it(module, alice_token):
+    before = module.decisions("deny", "binding_mismatch")
+    resp = module.bound(alice_token, "bob")
     assert resp.status == 401, resp
-    assert resp.www_authenticate == 'Bearer error="invalid_token"'
-    assert resp.body == b"denied"
     assert resp.upstream is None
-    wait_until("deny counted", lambda: module.decisions("deny") == before + 1, 10)
+    assert resp.www_authenticate == (
+        f'Bearer realm="127.0.0.1:{module.base.ports.envoy_plain}", error="invalid_token", '
+        'error_description="certificate does not match access token"'), resp
+    assert resp.header("content-type") == "application/json"
+    assert resp.json() == {"message": "Unauthorized"}
+    wait_until("deny counted", lambda: module.decisions("deny", "binding_mismatch") == before + 1, 10)
+    wait_until("details", lambda: "details=certbound_binding_mismatch" in module.log_text(), 10)
 
 
-def test_allow_reaches_the_upstream_with_the_policy_and_without_forged_headers(module):
-    resp = module.call("/hello", {"x-certbound-policy": "forged", "x-certbound-peer-digest": "forged"})
+def test_no_token_is_answered_with_a_bare_bearer_challenge(module):
+    resp = module.call("/orders")
+    assert resp.status == 401, resp
+    assert resp.www_authenticate == f'Bearer realm="127.0.0.1:{module.base.ports.envoy_plain}"', resp
+    assert resp.json() == {"message": "Unauthorized"}
+
+
+def test_a_certificate_header_from_an_untrusted_hop_counts_as_none(module, alice_token):
+    conn = http.client.HTTPConnection("127.0.0.1", module.base.ports.envoy_plain, timeout=10)
+    resp = Stack._send(conn, "GET", "/orders", [("authorization", f"Bearer {alice_token}"),
+                                                  ("x-client-cert", module.base.cert_url_encoded("alice"))])
+    assert resp.status == 401, resp
+    assert 'error_description="client certificate required"' in (resp.www_authenticate or ""), resp
+
+
+def test_a_check_that_needs_the_network_holds_the_request_and_resumes_it(module):
+    # dave's certificate names the OCSP responder: the first check waits for its answer on the
+    # module's threads, then the scheduler resumes the stream on its worker.
+    token = module.base.get_token("bob-app", AUDIENCE_RS, cert="dave")
+    resp = module.bound(token, "dave", "/ocsp")
     assert resp.status == 200, resp
-    up = resp.upstream_headers
-    assert up.get("x-certbound-policy") == "default"
-    # Plain HTTP has no peer certificate: a client's own digest header must not pass.
-    assert "x-certbound-peer-digest" not in up
-    assert re.fullmatch(r"127\.0\.0\.1:\d+", up.get("x-certbound-source", "")), up
+    assert resp.upstream_headers.get("x-consumer-sub") == "bob-app"
 
 
-def test_per_route_config_names_the_policy(module):
-    resp = module.call("/strict/thing")
-    assert resp.status == 200, resp
-    assert resp.upstream_headers.get("x-certbound-policy") == "strict"
-    # Dynamic metadata certbound.policy, as an access log sees it.
-    wait_until("access log line", lambda: re.search(r"access /strict/thing -> 200 .*policy=strict", module.log_text()), 10)
+def test_a_revoked_certificate_is_denied_after_the_ocsp_answer(module):
+    token = module.base.get_token("bob-app", AUDIENCE_RS, cert="eve")
+    resp = module.bound(token, "eve", "/revoked")
+    assert resp.status == 401, resp
+    assert 'error_description="client certificate revoked"' in (resp.www_authenticate or ""), resp
+
+
+def test_per_route_config_names_the_policy(module, alice_token):
+    # alice's certificate names no OCSP responder or CRL: the default policy (IGNORE_CA_ERROR)
+    # allows it, the route's policy "strict" (revocation STRICT) cannot, exactly as ext_authz does.
+    assert module.bound(alice_token, "alice", "/default/thing").status == 200
+    resp = module.bound(alice_token, "alice", "/strict/thing")
+    assert resp.status == 401, resp
+    assert 'error_description="client certificate revocation status unknown"' in (resp.www_authenticate or ""), resp
+    wait_until("access log line", lambda: re.search(
+        r"access /strict/thing -> 401 .*policy=strict reason=cert_revocation_unknown", module.log_text()), 10)
 
 
 def test_a_route_with_the_filter_disabled_skips_it(module):
-    resp = module.call("/healthz", {"x-spike-deny": "1"})
+    resp = module.call("/healthz")
     assert resp.status == 200, resp
-    assert "x-certbound-policy" not in resp.upstream_headers
+    assert resp.upstream is not None
 
 
-def test_the_async_path_resumes_through_the_scheduler(module):
-    resp = module.call("/slow", {"x-spike-async": "1"})
-    assert resp.status == 200, resp
-    assert resp.upstream_headers.get("x-certbound-async") == "done"
-    assert resp.upstream_headers.get("x-certbound-policy") == "default"
-
-
-def test_a_panic_in_a_hook_answers_500_and_envoy_lives_on(module):
-    before = module.decisions("deny")
-    resp = module.call("/boom", {"x-spike-panic": "1"})
-    assert resp.status == 500, resp
-    assert resp.body == b"internal error"
-    wait_until("panic counted as a deny", lambda: module.decisions("deny") == before + 1, 10)
-    assert module.call("/after").status == 200
-    assert "certbound: panic in request_headers; failing closed" in module.log_text()
-
-
-def test_mtls_peer_digest_is_the_openssl_sha256_of_the_client_certificate(module):
-    resp = module.call_mtls("alice", "/strict/mtls")
-    assert resp.status == 200, resp
-    up = resp.upstream_headers
-    assert up.get("x-certbound-peer-digest") == openssl_sha256_hex(module.base.pki / "alice.pem")
-    assert up.get("x-certbound-policy") == "strict"
-
-
-def test_decisions_are_counted_in_envoys_prometheus_stats(module):
-    before = module.decisions("allow")
-    assert module.call("/count").status == 200
-    wait_until("allow counted", lambda: module.decisions("allow") == before + 1, 10)
+def test_decisions_are_counted_in_envoys_prometheus_stats_without_total(module, alice_token):
+    assert module.bound(alice_token, "alice", "/count").status == 200
     text = module.prometheus()
-    assert re.search(r'^envoy_certbound_decisions\{decision="allow"\} \d+$', text, re.M), text[-2000:]
+    assert re.search(r'^envoy_certbound_decisions\{decision="allow",reason="bound"\} \d+$', text, re.M), text[-2000:]
     assert "envoy_certbound_decisions_total" not in text

@@ -1,0 +1,432 @@
+//! certbound's pipeline as the filter: the same configuration file, policies, decisions and
+//! answers as the ext_authz service, inside Envoy.
+//!
+//! - Configuration (`filter_config`: the path of a certbound TOML file) is loaded, validated
+//!   and built with `certbound-config`, exactly as `certbound serve` does; an invalid file is
+//!   logged with certbound's own error text and Envoy refuses the filter (fail closed). The
+//!   listener keys (`grpc_listen`, `admin_listen`, `[grpc_tls]`) mean nothing here and are
+//!   ignored, with a log line.
+//! - Network work (JWKS fetches, introspection, OCSP/CRL, Redis) runs on a small tokio runtime
+//!   the module owns, never on Envoy's threads.
+//! - A check is polled once inside the request-headers hook: with warm caches it completes
+//!   there. Otherwise the request is held, the check finishes on the module's runtime, and the
+//!   scheduler resumes the stream on its own worker to apply the answer.
+//! - The per-route config (a `StringValue`) names the policy, as `context_extensions: {policy}`
+//!   does for ext_authz; a route without one uses the default policy.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use certbound_adapters::jwks::{self, FetchObserver};
+use certbound_config::Config;
+use certbound_core::answer::{self, Answer};
+use certbound_core::clock;
+use certbound_core::decision::{Decision, DenyReason};
+use certbound_core::engine::Engine;
+use certbound_core::extract;
+use certbound_core::pipeline::{self, CheckInput, Outcome};
+use certbound_core::policy::CertSource;
+use futures_util::FutureExt;
+use tokio::sync::watch;
+
+use crate::abi::{
+    self, attribute, CounterId, EnvoyFilter, EnvoyFilterConfig, HeadersStatus, HttpFilterModule,
+    LogLevel,
+};
+
+/// The event that resumes a held stream once its check is decided.
+const EVENT_DECIDED: u64 = 1;
+/// Threads of the module's runtime: network work only (checks mostly complete inline).
+const RUNTIME_THREADS: usize = 2;
+/// Envoy's dynamic metadata namespace for the access-log fields.
+const METADATA_NAMESPACE: &str = "certbound";
+/// The request headers a check can read besides each policy's certificate headers.
+const CHECK_HEADERS: &[&str] = &[
+    "authorization",
+    "dpop",
+    ":method",
+    ":path",
+    ":authority",
+    "host",
+    ":scheme",
+];
+
+/// Shared by every stream of one filter configuration (all worker threads).
+pub struct FilterConfig {
+    engine: Arc<Engine>,
+    /// Every header any policy reads, lower case.
+    headers: Vec<String>,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Dropped with the configuration: stops the key fetchers.
+    _stop: watch::Sender<bool>,
+    decisions: Option<CounterId>,
+}
+
+impl Drop for FilterConfig {
+    fn drop(&mut self) {
+        // Never block Envoy's main thread on the module's tasks.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A route's policy name.
+pub struct RoutePolicy(pub String);
+
+/// One stream: the check's outcome once a held request is decided.
+#[derive(Default)]
+pub struct Certbound {
+    decided: Option<Arc<Mutex<Option<Outcome>>>>,
+    host: Option<String>,
+}
+
+/// Counts JWKS fetches in the log only (Envoy's stats are defined per filter configuration).
+struct LogFetches;
+
+impl FetchObserver for LogFetches {
+    fn fetched(&self, ok: bool) {
+        if !ok {
+            abi::log(
+                LogLevel::Warn,
+                "certbound: a signing key fetch failed; keeping the keys already loaded",
+            );
+        }
+    }
+}
+
+fn text(raw: &[u8], what: &str) -> Result<String, String> {
+    let text = std::str::from_utf8(raw).map_err(|_| format!("{what} is not UTF-8"))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    Ok(text.to_string())
+}
+
+impl FilterConfig {
+    fn load(raw: &[u8]) -> Result<FilterConfig, String> {
+        let path = text(
+            raw,
+            "filter_config (the path of a certbound configuration file)",
+        )?;
+        let config =
+            Config::load(std::path::Path::new(&path)).map_err(|e| format!("{path}: {e}"))?;
+        for w in &config.warnings {
+            abi::log(
+                LogLevel::Warn,
+                &format!("certbound: `{}`: {}", w.key, w.message),
+            );
+        }
+        abi::log(
+            LogLevel::Info,
+            "certbound: grpc_listen, admin_listen and [grpc_tls] are ignored inside Envoy",
+        );
+        let built = config
+            .build(&|_| None)
+            .map_err(|e| format!("{path}: {e}"))?;
+        let client = config
+            .idp_client
+            .keys_client()
+            .map_err(|e| format!("{path}: the IdP HTTPS client: {e}"))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RUNTIME_THREADS)
+            .thread_name("certbound")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the module's threads: {e}"))?;
+        let (stop, stopped) = watch::channel(false);
+        for fetch in built.key_fetches {
+            runtime.spawn(jwks::run(
+                fetch,
+                client.clone(),
+                Arc::new(LogFetches),
+                stopped.clone(),
+            ));
+        }
+        let mut headers: Vec<String> = CHECK_HEADERS.iter().map(|h| h.to_string()).collect();
+        for active in built.engine.iter() {
+            if let CertSource::Header(source) = &active.policy.cert_source {
+                headers.push(source.name.clone());
+                headers.extend(source.chain_name.clone());
+            }
+        }
+        headers.sort();
+        headers.dedup();
+        Ok(FilterConfig {
+            engine: Arc::new(built.engine),
+            headers,
+            runtime: Some(runtime),
+            _stop: stop,
+            decisions: None,
+        })
+    }
+
+    fn count(&self, envoy: &EnvoyFilter<'_>, decision: &Decision) {
+        let Some(id) = self.decisions else { return };
+        let (d, reason) = match decision {
+            Decision::Allow { reason, .. } => ("allow", reason.as_str()),
+            Decision::Deny(reason) => ("deny", reason.as_str()),
+        };
+        envoy.increment_counter(id, &[d, reason], 1);
+    }
+}
+
+/// What the pipeline reads, owned, so a held check can finish on another thread.
+struct Request {
+    headers: HashMap<String, String>,
+    policy: Option<String>,
+    source_ip: Option<IpAddr>,
+}
+
+impl Request {
+    fn read(config: &FilterConfig, envoy: &EnvoyFilter<'_>) -> Request {
+        let mut headers = HashMap::new();
+        for name in &config.headers {
+            let values = envoy.request_header_values(name);
+            if values.is_empty() {
+                continue;
+            }
+            // Joined as Envoy joins a repeated header for ext_authz, so both faces see the
+            // same value (and a second `authorization` is refused the same way).
+            let joined = values
+                .iter()
+                .map(|v| String::from_utf8_lossy(v))
+                .collect::<Vec<_>>()
+                .join(",");
+            headers.insert(name.clone(), joined);
+        }
+        let source_ip = envoy
+            .attribute_string(attribute::SOURCE_ADDRESS)
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .map(|a| a.ip());
+        Request {
+            headers,
+            policy: envoy.route_config().map(|p| p.0.clone()),
+            source_ip,
+        }
+    }
+
+    async fn check(self, engine: Arc<Engine>) -> Outcome {
+        let input = CheckInput {
+            headers: &self.headers,
+            // Envoy's own mTLS is not read yet: a policy on the peer certificate finds none.
+            peer_certificate: "",
+            policy_name: self.policy.as_deref(),
+            source_ip: self.source_ip,
+        };
+        pipeline::check(&input, &engine, clock::now_unix()).await
+    }
+}
+
+/// An outcome no policy decided.
+fn undecided(reason: DenyReason) -> Outcome {
+    Outcome {
+        decision: Decision::Deny(reason),
+        ..Outcome::default()
+    }
+}
+
+type Check = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+impl Certbound {
+    /// Applies `outcome`: a local reply for a deny, the upstream headers for an allow, and the
+    /// access-log fields either way. Returns whether the request goes on.
+    fn apply(&self, config: &FilterConfig, envoy: &mut EnvoyFilter<'_>, outcome: &Outcome) -> bool {
+        config.count(envoy, &outcome.decision);
+        for (key, value) in answer::log_fields(outcome) {
+            envoy.set_metadata_string(METADATA_NAMESPACE, key, value);
+        }
+        match Answer::of(outcome, self.host.as_deref()) {
+            Answer::Allow { set, remove } => {
+                for name in &remove {
+                    envoy.remove_request_header(name);
+                }
+                for h in &set {
+                    envoy.set_request_header(&h.name, h.value.as_bytes());
+                }
+                true
+            }
+            Answer::Deny(denial) => {
+                let headers: Vec<(&str, &[u8])> = denial
+                    .headers
+                    .iter()
+                    .map(|h| (h.name, h.value.as_bytes()))
+                    .collect();
+                envoy.send_response(
+                    u32::from(denial.status),
+                    &headers,
+                    denial.body.as_bytes(),
+                    &format!("certbound_{}", denial.reason.as_str()),
+                );
+                false
+            }
+        }
+    }
+}
+
+impl HttpFilterModule for Certbound {
+    type Config = FilterConfig;
+    type RouteConfig = RoutePolicy;
+
+    fn config_new(
+        envoy: &EnvoyFilterConfig<'_>,
+        _filter_name: &[u8],
+        filter_config: &[u8],
+    ) -> Option<FilterConfig> {
+        let mut config = match FilterConfig::load(filter_config) {
+            Ok(config) => config,
+            Err(why) => {
+                abi::log(LogLevel::Error, &format!("certbound: {why}"));
+                return None;
+            }
+        };
+        config.decisions = envoy.define_counter("decisions", &["decision", "reason"]);
+        if config.decisions.is_none() {
+            abi::log(
+                LogLevel::Warn,
+                "certbound: Envoy refused the decisions counter; decisions are not counted",
+            );
+        }
+        Some(config)
+    }
+
+    fn route_config_new(_filter_name: &[u8], config: &[u8]) -> Option<RoutePolicy> {
+        match text(config, "the per-route config (a policy name)") {
+            Ok(name) => Some(RoutePolicy(name)),
+            Err(why) => {
+                abi::log(LogLevel::Error, &format!("certbound: {why}"));
+                None
+            }
+        }
+    }
+
+    fn stream_new(_config: &FilterConfig) -> Certbound {
+        Certbound::default()
+    }
+
+    fn on_request_headers(
+        &mut self,
+        config: &FilterConfig,
+        envoy: &mut EnvoyFilter<'_>,
+        _end_of_stream: bool,
+    ) -> HeadersStatus {
+        let request = Request::read(config, envoy);
+        self.host = extract::host(&request.headers).map(str::to_string);
+        let Some(runtime) = &config.runtime else {
+            // Only during teardown: nothing can decide, so nothing passes.
+            self.apply(config, envoy, &undecided(DenyReason::InternalError));
+            return HeadersStatus::StopIteration;
+        };
+        let policy = request.policy.clone();
+        // A panic inside the check is a deny with certbound's own answer, as in ext_authz.
+        let mut check: Check = Box::pin(
+            AssertUnwindSafe(request.check(config.engine.clone()))
+                .catch_unwind()
+                .map(move |result| {
+                    result.unwrap_or_else(|_| {
+                        abi::log(
+                            LogLevel::Error,
+                            &format!(
+                                "certbound: a check panicked (policy {}); answered with a deny",
+                                policy.as_deref().unwrap_or("default")
+                            ),
+                        );
+                        undecided(DenyReason::InternalError)
+                    })
+                }),
+        );
+        // Polled once here, inside the runtime so timers and tasks it creates belong to it.
+        let first = {
+            let _in_runtime = runtime.enter();
+            check.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        };
+        match first {
+            Poll::Ready(outcome) => {
+                if self.apply(config, envoy, &outcome) {
+                    HeadersStatus::Continue
+                } else {
+                    HeadersStatus::StopIteration
+                }
+            }
+            Poll::Pending => {
+                let slot = Arc::new(Mutex::new(None));
+                self.decided = Some(slot.clone());
+                let scheduler = envoy.new_scheduler();
+                runtime.spawn(async move {
+                    let outcome = check.await;
+                    if let Ok(mut slot) = slot.lock() {
+                        *slot = Some(outcome);
+                    }
+                    scheduler.commit(EVENT_DECIDED);
+                });
+                HeadersStatus::StopIteration
+            }
+        }
+    }
+
+    fn on_scheduled(&mut self, config: &FilterConfig, envoy: &mut EnvoyFilter<'_>, event_id: u64) {
+        if event_id != EVENT_DECIDED {
+            return;
+        }
+        let outcome = self
+            .decided
+            .take()
+            .and_then(|slot| slot.lock().ok().and_then(|mut o| o.take()))
+            .unwrap_or_else(|| undecided(DenyReason::InternalError));
+        if self.apply(config, envoy, &outcome) {
+            envoy.continue_decoding();
+        }
+    }
+
+    fn count_panic(config: &FilterConfig, envoy: &EnvoyFilter<'_>) {
+        config.count(envoy, &Decision::Deny(DenyReason::InternalError));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_config_must_be_a_non_empty_utf8_path() {
+        assert_eq!(
+            text(b" /etc/certbound/certbound.toml\n", "x"),
+            Ok("/etc/certbound/certbound.toml".to_string())
+        );
+        assert!(text(b"", "x").is_err());
+        assert!(text(b"\xff", "x").is_err());
+    }
+
+    #[test]
+    fn an_invalid_configuration_file_is_refused_with_certbounds_own_error() {
+        let dir = std::env::temp_dir().join(format!("certbound-envoy-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "issuer = \"https://idp.example\"\nno_such_key = 1\n").ok();
+        let err = match FilterConfig::load(path.to_string_lossy().as_bytes()) {
+            Ok(_) => panic!("an unknown key was accepted"),
+            Err(e) => e,
+        };
+        assert!(err.contains("no_such_key"), "{err}");
+        let missing = match FilterConfig::load(b"/nonexistent/certbound.toml") {
+            Ok(_) => panic!("a missing file was accepted"),
+            Err(e) => e,
+        };
+        assert!(missing.contains("not a readable file"), "{missing}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn route_config_names_a_policy() {
+        let policy = Certbound::route_config_new(b"certbound", b"strict");
+        assert_eq!(policy.map(|p| p.0), Some("strict".to_string()));
+        assert!(Certbound::route_config_new(b"certbound", b"").is_none());
+    }
+}
