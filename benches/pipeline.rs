@@ -16,7 +16,7 @@ use certbound_core::cert::{self, HeaderFormat, TrustStore, XfccElements};
 use certbound_core::clock::now_unix;
 use certbound_core::engine::{Active, Engine};
 use certbound_core::fixtures::{bound_claims, jwks, Ca, Layout, SigningKey};
-use certbound_core::pipeline::{self, CheckInput};
+use certbound_core::pipeline::{self, CheckInput, PeerCertificate};
 use certbound_core::policy::{CertSource, ClaimHeader, HeaderSource, Policy};
 use certbound_core::token::{self, KeySet, KeyStore, TokenRules};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -140,7 +140,7 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(name);
         let input = CheckInput {
             headers: &s.headers,
-            peer_certificate: "",
+            peer_certificate: PeerCertificate::None,
             policy_name: None,
             source_ip: None,
         };

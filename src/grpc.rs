@@ -23,7 +23,7 @@ use certbound_core::answer::{self, Answer, Denial};
 use certbound_core::clock;
 use certbound_core::decision::{Decision, DenyReason};
 use certbound_core::engine::Engine;
-use certbound_core::pipeline::{self, CheckInput, Outcome};
+use certbound_core::pipeline::{self, CheckInput, Outcome, PeerCertificate};
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 
@@ -97,9 +97,11 @@ impl Authorization for AuthzService {
         let headers = http.map_or(&*EMPTY_HEADERS, |h| &h.headers);
         let input = CheckInput {
             headers,
-            peer_certificate: attrs
-                .and_then(|a| a.source.as_ref())
-                .map_or("", |s| s.certificate.as_str()),
+            peer_certificate: PeerCertificate::url_encoded_pem(
+                attrs
+                    .and_then(|a| a.source.as_ref())
+                    .map_or("", |s| s.certificate.as_str()),
+            ),
             policy_name: attrs
                 .and_then(|a| a.context_extensions.get("policy"))
                 .map(String::as_str),

@@ -17,7 +17,7 @@ use certbound_core::decision::{Decision, DenyReason};
 use certbound_core::dpop::{access_token_hash, DpopMode, DpopPolicy};
 use certbound_core::engine::{Active, Engine};
 use certbound_core::fixtures::{bound_claims, jwks, url_encode_pem, Ca, Leaf, SigningKey};
-use certbound_core::pipeline::{self, CheckInput, Outcome};
+use certbound_core::pipeline::{self, CheckInput, Outcome, PeerCertificate};
 use certbound_core::policy::{CertSource, HeaderSource, Policy, PopMode};
 use certbound_core::token::{KeySet, KeyStore};
 use support::{Certbound, Req};
@@ -149,7 +149,7 @@ async fn check(
 ) -> Outcome {
     let input = CheckInput {
         headers: h,
-        peer_certificate: "",
+        peer_certificate: PeerCertificate::None,
         policy_name: policy,
         source_ip: None,
     };

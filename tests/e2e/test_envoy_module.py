@@ -91,6 +91,47 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  - name: module_mtls
+    address:
+      socket_address: { address: 127.0.0.1, port_value: @@MTLS_PORT@@ }
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: { filename: "@@PKI@@/server.pem" }
+              private_key: { filename: "@@PKI@@/server-key.pem" }
+            validation_context:
+              trusted_ca: { filename: "@@PKI@@/client-ca-bundle.pem" }
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: module_mtls
+          route_config:
+            name: module_mtls
+            virtual_hosts:
+            - name: module_mtls
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: echo }
+          http_filters:
+          - name: certbound
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: { name: certbound_envoy, metrics_namespace: certbound }
+              filter_name: certbound
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: "@@PEER_CONFIG@@"
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+
   clusters:
   - name: echo
     type: STATIC
@@ -111,6 +152,7 @@ class ModuleStack:
         self.base = Stack()
         self.envoy_log = Path()
         self.certbound_toml = Path()
+        self.peer_toml = Path()
 
     def start(self) -> "ModuleStack":
         st = self.base
@@ -125,6 +167,7 @@ class ModuleStack:
             st._start_idps()
             st._start_echo()
             self.certbound_toml = st.certbound_config("header")
+            self.peer_toml = st.certbound_config("peer")
             config = self.render("module-envoy.yaml", str(self.certbound_toml))
             st._run("module-envoy-validate", [find_envoy(), "--mode", "validate", "-c", config], env=self.env())
             proc = st._spawn("module-envoy", [
@@ -134,7 +177,8 @@ class ModuleStack:
             self.envoy_log = proc.log
             wait_until("module envoy /ready", lambda: http_get(st.ports.envoy_admin, "/ready") == (200, b"LIVE\n"),
                        30, proc=proc)
-            wait_until("module listener", lambda: port_open(st.ports.envoy_plain), 10, proc=proc)
+            for port in (st.ports.envoy_plain, st.ports.envoy_mtls):
+                wait_until(f"module listener {port}", lambda p=port: port_open(p), 10, proc=proc)
         except BaseException:
             st.dump_logs()
             st.stop()
@@ -156,7 +200,8 @@ class ModuleStack:
         template.write_text(ENVOY_YAML)
         return render(template, st.work / name, {
             "ADMIN_PORT": st.ports.envoy_admin, "PLAIN_PORT": st.ports.envoy_plain,
-            "ECHO_PORT": st.ports.echo, "FILTER_CONFIG": filter_config,
+            "MTLS_PORT": st.ports.envoy_mtls, "ECHO_PORT": st.ports.echo, "PKI": st.pki,
+            "FILTER_CONFIG": filter_config, "PEER_CONFIG": self.peer_toml,
         })
 
     def call(self, path: str = "/", headers: dict | None = None) -> Response:
@@ -164,6 +209,11 @@ class ModuleStack:
         conn = http.client.HTTPConnection("127.0.0.1", self.base.ports.envoy_plain, timeout=10,
                                           source_address=("127.0.0.2", 0))
         return Stack._send(conn, "GET", path, list((headers or {}).items()))
+
+    def call_mtls(self, cert: str, token: str, path: str = "/orders") -> Response:
+        conn = http.client.HTTPSConnection("127.0.0.1", self.base.ports.envoy_mtls, timeout=10,
+                                           context=self.base.tls_context(cert))
+        return Stack._send(conn, "GET", path, [("authorization", f"Bearer {token}")])
 
     def bound(self, token: str, cert: str, path: str = "/orders") -> Response:
         return self.call(path, {"authorization": f"Bearer {token}",
@@ -308,3 +358,16 @@ def test_decisions_are_counted_in_envoys_prometheus_stats_without_total(module, 
     text = module.prometheus()
     assert re.search(r'^envoy_certbound_decisions\{decision="allow",reason="bound"\} \d+$', text, re.M), text[-2000:]
     assert "envoy_certbound_decisions_total" not in text
+
+
+# --- Envoy's own mTLS: the peer certificate's digest ----------------------------------------------
+
+def test_over_envoys_mtls_a_bound_token_passes_with_its_certificate_and_fails_with_another(module, alice_token):
+    # The policy reads Envoy's connection.sha256_peer_certificate_digest; the allow proves it is
+    # the SHA-256 of the DER the IdP bound the token to (cnf.x5t#S256).
+    resp = module.call_mtls("alice", alice_token)
+    assert resp.status == 200, resp
+    assert resp.upstream_headers.get("x-consumer-sub") == "alice-app"
+    stolen = module.call_mtls("bob", alice_token)
+    assert stolen.status == 401, stolen
+    assert 'error_description="certificate does not match access token"' in (stolen.www_authenticate or ""), stolen

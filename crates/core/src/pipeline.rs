@@ -21,13 +21,53 @@ use crate::introspection::IntrospectError;
 use crate::policy::{CertSource, Policy};
 use crate::token::{self, TokenError, VerifiedToken};
 
+/// The client certificate Envoy terminated mTLS with and verified, in the form the face has it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PeerCertificate<'a> {
+    /// No TLS client certificate (or Envoy sent none).
+    #[default]
+    None,
+    /// ext_authz: `attributes.source.certificate`, the URL-encoded PEM Envoy sends with
+    /// `include_peer_certificate: true`.
+    UrlEncodedPem(&'a str),
+    /// In-process: Envoy's SHA-256 of the DER leaf (`connection.sha256_peer_certificate_digest`),
+    /// already the x5t#S256 input. Envoy checked the chain and the dates in the handshake.
+    Sha256(Thumbprint),
+}
+
+impl<'a> PeerCertificate<'a> {
+    /// `attributes.source.certificate` as ext_authz sends it: empty means none.
+    pub fn url_encoded_pem(value: &'a str) -> Self {
+        match value.trim() {
+            "" => Self::None,
+            v => Self::UrlEncodedPem(v),
+        }
+    }
+
+    /// Envoy's hex digest attribute; anything but 64 hex digits is no certificate.
+    pub fn sha256_hex(hex: &[u8]) -> Self {
+        let mut t: Thumbprint = [0; 32];
+        if hex.len() != 64 {
+            return Self::None;
+        }
+        for (i, pair) in hex.chunks(2).enumerate() {
+            let digit = |c: u8| (c as char).to_digit(16);
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(h), Some(l)) => t[i] = (h * 16 + l) as u8,
+                _ => return Self::None,
+            }
+        }
+        Self::Sha256(t)
+    }
+}
+
 /// What the pipeline reads from a CheckRequest.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckInput<'a> {
     /// Lower-case header names, as Envoy sends them.
     pub headers: &'a HashMap<String, String>,
     /// `attributes.source.certificate`; empty when Envoy sent none.
-    pub peer_certificate: &'a str,
+    pub peer_certificate: PeerCertificate<'a>,
     /// `context_extensions["policy"]`, if the route sets one.
     pub policy_name: Option<&'a str>,
     /// `attributes.source.address`: the hop that connected to Envoy.
@@ -406,10 +446,21 @@ fn client_certificate(
             Ok(Some(facts))
         }
         CertSource::Peer => {
-            let value = input.peer_certificate.trim();
-            if value.is_empty() {
-                return Ok(None);
-            }
+            let value = match input.peer_certificate {
+                PeerCertificate::None => return Ok(None),
+                PeerCertificate::Sha256(thumbprint) => {
+                    // Envoy verified the chain and its dates in the handshake; the digest is all
+                    // the binding needs.
+                    return Ok(Some(Arc::new(CertFacts {
+                        thumbprint,
+                        issuer: None,
+                        chain: Vec::new(),
+                        validity: cert::Validity::ALWAYS,
+                        verified_at: now,
+                    })));
+                }
+                PeerCertificate::UrlEncodedPem(value) => value,
+            };
             let key = caches
                 .caches_certificates()
                 .then(|| cache::header_key(&[value]));
@@ -500,4 +551,29 @@ fn header_value(v: &Value) -> Option<String> {
 fn x5t(t: &Thumbprint) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PeerCertificate;
+
+    #[test]
+    fn envoys_peer_digest_is_read_as_the_thumbprint_and_anything_else_as_no_certificate() {
+        let hex = "00ff10a0".repeat(8);
+        let mut want = [0u8; 32];
+        for chunk in want.chunks_mut(4) {
+            chunk.copy_from_slice(&[0x00, 0xff, 0x10, 0xa0]);
+        }
+        assert_eq!(
+            PeerCertificate::sha256_hex(hex.as_bytes()),
+            PeerCertificate::Sha256(want)
+        );
+        for bad in [&b""[..], &hex.as_bytes()[..62], b"zz".repeat(32).as_slice()] {
+            assert_eq!(PeerCertificate::sha256_hex(bad), PeerCertificate::None);
+        }
+        assert_eq!(
+            PeerCertificate::url_encoded_pem("  "),
+            PeerCertificate::None
+        );
+    }
 }

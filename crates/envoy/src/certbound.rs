@@ -29,7 +29,7 @@ use certbound_core::clock;
 use certbound_core::decision::{Decision, DenyReason};
 use certbound_core::engine::Engine;
 use certbound_core::extract;
-use certbound_core::pipeline::{self, CheckInput, Outcome};
+use certbound_core::pipeline::{self, CheckInput, Outcome, PeerCertificate};
 use certbound_core::policy::CertSource;
 use futures_util::FutureExt;
 use tokio::sync::watch;
@@ -182,6 +182,8 @@ struct Request {
     headers: HashMap<String, String>,
     policy: Option<String>,
     source_ip: Option<IpAddr>,
+    /// Envoy's own mTLS: the digest of the client certificate it verified.
+    peer: PeerCertificate<'static>,
 }
 
 impl Request {
@@ -206,18 +208,21 @@ impl Request {
             .and_then(|a| std::str::from_utf8(a).ok())
             .and_then(|a| a.parse::<SocketAddr>().ok())
             .map(|a| a.ip());
+        let peer = envoy
+            .attribute_string(attribute::SHA256_PEER_CERTIFICATE_DIGEST)
+            .map_or(PeerCertificate::None, PeerCertificate::sha256_hex);
         Request {
             headers,
             policy: envoy.route_config().map(|p| p.0.clone()),
             source_ip,
+            peer,
         }
     }
 
     async fn check(self, engine: Arc<Engine>) -> Outcome {
         let input = CheckInput {
             headers: &self.headers,
-            // Envoy's own mTLS is not read yet: a policy on the peer certificate finds none.
-            peer_certificate: "",
+            peer_certificate: self.peer,
             policy_name: self.policy.as_deref(),
             source_ip: self.source_ip,
         };
