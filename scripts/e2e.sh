@@ -8,6 +8,6 @@ bash scripts/e2e-install.sh
 # All targets, as `cargo test --all-targets` builds them: the same dependency features, so after
 # the unit tests this is nearly free, where `--bin certbound` alone would rebuild dozens of crates
 # with dev-dependencies' features switched off (about 2 minutes on 2 cores).
-cargo build --locked --all-targets
+cargo build --locked --workspace --all-targets
 export CERTBOUND_BIN="${CERTBOUND_BIN:-$PWD/target/debug/certbound}"
 exec .venv/bin/python -m pytest tests/e2e "$@"

@@ -10,7 +10,7 @@ Routes: /strict/ carries a per-route `DynamicModuleFilterPerRoute` naming policy
 {disabled: true}`; everything else uses the default policy. The configuration file is the one the
 ext_authz instance "header" of the suite serves, so both faces run the same policies.
 
-This module builds the library itself (`cargo build -p certbound-envoy`) and starts only what it
+This module builds the library itself (`cargo build --workspace --all-targets`) and starts only what it
 needs: the PKI, the IdPs, the OCSP responder, the echo upstream and one Envoy.
 """
 
@@ -235,7 +235,10 @@ class ModuleStack:
 
 @pytest.fixture(scope="module")
 def module() -> Iterator[ModuleStack]:
-    build = subprocess.run(["cargo", "build", "-p", "certbound-envoy"], cwd=ROOT, capture_output=True, text=True,
+    # As scripts/e2e.sh builds (every target, the test build's dependency features): nearly free
+    # after it, where `-p certbound-envoy` alone would rebuild dozens of crates.
+    build = subprocess.run(["cargo", "build", "--locked", "--workspace", "--all-targets"], cwd=ROOT,
+                           capture_output=True, text=True,
                            timeout=900)
     assert build.returncode == 0, build.stderr[-3000:]
     assert (MODULE_DIR / "libcertbound_envoy.so").is_file()
