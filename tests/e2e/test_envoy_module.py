@@ -19,6 +19,7 @@ from __future__ import annotations
 import http.client
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -330,6 +331,30 @@ def test_a_check_that_needs_the_network_holds_the_request_and_resumes_it(module)
     resp = module.bound(token, "dave", "/ocsp")
     assert resp.status == 200, resp
     assert resp.upstream_headers.get("x-consumer-sub") == "bob-app"
+
+
+def test_a_request_body_waits_with_its_request_for_the_decision(module):
+    # With the OCSP responder wedged, the "strict" policy's check waits revocation_wait (500 ms)
+    # and then denies: the request is held all that time. Its body arrives meanwhile and must be
+    # held too: a body hook that let it pass would resume the request and send it upstream
+    # before any decision.
+    token = module.base.get_token("bob-app", AUDIENCE_RS, cert="dave")
+    module.base.pause("ocsp")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", module.base.ports.envoy_plain, timeout=10,
+                                          source_address=("127.0.0.2", 0))
+        resp = Stack._send(conn, "POST", "/strict/held-body",
+                           [("authorization", f"Bearer {token}"),
+                            ("x-client-cert", module.base.cert_url_encoded("dave")),
+                            ("content-type", "application/json")],
+                           body=b'{"amount": 100}' * 64)
+    finally:
+        module.base.resume("ocsp")
+    assert resp.status == 401, resp
+    assert 'error_description="client certificate revocation status unknown"' in (resp.www_authenticate or ""), resp
+    time.sleep(0.5)
+    echo_log = module.base._proc("echo").log.read_text(errors="replace")
+    assert "/strict/held-body" not in echo_log, "the upstream received a request that was denied"
 
 
 def test_a_revoked_certificate_is_denied_after_the_ocsp_answer(module):

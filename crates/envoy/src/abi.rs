@@ -397,6 +397,11 @@ pub trait HttpFilterModule: Sized + 'static {
     fn on_scheduled(&mut self, config: &Self::Config, envoy: &mut EnvoyFilter<'_>, event_id: u64);
     /// A hook panicked on the request path and the request was denied: count it.
     fn count_panic(config: &Self::Config, envoy: &EnvoyFilter<'_>);
+    /// The request is held until `on_scheduled` decides it. While it is, request body data and
+    /// trailers are held too: Envoy would otherwise resume the request on the first body chunk
+    /// its body hook lets pass (`FilterDataStatus::Continue` after a headers `StopIteration`),
+    /// sending it upstream before any decision.
+    fn holds_request(&self) -> bool;
 }
 
 // --- 2. foreign declarations --------------------------------------------------------------------
@@ -484,6 +489,11 @@ const REQUEST_HEADERS_STATUS_CONTINUE: u32 = 0;
 const REQUEST_HEADERS_STATUS_STOP_ITERATION: u32 = 1;
 // The body, trailers and response statuses: 0 = Continue in each of their enums.
 const STATUS_CONTINUE: u32 = 0;
+// envoy_dynamic_module_type_on_http_filter_request_body_status: Continue,
+// StopIterationAndBuffer, StopIterationAndWatermark, StopIterationNoBuffer (FilterDataStatus).
+const REQUEST_BODY_STATUS_STOP_ITERATION_AND_BUFFER: u32 = 1;
+// envoy_dynamic_module_type_on_http_filter_request_trailers_status: Continue, StopIteration.
+const REQUEST_TRAILERS_STATUS_STOP_ITERATION: u32 = 1;
 
 // Every symbol below is in the 1.40.0 binary's `nm -D` as `T` (defined, exported).
 unsafe extern "C" {
@@ -792,26 +802,48 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     }
 }
 
-// The hooks below are required by Envoy 1.40 (it refuses a module without any of them) but
-// certbound has nothing to do in them: request bodies, trailers and responses pass untouched,
-// and callouts are not used.
+/// Whether the stream at `filter_module_ptr` is still waiting for its decision (see
+/// `HttpFilterModule::holds_request`); a stream that cannot be read is treated as held.
+fn held(filter_module_ptr: *const c_void) -> bool {
+    // SAFETY: Envoy passes the pointer on_http_filter_new returned, on the stream's own thread,
+    // and no other reference to the stream is live during this hook.
+    match unsafe { stream_mut(filter_module_ptr) } {
+        Some(stream) => {
+            catch_unwind(AssertUnwindSafe(|| stream.filter.holds_request())).unwrap_or(true)
+        }
+        None => true,
+    }
+}
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     _: *mut c_void,
-    _: *const c_void,
+    filter_module_ptr: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    STATUS_CONTINUE
+    if held(filter_module_ptr) {
+        // Buffered (up to the connection's buffer limit) until the decision resumes or
+        // answers the request.
+        REQUEST_BODY_STATUS_STOP_ITERATION_AND_BUFFER
+    } else {
+        STATUS_CONTINUE
+    }
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     _: *mut c_void,
-    _: *const c_void,
+    filter_module_ptr: *const c_void,
 ) -> u32 {
-    STATUS_CONTINUE
+    if held(filter_module_ptr) {
+        REQUEST_TRAILERS_STATUS_STOP_ITERATION
+    } else {
+        STATUS_CONTINUE
+    }
 }
+
+// The hooks below are required by Envoy 1.40 (it refuses a module without any of them) but
+// certbound has nothing to do in them: responses pass untouched, and callouts are not used.
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(

@@ -412,6 +412,10 @@ impl HttpFilterModule for Certbound {
     fn count_panic(config: &FilterConfig, envoy: &EnvoyFilter<'_>) {
         config.count(envoy, &Decision::Deny(DenyReason::InternalError));
     }
+
+    fn holds_request(&self) -> bool {
+        self.decided.is_some()
+    }
 }
 
 #[cfg(test)]
