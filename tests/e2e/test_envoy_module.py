@@ -17,6 +17,7 @@ needs: the PKI, the IdPs, the OCSP responder, the echo upstream and one Envoy.
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import subprocess
 import time
@@ -174,7 +175,7 @@ class ModuleStack:
             proc = st._spawn("module-envoy", [
                 find_envoy(), "-c", config, "--concurrency", "1", "--log-level", "info",
                 "--disable-hot-restart",
-            ], env=self.env())
+            ], env=self.env(), drop_env=[k for k in os.environ if k.startswith("CERTBOUND_")])
             self.envoy_log = proc.log
             wait_until("module envoy /ready", lambda: http_get(st.ports.envoy_admin, "/ready") == (200, b"LIVE\n"),
                        30, proc=proc)
@@ -191,9 +192,11 @@ class ModuleStack:
 
     @staticmethod
     def env() -> dict:
-        # Envoy finds lib<name>.so for `dynamic_module_config.name` in this directory.
-        import os
-        return {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(MODULE_DIR)}
+        # Envoy finds lib<name>.so for `dynamic_module_config.name` in this directory. The
+        # module reads CERTBOUND_* overrides as `certbound serve` does, so none of the harness's
+        # own (CERTBOUND_BIN) may leak into Envoy's environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CERTBOUND_")}
+        return {**env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(MODULE_DIR)}
 
     def render(self, name: str, filter_config: str) -> Path:
         st = self.base
