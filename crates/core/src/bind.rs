@@ -7,46 +7,18 @@ use subtle::ConstantTimeEq;
 
 use crate::cert::Thumbprint;
 use crate::decision::AllowReason;
-use crate::names::UnknownName;
+use crate::names::spelled;
 use crate::token::Binding;
 
-/// Kong's `proof_of_possession_mtls`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PopMode {
-    /// No binding check.
-    Off,
-    /// Tokens carrying `cnf.x5t#S256` must match; unbound tokens pass.
-    Optional,
-    /// Every token must carry `cnf.x5t#S256` and match.
-    Strict,
-}
-
-impl PopMode {
-    pub const ALL: [PopMode; 3] = [Self::Off, Self::Optional, Self::Strict];
-    /// The spellings of `ALL`, in its order.
-    pub const NAMES: [&'static str; 3] = [
-        Self::Off.as_str(),
-        Self::Optional.as_str(),
-        Self::Strict.as_str(),
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Off => "off",
-            Self::Optional => "optional",
-            Self::Strict => "strict",
-        }
-    }
-}
-
-impl std::str::FromStr for PopMode {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| UnknownName::new(s, &Self::NAMES))
+spelled! {
+    /// Kong's `proof_of_possession_mtls`.
+    pub enum PopMode {
+        /// No binding check.
+        Off = "off",
+        /// Tokens carrying `cnf.x5t#S256` must match; unbound tokens pass.
+        Optional = "optional",
+        /// Every token must carry `cnf.x5t#S256` and match.
+        Strict = "strict",
     }
 }
 

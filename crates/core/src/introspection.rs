@@ -24,8 +24,6 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::names::UnknownName;
-
 /// What one introspection call yields: the members of the IdP's JSON answer.
 pub type IntrospectFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Map<String, Value>, IntrospectError>> + Send + 'a>>;
@@ -36,35 +34,13 @@ pub trait Introspect: Send + Sync {
     fn introspect<'a>(&'a self, token: &'a str) -> IntrospectFuture<'a>;
 }
 
-/// How the resource server authenticates to the introspection endpoint
-/// (Kong's `introspection_endpoint_auth_method`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    Basic,
-    Post,
-}
-
-impl ClientAuth {
-    pub const ALL: [ClientAuth; 2] = [Self::Basic, Self::Post];
-    /// The spellings of `ALL`, in its order (RFC 7591's `token_endpoint_auth_method` values).
-    pub const NAMES: [&'static str; 2] = [Self::Basic.as_str(), Self::Post.as_str()];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Basic => "client_secret_basic",
-            Self::Post => "client_secret_post",
-        }
-    }
-}
-
-impl std::str::FromStr for ClientAuth {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| UnknownName::new(s, &Self::NAMES))
+crate::names::spelled! {
+    /// How the resource server authenticates to the introspection endpoint
+    /// (Kong's `introspection_endpoint_auth_method`; RFC 7591's `token_endpoint_auth_method`
+    /// spellings).
+    pub enum ClientAuth {
+        Basic = "client_secret_basic",
+        Post = "client_secret_post",
     }
 }
 

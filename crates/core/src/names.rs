@@ -35,6 +35,49 @@ impl UnknownName {
     }
 }
 
+/// A mode enum whose values have one spelling each: the enum with `ALL` (its values in order),
+/// `NAMES` (their spellings, in the same order), `as_str` and a `FromStr` whose error lists the
+/// names. One row per value, so a value cannot be left without its spelling.
+macro_rules! spelled {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $spelling:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            const COUNT: usize = [$($spelling),+].len();
+            pub const ALL: [$name; Self::COUNT] = [$(Self::$variant),+];
+            /// The spellings of `ALL`, in its order.
+            pub const NAMES: [&'static str; Self::COUNT] = [$($spelling),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( Self::$variant => $spelling, )+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::names::UnknownName;
+
+            fn from_str(s: &str) -> Result<Self, $crate::names::UnknownName> {
+                Self::ALL
+                    .into_iter()
+                    .find(|m| m.as_str() == s)
+                    .ok_or_else(|| $crate::names::UnknownName::new(s, &Self::NAMES))
+            }
+        }
+    };
+}
+pub(crate) use spelled;
+
 /// "a, b, c (aliases: d, e)": the names, then any aliases.
 pub fn list(names: &[&str], aliases: &[&str]) -> String {
     let mut out = names.join(", ");

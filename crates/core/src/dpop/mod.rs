@@ -21,7 +21,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::decision::{AllowReason, DenyReason};
-use crate::names::UnknownName;
+use crate::names::spelled;
 pub use nonce::{NonceIssuer, MIN_SECRET_BYTES, NONCE_WINDOW};
 pub use proof::{
     access_token_hash, normalize_htu, parse, verify, Expected, Proof, MAX_JTI_BYTES,
@@ -29,44 +29,16 @@ pub use proof::{
 };
 pub use replay::{FirstUseFuture, ReplayBackend, ReplayError, ReplayStore};
 
-/// Kong's `proof_of_possession_dpop`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DpopMode {
-    /// No DPoP: the `DPoP` scheme is not accepted, and a token bound with `cnf.jkt` is refused
-    /// unless its certificate binding was proven.
-    Off,
-    /// Tokens bound with `cnf.jkt` must come with a valid proof; unbound tokens pass.
-    Optional,
-    /// Every token must be bound with `cnf.jkt` and come with a valid proof.
-    Strict,
-}
-
-impl DpopMode {
-    pub const ALL: [DpopMode; 3] = [Self::Off, Self::Optional, Self::Strict];
-    /// The spellings of `ALL`, in its order.
-    pub const NAMES: [&'static str; 3] = [
-        Self::Off.as_str(),
-        Self::Optional.as_str(),
-        Self::Strict.as_str(),
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Off => "off",
-            Self::Optional => "optional",
-            Self::Strict => "strict",
-        }
-    }
-}
-
-impl std::str::FromStr for DpopMode {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| UnknownName::new(s, &Self::NAMES))
+spelled! {
+    /// Kong's `proof_of_possession_dpop`.
+    pub enum DpopMode {
+        /// No DPoP: the `DPoP` scheme is not accepted, and a token bound with `cnf.jkt` is
+        /// refused unless its certificate binding was proven.
+        Off = "off",
+        /// Tokens bound with `cnf.jkt` must come with a valid proof; unbound tokens pass.
+        Optional = "optional",
+        /// Every token must be bound with `cnf.jkt` and come with a valid proof.
+        Strict = "strict",
     }
 }
 

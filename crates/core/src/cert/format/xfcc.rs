@@ -23,41 +23,18 @@
 
 use super::{pem, Presented};
 use crate::cert::{thumbprint, CertError, Thumbprint};
-use crate::names::UnknownName;
 
-/// How many XFCC elements a header may carry (`xfcc_elements`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum XfccElements {
-    /// Exactly one, as Envoy's `SANITIZE_SET` writes: a second element means the header was
-    /// appended to or sent twice, and is refused as a duplicate.
-    #[default]
-    One,
-    /// Any number (`APPEND_FORWARD` hops); the last one, written by the nearest hop, counts.
-    /// Refused where an element boundary could lie inside an unquoted SAN.
-    Last,
-}
-
-impl XfccElements {
-    pub const ALL: [XfccElements; 2] = [Self::One, Self::Last];
-    /// The spellings of `ALL`, in its order.
-    pub const NAMES: [&'static str; 2] = [Self::One.as_str(), Self::Last.as_str()];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::One => "one",
-            Self::Last => "last",
-        }
-    }
-}
-
-impl std::str::FromStr for XfccElements {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        Self::ALL
-            .into_iter()
-            .find(|e| e.as_str() == s)
-            .ok_or_else(|| UnknownName::new(s, &Self::NAMES))
+crate::names::spelled! {
+    /// How many XFCC elements a header may carry (`xfcc_elements`).
+    #[derive(Default)]
+    pub enum XfccElements {
+        /// Exactly one, as Envoy's `SANITIZE_SET` writes: a second element means the header was
+        /// appended to or sent twice, and is refused as a duplicate.
+        #[default]
+        One = "one",
+        /// Any number (`APPEND_FORWARD` hops); the last one, written by the nearest hop,
+        /// counts. Refused where an element boundary could lie inside an unquoted SAN.
+        Last = "last",
     }
 }
 
