@@ -654,10 +654,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         };
         crate::Module::config_new(&envoy, name, config)
     });
-    match built.flatten() {
-        Some(config) => Box::into_raw(Box::new(config)).cast_const().cast(),
-        None => std::ptr::null(),
-    }
+    into_envoy(built.flatten())
 }
 
 /// # Safety
@@ -666,12 +663,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
     filter_config_ptr: *const c_void,
 ) {
-    if filter_config_ptr.is_null() {
-        return;
-    }
-    // SAFETY: a pointer config_new returned from Box::into_raw; Envoy destroys it once.
-    let config = unsafe { Box::from_raw(filter_config_ptr.cast_mut().cast::<Config>()) };
-    guard("config_destroy", move || drop(config));
+    // SAFETY: per this hook's contract, a pointer config_new returned (into_envoy), once.
+    unsafe { destroy::<Config>(filter_config_ptr, "config_destroy") }
 }
 
 #[no_mangle]
@@ -686,10 +679,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
         let config = unsafe { config.as_bytes() };
         crate::Module::route_config_new(name, config)
     });
-    match built.flatten() {
-        Some(config) => Box::into_raw(Box::new(config)).cast_const().cast(),
-        None => std::ptr::null(),
-    }
+    into_envoy(built.flatten())
 }
 
 /// # Safety
@@ -698,12 +688,30 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
     filter_config_ptr: *const c_void,
 ) {
-    if filter_config_ptr.is_null() {
+    // SAFETY: per this hook's contract, a pointer per_route_config_new returned (into_envoy),
+    // once.
+    unsafe { destroy::<RouteConfig>(filter_config_ptr, "per_route_config_destroy") }
+}
+
+/// Hands `value` to Envoy as an owned pointer (null for `None`: Envoy refuses the config).
+fn into_envoy<T>(value: Option<T>) -> *const c_void {
+    match value {
+        Some(v) => Box::into_raw(Box::new(v)).cast_const().cast(),
+        None => std::ptr::null(),
+    }
+}
+
+/// Takes back and drops what `into_envoy::<T>` handed out.
+///
+/// # Safety
+/// `ptr` is null or came from `into_envoy::<T>` and is passed here once.
+unsafe fn destroy<T>(ptr: *const c_void, hook: &'static str) {
+    if ptr.is_null() {
         return;
     }
-    // SAFETY: a pointer per_route_config_new returned from Box::into_raw; destroyed once.
-    let config = unsafe { Box::from_raw(filter_config_ptr.cast_mut().cast::<RouteConfig>()) };
-    guard("per_route_config_destroy", move || drop(config));
+    // SAFETY: per this function's contract, a Box<T> leaked by into_envoy, freed once.
+    let value = unsafe { Box::from_raw(ptr.cast_mut().cast::<T>()) };
+    guard(hook, move || drop(value));
 }
 
 /// # Safety
