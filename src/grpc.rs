@@ -16,10 +16,9 @@ use envoy_types::ext_authz::v3::pb::{
 };
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value as ProtoValue};
 use envoy_types::pb::google::rpc;
-use std::collections::BTreeMap;
 
 use crate::metrics::Metrics;
-use certbound_core::answer::{self, Answer, Denial};
+use certbound_core::answer::{self, Answer, Denial, LogFields};
 use certbound_core::clock;
 use certbound_core::decision::{Decision, DenyReason};
 use certbound_core::engine::Engine;
@@ -145,6 +144,7 @@ impl Authorization for AuthzService {
         Ok(tonic::Response::new(response(
             &outcome,
             certbound_core::extract::host(headers),
+            self.engine.load().log_fields,
         )))
     }
 }
@@ -160,8 +160,9 @@ fn source_ip(
     }
 }
 
-/// Builds the CheckResponse for an outcome. `host` becomes the challenge's `realm`.
-pub fn response(outcome: &Outcome, host: Option<&str>) -> CheckResponse {
+/// Builds the CheckResponse for an outcome. `host` becomes the challenge's `realm`; `fields`
+/// are the access-log fields of its dynamic metadata (none: no metadata at all).
+pub fn response(outcome: &Outcome, host: Option<&str>, fields: LogFields) -> CheckResponse {
     let mut resp = match Answer::of(outcome, host) {
         Answer::Allow { set, remove } => CheckResponse {
             status: Some(rpc::Status {
@@ -177,26 +178,27 @@ pub fn response(outcome: &Outcome, host: Option<&str>) -> CheckResponse {
         },
         Answer::Deny(denial) => denied(denial),
     };
-    resp.dynamic_metadata = Some(metadata(outcome));
+    if fields != LogFields::NONE {
+        resp.dynamic_metadata = Some(metadata(outcome, fields));
+    }
     resp
 }
 
 /// What Envoy's access log and later filters can read under
 /// `envoy.filters.http.ext_authz`: the policy, the decision and its reason, and who it was.
-fn metadata(outcome: &Outcome) -> Struct {
-    let fields: BTreeMap<String, ProtoValue> = answer::log_fields(outcome)
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                ProtoValue {
-                    kind: Some(Kind::StringValue(v.to_string())),
-                },
-            )
-        })
-        .collect();
+fn metadata(outcome: &Outcome, fields: LogFields) -> Struct {
     Struct {
-        fields: fields.into_iter().collect(),
+        fields: answer::log_fields(outcome, fields)
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    ProtoValue {
+                        kind: Some(Kind::StringValue(v.to_string())),
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
@@ -321,13 +323,29 @@ mod tests {
     }
 
     #[test]
+    fn a_response_carries_the_configured_log_fields_and_none_without_any() {
+        use certbound_core::answer::LogField;
+        let outcome = Outcome {
+            decision: Decision::Deny(DenyReason::MissingToken),
+            policy: "default".into(),
+            ..Outcome::default()
+        };
+        let only_reason = response(&outcome, None, LogFields::of([LogField::Reason]));
+        let fields = only_reason.dynamic_metadata.expect("metadata").fields;
+        assert_eq!(fields.keys().collect::<Vec<_>>(), ["reason"]);
+        assert!(response(&outcome, None, LogFields::NONE)
+            .dynamic_metadata
+            .is_none());
+    }
+
+    #[test]
     fn denied_response_is_never_an_ok_status() {
         for r in DenyReason::ALL {
             let outcome = Outcome {
                 decision: Decision::Deny(r),
                 ..Outcome::default()
             };
-            let resp = response(&outcome, Some("h"));
+            let resp = response(&outcome, Some("h"), LogFields::ALL);
             assert_ne!(resp.status.unwrap().code, OK, "{r:?}");
         }
     }
@@ -345,7 +363,7 @@ mod tests {
             }),
             ..Outcome::default()
         };
-        match response(&outcome, Some("api.test")).http_response {
+        match response(&outcome, Some("api.test"), LogFields::ALL).http_response {
             Some(HttpResponse::DeniedResponse(d)) => d.headers,
             other => panic!("expected a denial, got {other:?}"),
         }

@@ -92,6 +92,7 @@ impl Config {
                     .into_iter()
                     .map(|(name, a)| (name, Arc::new(a)))
                     .collect(),
+                log_fields: self.dynamic_metadata,
             },
             key_fetches,
         })

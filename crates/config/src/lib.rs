@@ -17,6 +17,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
 use certbound_adapters::http::IdpClient;
+use certbound_core::answer::LogFields;
 use certbound_core::policy::Policies;
 
 mod build;
@@ -91,6 +92,8 @@ pub struct Config {
     pub key_refresh: KeyRefresh,
     pub idp_client: IdpClient,
     pub replay: ReplaySettings,
+    /// `dynamic_metadata`: the access-log fields every answer carries.
+    pub dynamic_metadata: LogFields,
     /// Every file the configuration was built from (the config file itself, CA bundles, JWKS
     /// files): a reload is due when one of them changes.
     pub files: Vec<PathBuf>,

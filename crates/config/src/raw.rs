@@ -29,6 +29,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "dpop_replay",
     "allow_insecure_http_for_tests",
     "grpc_tls",
+    "dynamic_metadata",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +47,7 @@ pub(super) struct RawGlobal {
     pub(super) dpop_replay: Option<RawReplay>,
     pub(super) allow_insecure_http_for_tests: Option<bool>,
     pub(super) grpc_tls: Option<RawGrpcTls>,
+    pub(super) dynamic_metadata: Option<Vec<String>>,
 }
 
 /// `[grpc_tls]`: TLS on the gRPC listener, with optional client-certificate authentication.

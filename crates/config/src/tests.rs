@@ -59,6 +59,34 @@ fn issues(toml: &str, dir: &Path) -> Vec<Issue> {
 }
 
 #[test]
+fn dynamic_metadata_defaults_to_every_field_and_names_only_known_ones() {
+    use certbound_core::answer::{LogField, LogFields};
+    let dir = dir_with_ca();
+    let c = load(GOOD, dir.path()).unwrap();
+    assert_eq!(c.dynamic_metadata, LogFields::ALL);
+    assert_eq!(built(&c).engine.log_fields, LogFields::ALL);
+    let toml = format!("dynamic_metadata = [\"reason\", \"sub\"]\n{GOOD}");
+    let c = load(&toml, dir.path()).unwrap();
+    assert_eq!(
+        c.dynamic_metadata,
+        LogFields::of([LogField::Reason, LogField::Sub])
+    );
+    let toml = format!("dynamic_metadata = []\n{GOOD}");
+    let c = load(&toml, dir.path()).unwrap();
+    assert_eq!(built(&c).engine.log_fields, LogFields::NONE);
+    let toml = format!("dynamic_metadata = [\"reason\", \"token\"]\n{GOOD}");
+    let i = issues(&toml, dir.path());
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert_eq!(i[0].key, "dynamic_metadata");
+    assert!(
+        i[0].message.contains("`token` is not one of"),
+        "{}",
+        i[0].message
+    );
+    assert!(i[0].message.contains("client_id"), "{}", i[0].message);
+}
+
+#[test]
 fn cache_keys_size_the_caches_and_every_policy_gets_its_own() {
     let dir = dir_with_ca();
     let e = built(&load(GOOD, dir.path()).unwrap()).engine;

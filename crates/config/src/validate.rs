@@ -16,6 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use certbound_adapters::http::IdpClient;
+use certbound_core::answer::{LogField, LogFields};
 use certbound_core::cache::Settings as CacheSettings;
 use certbound_core::cert::{HeaderFormat, TrustStore, XfccElements};
 use certbound_core::defaults;
@@ -266,6 +267,19 @@ impl Validator<'_> {
             unknown_kid_wait: certbound_core::policy::UNKNOWN_KID_WAIT.min(timeout),
         };
         let replay = self.replay_store(global.dpop_replay.unwrap_or_default());
+        let dynamic_metadata = match global.dynamic_metadata {
+            None => defaults::DYNAMIC_METADATA,
+            Some(names) => {
+                let mut fields = Vec::new();
+                for name in &names {
+                    match name.parse::<LogField>() {
+                        Ok(field) => fields.push(field),
+                        Err(e) => self.issue("dynamic_metadata", e.to_string()),
+                    }
+                }
+                LogFields::of(fields)
+            }
+        };
 
         let default = self.policy("default", default, &shared);
         let mut policies = HashMap::new();
@@ -302,6 +316,7 @@ impl Validator<'_> {
             },
             idp_client,
             replay: replay?,
+            dynamic_metadata,
             files: std::mem::take(&mut self.files),
             warnings: std::mem::take(&mut self.warnings),
         })

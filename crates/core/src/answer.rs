@@ -10,7 +10,44 @@
 
 use crate::decision::{Decision, DenyReason, UpstreamHeader};
 use crate::dpop::{self, DpopMode};
+use crate::names::spelled;
 use crate::pipeline::Outcome;
+
+spelled! {
+    /// One access-log field of an answer (`dynamic_metadata`), in the order answers list them.
+    pub enum LogField {
+        Policy = "policy",
+        Decision = "decision",
+        Reason = "reason",
+        Sub = "sub",
+        ClientId = "client_id",
+        X5t = "x5t",
+    }
+}
+
+/// The access-log fields answers carry (`dynamic_metadata`). Each field costs Envoy a little
+/// per request, so a deployment whose access log reads none of them can turn them off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogFields(u8);
+
+impl LogFields {
+    pub const NONE: LogFields = LogFields(0);
+    pub const ALL: LogFields = LogFields((1 << LogField::ALL.len()) - 1);
+
+    pub fn of(fields: impl IntoIterator<Item = LogField>) -> Self {
+        LogFields(fields.into_iter().fold(0, |bits, f| bits | 1 << f as u8))
+    }
+
+    pub fn contains(self, field: LogField) -> bool {
+        self.0 & (1 << field as u8) != 0
+    }
+}
+
+impl Default for LogFields {
+    fn default() -> Self {
+        crate::defaults::DYNAMIC_METADATA
+    }
+}
 
 /// One response header line. A name may repeat (one `WWW-Authenticate` line per challenge).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,28 +99,28 @@ impl Answer {
     }
 }
 
-/// The facts an access log reads (ext_authz dynamic metadata, the module's filter metadata):
-/// the policy, the decision and its reason, and who it was, in this order.
-pub fn log_fields(outcome: &Outcome) -> Vec<(&'static str, &str)> {
+/// The facts an access log reads (ext_authz dynamic metadata, the module's filter metadata),
+/// those of `fields` that the outcome has: the policy, the decision and its reason, and who it
+/// was, in this order.
+pub fn log_fields(outcome: &Outcome, fields: LogFields) -> Vec<(&'static str, &str)> {
     let (decision, reason) = match &outcome.decision {
         Decision::Allow { reason, .. } => ("allow", reason.as_str()),
         Decision::Deny(reason) => ("deny", reason.as_str()),
     };
-    let mut fields = vec![
-        ("policy", outcome.policy.as_str()),
-        ("decision", decision),
-        ("reason", reason),
+    let values = [
+        Some(outcome.policy.as_str()),
+        Some(decision),
+        Some(reason),
+        outcome.subject.as_deref(),
+        outcome.client_id.as_deref(),
+        outcome.thumbprint.as_deref(),
     ];
-    for (k, v) in [
-        ("sub", &outcome.subject),
-        ("client_id", &outcome.client_id),
-        ("x5t", &outcome.thumbprint),
-    ] {
-        if let Some(v) = v {
-            fields.push((k, v.as_str()));
-        }
-    }
-    fields
+    LogField::ALL
+        .into_iter()
+        .zip(values)
+        .filter(|(field, _)| fields.contains(*field))
+        .filter_map(|(field, value)| Some((field.as_str(), value?)))
+        .collect()
 }
 
 fn denial(
@@ -181,6 +218,52 @@ fn realm(host: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn allowed_outcome() -> Outcome {
+        Outcome {
+            decision: Decision::Allow {
+                reason: crate::decision::AllowReason::Bound,
+                headers: Vec::new(),
+                remove: Vec::new(),
+            },
+            policy: "default".into(),
+            subject: Some("alice".into()),
+            client_id: None,
+            thumbprint: Some("x5t-value".into()),
+            ..Outcome::default()
+        }
+    }
+
+    #[test]
+    fn log_fields_are_the_configured_ones_the_outcome_has_in_order() {
+        let o = allowed_outcome();
+        assert_eq!(
+            log_fields(&o, LogFields::ALL),
+            vec![
+                ("policy", "default"),
+                ("decision", "allow"),
+                ("reason", "bound"),
+                ("sub", "alice"),
+                ("x5t", "x5t-value"),
+            ]
+        );
+        let some = LogFields::of([LogField::X5t, LogField::Reason]);
+        assert_eq!(
+            log_fields(&o, some),
+            vec![("reason", "bound"), ("x5t", "x5t-value")]
+        );
+        assert!(log_fields(&o, LogFields::NONE).is_empty());
+    }
+
+    #[test]
+    fn all_log_fields_is_every_field_and_the_default() {
+        assert_eq!(LogFields::ALL, LogFields::of(LogField::ALL));
+        assert_eq!(LogFields::default(), LogFields::ALL);
+        for f in LogField::ALL {
+            assert!(LogFields::ALL.contains(f));
+            assert!(!LogFields::NONE.contains(f));
+        }
+    }
 
     #[test]
     fn realm_cannot_inject_into_the_challenge() {

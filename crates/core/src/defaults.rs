@@ -12,6 +12,8 @@ pub const GRPC_LISTEN: &str = "127.0.0.1:9191";
 /// Loopback, next to `GRPC_LISTEN`: metrics and probes are for the pod, not the world.
 pub const ADMIN_LISTEN: &str = "127.0.0.1:9192";
 
+/// `dynamic_metadata`: every access-log field, as before the key existed.
+pub const DYNAMIC_METADATA: crate::answer::LogFields = crate::answer::LogFields::ALL;
 /// Milliseconds for one HTTP call to the IdP: Kong's `timeout` default.
 pub const TIMEOUT_MS: u64 = 10_000;
 /// Verify the IdP's TLS certificate: certbound's, fail closed.

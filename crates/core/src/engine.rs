@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::answer::LogFields;
 use crate::cache::Caches;
 use crate::dpop::ReplayStore;
 use crate::introspection::Introspector;
@@ -78,6 +79,8 @@ const IN_MEMORY_REPLAY_ENTRIES: u64 = 100_000;
 pub struct Engine {
     pub default: Arc<Active>,
     pub named: HashMap<String, Arc<Active>>,
+    /// What every answer tells the access log (`dynamic_metadata`).
+    pub log_fields: LogFields,
 }
 
 impl Engine {
@@ -86,6 +89,7 @@ impl Engine {
         Self {
             default: Arc::new(active),
             named: HashMap::new(),
+            log_fields: LogFields::default(),
         }
     }
 

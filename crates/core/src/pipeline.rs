@@ -275,10 +275,14 @@ async fn token_facts(
     now: u64,
     outcome: &mut Outcome,
 ) -> Result<Arc<TokenFacts>, DenyReason> {
-    let jwt = crate::introspection::is_jwt_shaped(token);
     let lookups = &mut outcome.cache;
-    match &services.introspector {
-        Some(introspector) if !(policy.bearer && jwt && !policy.introspect_jwt_tokens) => {
+    // Parsing the JWT header matters only when introspection could take the token instead.
+    let introspect = |introspector| {
+        let jwt = crate::introspection::is_jwt_shaped(token);
+        (!(policy.bearer && jwt && !policy.introspect_jwt_tokens)).then_some(introspector)
+    };
+    match services.introspector.as_ref().and_then(introspect) {
+        Some(introspector) => {
             let response = introspector.introspect(token, now).await.inspect_err(|e| {
                 outcome.introspection_saturated |= matches!(e, IntrospectError::Saturated);
             })?;

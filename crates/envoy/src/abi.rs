@@ -139,11 +139,6 @@ impl<'a> EnvoyFilter<'a> {
         }
     }
 
-    /// The first value of request header `name` (lower-case), if present.
-    pub fn request_header(&self, name: &str) -> Option<&[u8]> {
-        self.request_header_at(name, 0).0
-    }
-
     /// Every value of request header `name`, in order.
     pub fn request_header_values(&self, name: &str) -> Vec<&[u8]> {
         let (first, count) = self.request_header_at(name, 0);
@@ -158,6 +153,11 @@ impl<'a> EnvoyFilter<'a> {
             }
         }
         values
+    }
+
+    /// The first value of request header `name` and how many values it has.
+    pub fn request_header(&self, name: &str) -> (Option<&[u8]>, usize) {
+        self.request_header_at(name, 0)
     }
 
     fn request_header_at(&self, name: &str, index: usize) -> (Option<&[u8]>, usize) {
@@ -271,15 +271,29 @@ impl<'a> EnvoyFilter<'a> {
         unsafe { ptr.cast::<RouteConfigOf>().as_ref() }
     }
 
-    /// Sets dynamic metadata `namespace.key = value` (string), e.g. for access logs.
-    pub fn set_metadata_string(&mut self, namespace: &str, key: &str, value: &str) {
-        // SAFETY: filter of the running hook; the three buffers borrow live data; Envoy copies.
+    /// Sets the string entries of dynamic metadata `namespace` (e.g. for access logs) in one
+    /// call: Envoy resolves the namespace and merges once, not once per entry.
+    pub fn set_metadata_strings(&mut self, namespace: &str, entries: &[(&str, &str)]) {
+        if entries.is_empty() {
+            return;
+        }
+        let pairs: Vec<ModuleKeyValue> = entries
+            .iter()
+            .map(|(k, v)| ModuleKeyValue {
+                key_ptr: k.as_ptr().cast(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr().cast(),
+                value_length: v.len(),
+            })
+            .collect();
+        // SAFETY: filter of the running hook; the namespace and every pair borrow live data for
+        // the duration of the call; Envoy copies them.
         unsafe {
-            envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+            envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
                 self.ptr,
                 ModuleBuffer::from_bytes(namespace.as_bytes()),
-                ModuleBuffer::from_bytes(key.as_bytes()),
-                ModuleBuffer::from_bytes(value.as_bytes()),
+                pairs.as_ptr(),
+                pairs.len(),
             )
         }
     }
@@ -466,6 +480,16 @@ pub struct ModuleHttpHeader {
     value_length: usize,
 }
 
+/// `envoy_dynamic_module_type_module_key_value_pair` (abi.h, "Common Types"): `{key_ptr,
+/// key_length, value_ptr, value_length}`, the entries of a metadata batch.
+#[repr(C)]
+pub struct ModuleKeyValue {
+    key_ptr: *const c_char,
+    key_length: usize,
+    value_ptr: *const c_char,
+    value_length: usize,
+}
+
 /// `envoy_dynamic_module_type_envoy_http_header`: only passed to hooks this module ignores
 /// (callout results), so only its pointer type is needed.
 #[repr(C)]
@@ -540,11 +564,11 @@ unsafe extern "C" {
         details: ModuleBuffer,
     );
 
-    fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+    fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
         filter_envoy_ptr: *mut c_void,
         ns: ModuleBuffer,
-        key: ModuleBuffer,
-        value: ModuleBuffer,
+        entries: *const ModuleKeyValue,
+        entries_size: usize,
     );
 
     fn envoy_dynamic_module_callback_get_most_specific_route_config(
@@ -1047,7 +1071,7 @@ mod tests {
 /// them undefined; an executable may not). Only `log` records anything.
 #[cfg(test)]
 mod fake_envoy {
-    use super::{EnvoyBuffer, ModuleBuffer, ModuleHttpHeader};
+    use super::{EnvoyBuffer, ModuleBuffer, ModuleHttpHeader, ModuleKeyValue};
     use std::cell::RefCell;
     use std::ffi::c_void;
 
@@ -1115,11 +1139,11 @@ mod fake_envoy {
     ) {
     }
     #[no_mangle]
-    extern "C" fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+    extern "C" fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
         _: *mut c_void,
         _: ModuleBuffer,
-        _: ModuleBuffer,
-        _: ModuleBuffer,
+        _: *const ModuleKeyValue,
+        _: usize,
     ) {
     }
     #[no_mangle]

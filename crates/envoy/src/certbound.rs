@@ -27,6 +27,7 @@ use certbound_config::Config;
 use certbound_core::answer::{self, Answer};
 use certbound_core::clock;
 use certbound_core::decision::{Decision, DenyReason};
+use certbound_core::dpop::DpopMode;
 use certbound_core::engine::Engine;
 use certbound_core::extract;
 use certbound_core::pipeline::{self, CheckInput, Outcome, PeerCertificate};
@@ -45,16 +46,11 @@ const EVENT_DECIDED: u64 = 1;
 const RUNTIME_THREADS: usize = 2;
 /// Envoy's dynamic metadata namespace for the access-log fields.
 const METADATA_NAMESPACE: &str = "certbound";
-/// The request headers a check can read besides each policy's certificate headers.
-const CHECK_HEADERS: &[&str] = &[
-    "authorization",
-    "dpop",
-    ":method",
-    ":path",
-    ":authority",
-    "host",
-    ":scheme",
-];
+/// The request headers every check reads besides each policy's certificate headers. Envoy
+/// keeps the `Host` header as `:authority` (HTTP/1 and HTTP/2 alike).
+const CHECK_HEADERS: &[&str] = &["authorization", ":authority"];
+/// What a DPoP proof is checked against, read only when a policy takes DPoP.
+const DPOP_HEADERS: &[&str] = &["dpop", ":method", ":path"];
 
 /// Shared by every stream of one filter configuration (all worker threads).
 pub struct FilterConfig {
@@ -170,6 +166,9 @@ impl FilterConfig {
         }
         let mut headers: Vec<String> = CHECK_HEADERS.iter().map(|h| h.to_string()).collect();
         for active in built.engine.iter() {
+            if active.policy.dpop.mode != DpopMode::Off {
+                headers.extend(DPOP_HEADERS.iter().map(|h| h.to_string()));
+            }
             if let CertSource::Header(source) = &active.policy.cert_source {
                 headers.push(source.name.clone());
                 headers.extend(source.chain_name.clone());
@@ -207,20 +206,23 @@ struct Request {
 
 impl Request {
     fn read(config: &FilterConfig, envoy: &EnvoyFilter<'_>) -> Request {
-        let mut headers = HashMap::new();
+        let mut headers = HashMap::with_capacity(config.headers.len());
         for name in &config.headers {
-            let values = envoy.request_header_values(name);
-            if values.is_empty() {
-                continue;
-            }
-            // Joined as Envoy joins a repeated header for ext_authz, so both faces see the
-            // same value (and a second `authorization` is refused the same way).
-            let joined = values
-                .iter()
-                .map(|v| String::from_utf8_lossy(v))
-                .collect::<Vec<_>>()
-                .join(",");
-            headers.insert(name.clone(), joined);
+            let (first, count) = envoy.request_header(name);
+            let Some(first) = first else { continue };
+            let value = if count > 1 {
+                // Joined as Envoy joins a repeated header for ext_authz, so both faces see the
+                // same value (and a second `authorization` is refused the same way).
+                envoy
+                    .request_header_values(name)
+                    .iter()
+                    .map(|v| text_lossy(v))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            } else {
+                text_lossy(first)
+            };
+            headers.insert(name.clone(), value);
         }
         let source_ip = envoy
             .attribute_string(attribute::SOURCE_ADDRESS)
@@ -249,6 +251,15 @@ impl Request {
     }
 }
 
+/// A header value as text; bytes that are not UTF-8 become U+FFFD (the check then denies a
+/// token or certificate that carried them: neither is valid with U+FFFD in it).
+fn text_lossy(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(value).into_owned(),
+    }
+}
+
 /// An outcome no policy decided.
 fn undecided(reason: DenyReason) -> Outcome {
     Outcome {
@@ -264,9 +275,10 @@ impl Certbound {
     /// access-log fields either way. Returns whether the request goes on.
     fn apply(&self, config: &FilterConfig, envoy: &mut EnvoyFilter<'_>, outcome: &Outcome) -> bool {
         config.count(envoy, &outcome.decision);
-        for (key, value) in answer::log_fields(outcome) {
-            envoy.set_metadata_string(METADATA_NAMESPACE, key, value);
-        }
+        envoy.set_metadata_strings(
+            METADATA_NAMESPACE,
+            &answer::log_fields(outcome, config.engine.log_fields),
+        );
         match Answer::of(outcome, self.host.as_deref()) {
             Answer::Allow { set, remove } => {
                 for name in &remove {
