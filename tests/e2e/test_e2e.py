@@ -338,6 +338,52 @@ def test_huge_header_through_nginx(stack, alice_rs, face):
     assert_denied(stack.call_nginx("alice", alice_rs, {CERT_HEADER: "A" * 20_000}, face=face))
 
 
+# --- both faces, side by side -------------------------------------------------------------------
+
+# Set per connection or per hop, never by certbound: the only upstream headers allowed to differ.
+PER_HOP = {"x-request-id", "x-envoy-expected-rq-timeout-ms", "x-forwarded-for", "x-forwarded-proto"}
+
+
+def _answer(resp: Response) -> dict:
+    """What a client and the upstream get: status, challenge, content type and body of a deny;
+    the upstream's request headers (without per-hop ones) of an allow."""
+    if resp.upstream is not None:
+        return {"status": resp.status, "upstream": {k: v for k, v in resp.upstream_headers.items() if k not in PER_HOP}}
+    return {"status": resp.status, "www-authenticate": resp.www_authenticate,
+            "content-type": resp.header("content-type"), "body": resp.body}
+
+
+@pytest.mark.parametrize("case", ["allowed", "extra-headers", "no-token", "garbage", "stolen", "unbound",
+                                  "expired", "two-authorizations", "untrusted-hop", "strict-unknown"])
+def test_both_faces_give_the_same_answer(stack, alice_rs, case):
+    """The same request through ext_authz and through the module: the same status, challenge and
+    body, and the same headers at the upstream (certbound's own set, the certificate header and
+    everything else as the client sent it)."""
+    cert = {CERT_HEADER: stack.cert_url_encoded("alice")}
+    now = int(time.time())
+    send = {
+        "allowed": lambda face: stack.call_nginx("alice", alice_rs, face=face),
+        "extra-headers": lambda face: stack.call_nginx("alice", alice_rs, {"x-consumer-sub": "admin", "x-app": "1"},
+                                                       path="/a?b=c", face=face),
+        "no-token": lambda face: stack.call_nginx("alice", None, face=face),
+        "garbage": lambda face: stack.call_nginx("alice", "garbage", face=face),
+        "stolen": lambda face: stack.call_nginx("bob", alice_rs, face=face),
+        "unbound": lambda face: stack.call_nginx("alice", stack.get_token("unbound-app", AUDIENCE_RS), face=face),
+        "expired": lambda face: stack.call_nginx("alice", stack.mint_token(
+            claims_like(alice_rs, iat=now - 7200, exp=now - 3600)), face=face),
+        "two-authorizations": lambda face: stack.call_envoy_plain(
+            [("authorization", f"Bearer {alice_rs}"), ("authorization", f"Bearer {alice_rs}"), *cert.items()], face=face),
+        "untrusted-hop": lambda face: stack.call_envoy_plain(cert, alice_rs, from_proxy=False, face=face),
+        "strict-unknown": lambda face: stack.call_nginx("alice", alice_rs, path=STRICT, face=face),
+    }[case]
+    ext_authz, module = _answer(send("ext_authz")), _answer(send("module"))
+    assert ext_authz == module
+    if case.startswith(("allowed", "extra")):
+        assert ext_authz["status"] == 200
+    else:
+        assert ext_authz["status"] in (400, 401) and ext_authz["www-authenticate"], ext_authz
+
+
 # --- Kong's documented acceptance check, verbatim ------------------------------------------------------
 
 def _kong_tutorial(stack, with_header: bool, face: str) -> int:
