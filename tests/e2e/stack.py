@@ -645,6 +645,8 @@ class Stack:
 
     def _start_certbound(self) -> None:
         if self.standin:
+            for mode in DPOP_MODES:
+                self.certbound_config(mode)  # the module face's dpop twins load them
             for mode in CERTBOUND_MODES:
                 self.certbound_config(mode)  # still rendered, so the template is exercised
                 admin = getattr(self.ports, f"admin_{mode}")
