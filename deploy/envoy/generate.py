@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,15 @@ def indent(text: str, n: int) -> str:
 
 # --- the shared pieces ----------------------------------------------------------------------------
 
-ACCESS_LOG = """\
+# Where certbound's verdict lands in Envoy's dynamic metadata: the ext_authz filter's namespace,
+# or the module's own.
+EXT_AUTHZ_METADATA = "envoy.filters.http.ext_authz"
+MODULE_METADATA = "certbound"
+
+
+def access_log(ns: str) -> str:
+    fields = " ".join(f"{f}=%DYNAMIC_METADATA({ns}:{f})%" for f in ("policy", "decision", "reason", "sub", "x5t"))
+    return f"""\
 access_log:
 - name: envoy.access_loggers.stdout
   typed_config:
@@ -55,7 +63,7 @@ access_log:
       # No request headers here: they carry tokens and certificates. certbound's verdict comes
       # from its dynamic metadata: the policy, the decision and its reason, who, which certificate.
       text_format_source:
-        inline_string: "[%START_TIME%] listener=%DOWNSTREAM_LOCAL_PORT% %REQ(:METHOD)% %REQ(:PATH)% -> %RESPONSE_CODE% flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS% %DURATION%ms policy=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:policy)% decision=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision)% reason=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)% sub=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)% x5t=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:x5t)%\\n"
+        inline_string: "[%START_TIME%] listener=%DOWNSTREAM_LOCAL_PORT% %REQ(:METHOD)% %REQ(:PATH)% -> %RESPONSE_CODE% flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS% %DURATION%ms {fields}\\n"
 """
 
 H2_OPTIONS = """\
@@ -100,11 +108,70 @@ def ext_authz_filter(stat_prefix: str, cluster: str, timeout: str, peer_certific
 """
 
 
+def module_filter(config_path: str) -> str:
+    """certbound as an Envoy dynamic module (crates/envoy): the same certbound TOML file an
+    ext_authz instance serves, read by the module inside Envoy (docs/envoy-module.md)."""
+    return f"""\
+- name: certbound
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+    # libcertbound_envoy.so, found in ENVOY_DYNAMIC_MODULES_SEARCH_PATH; decisions are counted as
+    # envoy_certbound_decisions{{decision, reason}} in /stats/prometheus.
+    dynamic_module_config: {{ name: certbound_envoy, metrics_namespace: certbound }}
+    filter_name: certbound
+    filter_config:
+      "@type": type.googleapis.com/google.protobuf.StringValue
+      value: "{config_path}"
+"""
+
+
 ROUTER_FILTER = """\
 - name: envoy.filters.http.router
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
 """
+
+
+# Per route, under the filter's name: ext_authz's own ExtAuthzPerRoute, or for the module a
+# DynamicModuleFilterPerRoute naming the policy and Envoy's generic FilterConfig to switch it off.
+EXT_AUTHZ_DISABLED = """\
+envoy.filters.http.ext_authz:
+  "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+  disabled: true"""
+
+MODULE_DISABLED = """\
+certbound:
+  "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+  disabled: true"""
+
+
+def module_policy(policy: str) -> str:
+    return f"""\
+certbound:
+  "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute
+  dynamic_module_config: {{ name: certbound_envoy }}
+  filter_name: certbound
+  filter_config:
+    "@type": type.googleapis.com/google.protobuf.StringValue
+    value: {policy}"""
+
+
+def module_policy_route(name: str, prefix: str, policy: str, upstream: str) -> str:
+    """A route whose module checks use certbound's `[policies.<policy>]`."""
+    return f"""\
+- name: {name}
+  match: {{ prefix: "{prefix}" }}
+  route: {{ cluster: {upstream} }}
+  typed_per_filter_config:
+{indent(module_policy(policy), 4)}"""
+
+
+def plain_route(name: str, prefix: str, upstream: str, comment: str) -> str:
+    return f"""\
+# {comment}
+- name: {name}
+  match: {{ prefix: "{prefix}" }}
+  route: {{ cluster: {upstream} }}"""
 
 
 def route_with_check_settings(name: str, prefix: str, upstream: str, settings: str) -> str:
@@ -135,19 +202,18 @@ def body_route(name: str, prefix: str, max_bytes: int, upstream: str) -> str:
 
 def route_config(name: str, upstream: str, example: bool,
                  policy_routes: tuple[tuple[str, str, str], ...] = (),
-                 body_routes: tuple[tuple[str, str, int], ...] = ()) -> str:
+                 body_routes: tuple[tuple[str, str, int], ...] = (),
+                 module: bool = False) -> str:
     """`policy_routes`: (route name, path prefix, certbound policy), most specific first; one
     covering "/" replaces the default route. `body_routes`: (route name, path prefix, most body
-    bytes sent to certbound)."""
+    bytes sent to certbound). `module`: the routes for the dynamic module instead of ext_authz."""
     routes = [f"""\
 # The upstream's health endpoint, for load balancer and Kubernetes probes: no token asked.
 - name: health
   match: {{ path: "/healthz" }}
   route: {{ cluster: {upstream} }}
   typed_per_filter_config:
-    envoy.filters.http.ext_authz:
-      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-      disabled: true"""]
+{indent(MODULE_DISABLED if module else EXT_AUTHZ_DISABLED, 4)}"""]
     if example:
         routes.append(f"""\
 {EXAMPLE_BEGIN} (commented out on purpose).
@@ -164,9 +230,10 @@ def route_config(name: str, upstream: str, example: bool,
 #         context_extensions: {{ policy: payments }}
 {EXAMPLE_END}""")
     for route, prefix, max_bytes in body_routes:
-        routes.append(body_route(route, prefix, max_bytes, upstream))
+        routes.append(plain_route(route, prefix, upstream, "The module never sends the body anywhere: nothing to size here.")
+                      if module else body_route(route, prefix, max_bytes, upstream))
     for route, prefix, policy in policy_routes:
-        routes.append(policy_route(route, prefix, policy, upstream))
+        routes.append((module_policy_route if module else policy_route)(route, prefix, policy, upstream))
     if not any(prefix == "/" for _, prefix, _ in policy_routes):
         routes.append(f"""\
 - name: default
@@ -184,7 +251,7 @@ route_config:
 
 
 def http_connection_manager(stat_prefix: str, edge: bool, routes: str, filters: list[str],
-                            edge_comment: str, extra: str = "") -> str:
+                            edge_comment: str, extra: str = "", metadata: str = EXT_AUTHZ_METADATA) -> str:
     edge_lines = ""
     if edge:
         edge_lines = f"\n{indent(edge_comment, 4)}\n    use_remote_address: true"
@@ -195,7 +262,7 @@ def http_connection_manager(stat_prefix: str, edge: bool, routes: str, filters: 
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
     stat_prefix: {stat_prefix}{edge_lines}
-{indent(ACCESS_LOG, 4)}
+{indent(access_log(metadata), 4)}
 {indent(routes, 4)}
     http_filters:
 {indent("".join(filters), 4)}
@@ -255,15 +322,23 @@ class Listener:
     tls: tuple[str, str, str] | None = None  # (cert, key, client CA) for mode "mtls"
     policy_routes: tuple[tuple[str, str, str], ...] = ()  # (route name, path prefix, certbound policy)
     body_routes: tuple[tuple[str, str, int], ...] = ()  # (route name, path prefix, max body bytes)
+    # The path of a certbound TOML file: the listener checks with the dynamic module loading it
+    # instead of ext_authz to `cluster` (in "mtls" mode the module reads the peer certificate's
+    # digest itself: nothing to include).
+    module_config: str = ""
 
     def render(self) -> str:
         peer = self.mode == "mtls"
-        filters = [ext_authz_filter(self.stat_prefix, self.cluster, self.timeout, peer), ROUTER_FILTER]
+        module = bool(self.module_config)
+        check = (module_filter(self.module_config) if module
+                 else ext_authz_filter(self.stat_prefix, self.cluster, self.timeout, peer))
+        filters = [check, ROUTER_FILTER]
         hcm = http_connection_manager(
             self.name, self.mode in ("header", "mtls", "gateway"),
-            route_config(self.name, self.upstream, self.example, self.policy_routes, self.body_routes),
+            route_config(self.name, self.upstream, self.example, self.policy_routes, self.body_routes, module),
             filters, HEADER_EDGE_COMMENT if self.mode == "header" else MTLS_EDGE_COMMENT,
-            ISTIO_GATEWAY_XFCC if self.mode == "gateway" else "")
+            ISTIO_GATEWAY_XFCC if self.mode == "gateway" else "",
+            MODULE_METADATA if module else EXT_AUTHZ_METADATA)
         chain = ""
         if self.tls:
             chain = indent(tls_transport_socket(*self.tls), 2) + "\n  filters:\n" + indent(hcm, 2)
@@ -477,7 +552,14 @@ E2E_HEADER = f"""\
 # (revocation_check_mode = "STRICT", checked against the suite's openssl ocsp responder). On
 # "gateway", /ca/ names certbound's policy "gateway-ca" (the same XFCC, its chain verified
 # against the client CAs, where the default gateway policy checks the binding on Hash/Cert alone).
-# On "kong", /body/ sends request bodies up to 4 MiB to certbound (with_request_body)."""
+# On "kong", /body/ sends request bodies up to 4 MiB to certbound (with_request_body).
+#
+# Every listener has a twin named module_<listener> (@@ENVOY_MODULE_<LISTENER>_PORT@@): the same
+# mode, TLS, routes and per-route policies, checked by certbound as an Envoy dynamic module
+# (libcertbound_envoy.so, docs/envoy-module.md) that loads the same certbound-<instance>.toml the
+# ext_authz instance serves. Per route, DynamicModuleFilterPerRoute names the policy and
+# FilterConfig {{disabled: true}} switches the check off; the module never sees a request body, so
+# module_kong's /body/ is a plain route. The dpop twins share the one Redis replay store."""
 
 # The "peer" certbound serves gRPC over TLS and authenticates Envoy's client certificate.
 E2E_PEER_TLS = grpc_client_tls("@@PKI@@/envoy-grpc.pem", "@@PKI@@/envoy-grpc-key.pem", "@@PKI@@/server-ca.pem",
@@ -485,6 +567,8 @@ E2E_PEER_TLS = grpc_client_tls("@@PKI@@/envoy-grpc.pem", "@@PKI@@/envoy-grpc-key
 E2E_TIMEOUT = "2s"  # a debug build on a shared 2-core machine
 # DPoP routes: certbound policies with and without server nonces.
 DPOP_ROUTES = (("dpop-nonce", "/nonce/", "dpop-nonce"), ("dpop", "/", "dpop"))
+# The certbound instance (certbound-<instance>.toml) behind each ext_authz listener.
+E2E_INSTANCE = {"plain": "header", "mtls": "peer", "kong": "b64", "gateway": "gateway", "dpop": "dpop", "dpop2": "dpop2"}
 
 
 def e2e_template() -> str:
@@ -503,6 +587,12 @@ def e2e_template() -> str:
                    policy_routes=DPOP_ROUTES)
           for name, port in (("dpop", "@@ENVOY_DPOP_PORT@@"), ("dpop2", "@@ENVOY_DPOP2_PORT@@"))),
     ]
+    # The module's twin of every listener: same mode, TLS, routes and policies, with the module
+    # reading the TOML file the ext_authz listener's certbound instance serves.
+    listeners += [replace(l, name=f"module_{l.name}", port=f"@@ENVOY_MODULE_{l.name.upper()}_PORT@@",
+                          stat_prefix=f"module_{l.name}",
+                          module_config=f"@@WORK@@/certbound-{E2E_INSTANCE[l.name]}.toml")
+                  for l in listeners]
     clusters = [
         certbound_cluster("certbound_header", "STATIC", "127.0.0.1", "@@GRPC_HEADER_PORT@@"),
         certbound_cluster("certbound_peer", "STATIC", "127.0.0.1", "@@GRPC_PEER_PORT@@", tls=E2E_PEER_TLS),

@@ -12,7 +12,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stack import Stack  # noqa: E402
+from stack import FACES, Stack  # noqa: E402
+
+
+@pytest.fixture(params=FACES)
+def face(request) -> str:
+    """The face a decision test runs through: "ext_authz" (Envoy's ext_authz filter -> a certbound
+    process) or "module" (certbound inside the same Envoy as a dynamic module, on the listener's
+    module_* twin, loading the same certbound-<mode>.toml). Test ids read test_x[ext_authz] /
+    test_x[module]."""
+    return request.param
 
 
 @pytest.fixture(scope="session")

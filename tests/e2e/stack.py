@@ -12,6 +12,11 @@
     IdP (oidc-provider 9, HTTPS + mTLS) <- certbound (discovery, JWKS); a second "rogue" IdP nobody trusts
     Prometheus -> scrapes the admin /metrics of the four certbound instances
 
+    The module face: every Envoy listener above has a twin "module_<name>" where certbound runs
+    inside Envoy as a dynamic module (libcertbound_envoy.so from the certbound binary's folder)
+    loading the same certbound-<mode>.toml; nginx has a second port in front of "module_plain".
+    The call_* helpers take face="ext_authz" (default) or face="module".
+
 Every process gets free ports, runs in its own session and is ended by PID in stop() (also on
 failure, atexit and SIGTERM). Logs and rendered configs live in tests/e2e/.work/run-*/ .
 
@@ -266,6 +271,15 @@ class Ports:
     grpc_dpop2: int = 0
     admin_dpop2: int = 0
     redis: int = 0
+    # The module face: Envoy's module_* twins of the listeners above, and nginx in front of
+    # module_plain.
+    nginx_module: int = 0
+    envoy_module_plain: int = 0
+    envoy_module_mtls: int = 0
+    envoy_module_kong: int = 0
+    envoy_module_gateway: int = 0
+    envoy_module_dpop: int = 0
+    envoy_module_dpop2: int = 0
 
     @classmethod
     def allocate(cls) -> "Ports":
@@ -279,6 +293,13 @@ class Ports:
 CERTBOUND_MODES = ("header", "peer", "b64", "gateway")
 # Two replicas of one DPoP deployment (not scraped by Prometheus): same config, one Redis.
 DPOP_MODES = ("dpop", "dpop2")
+
+# The two faces of certbound every decision test runs through: Envoy's ext_authz filter calling a
+# certbound process over gRPC, and certbound inside Envoy as a dynamic module (libcertbound_envoy.so)
+# loading the same certbound-<mode>.toml. Each ext_authz listener has a module_<name> twin.
+FACES = ("ext_authz", "module")
+LISTENERS = ("plain", "mtls", "kong", "gateway", "dpop", "dpop2")
+MODULE_LIB = "libcertbound_envoy.so"
 
 
 class Stack:
@@ -297,6 +318,12 @@ class Stack:
         self.rogue_issuer = ""
         # Decisions the suite expects certbound to have counted, per instance: {mode: Counter}
         self.expected_decisions: dict[str, collections.Counter] = {m: collections.Counter() for m in CERTBOUND_MODES}
+        # The module face counts every listener's decisions in one Envoy counter family: what the
+        # suite expects it to have counted since start() (all module listeners together).
+        self.expected_module_decisions: collections.Counter = collections.Counter()
+        self.module_decisions_at_start: dict[str, float] = {}
+        # The module is built next to certbound (cargo build --workspace --all-targets).
+        self.module_dir = self.certbound_bin.parent
         self.timings: dict[str, float] = {}
         self._stopped = True
         self._logs_dumped = False
@@ -343,6 +370,7 @@ class Stack:
             self._step("certbound", self._start_certbound)
             self._step("envoy", self._start_envoy)
             self._step("nginx", self._start_nginx)
+            self._step("module", self._warm_module)
             self._step("prometheus", self._start_prometheus)
         except BaseException:
             self.dump_logs()
@@ -617,6 +645,8 @@ class Stack:
 
     def _start_certbound(self) -> None:
         if self.standin:
+            for mode in DPOP_MODES:
+                self.certbound_config(mode)  # the module face's dpop twins load them
             for mode in CERTBOUND_MODES:
                 self.certbound_config(mode)  # still rendered, so the template is exercised
                 admin = getattr(self.ports, f"admin_{mode}")
@@ -642,28 +672,67 @@ class Stack:
             wait_until(f"certbound-{mode} /readyz", lambda a=admin: http_get(a, "/readyz")[0] == 200, 30, proc=proc)
             wait_until(f"certbound-{mode} gRPC port", lambda g=grpc: port_open(g), 10, proc=proc)
 
+    def envoy_env(self) -> dict:
+        """Envoy finds lib<name>.so for `dynamic_module_config.name` in this directory."""
+        return {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(self.module_dir)}
+
+    @staticmethod
+    def envoy_drop_env() -> list[str]:
+        # The module reads CERTBOUND_* overrides as `certbound serve` does: none of the harness's
+        # own (CERTBOUND_BIN) may reach Envoy's environment.
+        return [k for k in os.environ if k.startswith("CERTBOUND_")]
+
     def _start_envoy(self) -> None:
         envoy = find_envoy()
+        if not (self.module_dir / MODULE_LIB).is_file():
+            raise StackError(f"{self.module_dir / MODULE_LIB} not found: "
+                             "`cargo build --locked --workspace --all-targets` first")
+        ports = {f"ENVOY_{name.upper()}_PORT": getattr(self.ports, f"envoy_{name}")
+                 for name in (*LISTENERS, *(f"module_{n}" for n in LISTENERS))}
         config = render(E2E / "envoy.yaml.tmpl", self.work / "envoy.yaml", {
-            "ENVOY_ADMIN_PORT": self.ports.envoy_admin, "ENVOY_PLAIN_PORT": self.ports.envoy_plain,
-            "ENVOY_MTLS_PORT": self.ports.envoy_mtls, "ENVOY_KONG_PORT": self.ports.envoy_kong,
-            "ENVOY_GATEWAY_PORT": self.ports.envoy_gateway,
-            "ENVOY_DPOP_PORT": self.ports.envoy_dpop, "ENVOY_DPOP2_PORT": self.ports.envoy_dpop2,
+            **ports, "ENVOY_ADMIN_PORT": self.ports.envoy_admin,
             "GRPC_DPOP_PORT": self.ports.grpc_dpop, "GRPC_DPOP2_PORT": self.ports.grpc_dpop2,
             "GRPC_HEADER_PORT": self.ports.grpc_header, "GRPC_PEER_PORT": self.ports.grpc_peer,
             "GRPC_B64_PORT": self.ports.grpc_b64, "GRPC_GATEWAY_PORT": self.ports.grpc_gateway,
-            "ECHO_PORT": self.ports.echo, "PKI": self.pki,
+            "ECHO_PORT": self.ports.echo, "PKI": self.pki, "WORK": self.work,
         })
-        self._run("envoy-validate", [envoy, "--mode", "validate", "-c", config])
+        self._run("envoy-validate", [envoy, "--mode", "validate", "-c", config], env=self._env_for_envoy())
         proc = self._spawn("envoy", [
             envoy, "-c", config, "--concurrency", "1", "--log-level", "info",
             # No shared-memory hot-restart region: several Envoys (parallel runs) never collide.
             "--disable-hot-restart",
-        ])
+        ], env=self.envoy_env(), drop_env=self.envoy_drop_env())
         wait_until("envoy /ready", lambda: http_get(self.ports.envoy_admin, "/ready") == (200, b"LIVE\n"), 30, proc=proc)
-        for port in (self.ports.envoy_plain, self.ports.envoy_mtls, self.ports.envoy_kong, self.ports.envoy_gateway,
-                     self.ports.envoy_dpop, self.ports.envoy_dpop2):
+        for port in ports.values():
             wait_until(f"envoy listener {port}", lambda p=port: port_open(p), 10, proc=proc)
+
+    def _env_for_envoy(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CERTBOUND_")}
+        return {**env, **self.envoy_env()}
+
+    def _warm_module(self) -> None:
+        """Each module listener loads the issuer's keys on its own threads after Envoy starts;
+        until then it answers 503 keys_unavailable. Wait (bounded) until every listener allows a
+        bound request, then take the module's decision counters as the suite's starting point."""
+        if self.standin:
+            return
+        alice = self.get_token("alice-app", AUDIENCE_RS)
+        key = DpopKey()
+        dpop = self.get_dpop_token(key)
+        probes = {
+            "plain": lambda: self.call_envoy_plain({CERT_HEADER: self.cert_url_encoded("alice")}, alice, face="module"),
+            "mtls": lambda: self.call_envoy_mtls("alice", alice, face="module"),
+            "kong": lambda: self.call_envoy_kong({CERT_HEADER: self.cert_base64_der("alice")}, alice, face="module"),
+            "gateway": lambda: self.call_envoy_gateway("alice", alice, face="module"),
+            "dpop": lambda: self.call_envoy_dpop(dpop, key.proof("GET", DPOP_BASE_URL + "/", dpop), face="module"),
+            "dpop2": lambda: self.call_envoy_dpop(dpop, key.proof("GET", DPOP_BASE_URL + "/", dpop), replica=2,
+                                                  face="module"),
+        }
+        for name, probe in probes.items():
+            wait_until(f"module_{name} allows a bound request", lambda p=probe: p().status == 200, 30,
+                       interval=0.2, proc=self._proc("envoy"))
+        self.module_decisions_at_start = self.module_decisions()
+        self.expected_module_decisions.clear()
 
     def _start_nginx(self) -> None:
         nginx = find_sbin("nginx")
@@ -671,12 +740,15 @@ class Stack:
         for sub in ("", "tmp"):
             (prefix / sub).mkdir(parents=True, exist_ok=True)
         values = {"PREFIX": prefix, "LOGS": self.logs, "PKI": self.pki,
-                  "NGINX_PORT": self.ports.nginx, "ENVOY_PLAIN_PORT": self.ports.envoy_plain}
+                  "NGINX_PORT": self.ports.nginx, "ENVOY_PLAIN_PORT": self.ports.envoy_plain,
+                  "NGINX_MODULE_PORT": self.ports.nginx_module,
+                  "ENVOY_MODULE_PLAIN_PORT": self.ports.envoy_module_plain}
         render(E2E / "nginx.conf.tmpl", prefix / "nginx.conf", values)
         argv = [nginx, "-p", prefix, "-c", "nginx.conf", "-e", self.logs / "nginx-error.log"]
         self._run("nginx-test", [*argv, "-t"])
         proc = self._spawn("nginx", argv)
-        wait_until("nginx", lambda: port_open(self.ports.nginx), 10, proc=proc)
+        for port in (self.ports.nginx, self.ports.nginx_module):
+            wait_until("nginx", lambda p=port: port_open(p), 10, proc=proc)
 
     def _start_prometheus(self) -> None:
         prometheus = find_sbin("prometheus")
@@ -814,25 +886,38 @@ class Stack:
             items.insert(0, ("authorization", f"{scheme} {token}"))
         return items
 
-    def _record(self, mode: str, resp: Response) -> Response:
+    def envoy_port(self, listener: str, face: str = "ext_authz") -> int:
+        """The port of an Envoy listener ("plain", "mtls", ...) on one face."""
+        if face not in FACES:
+            raise StackError(f"unknown face {face!r}: {FACES}")
+        return getattr(self.ports, f"envoy_{listener}" if face == "ext_authz" else f"envoy_module_{listener}")
+
+    def nginx_port(self, face: str = "ext_authz") -> int:
+        if face not in FACES:
+            raise StackError(f"unknown face {face!r}: {FACES}")
+        return self.ports.nginx if face == "ext_authz" else self.ports.nginx_module
+
+    def _record(self, mode: str, resp: Response, face: str = "ext_authz") -> Response:
         """Count what certbound decided, for the Prometheus cross-check: an echo body means allowed;
         a 400/401/403 carrying WWW-Authenticate (Envoy never adds one itself) means denied by certbound,
         and so does a 413 with certbound's JSON body (request_too_large; Envoy's own 413 is plain text).
-        Envoy's own errors (503 fail-closed, 431 header too large) are not certbound decisions."""
+        Envoy's own errors (503 fail-closed, 431 header too large) are not certbound decisions.
+        On the module face every listener counts into one Envoy counter family."""
+        counter = self.expected_decisions[mode] if face == "ext_authz" else self.expected_module_decisions
         if resp.upstream is not None:
-            self.expected_decisions[mode]["allow"] += 1
+            counter["allow"] += 1
         elif resp.status in (400, 401, 403) and resp.www_authenticate is not None:
-            self.expected_decisions[mode]["deny"] += 1
+            counter["deny"] += 1
         elif resp.status == 413 and resp.body == b'{"message":"Content Too Large"}':
-            self.expected_decisions[mode]["deny"] += 1
+            counter["deny"] += 1
         return resp
 
     def call_nginx(self, cert: Optional[str], token: Optional[str] = None, headers: Headers = (),
-                   path: str = "/", method: str = "GET", scheme: str = "Bearer") -> Response:
-        """Through nginx (mTLS with `cert`) -> Envoy plain -> certbound "header" -> echo."""
-        conn = http.client.HTTPSConnection("127.0.0.1", self.ports.nginx, timeout=10, context=self.tls_context(cert))
+                   path: str = "/", method: str = "GET", scheme: str = "Bearer", face: str = "ext_authz") -> Response:
+        """Through nginx (mTLS with `cert`) -> Envoy plain (or module_plain) -> certbound "header" -> echo."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.nginx_port(face), timeout=10, context=self.tls_context(cert))
         resp = self._send(conn, method, path, [("host", "localhost"), *self._auth_headers(token, headers, scheme)])
-        return self._record("header", resp)
+        return self._record("header", resp, face)
 
     def certbound_metric(self, mode: str, name: str, **labels: str) -> float:
         """One sample from a certbound instance's own /metrics (0 when absent)."""
@@ -845,47 +930,53 @@ class Stack:
         return 0.0
 
     def call_envoy_plain(self, headers: Headers = (), token: Optional[str] = None, path: str = "/",
-                         method: str = "GET", scheme: str = "Bearer", from_proxy: bool = True) -> Response:
+                         method: str = "GET", scheme: str = "Bearer", from_proxy: bool = True,
+                         face: str = "ext_authz", body: Optional[bytes] = None) -> Response:
         """Straight to Envoy's plain listener with arbitrary headers (certbound "header",
         url_encoded). `from_proxy`: connect from 127.0.0.2, the trusted proxy address (as a WAF
         would); otherwise from 127.0.0.1, like a client that bypassed the proxy."""
         source = ("127.0.0.2", 0) if from_proxy else ("127.0.0.1", 0)
-        conn = http.client.HTTPConnection("127.0.0.1", self.ports.envoy_plain, timeout=10, source_address=source)
-        resp = self._send(conn, method, path, [("host", "127.0.0.1"), *self._auth_headers(token, headers, scheme)])
-        return self._record("header", resp)
+        conn = http.client.HTTPConnection("127.0.0.1", self.envoy_port("plain", face), timeout=10, source_address=source)
+        resp = self._send(conn, method, path, [("host", "127.0.0.1"), *self._auth_headers(token, headers, scheme)], body)
+        return self._record("header", resp, face)
 
     def call_envoy_kong(self, headers: Headers = (), token: Optional[str] = None, path: str = "/",
-                        method: str = "GET", body: Optional[bytes] = None) -> Response:
+                        method: str = "GET", body: Optional[bytes] = None, face: str = "ext_authz") -> Response:
         """Envoy's "kong" listener (certbound "b64": base64_encoded DER in x-client-cert)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.ports.envoy_kong, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", self.envoy_port("kong", face), timeout=10)
         resp = self._send(conn, method, path, [("host", "127.0.0.1"), *self._auth_headers(token, headers)], body)
-        return self._record("b64", resp)
+        return self._record("b64", resp, face)
 
     def call_envoy_mtls(self, cert: Optional[str], token: Optional[str] = None, headers: Headers = (),
-                        path: str = "/") -> Response:
+                        path: str = "/", face: str = "ext_authz") -> Response:
         """Envoy terminates mTLS itself (peer certificate mode, certbound "peer")."""
-        conn = http.client.HTTPSConnection("127.0.0.1", self.ports.envoy_mtls, timeout=10, context=self.tls_context(cert))
+        conn = http.client.HTTPSConnection("127.0.0.1", self.envoy_port("mtls", face), timeout=10,
+                                           context=self.tls_context(cert))
         resp = self._send(conn, "GET", path, [("host", "localhost"), *self._auth_headers(token, headers)])
-        return self._record("peer", resp)
+        return self._record("peer", resp, face)
 
     def call_envoy_gateway(self, cert: Optional[str], token: Optional[str] = None, headers: Headers = (),
-                           path: str = "/") -> Response:
+                           path: str = "/", face: str = "ext_authz") -> Response:
         """Envoy terminates mTLS like an Istio ingress gateway and writes XFCC itself (certbound "gateway")."""
-        conn = http.client.HTTPSConnection("127.0.0.1", self.ports.envoy_gateway, timeout=10, context=self.tls_context(cert))
+        conn = http.client.HTTPSConnection("127.0.0.1", self.envoy_port("gateway", face), timeout=10,
+                                           context=self.tls_context(cert))
         resp = self._send(conn, "GET", path, [("host", "localhost"), *self._auth_headers(token, headers)])
-        return self._record("gateway", resp)
+        return self._record("gateway", resp, face)
 
     def call_envoy_dpop(self, token: Optional[str], proof: Optional[str] = None, path: str = "/",
                         method: str = "GET", scheme: str = "DPoP", replica: int = 1,
-                        headers: Headers = ()) -> Response:
+                        headers: Headers = (), face: str = "ext_authz") -> Response:
         """Plain HTTP to Envoy's "dpop" listener (replica 1) or "dpop2" (replica 2), as a TLS
         load balancer in front of them would forward it; `proof` goes in the DPoP header."""
-        port = self.ports.envoy_dpop if replica == 1 else self.ports.envoy_dpop2
+        port = self.envoy_port("dpop" if replica == 1 else "dpop2", face)
         items = [("host", DPOP_BASE_URL.split("://", 1)[1]), *self._auth_headers(token, headers, scheme)]
         if proof is not None:
             items.append(("dpop", proof))
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        return self._send(conn, method, path, items)
+        resp = self._send(conn, method, path, items)
+        # The DPoP instances are not scraped (no ext_authz expectation); the module face counts
+        # them with every other module listener.
+        return self._record("dpop", resp, face) if face == "module" else resp
 
     # -- Prometheus / admin -----------------------------------------------------------------------
 
@@ -927,6 +1018,39 @@ class Stack:
                 return line[len(prefix):]
         return None
 
+    def envoy_prometheus(self) -> str:
+        status, body = http_get(self.ports.envoy_admin, "/stats/prometheus")
+        if status != 200:
+            raise StackError(f"envoy /stats/prometheus: {status}")
+        return body.decode()
+
+    def module_decisions(self) -> dict[tuple[str, str], float]:
+        """{(decision, reason): count} from Envoy's envoy_certbound_decisions (every module listener)."""
+        out = {}
+        for m in re.finditer(r'^envoy_certbound_decisions\{decision="([^"]*)",reason="([^"]*)"\} (\S+)$',
+                             self.envoy_prometheus(), re.M):
+            out[(m.group(1), m.group(2))] = float(m.group(3))
+        return out
+
+    def decisions(self, face: str, mode: str, decision: str, reason: str) -> float:
+        """How often certbound decided `decision` for `reason`: on the ext_authz face the
+        instance's own certbound_decisions_total, on the module face Envoy's
+        envoy_certbound_decisions (all module listeners share it; tests run one at a time)."""
+        if face == "ext_authz":
+            return self.certbound_metric(mode, "certbound_decisions_total", decision=decision, reason=reason)
+        return self.module_decisions().get((decision, reason), 0.0)
+
+    def decisions_reach(self, face: str, mode: str, decision: str, reason: str, want: float,
+                        timeout: float = 5) -> float:
+        """decisions(...) once it equals `want` (polled, bounded), else its last value: a
+        decision is counted as it is answered, so a test reads it right after its response."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.decisions(face, mode, decision, reason)
+            if got == want or time.monotonic() > deadline:
+                return got
+            time.sleep(0.1)
+
     def envoy_stat(self, name: str) -> Optional[int]:
         status, body = http_get(self.ports.envoy_admin, "/stats?filter=" + urllib.parse.quote(f"^{name}$"))
         for line in body.decode().splitlines():
@@ -944,6 +1068,8 @@ class Stack:
             f"nginx         https://127.0.0.1:{p.nginx}  (mTLS required)",
             f"envoy plain   http://127.0.0.1:{p.envoy_plain}   mtls https://127.0.0.1:{p.envoy_mtls}   kong http://127.0.0.1:{p.envoy_kong}"
             f"   gateway https://127.0.0.1:{p.envoy_gateway}",
+            f"module face   nginx https://127.0.0.1:{p.nginx_module}   envoy "
+            + "   ".join(f"{n} {getattr(p, f'envoy_module_{n}')}" for n in LISTENERS),
             f"ocsp          {self.ocsp_url}  (openssl ocsp)",
             f"envoy admin   http://127.0.0.1:{p.envoy_admin}",
             f"echo          http://127.0.0.1:{p.echo}",

@@ -43,9 +43,9 @@ def test_idp_binds_the_token_to_the_client_key(client):
     assert claims["cnf"] == {"jkt": key.thumbprint}
 
 
-def test_valid_proof_is_allowed_and_upstream_sees_a_bearer_request(stack, client):
+def test_valid_proof_is_allowed_and_upstream_sees_a_bearer_request(stack, client, face):
     key, token = client
-    resp = stack.call_envoy_dpop(token, key.proof("GET", url("/orders"), token), path="/orders?page=2")
+    resp = stack.call_envoy_dpop(token, key.proof("GET", url("/orders"), token), path="/orders?page=2", face=face)
     assert resp.status == 200, resp
     upstream = resp.upstream_headers
     assert upstream.get("authorization") == f"Bearer {token}", "scheme rewritten to Bearer"
@@ -53,22 +53,33 @@ def test_valid_proof_is_allowed_and_upstream_sees_a_bearer_request(stack, client
     assert upstream.get("x-consumer-sub") == "dpop-app"
 
 
-def test_replayed_proof_is_refused_by_the_same_replica(stack, client):
+def test_replayed_proof_is_refused_by_the_same_replica(stack, client, face):
     key, token = client
     proof = key.proof("GET", url("/"), token)
-    assert stack.call_envoy_dpop(token, proof).status == 200
-    assert_dpop_denied(stack.call_envoy_dpop(token, proof), "invalid_dpop_proof")
+    assert stack.call_envoy_dpop(token, proof, face=face).status == 200
+    assert_dpop_denied(stack.call_envoy_dpop(token, proof, face=face), "invalid_dpop_proof")
 
 
-def test_replayed_proof_is_refused_by_another_replica_sharing_redis(stack, client):
+def test_replayed_proof_is_refused_by_another_replica_sharing_redis(stack, client, face):
     key, token = client
     proof = key.proof("GET", url("/"), token)
-    assert stack.call_envoy_dpop(token, proof, replica=1).status == 200
-    assert_dpop_denied(stack.call_envoy_dpop(token, proof, replica=2), "invalid_dpop_proof")
+    assert stack.call_envoy_dpop(token, proof, replica=1, face=face).status == 200
+    assert_dpop_denied(stack.call_envoy_dpop(token, proof, replica=2, face=face), "invalid_dpop_proof")
+
+
+@pytest.mark.parametrize("first", ["ext_authz", "module"])
+def test_a_proof_accepted_by_one_face_is_a_replay_on_the_other(stack, client, first):
+    """Both faces' replicas record proofs in the same Redis: a proof the ext_authz face accepted
+    is refused by the module face, and the other way round."""
+    key, token = client
+    other = "module" if first == "ext_authz" else "ext_authz"
+    proof = key.proof("GET", url("/"), token)
+    assert stack.call_envoy_dpop(token, proof, face=first).status == 200
+    assert_dpop_denied(stack.call_envoy_dpop(token, proof, replica=2, face=other), "invalid_dpop_proof")
 
 
 @pytest.mark.parametrize("case", ["htm", "htu", "ath", "stale_iat", "other_key", "forged_key"])
-def test_proofs_not_matching_the_request_or_token_are_refused(stack, client, case):
+def test_proofs_not_matching_the_request_or_token_are_refused(stack, client, case, face):
     key, token = client
     other = DpopKey()
     proof = {
@@ -82,24 +93,24 @@ def test_proofs_not_matching_the_request_or_token_are_refused(stack, client, cas
         "forged_key": lambda: other.proof("GET", url("/"), token, jwk=key.jwk),
     }[case]()
     error = "invalid_token" if case == "other_key" else "invalid_dpop_proof"
-    assert_dpop_denied(stack.call_envoy_dpop(token, proof), error)
+    assert_dpop_denied(stack.call_envoy_dpop(token, proof, face=face), error)
 
 
-def test_dpop_bound_token_sent_as_bearer_is_refused(stack, client):
+def test_dpop_bound_token_sent_as_bearer_is_refused(stack, client, face):
     key, token = client
-    resp = stack.call_envoy_dpop(token, key.proof("GET", url("/"), token), scheme="Bearer")
+    resp = stack.call_envoy_dpop(token, key.proof("GET", url("/"), token), scheme="Bearer", face=face)
     assert_dpop_denied(resp, "invalid_token")
 
 
-def test_nonce_round_trip_across_replicas(stack, client):
+def test_nonce_round_trip_across_replicas(stack, client, face):
     key, token = client
-    first = stack.call_envoy_dpop(token, key.proof("GET", url("/nonce/x"), token), path="/nonce/x")
+    first = stack.call_envoy_dpop(token, key.proof("GET", url("/nonce/x"), token), path="/nonce/x", face=face)
     assert_dpop_denied(first, "use_dpop_nonce")
     nonce = first.header("dpop-nonce")
     assert nonce and re.fullmatch(r"[A-Za-z0-9_-]{43}", nonce), first
     # The other replica shares the nonce secret: the nonce one issued, the other accepts.
     retry = stack.call_envoy_dpop(token, key.proof("GET", url("/nonce/x"), token, nonce=nonce),
-                                  path="/nonce/x", replica=2)
+                                  path="/nonce/x", replica=2, face=face)
     assert retry.status == 200, retry
 
 
@@ -178,51 +189,52 @@ NEGATIVE_PROOFS = {
 }
 
 
-def deny_count(stack, reason: str) -> float:
-    return stack.certbound_metric("dpop", "certbound_decisions_total", decision="deny", reason=reason)
+def deny_count(stack, face: str, reason: str) -> float:
+    return stack.decisions(face, "dpop", "deny", reason)
 
 
 @pytest.mark.parametrize("case", sorted(NEGATIVE_PROOFS))
-def test_malformed_proof_from_the_fapi_negative_list_is_refused(stack, client, case):
+def test_malformed_proof_from_the_fapi_negative_list_is_refused(stack, client, case, face):
     key, token = client
     reason = NEGATIVE_PROOFS[case]
-    before = deny_count(stack, reason)
-    resp = stack.call_envoy_dpop(token, negative_proof(key, token, case), path="/negative")
+    before = deny_count(stack, face, reason)
+    resp = stack.call_envoy_dpop(token, negative_proof(key, token, case), path="/negative", face=face)
     assert_dpop_denied(resp, "invalid_dpop_proof")
-    assert deny_count(stack, reason) == before + 1, f"{case}: expected deny reason {reason}"
+    assert stack.decisions_reach(face, "dpop", "deny", reason, before + 1) == before + 1, \
+        f"{case}: expected deny reason {reason}"
 
 
-def test_request_without_a_proof_is_refused(stack, client):
+def test_request_without_a_proof_is_refused(stack, client, face):
     key, token = client
-    before = deny_count(stack, "dpop_proof_missing")
-    assert_dpop_denied(stack.call_envoy_dpop(token, None), "invalid_dpop_proof")
-    assert deny_count(stack, "dpop_proof_missing") == before + 1
+    before = deny_count(stack, face, "dpop_proof_missing")
+    assert_dpop_denied(stack.call_envoy_dpop(token, None, face=face), "invalid_dpop_proof")
+    assert stack.decisions_reach(face, "dpop", "deny", "dpop_proof_missing", before + 1) == before + 1
 
 
-def test_two_proofs_in_one_request_are_refused(stack, client):
+def test_two_proofs_in_one_request_are_refused(stack, client, face):
     key, token = client
     first, second = (key.proof("GET", url("/"), token) for _ in range(2))
-    resp = stack.call_envoy_dpop(token, first, headers=[("dpop", second)])
+    resp = stack.call_envoy_dpop(token, first, headers=[("dpop", second)], face=face)
     assert_dpop_denied(resp, "invalid_dpop_proof")
 
 
-def test_nonce_retries_with_a_wrong_or_missing_nonce_are_refused_until_the_issued_one(stack, client):
+def test_nonce_retries_with_a_wrong_or_missing_nonce_are_refused_until_the_issued_one(stack, client, face):
     key, token = client
     path = "/nonce/retry"
-    first = stack.call_envoy_dpop(token, key.proof("GET", url(path), token), path=path)
+    first = stack.call_envoy_dpop(token, key.proof("GET", url(path), token), path=path, face=face)
     assert_dpop_denied(first, "use_dpop_nonce")
     nonce = first.header("dpop-nonce")
     # A nonce the server never issued (same shape), then a proof without any: both refused, each
     # answer carrying a fresh nonce to retry with.
     forged = ("A" if nonce[0] != "A" else "B") + nonce[1:]
-    wrong = stack.call_envoy_dpop(token, key.proof("GET", url(path), token, nonce=forged), path=path)
+    wrong = stack.call_envoy_dpop(token, key.proof("GET", url(path), token, nonce=forged), path=path, face=face)
     assert_dpop_denied(wrong, "use_dpop_nonce")
     assert wrong.header("dpop-nonce")
-    missing = stack.call_envoy_dpop(token, key.proof("GET", url(path), token), path=path)
+    missing = stack.call_envoy_dpop(token, key.proof("GET", url(path), token), path=path, face=face)
     assert_dpop_denied(missing, "use_dpop_nonce")
     # A nonce belongs in the proof, not in a request header.
     beside = stack.call_envoy_dpop(token, key.proof("GET", url(path), token), path=path,
-                                   headers=[("dpop-nonce", nonce)])
+                                   headers=[("dpop-nonce", nonce)], face=face)
     assert_dpop_denied(beside, "use_dpop_nonce")
-    ok = stack.call_envoy_dpop(token, key.proof("GET", url(path), token, nonce=nonce), path=path)
+    ok = stack.call_envoy_dpop(token, key.proof("GET", url(path), token, nonce=nonce), path=path, face=face)
     assert ok.status == 200, ok
