@@ -277,6 +277,17 @@ EOF
 kill "$CB100K"; wait "$CB100K" 2>/dev/null || true
 log "ext_authz, 100k tokens: $(cat "$OUT/memory-100k.json")"
 
+# The module's baseline: Envoy without it, the same client and requests (Envoy's CPU per request
+# depends on the load; the 16-connection wrk runs above load it differently).
+log "no auth receiving the same 100 000 requests"
+envoy_config "" > "$OUT/envoy-noauth-100k.yaml"
+start_envoy "$OUT/envoy-noauth-100k.yaml" "$OUT/envoy-noauth-100k.log"
+e0=$(ticks "$ENVOY_PID")
+taskset -c 1 "$LOADGEN" http 127.0.0.1:19900 "$W100K" --connections 16 | tail -1 > "$OUT/noauth-fill-100k.raw"
+e1=$(ticks "$ENVOY_PID")
+NOAUTH_TICKS=$((e1 - e0))
+stop_envoy
+
 log "certbound inside Envoy (module) receiving 100 000 distinct tokens"
 envoy_config "$(module_filter "$W100K/certbound.toml")" > "$OUT/envoy-module-100k.yaml"
 start_envoy "$OUT/envoy-module-100k.yaml" "$OUT/envoy-module-100k.log"
@@ -289,14 +300,18 @@ FULL100K=$(rss_kib "$ENVOY_PID")
 ALLOWED=$(curl -s http://127.0.0.1:19901/stats/prometheus \
   | awk '/^envoy_certbound_decisions\{/ && /decision="allow"/ {s += $2} END {print s + 0}')
 stop_envoy
-"$VENV/bin/python" - "$OUT/module-fill-100k.raw" "$((e1 - e0))" "$IDLE100K" "$FULL100K" "$ALLOWED" > "$OUT/module-100k.json" <<'EOF'
+"$VENV/bin/python" - "$OUT/module-fill-100k.raw" "$((e1 - e0))" "$IDLE100K" "$FULL100K" "$ALLOWED" \
+  "$OUT/noauth-fill-100k.raw" "$NOAUTH_TICKS" > "$OUT/module-100k.json" <<'EOF'
 import json, sys
 fill, ticks, idle, full, allowed = json.load(open(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+base, base_ticks = json.load(open(sys.argv[6])), int(sys.argv[7])
 n = max(1, fill["requests"])
 print(json.dumps({
     "rss_idle_kib": idle, "rss_100k_tokens_kib": full, "allowed": allowed,
     "requests": fill["requests"], "non2xx": fill["non2xx"], "errors": fill["errors"],
-    "envoy_cpu_us_per_req": ticks * 10_000 / n,
+    "seconds": fill["seconds"], "envoy_cpu_us_per_req": ticks * 10_000 / n,
+    "noauth_seconds": base["seconds"],
+    "noauth_envoy_cpu_us_per_req": base_ticks * 10_000 / max(1, base["requests"]),
 }))
 EOF
 log "module, 100k tokens: $(cat "$OUT/module-100k.json")"
