@@ -72,14 +72,20 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
-log "starting certbound and the two always-allow servers on CPU 0"
+# The same world with `dynamic_metadata = []`: answers without access-log fields (both faces).
+{ echo 'dynamic_metadata = []'; sed -e 's/^grpc_listen = .*/grpc_listen = "127.0.0.1:19195"/' \
+    -e 's/^admin_listen = .*/admin_listen = "127.0.0.1:19196"/' "$W/certbound.toml"; } > "$W/certbound-lean.toml"
+
+log "starting certbound (twice: default and lean answers) and the two always-allow servers on CPU 0"
 taskset -c 0 "$BIN/certbound" serve --config "$W/certbound.toml" >"$OUT/certbound.log" 2>&1 &
 CB=$!; PIDS+=("$CB")
+taskset -c 0 "$BIN/certbound" serve --config "$W/certbound-lean.toml" >"$OUT/certbound-lean.log" 2>&1 &
+CBLEAN=$!; PIDS+=("$CBLEAN")
 taskset -c 0 "$BIN/examples/allow_server" 127.0.0.1:19291 >"$OUT/allow.log" 2>&1 &
 ALLOW=$!; PIDS+=("$ALLOW")
 taskset -c 0 "$BIN/examples/plain_allow_server" 127.0.0.1:19293 >"$OUT/plain.log" 2>&1 &
 PLAIN=$!; PIDS+=("$PLAIN")
-wait_port 19191; wait_port 19291; wait_port 19293
+wait_port 19191; wait_port 19195; wait_port 19291; wait_port 19293
 sleep 1
 echo "{\"rss_idle_kib\": $(rss_kib "$CB")}" > "$OUT/memory-idle.json"
 
@@ -181,6 +187,7 @@ module_filter() { # certbound.toml
 EOF
 }
 MODULE="$(module_filter "$W/certbound.toml")"
+MODULE_LEAN="$(module_filter "$W/certbound-lean.toml")"
 
 cat > "$OUT/wrk.lua" <<'EOF'
 done = function(summary, latency, requests)
@@ -243,10 +250,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
   envoy_run ext_authz_plain "$r" "$EXT_AUTHZ" 19293 "$PLAIN"
   envoy_run ext_authz_allow "$r" "$EXT_AUTHZ" 19291 "$ALLOW"
   envoy_run ext_authz_certbound "$r" "$EXT_AUTHZ" 19191 "$CB"
+  envoy_run ext_authz_certbound_lean "$r" "$EXT_AUTHZ" 19195 "$CBLEAN"
   envoy_run module "$r" "$MODULE" "" ""
+  envoy_run module_lean "$r" "$MODULE_LEAN" "" ""
 done
 echo "{\"rss_after_load_kib\": $(rss_kib "$CB")}" > "$OUT/memory-load.json"
-kill "$CB" "$ALLOW" "$PLAIN"; wait "$CB" "$ALLOW" "$PLAIN" 2>/dev/null || true
+kill "$CB" "$CBLEAN" "$ALLOW" "$PLAIN"; wait "$CB" "$CBLEAN" "$ALLOW" "$PLAIN" 2>/dev/null || true
 
 # --- 3. cold checks and memory: 100 000 distinct ES256 tokens, each sent once ---------------------
 # Every check verifies a new token; the 100 certificates are verified once each and then come
