@@ -7,8 +7,9 @@
 #     -v "$PWD/certbound.toml:/etc/certbound/certbound.toml:ro" \
 #     -v "$PWD/client-ca.pem:/etc/certbound/ca/client-ca.pem:ro" certbound:0.1.0
 #
-# The configuration is read from /etc/certbound/certbound.toml: mount it (Kubernetes: a ConfigMap),
-# and mount the files it names (CA bundles) where it says. Ports: 9191 gRPC (ext_authz and
+# The configuration is read from /etc/certbound/certbound.toml, or wherever --config says: mount it
+# and the files it names (CA bundles) where it says. Kubernetes: mount the ConfigMap as a folder,
+# not with subPath, so updates reach the pod and reload (deploy/kubernetes). Ports: 9191 gRPC (ext_authz and
 # grpc.health.v1), 9192 HTTP admin (/metrics, /healthz, /readyz). certbound listens on loopback
 # unless told otherwise, so a config for this image sets grpc_listen = "0.0.0.0:9191" and
 # admin_listen = "0.0.0.0:9192" (as deploy/certbound.example.toml and the manifests do).

@@ -22,7 +22,8 @@ the reason) or `FAIL`; any FAIL makes the exit code 1.
                ServiceMonitor targets, probes, mounted ConfigMaps, security and resource settings
   certbound    `certbound check-config` on every certbound.toml in a ConfigMap (and on
                deploy/certbound.example.toml), with stand-in CA files at the mounted paths and the
-               container's CERTBOUND_* environment; its listen ports match the container ports
+               container's CERTBOUND_* environment; its listen ports match the container ports,
+               and its --config lies in a folder mount (no subPath, which would block reloads)
   prometheus   `promtool check rules` and `promtool test rules`; the PrometheusRule carries the
                same groups; every metric an expression reads is one certbound exports
   grafana      the dashboard parses, has the promised panels, every expression compiles
@@ -713,6 +714,14 @@ def check_certbound(certbound: str | None, rendered: dict[Path, list[dict]], wor
                 if port not in ports and not host.startswith("127."):
                     problems.append(f"{key} port {port} is not a container port of {cont['name']}")
             mounts = [m["mountPath"] for m in cont.get("volumeMounts", [])]
+            # Kubernetes never updates a subPath mount: certbound would never see a change to reload.
+            for m in cont.get("volumeMounts", []):
+                if m.get("subPath"):
+                    problems.append(f"{m['mountPath']} is mounted with subPath, which Kubernetes never updates")
+            args = cont.get("args", [])
+            config_path = args[args.index("--config") + 1] if "--config" in args[:-1] else "/etc/certbound/certbound.toml"
+            if not any(config_path.startswith(m.rstrip("/") + "/") for m in mounts):
+                problems.append(f"--config {config_path} is not inside a volumeMount folder of {cont['name']}")
             hdr = conf.get("proof_of_possession_mtls_from_header", {})
             for path in hdr.get("ca_certificates", []) + conf.get("idp_ca_certificates", []):
                 if not any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts):
@@ -742,7 +751,7 @@ def check_certbound(certbound: str | None, rendered: dict[Path, list[dict]], wor
             fail("certbound", f"{label}: " + "; ".join(problems))
         elif certbound is not None:
             extra = f" with {', '.join(container_env)}" if container_env else ""
-            where = f"; ports and mounted paths match container {cont['name']}" if cont is not None else ""
+            where = f"; ports and mounted paths match container {cont['name']}, its config is mounted as a folder (no subPath)" if cont is not None else ""
             ok("certbound", f"{label}: certbound check-config passes{extra}{where}")
 
 

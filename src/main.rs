@@ -133,6 +133,7 @@ fn run_serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let loaded = server::FileStates::of(&config.files);
     config.log_warnings();
     // A panic inside a check is answered with a deny (grpc.rs); the default hook would still
     // print its message, which may quote request data (a token, a header). Keep the location.
@@ -156,6 +157,7 @@ fn run_serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             path,
             poll_interval: Some(std::time::Duration::from_secs(2)),
             trigger: rx,
+            loaded,
         };
         server::serve_with_reload(config, listeners, shutdown_signal(), Some(reload)).await?;
         tracing::info!("certbound stopped");

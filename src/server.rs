@@ -81,6 +81,21 @@ pub struct Reload {
     pub poll_interval: Option<Duration>,
     /// SIGHUP, or a test, asks for a reload.
     pub trigger: mpsc::UnboundedReceiver<()>,
+    /// The files of the configuration being served, as they were when it was loaded.
+    pub loaded: FileStates,
+}
+
+/// What the files a configuration was built from held when it was read; a poll that finds
+/// anything else reloads.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FileStates(Vec<Option<FileState>>);
+
+impl FileStates {
+    /// Take it right after `Config::load`: a change landing while the server starts (the kubelet
+    /// can swap a volume at any moment) then differs from it and is reloaded at the first poll.
+    pub fn of(files: &[PathBuf]) -> Self {
+        Self(fingerprint(files))
+    }
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight checks finish and
@@ -223,6 +238,8 @@ struct Fetchers {
 struct Running {
     source: KeySource,
     store: Arc<KeyStore>,
+    /// `rediscovery_lifetime` and `jwks_refresh_interval` the task was started with.
+    intervals: (Duration, Duration),
     task: tokio::task::AbortHandle,
 }
 
@@ -235,6 +252,7 @@ impl Fetchers {
     fn start_with(&mut self, fetch: KeyFetch, client: reqwest::Client) {
         let source = fetch.source.clone();
         let store = fetch.store.clone();
+        let intervals = (fetch.min_interval, fetch.refresh_interval);
         let task = tokio::spawn(jwks::run(
             fetch,
             client,
@@ -244,6 +262,7 @@ impl Fetchers {
         self.running.push(Running {
             source,
             store,
+            intervals,
             task: task.abort_handle(),
         });
     }
@@ -254,6 +273,13 @@ impl Fetchers {
             .iter()
             .find(|r| r.source == *source)
             .map(|r| r.store.clone())
+    }
+
+    /// Whether the running fetcher of `fetch.source` was started with other intervals.
+    fn intervals_changed(&self, fetch: &KeyFetch) -> bool {
+        self.running.iter().any(|r| {
+            r.source == fetch.source && r.intervals != (fetch.min_interval, fetch.refresh_interval)
+        })
     }
 
     /// The key sources being fetched.
@@ -299,7 +325,7 @@ async fn reload_loop(
     mut fetchers: Fetchers,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut seen = fingerprint(&files);
+    let mut seen = std::mem::take(&mut reload.loaded.0);
     let poll = reload
         .poll_interval
         .unwrap_or(Duration::from_secs(3600 * 24 * 365));
@@ -323,10 +349,18 @@ async fn reload_loop(
             }
             _ = stop.changed() => return,
         }
+        // Taken before reading: a change landing while the reload runs differs from it, so the
+        // next poll reloads again instead of taking the change as already applied.
+        let before = fingerprint(&files);
         match apply(&reload.path, listen, &grpc_tls, &engine, &mut fetchers).await {
             Ok(new_files) => {
                 fetchers.metrics.reload_ok.inc();
                 fetchers.metrics.reload_last_ok.set(1);
+                seen = if new_files == files {
+                    before
+                } else {
+                    fingerprint(&new_files)
+                };
                 files = new_files;
                 tracing::info!(path = %reload.path.display(), "configuration reloaded");
             }
@@ -342,9 +376,10 @@ async fn reload_loop(
                     );
                 }
                 tracing::error!(path = %reload.path.display(), error = %e, "configuration reload refused; the previous configuration keeps serving");
+                // Not retried until a file changes again: the same files would be refused again.
+                seen = before;
             }
         }
-        seen = fingerprint(&files);
     }
 }
 
@@ -405,6 +440,13 @@ async fn apply(
     }
     engine.store(Arc::new(built.engine));
     fetchers.retain(&wanted);
+    // A running fetcher reads its intervals once: changed ones need a new task (same store).
+    let (retimed, restart): (Vec<KeyFetch>, Vec<KeyFetch>) = restart
+        .into_iter()
+        .partition(|f| new_client.is_none() && fetchers.intervals_changed(f));
+    for fetch in retimed {
+        fetchers.restart(fetch, client.clone());
+    }
     if let Some(client) = new_client {
         for fetch in restart {
             fetchers.restart(fetch, client.clone());
@@ -416,15 +458,38 @@ async fn apply(
     Ok(config.files)
 }
 
-/// Modification time and length of every file, to notice edits (and Kubernetes ConfigMap
-/// symlink swaps) without a file-system watcher.
-fn fingerprint(files: &[PathBuf]) -> Vec<Option<(std::time::SystemTime, u64)>> {
+/// What a reload poll compares, per file: the path it finally resolves to and a digest of its
+/// bytes (`None`: unreadable or gone). Kubernetes updates a ConfigMap or Secret volume by writing
+/// a new timestamped folder and renaming a symlink over `..data`; `certbound.toml` is itself a
+/// symlink `certbound.toml -> ..data/certbound.toml` that never changes, so the link's own
+/// metadata shows nothing, and the new target's size and modification time can equal the old
+/// one's. The resolved path changes with every swap, the digest with every edit in place, so each
+/// swap or edit is seen once and an unchanged file is never reloaded.
+#[derive(Debug, PartialEq, Eq)]
+struct FileState {
+    target: PathBuf,
+    digest: u64,
+}
+
+/// Reads every file the configuration names (the config, CA bundles, JWKS files: small files,
+/// read once per poll). Polling, not a file-system watcher: a watch on the named path sees only
+/// the symlink, which the kubelet never touches; one would be needed on every folder of every
+/// symlink chain, re-armed after each swap.
+fn fingerprint(files: &[PathBuf]) -> Vec<Option<FileState>> {
+    use std::hash::{Hash, Hasher};
     files
         .iter()
         .map(|f| {
-            std::fs::metadata(f)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
+            let target = std::fs::canonicalize(f).ok()?;
+            let bytes = std::fs::read(&target).ok()?;
+            // Not a security boundary: whoever can write these files configures certbound anyway;
+            // the digest only tells one version of a file from the next.
+            let mut hasher = std::hash::DefaultHasher::new();
+            bytes.hash(&mut hasher);
+            Some(FileState {
+                target,
+                digest: hasher.finish(),
+            })
         })
         .collect()
 }
@@ -481,6 +546,117 @@ mod tests {
         )
         .unwrap();
         path
+    }
+
+    /// Writes `content` as `certbound.toml` of a new timestamped folder and points `..data` at it
+    /// with one rename, as the kubelet updates a ConfigMap volume; returns the written file.
+    #[cfg(unix)]
+    fn kubelet_volume(dir: &Path, version: &str, content: &str) -> PathBuf {
+        let folder = dir.join(format!("..2026_12_06_15_00_00.{version}"));
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("certbound.toml"), content).unwrap();
+        let tmp = dir.join("..data_tmp");
+        std::os::unix::fs::symlink(folder.file_name().unwrap(), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("..data")).unwrap();
+        folder.join("certbound.toml")
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_kubelet_data_swap_is_a_change_even_when_size_and_modification_time_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = kubelet_volume(dir.path(), "1", "leeway = 5\n");
+        let link = dir.path().join("certbound.toml");
+        std::os::unix::fs::symlink("..data/certbound.toml", &link).unwrap();
+        let files = vec![link.clone()];
+        let before = fingerprint(&files);
+        assert!(before[0].is_some());
+        assert_eq!(
+            fingerprint(&files),
+            before,
+            "nothing changed, nothing to reload"
+        );
+
+        let link_meta = std::fs::symlink_metadata(&link).unwrap();
+        let old = std::fs::metadata(&first).unwrap();
+        let second = kubelet_volume(dir.path(), "2", "leeway = 7\n");
+        std::fs::File::options()
+            .write(true)
+            .open(&second)
+            .unwrap()
+            .set_modified(old.modified().unwrap())
+            .unwrap();
+        std::fs::remove_dir_all(first.parent().unwrap()).unwrap();
+        // Neither the link nor its new target tells the versions apart by metadata...
+        let new = std::fs::metadata(&link).unwrap();
+        assert_eq!(
+            (new.len(), new.modified().unwrap()),
+            (old.len(), old.modified().unwrap())
+        );
+        let link_now = std::fs::symlink_metadata(&link).unwrap();
+        assert_eq!(link_now.modified().unwrap(), link_meta.modified().unwrap());
+        // ...the fingerprint does, once.
+        let after = fingerprint(&files);
+        assert_ne!(after, before);
+        assert_eq!(fingerprint(&files), after);
+
+        // An edit in place that keeps size and modification time is seen too.
+        std::fs::write(&second, "leeway = 9\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&second)
+            .unwrap()
+            .set_modified(old.modified().unwrap())
+            .unwrap();
+        assert_ne!(fingerprint(&files), after);
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_changes_the_jwks_intervals_restarts_the_fetcher_with_them_and_keeps_its_keys(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = "jwks_uri = \"https://127.0.0.1:9/jwks\"";
+        let path = write_config(dir.path(), uri);
+        let first = Config::load(&path).unwrap();
+        let listen = (first.grpc_listen, first.admin_listen);
+        let (_stop_tx, stop) = watch::channel(false);
+        let mut fetchers = Fetchers {
+            running: Vec::new(),
+            client: reqwest::Client::new(),
+            idp: first.idp_client.clone(),
+            metrics: Arc::new(Metrics::new().unwrap()),
+            stop,
+        };
+        let built = first.build(&|_| None).unwrap();
+        for fetch in built.key_fetches {
+            fetchers.start(fetch);
+        }
+        let (old_task, store) = (
+            fetchers.running[0].task.clone(),
+            fetchers.running[0].store.clone(),
+        );
+        let policies = ArcSwap::from_pointee(built.engine);
+
+        write_config(
+            dir.path(),
+            &format!("{uri}\nrediscovery_lifetime = 7\njwks_refresh_interval = 60"),
+        );
+        apply(&path, listen, &None, &policies, &mut fetchers)
+            .await
+            .unwrap();
+        assert_eq!(fetchers.running.len(), 1);
+        assert_eq!(
+            fetchers.running[0].intervals,
+            (Duration::from_secs(7), Duration::from_secs(60))
+        );
+        assert!(Arc::ptr_eq(&fetchers.running[0].store, &store));
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while !old_task.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the fetcher with the old intervals is still running");
     }
 
     #[tokio::test]

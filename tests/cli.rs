@@ -415,6 +415,47 @@ fn serve_reloads_on_sighup_and_when_the_file_changes() {
     assert!(child.0.try_wait().unwrap().is_none(), "still serving");
 }
 
+/// Writes `write_config`'s files into a new timestamped folder of `dir` and points `..data` at
+/// it with one rename, as the kubelet updates a ConfigMap volume; returns the folder.
+#[cfg(unix)]
+fn kubelet_update(dir: &Path, version: u32, extra: &str) -> std::path::PathBuf {
+    let folder = dir.join(format!("..2026_12_06_15_00_0{version}.{version}"));
+    std::fs::create_dir(&folder).unwrap();
+    write_config(&folder, extra);
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(folder.file_name().unwrap(), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    folder
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_reloads_once_when_a_configmap_volume_swaps_its_data_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = kubelet_update(dir.path(), 1, "");
+    for name in ["certbound.toml", "client-ca.pem", "jwks.json"] {
+        std::os::unix::fs::symlink(format!("..data/{name}"), dir.path().join(name)).unwrap();
+    }
+    let (mut child, logs, _) = serve(&dir.path().join("certbound.toml"), &[]);
+    let reloads = || {
+        logs.lock()
+            .unwrap()
+            .matches("configuration reloaded")
+            .count()
+    };
+
+    // No signal: the 2 s poll finds the swap.
+    kubelet_update(dir.path(), 2, "leeway = 7");
+    std::fs::remove_dir_all(&first).unwrap();
+    wait_for(&logs, "configuration reloaded");
+    // A swap to a version that does not validate is refused; the server keeps running, and the
+    // earlier swap was reloaded once, not on every poll since.
+    kubelet_update(dir.path(), 3, "leeway = \"soon\"");
+    wait_for(&logs, "reload refused");
+    assert_eq!(reloads(), 1, "{}", logs.lock().unwrap());
+    assert!(child.0.try_wait().unwrap().is_none(), "still serving");
+}
+
 #[test]
 fn deleting_a_trusted_ca_file_refuses_the_reload_and_the_log_names_the_file() {
     let dir = tempfile::tempdir().unwrap();

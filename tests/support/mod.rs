@@ -389,6 +389,15 @@ impl Certbound {
 
     /// Starts a server from a config file that reloads when `trigger` fires.
     pub async fn start_reloading(path: &Path) -> (Self, tokio::sync::mpsc::UnboundedSender<()>) {
+        Self::start_watching(path, None).await
+    }
+
+    /// Starts a server from a config file that reloads when `trigger` fires and, with
+    /// `poll_interval`, when a poll finds the config or a file it names changed (as `serve` does).
+    pub async fn start_watching(
+        path: &Path,
+        poll_interval: Option<Duration>,
+    ) -> (Self, tokio::sync::mpsc::UnboundedSender<()>) {
         let config = Config::load(path).unwrap_or_else(|e| panic!("test config refused: {e}"));
         let listeners = Listeners::bind(
             "127.0.0.1:0".parse().unwrap(),
@@ -402,8 +411,9 @@ impl Certbound {
         let (trigger, reload_rx) = tokio::sync::mpsc::unbounded_channel();
         let reload = server::Reload {
             path: path.to_path_buf(),
-            poll_interval: None,
+            poll_interval,
             trigger: reload_rx,
+            loaded: server::FileStates::of(&config.files),
         };
         let task = tokio::spawn(server::serve_with_reload(
             config,
