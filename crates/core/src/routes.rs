@@ -29,7 +29,7 @@
 //! 6. the longer plain path.
 //!
 //! Kong breaks remaining ties by something a configuration does not carry, so
-//! [`Routes::conflicts`] lists overlapping rules of equal priority that name different
+//! [`Routes::findings`] lists overlapping rules of equal priority that name different
 //! policies and the configuration refuses them; among equals that agree, file order decides.
 
 /// Kong's priority of one route (and path), compared from the most significant field.
@@ -340,10 +340,11 @@ impl Routes {
         }
     }
 
-    /// Rules that can never match (every path of theirs is covered by a path of higher or
-    /// equal precedence ranked before it) and conflicting rules. Only what is cheap to prove:
-    /// a regex covers nothing, and only identical regexes are taken to overlap with certainty;
-    /// any two regexes or a regex and a prefix are taken to possibly overlap.
+    /// Rules that can never match (each of their paths is covered by one ranked before it) and
+    /// conflicting rules. Only what is cheap to prove counts as covering: hosts and methods
+    /// that include the other's, a shorter prefix, the same regex. For conflicts the other way
+    /// round: only disjoint methods, disjoint exact hosts or prefixes neither of which
+    /// extends the other rule out an overlap; a regex may overlap anything.
     pub fn findings(&self) -> Vec<Finding> {
         let mut out = Vec::new();
         for i in 0..self.rules.len() {
