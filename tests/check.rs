@@ -1899,3 +1899,101 @@ async fn a_reload_under_load_swaps_the_config_without_failing_a_check_and_refuse
     assert!(total > 0);
     cb.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_pick_the_policy_by_host_path_and_method_unless_the_route_names_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    pki.write_root(dir.path());
+    let key = SigningKey::es256("k").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
+    let toml = format!(
+        "unmatched_route = \"deny\"\n{}\n\
+         [policies.strict]\n\
+         scopes_required = [\"payments\"]\n\n\
+         [[routes]]\n\
+         hosts = [\"api.test\"]\n\
+         paths = [\"/\"]\n\
+         policy = \"default\"\n\n\
+         [[routes]]\n\
+         hosts = [\"api.test\"]\n\
+         paths = [\"/payments\", \"~/accounts/\\\\d+$\"]\n\
+         methods = [\"POST\"]\n\
+         policy = \"strict\"\n",
+        header_mode_config(&idp, "url_encoded"),
+    );
+    let cb = Certbound::start(&toml, dir.path()).await;
+    cb.wait_ready().await;
+    let cert = pki.chain_header(&pki.alice);
+    let token = key
+        .sign(
+            "at+jwt",
+            &bound_claims(&idp.issuer, AUD, "alice-app", &pki.alice, now),
+        )
+        .unwrap();
+    let to = |authority: &str, method: &str, path: &str| {
+        Req::default()
+            .header(":authority", authority)
+            .bearer(&token)
+            .cert(&cert)
+            .header(":method", method)
+            .header(":path", path)
+    };
+    let req = |method: &str, path: &str| to("api.test", method, path);
+    let strict = || Expect::Deny {
+        reason: "insufficient_scope",
+        status: 403,
+        error: Some("insufficient_scope"),
+    };
+    let allowed = || Expect::Allow {
+        reason: "bound",
+        sub: Some("alice-app"),
+    };
+    run_case(
+        &cb,
+        "POST /payments: strict",
+        req("POST", "/payments/1?x=1"),
+        strict(),
+    )
+    .await;
+    run_case(
+        &cb,
+        "POST /accounts/7: strict",
+        req("POST", "/accounts/7"),
+        strict(),
+    )
+    .await;
+    run_case(
+        &cb,
+        "GET /payments: default",
+        req("GET", "/payments/1"),
+        allowed(),
+    )
+    .await;
+    run_case(
+        &cb,
+        "POST /accounts/7/x: default",
+        req("POST", "/accounts/7/x"),
+        allowed(),
+    )
+    .await;
+    run_case(
+        &cb,
+        "the route's context_extensions win",
+        req("GET", "/public").policy("strict"),
+        strict(),
+    )
+    .await;
+    run_case(
+        &cb,
+        "no rule for the host: denied",
+        to("other.test", "GET", "/"),
+        Expect::Deny {
+            reason: "no_matching_route",
+            status: 403,
+            error: None,
+        },
+    )
+    .await;
+}

@@ -769,3 +769,46 @@ fn import_kong_names_secret_fields_without_their_values() {
     assert!(stderr.contains("client_secret"), "{stderr}");
     assert_no_secret("the refusal", &stderr, &secrets);
 }
+
+#[test]
+fn check_config_warns_about_routes_that_never_match_and_refuses_conflicting_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = |hosts: &str, policy: &str| {
+        format!("[[routes]]\nhosts = [{hosts}]\npaths = [\"/api\"]\npolicy = \"{policy}\"\n")
+    };
+    let shadowed = format!(
+        "{}{}",
+        rule("\"api.test\"", "default"),
+        rule("\"api.test\"", "default")
+    );
+    let path = write_config(dir.path(), &shadowed);
+    let out = certbound()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: `routes[1]`: can never match: routes[0] matches first"),
+        "{err}"
+    );
+
+    let conflicting = format!(
+        "[policies.strict]\nleeway = 0\n{}{}",
+        rule("\"*.test\"", "default"),
+        rule("\"api.*\"", "strict")
+    );
+    let path = write_config(dir.path(), &conflicting);
+    let out = certbound()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`routes`: routes[0] and routes[1] can match the same request"),
+        "{err}"
+    );
+}

@@ -12,6 +12,8 @@
 
 use std::cmp::Ordering;
 
+use certbound_core::routes::{KongFields, Priority};
+
 use super::deck::{DeckFile, Route};
 use super::mapping::{Choice, Plan};
 use super::{ImportError, Note};
@@ -43,40 +45,16 @@ fn escape(s: &str) -> String {
     out
 }
 
-/// Kong's priority of a route (`kong/router/transform.lua`, `get_priority`), compared field by
-/// field from the most significant one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Priority {
-    match_weight: u8,
-    plain_host_only: bool,
-    headers: usize,
-    regex: bool,
-    regex_priority: i64,
-    max_length: usize,
-}
-
+/// Kong's priority of a route (`certbound_core::routes` defines it and its order).
 fn priority(route: &Route, paths: &[&str]) -> Priority {
-    let present = [
-        !route.methods.is_empty(),
-        !route.hosts.is_empty(),
-        route.headers > 0,
-        route.unsupported.contains(&"snis"),
-        !paths.is_empty(),
-    ];
-    let regex = paths.iter().any(|p| p.starts_with('~'));
-    Priority {
-        match_weight: present.iter().filter(|p| **p).count() as u8,
-        plain_host_only: !route.hosts.is_empty() && !route.hosts.iter().any(|h| h.contains('*')),
+    Priority::kong(KongFields {
+        methods: !route.methods.is_empty(),
+        hosts: &route.hosts,
         headers: route.headers,
-        regex,
-        regex_priority: if regex { route.regex_priority } else { 0 },
-        max_length: paths
-            .iter()
-            .filter(|p| !p.starts_with('~'))
-            .map(|p| p.len())
-            .max()
-            .unwrap_or(0),
-    }
+        snis: route.unsupported.contains(&"snis"),
+        paths,
+        regex_priority: route.regex_priority,
+    })
 }
 
 /// One Envoy route: one path of one Kong route.

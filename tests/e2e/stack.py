@@ -595,6 +595,12 @@ class Stack:
             'revocation_check_mode = "STRICT"\n'
             "cert_cache_ttl = 1000\n"
             "http_timeout = 1000\n"
+            # No Envoy route names a policy under /by-rule/: certbound's own rules pick "strict"
+            # for a regex path there, and leave the rest to the default policy.
+            "\n[[routes]]\n"
+            'paths = ["~/by-rule/strict$"]\n'
+            'methods = ["GET"]\n'
+            'policy = "strict"\n'
         )
 
         # Kong's tutorial sets secure_source = false: its client sends the header itself.

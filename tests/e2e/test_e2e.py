@@ -553,6 +553,18 @@ def test_responder_unreachable_strict_denies_and_ignore_ca_error_allows(stack, d
     assert_allowed(stack.call_nginx("dave", dave_token, face=face), "bob-app")
 
 
+def test_routes_in_the_config_pick_the_strict_policy_without_context_extensions(stack, alice_rs, face):
+    # alice's certificate names no responder: only the strict policy refuses it. Envoy's route
+    # for /by-rule/ is the catch-all one, which names no policy.
+    resp = stack.call_nginx("alice", alice_rs, path="/by-rule/strict", face=face)
+    assert_invalid_token(resp)
+    assert UNKNOWN in resp.www_authenticate, resp
+    # The rule's regex is anchored, and it takes GET only: both of these get the default policy.
+    assert_allowed(stack.call_nginx("alice", alice_rs, path="/by-rule/strict/x", face=face), "alice-app")
+    assert_allowed(stack.call_nginx("alice", alice_rs, path="/by-rule/strict", method="POST", face=face),
+                   "alice-app")
+
+
 # --- key rotation, health, metrics (after the matrix) ------------------------------------------------
 
 def test_known_keys_keep_working_while_the_idp_is_paused(stack, alice_rs, alice_es, face):

@@ -93,6 +93,7 @@ impl Config {
                     .map(|(name, a)| (name, Arc::new(a)))
                     .collect(),
                 log_fields: self.dynamic_metadata,
+                routes: self.routes.clone(),
             },
             key_fetches,
         })

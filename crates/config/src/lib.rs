@@ -11,6 +11,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
@@ -19,6 +20,7 @@ use figment::Figment;
 use certbound_adapters::http::IdpClient;
 use certbound_core::answer::LogFields;
 use certbound_core::policy::Policies;
+use certbound_core::routes::Routes;
 
 mod build;
 mod raw;
@@ -94,6 +96,8 @@ pub struct Config {
     pub replay: ReplaySettings,
     /// `dynamic_metadata`: the access-log fields every answer carries.
     pub dynamic_metadata: LogFields,
+    /// `[[routes]]` and `unmatched_route`: the policy by host, path and method.
+    pub routes: Arc<Routes>,
     /// Every file the configuration was built from (the config file itself, CA bundles, JWKS
     /// files): a reload is due when one of them changes.
     pub files: Vec<PathBuf>,

@@ -30,6 +30,8 @@ const GLOBAL_KEYS: &[&str] = &[
     "allow_insecure_http_for_tests",
     "grpc_tls",
     "dynamic_metadata",
+    "routes",
+    "unmatched_route",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +50,20 @@ pub(super) struct RawGlobal {
     pub(super) allow_insecure_http_for_tests: Option<bool>,
     pub(super) grpc_tls: Option<RawGrpcTls>,
     pub(super) dynamic_metadata: Option<Vec<String>>,
+    pub(super) routes: Option<Vec<RawRoute>>,
+    pub(super) unmatched_route: Option<String>,
+}
+
+/// One `[[routes]]` rule: which requests (Kong's route fields) get which policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) name: Option<String>,
+    pub(super) hosts: Option<Vec<String>>,
+    pub(super) paths: Option<Vec<String>>,
+    pub(super) methods: Option<Vec<String>>,
+    pub(super) regex_priority: Option<i64>,
+    pub(super) policy: Option<String>,
 }
 
 /// `[grpc_tls]`: TLS on the gRPC listener, with optional client-certificate authentication.

@@ -933,3 +933,153 @@ fn introspection_inactive_ttl_defaults_to_10_seconds_and_stays_within_cache_ttl(
         assert_eq!(i[0].key, "introspection_inactive_ttl", "{bad}");
     }
 }
+
+#[test]
+fn routes_load_in_kong_order_and_select_their_policies() {
+    use certbound_core::routes::{Request, Selected, Unmatched};
+    let dir = dir_with_ca();
+    let toml = format!(
+        r#"unmatched_route = "deny"
+{GOOD}
+[policies.strict]
+leeway = 0
+[[routes]]
+name = "everything under api"
+hosts = ["*.example.com"]
+paths = ["/"]
+policy = "default"
+[[routes]]
+hosts = ["*.example.com"]
+paths = ["/payments", "~/accounts/\\d+$"]
+methods = ["GET", "POST"]
+policy = "strict"
+"#
+    );
+    let c = load(&toml, dir.path()).unwrap();
+    assert_eq!(c.routes.unmatched, Unmatched::Deny);
+    assert_eq!(c.routes.rules().len(), 2);
+    let engine = built(&c).engine;
+    let pick = |authority, path, method| {
+        engine.routes.select(&Request {
+            authority,
+            path,
+            method,
+        })
+    };
+    assert_eq!(
+        pick("api.example.com", "/payments/1", "POST"),
+        Selected::Policy(Some("strict"))
+    );
+    assert_eq!(
+        pick("api.example.com", "/accounts/7", "GET"),
+        Selected::Policy(Some("strict"))
+    );
+    assert_eq!(
+        pick("api.example.com", "/payments/1", "DELETE"),
+        Selected::Policy(None)
+    );
+    assert_eq!(pick("other.org", "/payments", "GET"), Selected::Deny);
+    assert!(
+        !c.warnings.iter().any(|w| w.key.starts_with("routes")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn bad_routes_are_reported_each_naming_its_key() {
+    let dir = dir_with_ca();
+    let toml = format!(
+        r#"unmatched_route = "maybe"
+{GOOD}
+[[routes]]
+hosts = ["a.*.com"]
+paths = ["relative", "~(unclosed"]
+methods = ["get"]
+policy = "nope"
+[[routes]]
+regex_priority = 1
+policy = "default"
+[[routes]]
+paths = ["/a"]
+"#
+    );
+    let keys: Vec<String> = issues(&toml, dir.path())
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    for key in [
+        "unmatched_route",
+        "routes[0].hosts",
+        "routes[0].paths",
+        "routes[0].methods",
+        "routes[0].policy",
+        "routes[1]",
+        "routes[2].policy",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} not in {keys:?}");
+    }
+    assert_eq!(
+        keys.iter().filter(|k| *k == "routes[0].paths").count(),
+        2,
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn a_route_regex_over_the_size_limit_is_refused() {
+    let dir = dir_with_ca();
+    let toml = format!(
+        "{GOOD}\n[[routes]]\npaths = [\"~(\\\\w{{1,1000}}){{1,1000}}\"]\npolicy = \"default\"\n"
+    );
+    let i = issues(&toml, dir.path());
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert_eq!(i[0].key, "routes[0].paths");
+}
+
+#[test]
+fn conflicting_routes_are_errors_and_shadowed_ones_warnings() {
+    let dir = dir_with_ca();
+    let conflict = format!(
+        r#"{GOOD}
+[policies.strict]
+leeway = 0
+[[routes]]
+hosts = ["*.example.com"]
+paths = ["/a"]
+policy = "default"
+[[routes]]
+hosts = ["api.*"]
+paths = ["/a"]
+policy = "strict"
+"#
+    );
+    let i = issues(&conflict, dir.path());
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert_eq!(i[0].key, "routes");
+    assert!(i[0].message.contains("routes[0] and routes[1]"), "{i:?}");
+
+    let shadowed = format!(
+        r#"{GOOD}
+[[routes]]
+name = "first"
+hosts = ["api.example.com"]
+paths = ["/a"]
+policy = "default"
+[[routes]]
+name = "second"
+hosts = ["api.example.com"]
+paths = ["/a"]
+policy = "default"
+"#
+    );
+    let c = load(&shadowed, dir.path()).unwrap();
+    let routes: Vec<&Issue> = c
+        .warnings
+        .iter()
+        .filter(|w| w.key.starts_with("routes"))
+        .collect();
+    assert_eq!(routes.len(), 1, "{:?}", c.warnings);
+    assert_eq!(routes[0].key, "routes[1] (second)");
+    assert!(routes[0].message.contains("routes[0] (first)"));
+}

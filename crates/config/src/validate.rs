@@ -27,9 +27,12 @@ use certbound_core::policy::{
     AuthMethod, CertSource, ClaimHeader, HeaderSource, KeySource, Limits, Policies, Policy, PopMode,
 };
 use certbound_core::revocation;
+use certbound_core::routes::{Finding, Host, Path as RoutePath, Routes, Rule, Unmatched};
 use certbound_core::token::KeySet;
 
-use super::raw::{Raw, RawFromHeader, RawGlobal, RawGrpcTls, RawLimits, RawPolicy, RawReplay};
+use super::raw::{
+    Raw, RawFromHeader, RawGlobal, RawGrpcTls, RawLimits, RawPolicy, RawReplay, RawRoute,
+};
 use super::{Config, ConfigError, GrpcTls, Issue, KeyRefresh, ReplaySettings};
 
 /// Validates `raw`; `base` anchors relative paths.
@@ -281,6 +284,12 @@ impl Validator<'_> {
             }
         };
 
+        let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+        let routes = self.routes(
+            global.routes.unwrap_or_default(),
+            global.unmatched_route.as_deref(),
+            &names,
+        );
         let default = self.policy("default", default, &shared);
         let mut policies = HashMap::new();
         for (name, raw) in named {
@@ -317,9 +326,139 @@ impl Validator<'_> {
             idp_client,
             replay: replay?,
             dynamic_metadata,
+            routes: Arc::new(routes),
             files: std::mem::take(&mut self.files),
             warnings: std::mem::take(&mut self.warnings),
         })
+    }
+
+    /// `[[routes]]` and `unmatched_route`. Conflicting rules (equal Kong priority, overlapping,
+    /// different policies: Kong's choice between them is not in the configuration) are
+    /// errors; rules that can never match are warnings.
+    fn routes(&mut self, raw: Vec<RawRoute>, unmatched: Option<&str>, names: &[&str]) -> Routes {
+        let unmatched = match unmatched {
+            None | Some("default") => Unmatched::Default,
+            Some("deny") => Unmatched::Deny,
+            Some(_) => {
+                self.issue("unmatched_route", "must be \"default\" or \"deny\"");
+                Unmatched::Default
+            }
+        };
+        let mut rules = Vec::new();
+        let mut labels = Vec::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            let key = format!("routes[{i}]");
+            labels.push(match &r.name {
+                Some(n) => format!("{key} ({n})"),
+                None => key.clone(),
+            });
+            let (hosts, paths, methods) = (
+                r.hosts.unwrap_or_default(),
+                r.paths.unwrap_or_default(),
+                r.methods.unwrap_or_default(),
+            );
+            if hosts.is_empty() && paths.is_empty() && methods.is_empty() {
+                self.issue(&key, "needs at least one of hosts, paths, methods");
+            }
+            let mut ok = true;
+            let mut parsed_hosts = Vec::new();
+            for h in &hosts {
+                match Host::parse(h) {
+                    Some(host) => parsed_hosts.push(host),
+                    None => {
+                        ok = false;
+                        self.issue(
+                            &format!("{key}.hosts"),
+                            "a host is a name, optionally with :PORT, or has one `*` as its whole first or last label",
+                        );
+                    }
+                }
+            }
+            let mut parsed_paths = Vec::new();
+            for p in &paths {
+                if !p.starts_with('/') && !p.starts_with('~') {
+                    ok = false;
+                    self.issue(
+                        &format!("{key}.paths"),
+                        "a path starts with `/` (a prefix) or `~` (a regex)",
+                    );
+                    continue;
+                }
+                match RoutePath::parse(p, defaults::ROUTE_REGEX_SIZE_LIMIT) {
+                    Ok(path) => parsed_paths.push(path),
+                    Err(e) => {
+                        ok = false;
+                        // The regex crate's message quotes the pattern: configuration, not a secret.
+                        self.issue(&format!("{key}.paths"), format!("not a usable regex: {e}"));
+                    }
+                }
+            }
+            if methods
+                .iter()
+                .any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
+            {
+                ok = false;
+                self.issue(
+                    &format!("{key}.methods"),
+                    "methods are upper-case names (GET, POST)",
+                );
+            }
+            let policy = match r.policy.as_deref() {
+                None => {
+                    ok = false;
+                    self.issue(
+                        &format!("{key}.policy"),
+                        "required: a [policies.NAME] or \"default\"",
+                    );
+                    None
+                }
+                Some("default") => None,
+                Some(n) if names.contains(&n) => Some(n.to_string()),
+                Some(_) => {
+                    ok = false;
+                    self.issue(
+                        &format!("{key}.policy"),
+                        "names no [policies.NAME] table (nor \"default\")",
+                    );
+                    None
+                }
+            };
+            if ok {
+                rules.push(Rule {
+                    hosts: parsed_hosts,
+                    host_spellings: hosts,
+                    paths: parsed_paths,
+                    methods,
+                    regex_priority: r.regex_priority.unwrap_or(0),
+                    policy,
+                });
+            } else {
+                // Keeps indices aligned for the findings below: an invalid rule fails the
+                // configuration anyway.
+                labels.pop();
+            }
+        }
+        let routes = Routes::new(rules, unmatched);
+        for finding in routes.findings() {
+            match finding {
+                Finding::Shadowed { rule, by } => {
+                    let message = format!(
+                        "can never match: {} matches first wherever it matches",
+                        labels[by]
+                    );
+                    let key = labels[rule].clone();
+                    self.warn(&key, message);
+                }
+                Finding::Conflict { first, second } => {
+                    let message = format!(
+                        "{} and {} can match the same request with equal precedence and choose different policies; Kong's choice between them is not in the configuration: set regex_priority, or make their paths, hosts or methods tell them apart",
+                        labels[first], labels[second]
+                    );
+                    self.issue("routes", message);
+                }
+            }
+        }
+        routes
     }
 
     fn policy(&mut self, name: &str, raw: RawPolicy, shared: &Shared) -> Option<Policy> {

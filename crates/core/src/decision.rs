@@ -104,6 +104,9 @@ deny_reasons! {
         /// `context_extensions.policy` names a policy this deployment does not have.
         UnknownPolicy = "unknown_policy", Forbidden, Absent, NotDpop,
             "";
+        /// No `[[routes]]` rule matched and `unmatched_route = "deny"`.
+        NoMatchingRoute = "no_matching_route", Forbidden, Absent, NotDpop,
+            "";
         /// The issuer's signing keys have never been loaded; nothing can be verified.
         KeysUnavailable = "keys_unavailable", ServiceUnavailable, Absent, NotDpop,
             "";
@@ -494,6 +497,7 @@ mod tests {
                 DenyReason::MissingToken
                     | DenyReason::MalformedAuthorization
                     | DenyReason::UnknownPolicy
+                    | DenyReason::NoMatchingRoute
                     | DenyReason::KeysUnavailable
                     | DenyReason::IntrospectionUnavailable
                     | DenyReason::DpopReplayStoreUnavailable

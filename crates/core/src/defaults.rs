@@ -14,6 +14,10 @@ pub const ADMIN_LISTEN: &str = "127.0.0.1:9192";
 
 /// `dynamic_metadata`: every access-log field, as before the key existed.
 pub const DYNAMIC_METADATA: crate::answer::LogFields = crate::answer::LogFields::ALL;
+/// Bytes one compiled `[[routes]]` path regex may take (the `regex` crate's `size_limit`, and
+/// its lazy DFA's cache): certbound's. A path pattern compiles to a few KiB; the crate's own
+/// 10 MiB default would let a few hundred rules take gigabytes.
+pub const ROUTE_REGEX_SIZE_LIMIT: usize = 256 * 1024;
 /// Milliseconds for one HTTP call to the IdP: Kong's `timeout` default.
 pub const TIMEOUT_MS: u64 = 10_000;
 /// Verify the IdP's TLS certificate: certbound's, fail closed.

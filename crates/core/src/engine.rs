@@ -16,6 +16,7 @@ use crate::dpop::ReplayStore;
 use crate::introspection::Introspector;
 use crate::policy::Policy;
 use crate::revocation::Checker;
+use crate::routes::Routes;
 use crate::token::KeyStore;
 
 /// The live services one policy's checks use.
@@ -73,14 +74,17 @@ impl Active {
 /// Proofs remembered by [`Active::in_memory`]'s replay store.
 const IN_MEMORY_REPLAY_ENTRIES: u64 = 100_000;
 
-/// The default policy plus the named ones Envoy picks per route with
-/// `context_extensions: {policy: NAME}`, each with its services.
+/// The default policy plus the named ones, each with its services. A request gets the one its
+/// Envoy route names (`context_extensions: {policy: NAME}`, the module's per-route config), else
+/// the one `routes` selects by host, path and method.
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub default: Arc<Active>,
     pub named: HashMap<String, Arc<Active>>,
     /// What every answer tells the access log (`dynamic_metadata`).
     pub log_fields: LogFields,
+    /// `[[routes]]`: the policy by host, path and method where the route names none.
+    pub routes: Arc<Routes>,
 }
 
 impl Engine {
@@ -90,6 +94,7 @@ impl Engine {
             default: Arc::new(active),
             named: HashMap::new(),
             log_fields: LogFields::default(),
+            routes: Arc::default(),
         }
     }
 

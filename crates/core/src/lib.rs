@@ -8,7 +8,8 @@
 //! One check, in the order `pipeline::check` runs it:
 //!
 //! - `engine`: the policies in force, each a plain-data `policy::Policy` paired with its live
-//!   services; picks the policy a request names.
+//!   services; picks the policy a request names, or the one `routes` selects by host, path and
+//!   method (Kong's router precedence, which the Kong importer reuses).
 //! - `extract`: the access token (Bearer or DPoP scheme) and the certificate header from the
 //!   request's headers.
 //! - `cert`: decodes the certificate header (one file per format under `cert/format`) and
@@ -49,4 +50,5 @@ pub mod names;
 pub mod pipeline;
 pub mod policy;
 pub mod revocation;
+pub mod routes;
 pub mod token;

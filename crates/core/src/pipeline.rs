@@ -19,6 +19,7 @@ use crate::engine::{Engine, Services};
 use crate::extract::{self, Scheme};
 use crate::introspection::IntrospectError;
 use crate::policy::{CertSource, Policy};
+use crate::routes::{self, Selected};
 use crate::token::{self, TokenError, VerifiedToken};
 
 /// The client certificate Envoy terminated mTLS with and verified, in the form the face has it.
@@ -68,7 +69,8 @@ pub struct CheckInput<'a> {
     pub headers: &'a HashMap<String, String>,
     /// `attributes.source.certificate`; empty when Envoy sent none.
     pub peer_certificate: PeerCertificate<'a>,
-    /// `context_extensions["policy"]`, if the route sets one.
+    /// `context_extensions["policy"]`, if the route sets one. It wins over `[[routes]]`, which
+    /// choose by the `:authority`, `:path` and `:method` in `headers`.
     pub policy_name: Option<&'a str>,
     /// `attributes.source.address`: the hop that connected to Envoy.
     pub source_ip: Option<IpAddr>,
@@ -98,10 +100,31 @@ pub struct Outcome {
 
 /// Runs one check at `now` (seconds since the epoch).
 pub async fn check(input: &CheckInput<'_>, engine: &Engine, now: u64) -> Outcome {
-    let Some(active) = engine.select(input.policy_name) else {
+    let name = match input.policy_name {
+        Some(name) => Some(name),
+        None if engine.routes.is_empty() => None,
+        None => {
+            let header = |name: &str| input.headers.get(name).map_or("", String::as_str);
+            let request = routes::Request {
+                authority: header(":authority"),
+                path: header(":path"),
+                method: header(":method"),
+            };
+            match engine.routes.select(&request) {
+                Selected::Policy(name) => name,
+                Selected::Deny => {
+                    return Outcome {
+                        decision: Decision::Deny(DenyReason::NoMatchingRoute),
+                        ..Outcome::default()
+                    }
+                }
+            }
+        }
+    };
+    let Some(active) = engine.select(name) else {
         return Outcome {
             decision: Decision::Deny(DenyReason::UnknownPolicy),
-            policy: input.policy_name.unwrap_or_default().to_string(),
+            policy: name.unwrap_or_default().to_string(),
             ..Outcome::default()
         };
     };

@@ -51,6 +51,8 @@ const METADATA_NAMESPACE: &str = "certbound";
 const CHECK_HEADERS: &[&str] = &["authorization", ":authority"];
 /// What a DPoP proof is checked against, read only when a policy takes DPoP.
 const DPOP_HEADERS: &[&str] = &["dpop", ":method", ":path"];
+/// What `[[routes]]` rules match on (`:authority` is always read), read only when there are rules.
+const ROUTE_HEADERS: &[&str] = &[":method", ":path"];
 
 /// Shared by every stream of one filter configuration (all worker threads).
 pub struct FilterConfig {
@@ -165,6 +167,9 @@ impl FilterConfig {
             ));
         }
         let mut headers: Vec<String> = CHECK_HEADERS.iter().map(|h| h.to_string()).collect();
+        if !built.engine.routes.is_empty() {
+            headers.extend(ROUTE_HEADERS.iter().map(|h| h.to_string()));
+        }
         for active in built.engine.iter() {
             if active.policy.dpop.mode != DpopMode::Off {
                 headers.extend(DPOP_HEADERS.iter().map(|h| h.to_string()));
