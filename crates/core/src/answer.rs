@@ -10,44 +10,8 @@
 
 use crate::decision::{Decision, DenyReason, UpstreamHeader};
 use crate::dpop::{self, DpopMode};
-use crate::names::spelled;
+pub use crate::log_fields::{LogField, LogFields};
 use crate::pipeline::Outcome;
-
-spelled! {
-    /// One access-log field of an answer (`dynamic_metadata`), in the order answers list them.
-    pub enum LogField {
-        Policy = "policy",
-        Decision = "decision",
-        Reason = "reason",
-        Sub = "sub",
-        ClientId = "client_id",
-        X5t = "x5t",
-    }
-}
-
-/// The access-log fields answers carry (`dynamic_metadata`). Each field costs Envoy a little
-/// per request, so a deployment whose access log reads none of them can turn them off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogFields(u8);
-
-impl LogFields {
-    pub const NONE: LogFields = LogFields(0);
-    pub const ALL: LogFields = LogFields((1 << LogField::ALL.len()) - 1);
-
-    pub fn of(fields: impl IntoIterator<Item = LogField>) -> Self {
-        LogFields(fields.into_iter().fold(0, |bits, f| bits | 1 << f as u8))
-    }
-
-    pub fn contains(self, field: LogField) -> bool {
-        self.0 & (1 << field as u8) != 0
-    }
-}
-
-impl Default for LogFields {
-    fn default() -> Self {
-        crate::defaults::DYNAMIC_METADATA
-    }
-}
 
 /// One response header line. A name may repeat (one `WWW-Authenticate` line per challenge).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,7 +222,7 @@ mod tests {
     #[test]
     fn all_log_fields_is_every_field_and_the_default() {
         assert_eq!(LogFields::ALL, LogFields::of(LogField::ALL));
-        assert_eq!(LogFields::default(), LogFields::ALL);
+        assert_eq!(crate::defaults::DYNAMIC_METADATA, LogFields::ALL);
         for f in LogField::ALL {
             assert!(LogFields::ALL.contains(f));
             assert!(!LogFields::NONE.contains(f));

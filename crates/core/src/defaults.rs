@@ -13,7 +13,7 @@ pub const GRPC_LISTEN: &str = "127.0.0.1:9191";
 pub const ADMIN_LISTEN: &str = "127.0.0.1:9192";
 
 /// `dynamic_metadata`: every access-log field, as before the key existed.
-pub const DYNAMIC_METADATA: crate::answer::LogFields = crate::answer::LogFields::ALL;
+pub const DYNAMIC_METADATA: crate::log_fields::LogFields = crate::log_fields::LogFields::ALL;
 /// Bytes one compiled `[[routes]]` path regex may take (the `regex` crate's `size_limit`, and
 /// its lazy DFA's cache): certbound's. A path pattern compiles to a few KiB; the crate's own
 /// 10 MiB default would let a few hundred rules take gigabytes.

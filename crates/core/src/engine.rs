@@ -10,10 +10,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::answer::LogFields;
 use crate::cache::Caches;
 use crate::dpop::ReplayStore;
 use crate::introspection::Introspector;
+use crate::log_fields::LogFields;
 use crate::policy::Policy;
 use crate::revocation::Checker;
 use crate::routes::Routes;
@@ -93,7 +93,7 @@ impl Engine {
         Self {
             default: Arc::new(active),
             named: HashMap::new(),
-            log_fields: LogFields::default(),
+            log_fields: crate::defaults::DYNAMIC_METADATA,
             routes: Arc::default(),
         }
     }

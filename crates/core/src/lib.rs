@@ -24,7 +24,8 @@
 //! - `decision`: allow or deny, each deny reason with all its facts in one table;
 //!   `pipeline/deny` converts every layer's error into a reason.
 //! - `answer`: what the client and the upstream see of a decision (status, challenges, body,
-//!   upstream headers, access-log fields), the same for every face.
+//!   upstream headers, access-log fields), the same for every face; `log_fields` names the
+//!   access-log fields (`dynamic_metadata`).
 //! - `cache`: verified tokens and certificates, per policy.
 //!
 //! Ground floor: `policy` (with `defaults`, one constant per configuration key, and `names`, the
@@ -46,6 +47,7 @@ pub mod engine;
 pub mod extract;
 pub mod fixtures;
 pub mod introspection;
+pub mod log_fields;
 pub mod names;
 pub mod pipeline;
 pub mod policy;
