@@ -72,7 +72,7 @@ for line in open(path):
         break
 out = subprocess.run(["callgrind_annotate", "--inclusive=yes", path], capture_output=True, text=True).stdout
 for line in out.splitlines():
-    if re.search(r"sha2::sha256::compress256 ", line):
+    if re.search(r"sha2::sha256::soft::compress ", line):
         sha = int(line.split()[0].replace(",", ""))
         break
 print(json.dumps({"name": name, "instructions": total // n, "sha256": sha // n}))
