@@ -3,8 +3,8 @@
 that prove each claim, and a renamed or deleted test must not leave a claim without its proof.
 
 A cited test is a backticked `test_…` name, or a backticked snake_case name of five or more
-words that is not a configuration key or metric the README documents. Exits 1 naming the
-missing ones."""
+words that is not a configuration key or metric the README or another docs page documents.
+Exits 1 naming the missing ones."""
 from __future__ import annotations
 
 import re
@@ -25,21 +25,27 @@ def defined_tests() -> set[str]:
     return names
 
 
-def cited(doc: str, readme: str) -> set[str]:
+def documented() -> str:
+    """The README and the docs pages that do not cite tests: where keys and metrics are named."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return "\n".join(p.read_text() for p in pages if p.relative_to(ROOT).as_posix() not in DOCS)
+
+
+def cited(doc: str, reference: str) -> set[str]:
     out = set()
     for name in IDENT.findall(doc):
-        if name.startswith("test_") or (name.count("_") >= 4 and f"`{name}`" not in readme):
+        if name.startswith("test_") or (name.count("_") >= 4 and f"`{name}`" not in reference):
             out.add(name)
     return out
 
 
 def main() -> int:
     tests = defined_tests()
-    readme = (ROOT / "README.md").read_text()
+    reference = documented()
     missing = []
     total = 0
     for doc in DOCS:
-        names = cited((ROOT / doc).read_text(), readme)
+        names = cited((ROOT / doc).read_text(), reference)
         total += len(names)
         missing += [f"{doc}: `{n}`" for n in sorted(names - tests)]
     if missing:

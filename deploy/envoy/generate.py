@@ -219,7 +219,7 @@ def route_config(name: str, upstream: str, example: bool,
         routes.append(f"""\
 {EXAMPLE_BEGIN} (commented out on purpose).
 # Selecting a named certbound policy per route needs [policies.payments] in certbound.toml
-# (README: "Per-route policies"). A route naming a policy certbound does not have is denied
+# (docs/policies.md). A route naming a policy certbound does not have is denied
 # 403 unknown_policy (fail closed): add the policy to certbound first, then uncomment this.
 # - name: payments
 #   match: {{ prefix: "/payments/" }}
