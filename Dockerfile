@@ -19,11 +19,14 @@
 # and aarch64).
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY crates ./crates
 # Cargo.toml declares the benchmark target, so its source must exist for cargo to read the manifest.
 COPY benches ./benches
+# No .git in the build context: `certbound --version` names the commit given here
+# (docker build --build-arg BUILD_GIT_COMMIT="$(git rev-parse --short HEAD)"), else "unknown".
+ARG BUILD_GIT_COMMIT=""
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked --bin certbound \

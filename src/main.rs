@@ -15,7 +15,7 @@ use certbound::server::{self, Listeners};
 #[derive(Parser)]
 #[command(
     name = "certbound",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CERTBOUND_GIT_COMMIT"), ")"),
     about = "Envoy ext_authz server for RFC 8705 certificate-bound access tokens"
 )]
 struct Cli {
@@ -298,7 +298,7 @@ fn run_demo(grpc: SocketAddr, admin: SocketAddr, dir: Option<PathBuf>) -> anyhow
         );
         println!(
             "\nTry it yourself: {dir}/alice.token, {dir}/alice.header and {dir}/bob.header hold the values;\n\
-             point Envoy's ext_authz filter at {grpc} (README.md has the snippet). Ctrl-C stops.",
+             point Envoy's ext_authz filter at {grpc} (docs/deploy-envoy.md has the snippet). Ctrl-C stops.",
             dir = dir.display()
         );
         serving.await??;

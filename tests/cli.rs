@@ -146,6 +146,32 @@ fn environment_overrides_reach_nested_keys() {
     );
 }
 
+/// `--version` names the commit the binary was built from (build.rs): the checkout's HEAD, the
+/// `BUILD_GIT_COMMIT` a container build passes, or `unknown` without git.
+#[test]
+fn version_names_the_crate_version_and_the_commit_it_was_built_from() {
+    let expected = std::env::var("BUILD_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .or_else(|| {
+            let out = Command::new("git")
+                .args(["rev-parse", "--short", "HEAD"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let out = certbound().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("certbound {} ({expected})", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 #[test]
 fn thumbprint_prints_x5t_s256_of_pem_and_der() {
     let dir = tempfile::tempdir().unwrap();

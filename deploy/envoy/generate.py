@@ -103,7 +103,8 @@ def ext_authz_filter(stat_prefix: str, cluster: str, timeout: str, peer_certific
     status_on_error: {{ code: 503 }}   # certbound unreachable -> 503, not Envoy's default 403{peer}
     grpc_service:
       envoy_grpc: {{ cluster_name: {cluster} }}
-      # Above certbound's worst case (a token naming an unknown kid waits at most 500 ms for a JWKS refresh).
+      # Above certbound's worst case: 1.2 s with the defaults (unknown kid 500 ms + Redis replay
+      # 200 ms + revocation_wait 500 ms); docs/operations.md, "Envoy's ext_authz timeout".
       timeout: {timeout}
 """
 
@@ -218,7 +219,7 @@ def route_config(name: str, upstream: str, example: bool,
         routes.append(f"""\
 {EXAMPLE_BEGIN} (commented out on purpose).
 # Selecting a named certbound policy per route needs [policies.payments] in certbound.toml
-# (README: "Per-route policies"). A route naming a policy certbound does not have is denied
+# (docs/policies.md). A route naming a policy certbound does not have is denied
 # 403 unknown_policy (fail closed): add the policy to certbound first, then uncomment this.
 # - name: payments
 #   match: {{ prefix: "/payments/" }}
@@ -433,7 +434,7 @@ def comment_block(text: str) -> str:
 
 # --- the outputs ----------------------------------------------------------------------------------
 
-DEPLOY_TIMEOUT = "1s"
+DEPLOY_TIMEOUT = "2s"
 CERTBOUND_HEADLESS = "certbound-headless.certbound.svc.cluster.local"
 
 
@@ -564,7 +565,7 @@ E2E_HEADER = f"""\
 # The "peer" certbound serves gRPC over TLS and authenticates Envoy's client certificate.
 E2E_PEER_TLS = grpc_client_tls("@@PKI@@/envoy-grpc.pem", "@@PKI@@/envoy-grpc-key.pem", "@@PKI@@/server-ca.pem",
                                "localhost")
-E2E_TIMEOUT = "2s"  # a debug build on a shared 2-core machine
+E2E_TIMEOUT = "2s"  # as deployed; enough for a debug build on a shared 2-core machine too
 # DPoP routes: certbound policies with and without server nonces.
 DPOP_ROUTES = (("dpop-nonce", "/nonce/", "dpop-nonce"), ("dpop", "/", "dpop"))
 # The certbound instance (certbound-<instance>.toml) behind each ext_authz listener.

@@ -1215,7 +1215,7 @@ def _smoke(stack: Stack) -> None:
 
 
 def _demo(stack: Stack) -> None:
-    """The README's "run it": one real client allowed, the same stolen token denied, and why."""
+    """The README's "run it" (scripts/demo.sh): one real client allowed, the same stolen token denied, and why."""
     def say(text: str = "") -> None:
         print(text, flush=True)
 

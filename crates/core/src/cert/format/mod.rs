@@ -15,8 +15,9 @@
 //! Envoy joins a header sent twice with `,`. Where a format has no comma of its own, a comma
 //! means "sent twice" and is refused. `xfcc` refuses a second element unless `xfcc_elements =
 //! "last"` (see xfcc.rs); `traefik` uses commas between certificates, so there the terminator
-//! must strip client-sent copies (see the README on header trust). `auto` cannot tell a
-//! separator from a joined duplicate, so it refuses every comma outside an XFCC quoted value.
+//! must strip client-sent copies (docs/certificate-headers.md, "Trusting the header"). `auto`
+//! cannot tell a separator from a joined duplicate, so it refuses every comma outside an XFCC
+//! quoted value.
 
 mod der;
 mod pem;
