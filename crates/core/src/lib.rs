@@ -25,6 +25,8 @@
 //! - `answer`: what the client and the upstream see of a decision (status, challenges, body,
 //!   upstream headers, access-log fields), the same for every face.
 //! - `cache`: verified tokens and certificates, per policy.
+//! - `resource`: RFC 9728 protected-resource metadata, published per policy and answered by
+//!   the faces before any check.
 //!
 //! Ground floor: `policy` (with `defaults`, one constant per configuration key, and `names`, the
 //! error of an unknown mode spelling) and `clock`. The outside world is reached only through
@@ -48,5 +50,6 @@ pub mod introspection;
 pub mod names;
 pub mod pipeline;
 pub mod policy;
+pub mod resource;
 pub mod revocation;
 pub mod token;
