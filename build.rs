@@ -19,7 +19,9 @@ fn main() {
             git(&["rev-parse", "--short", "HEAD"])
         })
         .unwrap_or_else(|| "unknown".to_owned());
-    println!("cargo:rustc-env=CERTBOUND_GIT_COMMIT={commit}");
+    // Not `CERTBOUND_*`: cargo also exports this variable to the processes `cargo test` and
+    // `cargo run` start, and certbound reads every `CERTBOUND_*` variable as configuration.
+    println!("cargo:rustc-env=BUILD_COMMIT={commit}");
 }
 
 /// Reruns this script when HEAD moves: the HEAD file (a checkout), the branch's ref file (a

@@ -3,7 +3,8 @@
 #   1. Debian packages: nginx, prometheus, wrk, openssl, curl, redis-server (apt skipped entirely
 #      when all present)
 #   2. a virtualenv at <repo>/.venv with tests/e2e/requirements.txt (Envoy, pytest, Node 24)
-#   3. the test IdP's npm packages (tests/e2e/idp, `npm ci` from the committed lock file)
+#   3. the npm packages of tests/e2e/idp (the test IdP, oidc-provider; the RFC 9728 discovery
+#      client, oauth4webapi), `npm ci` from the committed lock file
 # Nothing installed by hand survives a machine change, so this script is the only source of truth;
 # a second run must be fast and change nothing. Usage: bash scripts/e2e-install.sh
 set -euo pipefail

@@ -18,7 +18,7 @@ use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value as ProtoValue
 use envoy_types::pb::google::rpc;
 
 use crate::metrics::Metrics;
-use certbound_core::answer::{self, Answer, Denial, LogFields};
+use certbound_core::answer::{self, Answer, Denial, Document, LogFields};
 use certbound_core::clock;
 use certbound_core::decision::{Decision, DenyReason};
 use certbound_core::engine::Engine;
@@ -106,7 +106,14 @@ impl Authorization for AuthzService {
                 .map(String::as_str),
             source_ip: attrs.and_then(source_ip),
         };
-        let outcome = if prost::Message::encoded_len(&req) > MAX_CHECK_REQUEST_BYTES {
+        let too_large = prost::Message::encoded_len(&req) > MAX_CHECK_REQUEST_BYTES;
+        if !too_large {
+            if let Some(m) = self.engine.load().published(headers) {
+                // Public data, answered before any check: not a decision.
+                return Ok(tonic::Response::new(published(answer::document(m))));
+            }
+        }
+        let outcome = if too_large {
             undecided(DenyReason::RequestTooLarge)
         } else {
             // A panic must not become a gRPC error, which `failure_mode_allow` would turn into
@@ -199,6 +206,30 @@ fn metadata(outcome: &Outcome, fields: LogFields) -> Struct {
                 )
             })
             .collect(),
+    }
+}
+
+/// The RFC 9728 metadata document as Envoy's local reply. ext_authz sends a local reply only
+/// for a non-OK status; its HTTP status (200) is what the client sees.
+fn published(doc: Document) -> CheckResponse {
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: PERMISSION_DENIED,
+            message: "protected_resource_metadata".to_string(),
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(doc.status),
+            }),
+            headers: doc
+                .headers
+                .iter()
+                .map(|h| overwrite(h.name, &h.value))
+                .collect(),
+            body: doc.body,
+        })),
+        ..Default::default()
     }
 }
 
@@ -295,6 +326,108 @@ mod tests {
         Arc::new(ArcSwap::from_pointee(
             config.build(&|_| None).unwrap().engine,
         ))
+    }
+
+    fn http_request(headers: &[(&str, &str)]) -> CheckRequest {
+        use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(attribute_context::HttpRequest {
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_metadata_path_is_answered_with_the_document_and_challenges_name_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = certbound_core::fixtures::SigningKey::es256("k").unwrap();
+        std::fs::write(
+            dir.path().join("jwks.json"),
+            certbound_core::fixtures::jwks(&[&key]).to_string(),
+        )
+        .unwrap();
+        let path = dir.path().join("certbound.toml");
+        std::fs::write(
+            &path,
+            "issuer = \"https://idp.test\"\njwks_file = \"jwks.json\"\nresource = \"https://api.test/v1\"\n",
+        )
+        .unwrap();
+        let engine = crate::config::Config::load(&path)
+            .unwrap()
+            .build(&|_| None)
+            .unwrap()
+            .engine;
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let service = AuthzService::new(Arc::new(ArcSwap::from_pointee(engine)), metrics.clone());
+        let mut client = serve(service).await;
+
+        let metadata = client
+            .check(http_request(&[
+                (":method", "GET"),
+                (":path", "/.well-known/oauth-protected-resource/v1"),
+                (":authority", "api.test"),
+            ]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(
+            metadata.status.unwrap().code,
+            OK,
+            "Envoy replies only to a non-OK"
+        );
+        match metadata.http_response {
+            Some(HttpResponse::DeniedResponse(d)) => {
+                assert_eq!(d.status.unwrap().code, 200);
+                let doc: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+                assert_eq!(doc["resource"], "https://api.test/v1");
+                assert_eq!(doc["authorization_servers"][0], "https://idp.test");
+            }
+            other => panic!("expected a local reply, got {other:?}"),
+        }
+        let rendered = metrics.render();
+        assert!(
+            rendered
+                .lines()
+                .filter(|l| l.starts_with("certbound_decisions_total{"))
+                .all(|l| l.ends_with(" 0")),
+            "serving metadata is not a decision: {rendered}"
+        );
+
+        let bare = client
+            .check(http_request(&[
+                (":method", "GET"),
+                (":path", "/v1/orders"),
+                (":authority", "api.test"),
+            ]))
+            .await
+            .unwrap()
+            .into_inner();
+        match bare.http_response {
+            Some(HttpResponse::DeniedResponse(d)) => {
+                assert_eq!(d.status.unwrap().code, 401);
+                let challenge = d
+                    .headers
+                    .iter()
+                    .filter_map(|h| h.header.as_ref())
+                    .find(|h| h.key == "www-authenticate")
+                    .map(|h| h.value.clone());
+                assert_eq!(
+                    challenge.as_deref(),
+                    Some("Bearer realm=\"api.test\", resource_metadata=\"https://api.test/.well-known/oauth-protected-resource/v1\"")
+                );
+            }
+            other => panic!("expected a denial, got {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use certbound::server::{self, Listeners};
 #[derive(Parser)]
 #[command(
     name = "certbound",
-    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CERTBOUND_GIT_COMMIT"), ")"),
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BUILD_COMMIT"), ")"),
     about = "Envoy ext_authz server for RFC 8705 certificate-bound access tokens"
 )]
 struct Cli {

@@ -553,7 +553,9 @@ E2E_HEADER = f"""\
 # (revocation_check_mode = "STRICT", checked against the suite's openssl ocsp responder). On
 # "gateway", /ca/ names certbound's policy "gateway-ca" (the same XFCC, its chain verified
 # against the client CAs, where the default gateway policy checks the binding on Hash/Cert alone).
-# On "kong", /body/ sends request bodies up to 4 MiB to certbound (with_request_body).
+# On "kong", /body/ sends request bodies up to 4 MiB to certbound (with_request_body). On "mtls",
+# /discover/ names certbound's policy "discover", which publishes RFC 9728 metadata: certbound
+# answers GET /.well-known/oauth-protected-resource/discover itself, on any route.
 #
 # Every listener has a twin named module_<listener> (@@ENVOY_MODULE_<LISTENER>_PORT@@): the same
 # mode, TLS, routes and per-route policies, checked by certbound as an Envoy dynamic module
@@ -577,7 +579,7 @@ def e2e_template() -> str:
         Listener("plain", "127.0.0.1", "@@ENVOY_PLAIN_PORT@@", "header", "certbound_header", "echo", E2E_TIMEOUT,
                  "certbound_header", policy_routes=(("strict", "/strict/", "strict"),)),
         Listener("mtls", "127.0.0.1", "@@ENVOY_MTLS_PORT@@", "mtls", "certbound_peer", "echo", E2E_TIMEOUT,
-                 "certbound_peer",
+                 "certbound_peer", policy_routes=(("discover", "/discover/", "discover"),),
                  tls=("@@PKI@@/server.pem", "@@PKI@@/server-key.pem", "@@PKI@@/client-ca-bundle.pem")),
         Listener("kong", "127.0.0.1", "@@ENVOY_KONG_PORT@@", "plain", "certbound_b64", "echo", E2E_TIMEOUT,
                  "certbound_b64", body_routes=(("body", "/body/", 4 * 1024 * 1024),)),

@@ -76,6 +76,10 @@ IDP_CLIENTS = {
 # The URL DPoP clients address (a TLS-terminating load balancer in front of Envoy, in a real
 # deployment): certbound's dpop_htu_base_url, so `htu` never depends on what Envoy sees.
 DPOP_BASE_URL = "https://api.dpop.test"
+# The resource identifier of the peer instance's policy "discover" (RFC 9728): the name clients
+# address (a load balancer in front of Envoy, in a real deployment); tests send it as Host to the
+# "mtls" listener of either face.
+DISCOVER_RESOURCE = "https://api.mtls.test/discover"
 # Shared by both DPoP replicas: a nonce one issues, the other accepts.
 DPOP_NONCE_SECRET = "e2e-nonce-secret-shared-by-every-replica"
 
@@ -641,7 +645,10 @@ class Stack:
             f'key_file = "{self.pki / "server-key.pem"}"\n'
             f'client_ca_file = "{self.pki / "grpc-client-ca.pem"}"\n'
         )
-        source = {"header": header_table("url_encoded") + strict, "peer": grpc_tls, "b64": kong, "gateway": gateway,
+        # /discover/ on the mtls listeners names this policy: the default peer policy plus RFC 9728
+        # metadata, which certbound serves at the well-known path and names in every challenge.
+        discover = f'[policies.discover]\nresource = "{DISCOVER_RESOURCE}"\n'
+        source = {"header": header_table("url_encoded") + strict, "peer": grpc_tls + discover, "b64": kong, "gateway": gateway,
                   "dpop": dpop, "dpop2": dpop}[mode]
         return render(E2E / "certbound.toml.tmpl", self.work / f"certbound-{mode}.toml", {
             "GRPC_PORT": getattr(self.ports, f"grpc_{mode}"),
@@ -954,11 +961,11 @@ class Stack:
         return self._record("b64", resp, face)
 
     def call_envoy_mtls(self, cert: Optional[str], token: Optional[str] = None, headers: Headers = (),
-                        path: str = "/", face: str = "ext_authz") -> Response:
+                        path: str = "/", face: str = "ext_authz", host: str = "localhost") -> Response:
         """Envoy terminates mTLS itself (peer certificate mode, certbound "peer")."""
         conn = http.client.HTTPSConnection("127.0.0.1", self.envoy_port("mtls", face), timeout=10,
                                            context=self.tls_context(cert))
-        resp = self._send(conn, "GET", path, [("host", "localhost"), *self._auth_headers(token, headers)])
+        resp = self._send(conn, "GET", path, [("host", host), *self._auth_headers(token, headers)])
         return self._record("peer", resp, face)
 
     def call_envoy_gateway(self, cert: Optional[str], token: Optional[str] = None, headers: Headers = (),

@@ -126,6 +126,7 @@ pub(super) struct RawPolicy {
     pub(super) dpop_nonce_secret: Option<String>,
     pub(super) dpop_signing_alg_values: Option<Vec<String>>,
     pub(super) dpop_htu_base_url: Option<String>,
+    pub(super) resource: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

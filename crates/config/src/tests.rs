@@ -1083,3 +1083,90 @@ policy = "default"
     assert_eq!(routes[0].key, "routes[1] (second)");
     assert!(routes[0].message.contains("routes[0] (first)"));
 }
+
+#[test]
+fn resource_publishes_metadata_and_named_policies_inherit_or_replace_it() {
+    let dir = dir_with_ca();
+    let c = load(
+        &format!(
+            "resource = \"https://api.example/orders\"\n{GOOD}\n\
+             [policies.same]\nleeway = 30\n\
+             [policies.other]\nresource = \"https://api.example/admin\"\n\
+             proof_of_possession_mtls = \"off\"\nproof_of_possession_dpop = \"strict\"\n\
+             [policies.none]\nresource = \"https://api.example/none\"\n"
+        ),
+        dir.path(),
+    )
+    .unwrap();
+    let m = c.policies.default.metadata.as_deref().unwrap();
+    assert_eq!(
+        m.url,
+        "https://api.example/.well-known/oauth-protected-resource/orders"
+    );
+    for member in [
+        r#""resource":"https://api.example/orders""#,
+        r#""authorization_servers":["https://idp.example"]"#,
+        r#""tls_client_certificate_bound_access_tokens":true"#,
+    ] {
+        assert!(m.document.contains(member), "{member} in {}", m.document);
+    }
+    assert_eq!(
+        c.policies.named["same"].metadata, c.policies.default.metadata,
+        "inherited: same resource, same document"
+    );
+    let other = c.policies.named["other"].metadata.as_deref().unwrap();
+    for member in [
+        r#""dpop_bound_access_tokens_required":true"#,
+        r#""tls_client_certificate_bound_access_tokens":false"#,
+    ] {
+        assert!(
+            other.document.contains(member),
+            "{member} in {}",
+            other.document
+        );
+    }
+    let plain = load(GOOD, dir.path()).unwrap();
+    assert!(plain.policies.default.metadata.is_none(), "no key: off");
+}
+
+#[test]
+fn resource_must_be_an_https_url_without_fragment() {
+    let dir = dir_with_ca();
+    for bad in [
+        "http://api.example",
+        "api.example/orders",
+        "https://api.example/orders#top",
+        "https://api.example/?q=1",
+        "https://",
+        "https://api.example/a b",
+    ] {
+        let i = issues(&format!("resource = \"{bad}\"\n{GOOD}"), dir.path());
+        assert_eq!(i.len(), 1, "{bad}: {i:?}");
+        assert_eq!(i[0].key, "resource", "{bad}");
+        assert!(i[0].message.contains(bad), "{bad}: {}", i[0].message);
+        let i = issues(
+            &format!("{GOOD}\n[policies.p]\nresource = \"{bad}\"\n"),
+            dir.path(),
+        );
+        assert_eq!(i[0].key, "policies.p.resource", "{bad}");
+    }
+}
+
+#[test]
+fn two_policies_cannot_publish_different_documents_at_one_url() {
+    let dir = dir_with_ca();
+    let i = issues(
+        &format!(
+            "resource = \"https://api.example/orders\"\n{GOOD}\n\
+             [policies.scoped]\nscopes_required = [\"orders:write\"]\n"
+        ),
+        dir.path(),
+    );
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert_eq!(i[0].key, "policies.scoped.resource");
+    assert!(
+        i[0].message.contains("policy `default`"),
+        "{}",
+        i[0].message
+    );
+}

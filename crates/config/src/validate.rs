@@ -26,6 +26,7 @@ use certbound_core::names::UnknownName;
 use certbound_core::policy::{
     AuthMethod, CertSource, ClaimHeader, HeaderSource, KeySource, Limits, Policies, Policy, PopMode,
 };
+use certbound_core::resource::{Metadata, Resource};
 use certbound_core::revocation;
 use certbound_core::routes::{Finding, Host, Path as RoutePath, Routes, Rule, Unmatched};
 use certbound_core::token::KeySet;
@@ -311,6 +312,7 @@ impl Validator<'_> {
                 policies.insert(name, Arc::new(p));
             }
         }
+        self.one_document_per_resource(default.as_ref(), &policies);
         Some(Config {
             grpc_listen: grpc_listen?,
             admin_listen: admin_listen?,
@@ -597,7 +599,16 @@ impl Validator<'_> {
             ttl: Duration::from_secs(raw.cache_ttl.unwrap_or(defaults::CACHE_TTL_SECS)),
         };
 
-        Some(Policy {
+        let resource = match raw.resource.map(|r| (r.parse::<Resource>(), r)) {
+            None => Some(None),
+            Some((Ok(r), _)) => Some(Some(r)),
+            Some((Err(e), r)) => {
+                self.issue("resource", format!("`{r}` {e}"));
+                None
+            }
+        };
+
+        let mut policy = Policy {
             name: name.to_string(),
             issuer: issuer?,
             audiences,
@@ -624,7 +635,50 @@ impl Validator<'_> {
             unknown_kid_wait: shared.unknown_kid_wait,
             cache: caches,
             dpop: dpop?,
-        })
+            metadata: None,
+        };
+        if let Some(r) = resource? {
+            policy.publish(r);
+        }
+        Some(policy)
+    }
+
+    /// One metadata URL, one document: policies that inherit or repeat a `resource` must
+    /// publish the same thing (a named policy inherits the top level's `resource` unless it
+    /// sets its own).
+    fn one_document_per_resource(
+        &mut self,
+        default: Option<&Policy>,
+        named: &HashMap<String, Arc<Policy>>,
+    ) {
+        let mut names: Vec<&String> = named.keys().collect();
+        names.sort();
+        let policies = default
+            .into_iter()
+            .chain(names.into_iter().map(|n| &*named[n]));
+        let mut seen: Vec<(&str, &Metadata)> = Vec::new();
+        for p in policies {
+            let Some(m) = p.metadata.as_deref() else {
+                continue;
+            };
+            if let Some((other, _)) = seen
+                .iter()
+                .find(|(_, s)| s.url == m.url && s.document != m.document)
+            {
+                let key = match p.name.as_str() {
+                    "default" => "resource".to_string(),
+                    n => format!("policies.{n}.resource"),
+                };
+                self.issue(
+                    &key,
+                    format!(
+                        "policy `{}` publishes different metadata at {} than policy `{other}` (other issuer, binding or scopes): give each policy its own `resource`",
+                        p.name, m.url
+                    ),
+                );
+            }
+            seen.push((&p.name, m));
+        }
     }
 
     fn replay_store(&mut self, raw: RawReplay) -> Option<ReplaySettings> {

@@ -12,6 +12,7 @@ use crate::decision::{Decision, DenyReason, UpstreamHeader};
 use crate::dpop::{self, DpopMode};
 pub use crate::log_fields::{LogField, LogFields};
 use crate::pipeline::Outcome;
+use crate::resource::Metadata;
 
 /// One response header line. A name may repeat (one `WWW-Authenticate` line per challenge).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +59,7 @@ impl Answer {
                 host,
                 outcome.scope_hint.as_deref(),
                 outcome.dpop.as_ref(),
+                outcome.resource_metadata.as_deref(),
             )),
         }
     }
@@ -87,11 +89,33 @@ pub fn log_fields(outcome: &Outcome, fields: LogFields) -> Vec<(&'static str, &s
         .collect()
 }
 
+/// A local reply that is not a decision: the RFC 9728 metadata document (§3.2), answered
+/// before any check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub status: u16,
+    pub headers: Vec<Header>,
+    pub body: String,
+}
+
+/// The reply to a request for `metadata`: 200, JSON, nothing else.
+pub fn document(metadata: &Metadata) -> Document {
+    Document {
+        status: 200,
+        headers: vec![Header {
+            name: "content-type",
+            value: "application/json".into(),
+        }],
+        body: metadata.document.clone(),
+    }
+}
+
 fn denial(
     reason: DenyReason,
     host: Option<&str>,
     scope: Option<&str>,
     dpop: Option<&dpop::Challenge>,
+    resource_metadata: Option<&str>,
 ) -> Denial {
     let mut headers = vec![Header {
         name: "content-type",
@@ -113,6 +137,18 @@ fn denial(
             name: "www-authenticate",
             value: c,
         });
+    }
+    if let Some(url) = resource_metadata {
+        // RFC 9728 §5.1, on every challenge (Bearer and DPoP alike) so a client that reads
+        // either finds the metadata. The URL comes from the configuration, which admits no
+        // character that could leave the quoted string; filtered again all the same.
+        let url: String = url
+            .chars()
+            .filter(|c| *c != '"' && *c != '\\' && c.is_ascii_graphic())
+            .collect();
+        for h in headers.iter_mut().filter(|h| h.name == "www-authenticate") {
+            h.value.push_str(&format!(", resource_metadata=\"{url}\""));
+        }
     }
     Denial {
         reason,
@@ -227,6 +263,127 @@ mod tests {
             assert!(LogFields::ALL.contains(f));
             assert!(!LogFields::NONE.contains(f));
         }
+    }
+
+    fn denied_with_metadata(reason: DenyReason, dpop: Option<dpop::Challenge>) -> Denial {
+        let outcome = Outcome {
+            decision: Decision::Deny(reason),
+            dpop,
+            resource_metadata: Some(
+                "https://api.test/.well-known/oauth-protected-resource/v1".into(),
+            ),
+            ..Outcome::default()
+        };
+        match Answer::of(&outcome, Some("api.test")) {
+            Answer::Deny(d) => d,
+            Answer::Allow { .. } => panic!("a deny was answered as an allow"),
+        }
+    }
+
+    fn challenges(d: &Denial) -> Vec<&str> {
+        d.headers
+            .iter()
+            .filter(|h| h.name == "www-authenticate")
+            .map(|h| h.value.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn every_challenge_of_a_publishing_policy_names_its_resource_metadata() {
+        let param =
+            ", resource_metadata=\"https://api.test/.well-known/oauth-protected-resource/v1\"";
+        let bearer = denied_with_metadata(DenyReason::MissingToken, None);
+        assert_eq!(
+            challenges(&bearer),
+            vec![format!("Bearer realm=\"api.test\"{param}")]
+        );
+        let invalid = denied_with_metadata(DenyReason::BindingMismatch, None);
+        assert!(challenges(&invalid)[0].ends_with(param));
+        assert!(challenges(&invalid)[0].contains("error=\"invalid_token\""));
+
+        let optional = dpop::Challenge {
+            mode: DpopMode::Optional,
+            algs: "ES256".into(),
+            nonce: None,
+        };
+        let both = denied_with_metadata(DenyReason::MissingToken, Some(optional));
+        let c = challenges(&both);
+        assert_eq!(c.len(), 2);
+        assert!(
+            c[0].starts_with("Bearer ") && c[0].ends_with(param),
+            "{}",
+            c[0]
+        );
+        assert!(
+            c[1].starts_with("DPoP ") && c[1].ends_with(param),
+            "{}",
+            c[1]
+        );
+
+        let strict = dpop::Challenge {
+            mode: DpopMode::Strict,
+            algs: "ES256".into(),
+            nonce: None,
+        };
+        let only_dpop = denied_with_metadata(DenyReason::MissingToken, Some(strict));
+        assert_eq!(
+            challenges(&only_dpop),
+            vec![format!("DPoP algs=\"ES256\"{param}")]
+        );
+    }
+
+    #[test]
+    fn a_policy_without_a_resource_names_no_metadata() {
+        let outcome = Outcome {
+            decision: Decision::Deny(DenyReason::MissingToken),
+            ..Outcome::default()
+        };
+        let Answer::Deny(d) = Answer::of(&outcome, Some("api.test")) else {
+            panic!("a deny was answered as an allow");
+        };
+        assert!(challenges(&d)
+            .iter()
+            .all(|c| !c.contains("resource_metadata")));
+    }
+
+    #[test]
+    fn resource_metadata_cannot_break_out_of_its_quoted_string() {
+        let outcome = Outcome {
+            decision: Decision::Deny(DenyReason::MissingToken),
+            resource_metadata: Some("https://a.test/x\", error=\"none\\".into()),
+            ..Outcome::default()
+        };
+        let Answer::Deny(d) = Answer::of(&outcome, Some("a.test")) else {
+            panic!("a deny was answered as an allow");
+        };
+        assert_eq!(
+            challenges(&d),
+            vec!["Bearer realm=\"a.test\", resource_metadata=\"https://a.test/x,error=none\""]
+        );
+    }
+
+    #[test]
+    fn the_metadata_document_is_a_200_json_reply_of_the_generated_document() {
+        let m = Metadata::new(
+            "https://api.test/v1".parse().unwrap(),
+            &crate::resource::Facts {
+                issuer: "https://idp.test",
+                mtls_bound: true,
+                dpop_required: false,
+                dpop_algs: None,
+                scopes: &[],
+            },
+        );
+        let reply = document(&m);
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.headers,
+            vec![Header {
+                name: "content-type",
+                value: "application/json".into()
+            }]
+        );
+        assert_eq!(reply.body, m.document);
     }
 
     #[test]

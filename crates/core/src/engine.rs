@@ -15,6 +15,7 @@ use crate::dpop::ReplayStore;
 use crate::introspection::Introspector;
 use crate::log_fields::LogFields;
 use crate::policy::Policy;
+use crate::resource::{Metadata, WELL_KNOWN};
 use crate::revocation::Checker;
 use crate::routes::Routes;
 use crate::token::KeyStore;
@@ -107,6 +108,39 @@ impl Engine {
         }
     }
 
+    /// The RFC 9728 metadata a request asks for: a `GET` of a policy's well-known path (query
+    /// ignored). Where policies publish at the same path for different hosts, the request's
+    /// `:authority` picks; a path no host settles (different documents, none for this host)
+    /// is `None`, and the request is checked like any other.
+    pub fn published(&self, headers: &HashMap<String, String>) -> Option<&Metadata> {
+        let path = headers.get(":path")?;
+        let path = path.split('?').next().unwrap_or_default();
+        if !path.starts_with(WELL_KNOWN)
+            || headers.get(":method").map(String::as_str) != Some("GET")
+        {
+            return None;
+        }
+        let found: Vec<&Metadata> = self
+            .iter()
+            .filter_map(|a| a.policy.metadata.as_deref())
+            .filter(|m| m.path == path)
+            .collect();
+        let host = crate::extract::host(headers).unwrap_or_default();
+        if let Some(m) = found.iter().find(|m| m.resource.has_authority(host)) {
+            return Some(m);
+        }
+        match found.split_first() {
+            Some((first, rest)) if rest.iter().all(|m| m.document == first.document) => Some(first),
+            _ => None,
+        }
+    }
+
+    /// Whether any policy publishes RFC 9728 metadata (a face then reads `:method` and `:path`
+    /// of every request).
+    pub fn publishes(&self) -> bool {
+        self.iter().any(|a| a.policy.metadata.is_some())
+    }
+
     /// Every policy in force, the default first.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Active>> {
         std::iter::once(&self.default).chain(self.named.values())
@@ -135,5 +169,112 @@ impl Engine {
             }
         }
         checkers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publishing(name: &str, resource: &str, issuer: &str) -> Arc<Active> {
+        let mut p = Policy::new(name, issuer);
+        p.publish(resource.parse().unwrap());
+        Arc::new(Active::in_memory(p, Arc::new(KeyStore::new())))
+    }
+
+    fn request(method: &str, path: &str, host: &str) -> HashMap<String, String> {
+        [(":method", method), (":path", path), (":authority", host)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn engine(default: Arc<Active>, named: &[Arc<Active>]) -> Engine {
+        Engine {
+            default,
+            named: named
+                .iter()
+                .map(|a| (a.policy.name.clone(), a.clone()))
+                .collect(),
+            routes: Arc::default(),
+            log_fields: crate::defaults::DYNAMIC_METADATA,
+        }
+    }
+
+    fn issuer_of(m: Option<&Metadata>) -> Option<String> {
+        let doc: serde_json::Value = serde_json::from_str(&m?.document).ok()?;
+        Some(doc["authorization_servers"][0].as_str()?.to_string())
+    }
+
+    #[test]
+    fn a_get_of_a_policys_well_known_path_is_its_document_whatever_the_query() {
+        let e = engine(
+            publishing("default", "https://api.test/v1", "https://idp-a.test"),
+            &[publishing("b", "https://api.test/v2", "https://idp-b.test")],
+        );
+        let get = |path: &str| issuer_of(e.published(&request("GET", path, "api.test")));
+        assert_eq!(
+            get("/.well-known/oauth-protected-resource/v1").as_deref(),
+            Some("https://idp-a.test")
+        );
+        assert_eq!(
+            get("/.well-known/oauth-protected-resource/v2?x=1").as_deref(),
+            Some("https://idp-b.test")
+        );
+        assert_eq!(get("/.well-known/oauth-protected-resource"), None);
+        assert_eq!(get("/.well-known/oauth-protected-resource/v1/more"), None);
+        assert_eq!(get("/v1"), None);
+        let post = request(
+            "POST",
+            "/.well-known/oauth-protected-resource/v1",
+            "api.test",
+        );
+        assert!(e.published(&post).is_none());
+    }
+
+    #[test]
+    fn the_host_picks_between_policies_publishing_at_the_same_path() {
+        let e = engine(
+            publishing("default", "https://a.test", "https://idp-a.test"),
+            &[publishing("b", "https://b.test", "https://idp-b.test")],
+        );
+        let at = |host: &str| {
+            issuer_of(e.published(&request(
+                "GET",
+                "/.well-known/oauth-protected-resource",
+                host,
+            )))
+        };
+        assert_eq!(at("a.test").as_deref(), Some("https://idp-a.test"));
+        assert_eq!(at("B.test:443").as_deref(), Some("https://idp-b.test"));
+        // Neither host, different documents: nothing is served rather than a guess.
+        assert_eq!(at("c.test"), None);
+    }
+
+    #[test]
+    fn one_document_is_served_whatever_the_host_the_proxy_saw() {
+        let e = engine(
+            publishing("default", "https://api.test/v1", "https://idp.test"),
+            &[],
+        );
+        let m = e.published(&request(
+            "GET",
+            "/.well-known/oauth-protected-resource/v1",
+            "localhost:10000",
+        ));
+        assert_eq!(issuer_of(m).as_deref(), Some("https://idp.test"));
+        assert!(e.publishes());
+        let quiet = Engine::single(Active::in_memory(
+            Policy::new("default", "https://idp.test"),
+            Arc::new(KeyStore::new()),
+        ));
+        assert!(!quiet.publishes());
+        assert!(quiet
+            .published(&request(
+                "GET",
+                "/.well-known/oauth-protected-resource",
+                "a"
+            ))
+            .is_none());
     }
 }

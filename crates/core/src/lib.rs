@@ -27,6 +27,8 @@
 //!   upstream headers, access-log fields), the same for every face; `log_fields` names the
 //!   access-log fields (`dynamic_metadata`).
 //! - `cache`: verified tokens and certificates, per policy.
+//! - `resource`: RFC 9728 protected-resource metadata, published per policy and answered by
+//!   the faces before any check.
 //!
 //! Ground floor: `policy` (with `defaults`, one constant per configuration key, and `names`, the
 //! error of an unknown mode spelling) and `clock`. The outside world is reached only through
@@ -51,6 +53,7 @@ pub mod log_fields;
 pub mod names;
 pub mod pipeline;
 pub mod policy;
+pub mod resource;
 pub mod revocation;
 pub mod routes;
 pub mod token;

@@ -96,6 +96,8 @@ pub struct Outcome {
     pub dpop: Option<dpop::Challenge>,
     /// Introspection was refused because `limits.max_introspection_calls` were outstanding.
     pub introspection_saturated: bool,
+    /// The policy's RFC 9728 metadata URL: every challenge names it (`resource_metadata`).
+    pub resource_metadata: Option<String>,
 }
 
 /// Runs one check at `now` (seconds since the epoch).
@@ -136,6 +138,7 @@ pub async fn check(input: &CheckInput<'_>, engine: &Engine, now: u64) -> Outcome
             algs: policy.dpop.algs_str(),
             nonce: policy.dpop.nonce.as_ref().map(|n| n.issue(now)),
         }),
+        resource_metadata: policy.metadata.as_ref().map(|m| m.url.clone()),
         ..Outcome::default()
     };
     outcome.decision = match decide(input, policy, services, now, &mut outcome).await {

@@ -11,6 +11,7 @@ pub use crate::bind::PopMode;
 use crate::cert::{HeaderFormat, TrustStore, XfccElements};
 use crate::defaults;
 use crate::names::UnknownName;
+use crate::resource::{Facts, Metadata, Resource};
 use crate::token::KeySet;
 
 /// Where the client certificate comes from.
@@ -272,6 +273,9 @@ pub struct Policy {
     pub cache: crate::cache::Settings,
     /// Kong's `proof_of_possession_dpop` and its settings.
     pub dpop: crate::dpop::DpopPolicy,
+    /// RFC 9728 metadata, when `resource` is set: served at its well-known path and named in
+    /// every challenge.
+    pub metadata: Option<Arc<Metadata>>,
 }
 
 impl Policy {
@@ -311,7 +315,22 @@ impl Policy {
             unknown_kid_wait: UNKNOWN_KID_WAIT,
             cache: crate::cache::Settings::default(),
             dpop: crate::dpop::DpopPolicy::off(),
+            metadata: None,
         }
+    }
+
+    /// Publishes RFC 9728 metadata for `resource`, generated from this policy as it stands:
+    /// set it after every other field.
+    pub fn publish(&mut self, resource: Resource) {
+        let dpop_on = self.dpop.mode != crate::dpop::DpopMode::Off;
+        let facts = Facts {
+            issuer: &self.issuer,
+            mtls_bound: self.pop_mode != PopMode::Off,
+            dpop_required: self.dpop.mode == crate::dpop::DpopMode::Strict,
+            dpop_algs: dpop_on.then(|| self.dpop.algs.iter().map(|a| format!("{a:?}")).collect()),
+            scopes: &self.scopes_required,
+        };
+        self.metadata = Some(Arc::new(Metadata::new(resource, &facts)));
     }
 
     /// What a token must satisfy under this policy.
@@ -374,6 +393,70 @@ mod tests {
         assert_eq!(
             "jwt".parse::<AuthMethod>().unwrap_err().to_string(),
             "`jwt` is not one of password, client_credentials, authorization_code, bearer, introspection, userinfo, kong_oauth2, refresh_token, session"
+        );
+    }
+
+    fn published(mut p: Policy) -> serde_json::Value {
+        p.publish("https://api.example.com/orders".parse().unwrap());
+        serde_json::from_str(&p.metadata.unwrap().document).unwrap()
+    }
+
+    #[test]
+    fn metadata_of_each_policy_kind_states_its_binding_methods() {
+        use crate::dpop::DpopMode;
+        let base = || Policy::new("p", "https://idp.example.com");
+        let strict_mtls = published(base());
+        assert_eq!(
+            strict_mtls["tls_client_certificate_bound_access_tokens"],
+            true
+        );
+        assert_eq!(strict_mtls["dpop_bound_access_tokens_required"], false);
+        assert!(strict_mtls
+            .get("dpop_signing_alg_values_supported")
+            .is_none());
+        assert_eq!(
+            strict_mtls["authorization_servers"],
+            serde_json::json!(["https://idp.example.com"])
+        );
+        assert_eq!(strict_mtls["resource"], "https://api.example.com/orders");
+
+        let optional_mtls = published(Policy {
+            pop_mode: PopMode::Optional,
+            ..base()
+        });
+        assert_eq!(
+            optional_mtls["tls_client_certificate_bound_access_tokens"],
+            true
+        );
+
+        let mut dpop_strict = Policy {
+            pop_mode: PopMode::Off,
+            ..base()
+        };
+        dpop_strict.dpop.mode = DpopMode::Strict;
+        dpop_strict.dpop.algs = vec![jsonwebtoken::Algorithm::ES256];
+        let dpop_strict = published(dpop_strict);
+        assert_eq!(
+            dpop_strict["tls_client_certificate_bound_access_tokens"],
+            false
+        );
+        assert_eq!(dpop_strict["dpop_bound_access_tokens_required"], true);
+        assert_eq!(
+            dpop_strict["dpop_signing_alg_values_supported"],
+            serde_json::json!(["ES256"])
+        );
+
+        let mut dpop_optional = Policy {
+            scopes_required: vec![vec!["orders:read".into()]],
+            ..base()
+        };
+        dpop_optional.dpop.mode = DpopMode::Optional;
+        let dpop_optional = published(dpop_optional);
+        assert_eq!(dpop_optional["dpop_bound_access_tokens_required"], false);
+        assert!(dpop_optional["dpop_signing_alg_values_supported"].is_array());
+        assert_eq!(
+            dpop_optional["scopes_supported"],
+            serde_json::json!(["orders:read"])
         );
     }
 

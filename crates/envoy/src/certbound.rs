@@ -13,6 +13,8 @@
 //!   scheduler resumes the stream on its own worker to apply the answer.
 //! - The per-route config (a `StringValue`) names the policy, as `context_extensions: {policy}`
 //!   does for ext_authz; a route without one uses the default policy.
+//! - A `GET` of a policy's RFC 9728 metadata path is answered with the document, before any
+//!   check, as the ext_authz service answers it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,6 +51,8 @@ const METADATA_NAMESPACE: &str = "certbound";
 /// The request headers every check reads besides each policy's certificate headers. Envoy
 /// keeps the `Host` header as `:authority` (HTTP/1 and HTTP/2 alike).
 const CHECK_HEADERS: &[&str] = &["authorization", ":authority"];
+/// What a request for RFC 9728 metadata is recognised by, read only when a policy publishes.
+const METADATA_HEADERS: &[&str] = &[":method", ":path"];
 /// What a DPoP proof is checked against, read only when a policy takes DPoP.
 const DPOP_HEADERS: &[&str] = &["dpop", ":method", ":path"];
 /// What `[[routes]]` rules match on (`:authority` is always read), read only when there are rules.
@@ -169,6 +173,9 @@ impl FilterConfig {
         let mut headers: Vec<String> = CHECK_HEADERS.iter().map(|h| h.to_string()).collect();
         if !built.engine.routes.is_empty() {
             headers.extend(ROUTE_HEADERS.iter().map(|h| h.to_string()));
+        }
+        if built.engine.publishes() {
+            headers.extend(METADATA_HEADERS.iter().map(|h| h.to_string()));
         }
         for active in built.engine.iter() {
             if active.policy.dpop.mode != DpopMode::Off {
@@ -359,6 +366,22 @@ impl HttpFilterModule for Certbound {
         _end_of_stream: bool,
     ) -> HeadersStatus {
         let request = Request::read(config, envoy);
+        if let Some(m) = config.engine.published(&request.headers) {
+            // Public data, answered before any check: not a decision, so not counted as one.
+            let doc = answer::document(m);
+            let headers: Vec<(&str, &[u8])> = doc
+                .headers
+                .iter()
+                .map(|h| (h.name, h.value.as_bytes()))
+                .collect();
+            envoy.send_response(
+                u32::from(doc.status),
+                &headers,
+                doc.body.as_bytes(),
+                "certbound_protected_resource_metadata",
+            );
+            return HeadersStatus::StopIteration;
+        }
         self.host = extract::host(&request.headers).map(str::to_string);
         let Some(runtime) = &config.runtime else {
             // Only during teardown: nothing can decide, so nothing passes.
