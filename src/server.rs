@@ -611,6 +611,24 @@ mod tests {
         assert_ne!(fingerprint(&files), after);
     }
 
+    /// What `serve` starts with for `config`: the policies in force, their key fetchers, and
+    /// the sender that would stop the fetchers.
+    fn fetchers_of(config: &Config) -> (watch::Sender<bool>, Fetchers, Engine) {
+        let (stop_tx, stop) = watch::channel(false);
+        let mut fetchers = Fetchers {
+            running: Vec::new(),
+            client: reqwest::Client::new(),
+            idp: config.idp_client.clone(),
+            metrics: Arc::new(Metrics::new().unwrap()),
+            stop,
+        };
+        let built = config.build(&|_| None).unwrap();
+        for fetch in built.key_fetches {
+            fetchers.start(fetch);
+        }
+        (stop_tx, fetchers, built.engine)
+    }
+
     #[tokio::test]
     async fn a_reload_that_changes_the_jwks_intervals_restarts_the_fetcher_with_them_and_keeps_its_keys(
     ) {
@@ -619,23 +637,12 @@ mod tests {
         let path = write_config(dir.path(), uri);
         let first = Config::load(&path).unwrap();
         let listen = (first.grpc_listen, first.admin_listen);
-        let (_stop_tx, stop) = watch::channel(false);
-        let mut fetchers = Fetchers {
-            running: Vec::new(),
-            client: reqwest::Client::new(),
-            idp: first.idp_client.clone(),
-            metrics: Arc::new(Metrics::new().unwrap()),
-            stop,
-        };
-        let built = first.build(&|_| None).unwrap();
-        for fetch in built.key_fetches {
-            fetchers.start(fetch);
-        }
+        let (_stop_tx, mut fetchers, engine) = fetchers_of(&first);
         let (old_task, store) = (
             fetchers.running[0].task.clone(),
             fetchers.running[0].store.clone(),
         );
-        let policies = ArcSwap::from_pointee(built.engine);
+        let policies = ArcSwap::from_pointee(engine);
 
         write_config(
             dir.path(),
@@ -666,21 +673,10 @@ mod tests {
         let path = write_config(dir.path(), "jwks_uri = \"https://127.0.0.1:9/jwks\"");
         let first = Config::load(&path).unwrap();
         let listen = (first.grpc_listen, first.admin_listen);
-        let (_stop_tx, stop) = watch::channel(false);
-        let mut fetchers = Fetchers {
-            running: Vec::new(),
-            client: reqwest::Client::new(),
-            idp: first.idp_client.clone(),
-            metrics: Arc::new(Metrics::new().unwrap()),
-            stop,
-        };
-        let built = first.build(&|_| None).unwrap();
-        for fetch in built.key_fetches {
-            fetchers.start(fetch);
-        }
+        let (_stop_tx, mut fetchers, engine) = fetchers_of(&first);
         assert_eq!(fetchers.running.len(), 1);
         let removed = fetchers.running[0].task.clone();
-        let policies = ArcSwap::from_pointee(built.engine);
+        let policies = ArcSwap::from_pointee(engine);
 
         // Same file, reloaded: the fetcher is kept.
         apply(&path, listen, &None, &policies, &mut fetchers)
