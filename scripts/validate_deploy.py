@@ -198,7 +198,9 @@ def envoy_semantics(config: dict) -> list[str]:
     """What Envoy's validation accepts but certbound cannot live with."""
     problems = []
     clusters = {c["name"]: c for c in config.get("static_resources", {}).get("clusters", [])}
-    filters = [n for n in walk(config, []) if n.get("name") == "envoy.filters.http.ext_authz" and "typed_config" in n]
+    # Envoy Gateway names its ext_authz filters envoy.filters.http.ext_authz/<policy>.
+    filters = [n for n in walk(config, []) if str(n.get("name", "")).split("/")[0] == "envoy.filters.http.ext_authz"
+               and "typed_config" in n]
     if not filters:
         problems.append("no ext_authz filter")
     for f in filters:
@@ -240,8 +242,8 @@ def check_envoy(envoy: str, work: Path, pki: Path) -> None:
     for doc in load_docs(sidecar):
         configs.append((f"{rel(sidecar)} (data.envoy.yaml)", doc["data"]["envoy.yaml"]))
     tmpl = (ROOT / "tests" / "e2e" / "envoy.yaml.tmpl").read_text()
-    ports = iter(range(30001, 30100))
-    e2e = re.sub(r"@@[A-Z0-9_]*PORT@@", lambda m: str(next(ports)), tmpl)
+    ports: dict[str, int] = {}  # one port per placeholder: cluster names may carry it too
+    e2e = re.sub(r"@@[A-Z0-9_]*PORT@@", lambda m: str(ports.setdefault(m.group(0), 30001 + len(ports))), tmpl)
     pki_e2e = work / "e2e-pki"
     pki_e2e.mkdir(exist_ok=True)
     for src, dst in (("server.pem", "server.pem"), ("server-key.pem", "server-key.pem"), ("ca.pem", "client-ca-bundle.pem"),
