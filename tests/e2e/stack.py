@@ -694,8 +694,10 @@ class Stack:
 
     def _start_certbound(self) -> None:
         if self.standin:
-            for mode in DPOP_MODES + ROUTES_MODES:
+            for mode in DPOP_MODES:
                 self.certbound_config(mode)  # the module face's dpop twins load them
+            for mode in ROUTES_MODES:
+                self.certbound_config(mode)  # rendered, so the template is exercised
             for mode in CERTBOUND_MODES:
                 self.certbound_config(mode)  # still rendered, so the template is exercised
                 admin = getattr(self.ports, f"admin_{mode}")
