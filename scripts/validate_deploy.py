@@ -16,8 +16,13 @@ the reason) or `FAIL`; any FAIL makes the exit code 1.
                listed; with kubectl present, `kubectl kustomize` renders it to the same objects
   kubernetes   kubernetes-validate (strict: unknown fields are errors) on every object of a
                built-in kind, against the oldest and newest Kubernetes versions supported here
-  crds         no schema exists offline for ServiceMonitor, PrometheusRule and Istio kinds:
-               their required fields and references are checked here instead (see check_crd)
+  crds         no schema exists offline for ServiceMonitor, PrometheusRule, Istio, Gateway API and
+               Envoy Gateway kinds: their required fields and references are checked here instead
+               (see check_crd, check_gateway_api)
+  e2e-shapes   the end-to-end suite's "istio" and "envoy_gateway" listeners are what deploy/istio
+               and deploy/envoy-gateway make those control planes generate: policy and filter names,
+               clusters, timeout, failure mode, status on error, shadow rules from notPaths, the
+               routes the SecurityPolicy switches on, XFCC settings (see check_e2e_shapes)
   references   per kustomize root: Service selectors and target ports, PDB/HPA/NetworkPolicy/
                ServiceMonitor targets, probes, mounted ConfigMaps, security and resource settings
   certbound    `certbound check-config` on every certbound.toml in a ConfigMap (and on
@@ -193,7 +198,9 @@ def envoy_semantics(config: dict) -> list[str]:
     """What Envoy's validation accepts but certbound cannot live with."""
     problems = []
     clusters = {c["name"]: c for c in config.get("static_resources", {}).get("clusters", [])}
-    filters = [n for n in walk(config, []) if n.get("name") == "envoy.filters.http.ext_authz" and "typed_config" in n]
+    # Envoy Gateway names its ext_authz filters envoy.filters.http.ext_authz/<policy>.
+    filters = [n for n in walk(config, []) if str(n.get("name", "")).split("/")[0] == "envoy.filters.http.ext_authz"
+               and "typed_config" in n]
     if not filters:
         problems.append("no ext_authz filter")
     for f in filters:
@@ -235,8 +242,8 @@ def check_envoy(envoy: str, work: Path, pki: Path) -> None:
     for doc in load_docs(sidecar):
         configs.append((f"{rel(sidecar)} (data.envoy.yaml)", doc["data"]["envoy.yaml"]))
     tmpl = (ROOT / "tests" / "e2e" / "envoy.yaml.tmpl").read_text()
-    ports = iter(range(30001, 30100))
-    e2e = re.sub(r"@@[A-Z0-9_]*PORT@@", lambda m: str(next(ports)), tmpl)
+    ports: dict[str, int] = {}  # one port per placeholder: cluster names may carry it too
+    e2e = re.sub(r"@@[A-Z0-9_]*PORT@@", lambda m: str(ports.setdefault(m.group(0), 30001 + len(ports))), tmpl)
     pki_e2e = work / "e2e-pki"
     pki_e2e.mkdir(exist_ok=True)
     for src, dst in (("server.pem", "server.pem"), ("server-key.pem", "server-key.pem"), ("ca.pem", "client-ca-bundle.pem"),
@@ -411,7 +418,7 @@ def check_kustomizations(kubectl: str | None) -> dict[Path, list[dict]]:
 
 def manifest_files() -> list[Path]:
     files = []
-    for base in (DEPLOY / "kubernetes", DEPLOY / "istio"):
+    for base in (DEPLOY / "kubernetes", DEPLOY / "istio", DEPLOY / "envoy-gateway"):
         for f in sorted(base.rglob("*.yaml")):
             if f.name == "kustomization.yaml" or f.name == "meshconfig-values.yaml":
                 continue
@@ -518,6 +525,8 @@ def check_crd(doc: dict, providers: set[str]) -> list[str] | None:
                 if mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL") and not (tls.get("credentialName") or tls.get("serverCertificate")):
                     p.append("tls.credentialName is required for SIMPLE/MUTUAL")
         return p
+    if api.startswith(("gateway.networking.k8s.io/", "gateway.envoyproxy.io/")):
+        return check_gateway_api(doc, kind, p)
     if kind == "VirtualService" and api in ("networking.istio.io/v1", "networking.istio.io/v1beta1"):
         need(doc, "spec.hosts", p)
         for route in need(doc, "spec.http", p) or []:
@@ -526,6 +535,221 @@ def check_crd(doc: dict, providers: set[str]) -> list[str] | None:
                     p.append("http[].route[].destination.host is required")
         return p
     return None
+
+
+XFCC_MODES = ("Sanitize", "ForwardOnly", "AppendForward", "SanitizeSet", "AlwaysForwardOnly")
+
+
+def check_gateway_api(doc: dict, kind: str, p: list[str]) -> list[str] | None:
+    """Gateway API and Envoy Gateway kinds used by deploy/envoy-gateway: required fields from
+    their API references, and the settings certbound depends on (fail closed, XFCC replaced)."""
+    spec = doc.get("spec", {})
+    targets = spec.get("targetRefs") or ([spec["targetRef"]] if spec.get("targetRef") else [])
+    if kind == "Gateway":
+        need(doc, "spec.gatewayClassName", p)
+        for li in need(doc, "spec.listeners", p) or []:
+            for f in ("name", "port", "protocol"):
+                if not li.get(f):
+                    p.append(f"listeners[].{f} is required")
+            if li.get("protocol") == "HTTPS" and not li.get("tls", {}).get("certificateRefs"):
+                p.append("an HTTPS listener needs tls.certificateRefs")
+        return p
+    if kind == "HTTPRoute":
+        need(doc, "spec.parentRefs", p)
+        for rule in need(doc, "spec.rules", p) or []:
+            for b in rule.get("backendRefs", []):
+                if not b.get("name") or not b.get("port"):
+                    p.append("rules[].backendRefs[] need name and port")
+        return p
+    if kind == "ReferenceGrant":
+        for f in need(doc, "spec.from", p) or []:
+            if not f.get("kind") or not f.get("namespace") or "group" not in f:
+                p.append("from[] needs group, kind and namespace")
+        for t in need(doc, "spec.to", p) or []:
+            if not t.get("kind") or "group" not in t:
+                p.append("to[] needs group and kind")
+        return p
+    if kind in ("SecurityPolicy", "ClientTrafficPolicy"):
+        if not targets:
+            p.append("spec.targetRefs is required")
+        for t in targets:
+            if t.get("group") != "gateway.networking.k8s.io" or not t.get("kind") or not t.get("name"):
+                p.append("targetRefs[] need group gateway.networking.k8s.io, kind and name")
+    if kind == "SecurityPolicy":
+        ext = need(doc, "spec.extAuth", p) or {}
+        if ("grpc" in ext) == ("http" in ext):
+            p.append("extAuth needs exactly one of grpc and http")
+        grpc = ext.get("grpc", {})
+        refs = grpc.get("backendRefs") or ([grpc["backendRef"]] if grpc.get("backendRef") else [])
+        if "grpc" in ext and not refs:
+            p.append("extAuth.grpc.backendRefs is required")
+        for b in refs:
+            if not b.get("name") or not b.get("port"):
+                p.append("extAuth.grpc.backendRefs[] need name and port")
+        if ext.get("failOpen") is True:
+            p.append("extAuth.failOpen must not be true: certbound unreachable would let requests through")
+        return p
+    if kind == "ClientTrafficPolicy":
+        if not spec.get("tls", {}).get("clientValidation", {}).get("caCertificateRefs"):
+            p.append("tls.clientValidation.caCertificateRefs is required: certbound binds to the verified client certificate")
+        xfcc = spec.get("headers", {}).get("xForwardedClientCert")
+        mode = (xfcc or {}).get("mode")
+        if mode not in XFCC_MODES:
+            p.append(f"headers.xForwardedClientCert.mode {mode!r} is not one of {XFCC_MODES}")
+        elif mode != "SanitizeSet":
+            p.append(f"headers.xForwardedClientCert.mode {mode}: certbound's xfcc needs SanitizeSet "
+                     "(the Gateway writes the only element; other modes forward or drop the client's)")
+        return p
+    return None
+
+
+def check_gateway_api_references() -> None:
+    """Across the objects of deploy/envoy-gateway: what each one names exists."""
+    root = DEPLOY / "envoy-gateway"
+    objs = load_root(root)
+    by = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in objs}
+    p = []
+    for o in objs:
+        ns, spec = o["metadata"].get("namespace", ""), o.get("spec", {})
+        for t in spec.get("targetRefs", []):
+            if (t["kind"], ns, t["name"]) not in by:
+                p.append(f"{o['kind']} {o['metadata']['name']} targets {t['kind']} {ns}/{t['name']}, which is not here")
+        if o["kind"] == "HTTPRoute":
+            for ref in spec.get("parentRefs", []):
+                if ("Gateway", ref.get("namespace", ns), ref["name"]) not in by:
+                    p.append(f"HTTPRoute {o['metadata']['name']}: parent Gateway {ref['name']} is not here")
+        if o["kind"] == "SecurityPolicy":
+            for b in spec.get("extAuth", {}).get("grpc", {}).get("backendRefs", []):
+                bns = b.get("namespace", ns)
+                svc = by.get(("Service", bns, b["name"]))
+                port = next((pt for pt in (svc or {}).get("spec", {}).get("ports", []) if pt["port"] == b["port"]), None)
+                if port is None:
+                    p.append(f"SecurityPolicy {o['metadata']['name']}: no Service {bns}/{b['name']} with port {b['port']}")
+                elif not (port.get("name", "").startswith("grpc") or port.get("appProtocol") == "grpc"):
+                    p.append(f"SecurityPolicy {o['metadata']['name']}: port {b['port']} is not a gRPC port")
+                if bns != ns and not any(
+                        g["kind"] == "ReferenceGrant" and g["metadata"].get("namespace") == bns
+                        and any(f["kind"] == "SecurityPolicy" and f["namespace"] == ns for f in g["spec"]["from"])
+                        and any(t["kind"] == "Service" and t.get("name", b["name"]) == b["name"] for t in g["spec"]["to"])
+                        for g in objs):
+                    p.append(f"SecurityPolicy {o['metadata']['name']}: no ReferenceGrant in {bns} lets it name Service {b['name']}")
+    if p:
+        fail("crds", f"{rel(root)}: " + "; ".join(p))
+    else:
+        ok("crds", f"{rel(root)}: targets, parents, the extAuth Service (a gRPC port) and its ReferenceGrant all exist")
+
+
+def e2e_listener(name: str, grpc_port: int) -> tuple[dict, list[dict]]:
+    """A listener of tests/e2e/envoy.yaml.tmpl (placeholders filled) and its HTTP filters."""
+    text = (ROOT / "tests/e2e/envoy.yaml.tmpl").read_text().replace("@@GRPC_ROUTES_PORT@@", str(grpc_port))
+    config = yaml.safe_load(re.sub(r"@@[A-Z0-9_]+@@", "1", text))
+    listener = next(li for li in config["static_resources"]["listeners"] if li["name"] == name)
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm, hcm["http_filters"]
+
+
+def check_e2e_shapes() -> None:
+    """The suite's "istio" and "envoy_gateway" listeners against what deploy/istio and
+    deploy/envoy-gateway make Istio and Envoy Gateway generate (builder/extauthz.go of Istio,
+    internal/xds/translator/extauth.go of Envoy Gateway: docs/deploy-istio.md and
+    docs/deploy-envoy-gateway.md)."""
+    # Istio: the CUSTOM policy of gateway-mtls and the provider of meshconfig-values.yaml.
+    mesh = yaml.safe_load((DEPLOY / "istio" / "meshconfig-values.yaml").read_text())
+    prov = mesh["meshConfig"]["extensionProviders"][0]["envoyExtAuthzGrpc"]
+    policy = load_docs(DEPLOY / "istio" / "gateway-mtls" / "authorizationpolicy.yaml")[0]
+    p = []
+    hcm, filters = e2e_listener("istio", prov["port"])
+    names = [f["name"] for f in filters]
+    if names[:2] != ["envoy.filters.http.rbac", "envoy.filters.http.ext_authz"]:
+        p.append(f"filters {names}: Istio writes RBAC (shadow) then ext_authz")
+    else:
+        rbac, authz = filters[0]["typed_config"], filters[1]["typed_config"]
+        ns, pname = policy["metadata"]["namespace"], policy["metadata"]["name"]
+        want = {f"istio-ext-authz-ns[{ns}]-policy[{pname}]-rule[{i}]" for i in range(len(policy["spec"]["rules"]))}
+        shadow = rbac.get("shadow_rules", {})
+        if rbac.get("rules") or shadow.get("action") != "DENY" or set(shadow.get("policies", {})) != want:
+            p.append(f"RBAC shadow policies {sorted(shadow.get('policies', {}))} (action {shadow.get('action')}), want {sorted(want)} DENY, no enforced rules")
+        if rbac.get("shadow_rules_stat_prefix") != "istio_ext_authz_":
+            p.append("shadow_rules_stat_prefix must be istio_ext_authz_")
+        not_paths = sorted(x for r in policy["spec"]["rules"] for to in r.get("to", [])
+                           for x in to.get("operation", {}).get("notPaths", []))
+        exact = sorted(re.findall(r"'exact': '([^']*)'", str(shadow.get("policies"))))
+        if exact != not_paths:
+            p.append(f"shadow rules exempt {exact}, the AuthorizationPolicy's notPaths are {not_paths}")
+        grpc = authz.get("grpc_service", {})
+        cluster = f"outbound|{prov['port']}||{prov['service']}"
+        if grpc.get("envoy_grpc", {}).get("cluster_name") != cluster:
+            p.append(f"ext_authz cluster {grpc.get('envoy_grpc', {}).get('cluster_name')}, Istio's is {cluster}")
+        if grpc.get("envoy_grpc", {}).get("authority") != cluster.replace("|", "_."):
+            p.append("ext_authz authority: Istio writes the cluster name with | replaced by _.")
+        if grpc.get("timeout") != prov.get("timeout"):
+            p.append(f"ext_authz timeout {grpc.get('timeout')}, the provider's is {prov.get('timeout')}")
+        if bool(authz.get("failure_mode_allow")) != prov.get("failOpen", False):
+            p.append("failure_mode_allow differs from the provider's failOpen")
+        if str(authz.get("status_on_error", {}).get("code")) != str(prov.get("statusOnError")):
+            p.append(f"status_on_error {authz.get('status_on_error')}, the provider's statusOnError is {prov.get('statusOnError')}")
+        if authz.get("include_peer_certificate") or authz.get("stat_prefix"):
+            p.append("Istio's provider writes no include_peer_certificate and no stat_prefix")
+        meta = authz.get("filter_enabled_metadata", {})
+        if (meta.get("filter") != "envoy.filters.http.rbac"
+                or meta.get("path") != [{"key": "istio_ext_authz_shadow_effective_policy_id"}]
+                or meta.get("value", {}).get("string_match", {}).get("prefix") != "istio-ext-authz"):
+            p.append("filter_enabled_metadata must gate ext_authz on the RBAC shadow policy id (prefix istio-ext-authz)")
+    if "typed_per_filter_config" in str(hcm.get("route_config")):
+        p.append("a CUSTOM policy sets nothing per route")
+    if p:
+        fail("e2e-shapes", "tests/e2e istio listener: " + "; ".join(p))
+    else:
+        ok("e2e-shapes", f"tests/e2e istio listener = AuthorizationPolicy {policy['metadata']['name']} (CUSTOM, "
+                         f"{len(policy['spec']['rules'])} rule) + provider {prov['service']}:{prov['port']}")
+
+    # Envoy Gateway: the SecurityPolicy, its HTTPRoutes and the ClientTrafficPolicy.
+    objs = [d for f in sorted((DEPLOY / "envoy-gateway").glob("*.yaml")) if f.name != "kustomization.yaml"
+            for d in load_docs(f)]
+    sp = next(o for o in objs if o["kind"] == "SecurityPolicy")
+    ctp = next(o for o in objs if o["kind"] == "ClientTrafficPolicy")
+    backend = sp["spec"]["extAuth"]["grpc"]["backendRefs"][0]
+    ns, name = sp["metadata"]["namespace"], sp["metadata"]["name"]
+    p = []
+    hcm, filters = e2e_listener("envoy_gateway", backend["port"])
+    fname = f"envoy.filters.http.ext_authz/securitypolicy/{ns}/{name}"
+    authz = next((f for f in filters if f["name"] == fname), None)
+    if authz is None:
+        p.append(f"no filter {fname} (filters {[f['name'] for f in filters]})")
+    else:
+        cfg = authz["typed_config"]
+        if authz.get("disabled") is not True:
+            p.append("Envoy Gateway writes the filter disabled and switches it on per route")
+        cluster = f"securitypolicy/{ns}/{name}/{backend.get('namespace', ns)}/{backend['name']}"
+        if cfg.get("grpc_service", {}).get("envoy_grpc", {}).get("cluster_name") != cluster:
+            p.append(f"cluster {cfg.get('grpc_service', {}).get('envoy_grpc', {}).get('cluster_name')}, Envoy Gateway's is {cluster}")
+        if bool(cfg.get("failure_mode_allow")) != sp["spec"]["extAuth"].get("failOpen", False):
+            p.append("failure_mode_allow differs from extAuth.failOpen")
+        if cfg.get("transport_api_version") != "V3" or cfg.get("include_peer_certificate"):
+            p.append("Envoy Gateway writes transport_api_version V3 and no include_peer_certificate")
+    targeted = {t["name"] for t in sp["spec"]["targetRefs"] if t["kind"] == "HTTPRoute"}
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    for r in routes:
+        route_name = r.get("name", "").split("/")[2] if r.get("name", "").startswith("httproute/") else None
+        per = r.get("typed_per_filter_config", {})
+        on = per.get(fname, {}).get("@type") == "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+        if route_name is None or on != (route_name in targeted) or set(per) - {fname}:
+            p.append(f"route {r.get('name')}: the filter must be on exactly for the HTTPRoutes the policy targets {sorted(targeted)}")
+    exact = sorted(m["path"]["value"] for o in objs if o["kind"] == "HTTPRoute" and o["metadata"]["name"] not in targeted
+                   for rule in o["spec"]["rules"] for m in rule.get("matches", []) if m.get("path", {}).get("type") == "Exact")
+    if sorted(r["match"]["path"] for r in routes if "path" in r["match"]) != exact:
+        p.append(f"the unchecked exact paths differ from the untargeted HTTPRoutes' {exact}")
+    xfcc = ctp["spec"]["headers"]["xForwardedClientCert"]
+    if hcm.get("forward_client_cert_details") != "SANITIZE_SET" or xfcc["mode"] != "SanitizeSet":
+        p.append("XFCC: ClientTrafficPolicy SanitizeSet is forward_client_cert_details SANITIZE_SET")
+    details = {k for k, v in (hcm.get("set_current_client_cert_details") or {}).items() if v}
+    if details != {d.lower() for d in xfcc.get("certDetailsToAdd", [])}:
+        p.append(f"set_current_client_cert_details {sorted(details)} differs from certDetailsToAdd {xfcc.get('certDetailsToAdd')}")
+    if p:
+        fail("e2e-shapes", "tests/e2e envoy_gateway listener: " + "; ".join(p))
+    else:
+        ok("e2e-shapes", f"tests/e2e envoy_gateway listener = SecurityPolicy {ns}/{name} on HTTPRoutes "
+                         f"{sorted(targeted)} + ClientTrafficPolicy {ctp['metadata']['name']}")
 
 
 def check_mesh_config() -> set[str]:
@@ -896,6 +1120,8 @@ def main() -> int:
         rendered = check_kustomizations(args.kubectl)
         providers = check_mesh_config()
         check_kubernetes(providers)
+        check_gateway_api_references()
+        check_e2e_shapes()
         check_references(rendered)
         check_certbound(args.certbound, rendered, work, pki)
         check_prometheus(args.promtool, work)

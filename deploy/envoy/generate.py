@@ -290,6 +290,15 @@ ISTIO_GATEWAY_XFCC = """\
 forward_client_cert_details: SANITIZE_SET
 set_current_client_cert_details: { subject: true, cert: true, uri: true, dns: true }"""
 
+# What an Envoy Gateway ClientTrafficPolicy with headers.xForwardedClientCert {mode: SanitizeSet,
+# certDetailsToAdd: [Cert]} writes (buildForwardClientCertDetailsAction,
+# buildSetCurrentClientCertDetails): the same replacement, with Hash and Cert.
+EG_XFCC = """\
+# As an Envoy Gateway ClientTrafficPolicy with xForwardedClientCert {mode: SanitizeSet,
+# certDetailsToAdd: [Cert]}: XFCC written by this hop (Hash and Cert), never taken from the client.
+forward_client_cert_details: SANITIZE_SET
+set_current_client_cert_details: { cert: true }"""
+
 
 def tls_transport_socket(cert: str, key: str, client_ca: str) -> str:
     return f"""\
@@ -306,6 +315,157 @@ transport_socket:
       validation_context:
         # Client roots and intermediates: clients may send only their leaf.
         trusted_ca: {{ filename: "{client_ca}" }}
+"""
+
+
+# --- what Istio and Envoy Gateway generate ----------------------------------------------------------
+# Neither can set context_extensions per route, so certbound picks the policy itself ([[routes]]).
+# These listeners carry the authorization filters exactly as the two control planes write them
+# (docs/deploy-istio.md and docs/deploy-envoy-gateway.md cite the sources, field by field), and
+# scripts/validate_deploy.py checks the names and values below against deploy/istio and
+# deploy/envoy-gateway.
+
+# Istio: the AuthorizationPolicy (namespace, name) of deploy/istio/gateway-mtls, its one rule's
+# notPaths, and the extension provider's Service of deploy/istio/meshconfig-values.yaml.
+ISTIO_POLICY = ("istio-system", "certbound")
+ISTIO_NOT_PATHS = ("/healthz",)
+ISTIO_PROVIDER_SERVICE = "certbound.certbound.svc.cluster.local"
+# Envoy Gateway: the SecurityPolicy (namespace, name) of deploy/envoy-gateway and the Service its
+# extAuth.grpc.backendRef names (namespace, name).
+EG_POLICY = ("my-api", "certbound")
+EG_BACKEND = ("certbound", "certbound")
+EG_TIMEOUT = "10s"  # Envoy Gateway's default for external services (defaultExtServiceRequestTimeout)
+
+
+def istio_policy_id(rule: int = 0) -> str:
+    """The RBAC policy name Istio gives rule `rule` of a CUSTOM policy (builder.go, policyName)."""
+    ns, name = ISTIO_POLICY
+    return f"istio-ext-authz-ns[{ns}]-policy[{name}]-rule[{rule}]"
+
+
+def istio_cluster(port: str) -> str:
+    """Istio's outbound cluster for the provider's Service and port (model.BuildSubsetKey)."""
+    return f"outbound|{port}||{ISTIO_PROVIDER_SERVICE}"
+
+
+def istio_authz_filters(cluster: str, timeout: str) -> list[str]:
+    """The two HTTP filters Istio writes for an AuthorizationPolicy with action CUSTOM and an
+    envoyExtAuthzGrpc provider: RBAC in shadow mode, which only records which CUSTOM rule matched,
+    and ext_authz enabled only when that record is there (filter_enabled_metadata). A request no
+    rule matches never reaches the authorizer."""
+    paths = "\n".join(f"                    - url_path: {{ path: {{ exact: \"{p}\" }} }}" for p in ISTIO_NOT_PATHS)
+    authority = cluster.replace("|", "_.")
+    return [f"""\
+# Istio: AuthorizationPolicy {ISTIO_POLICY[0]}/{ISTIO_POLICY[1]}, action CUSTOM, rule 0 =
+# to.operation.notPaths {list(ISTIO_NOT_PATHS)}. Shadow rules decide nothing: a match stores the
+# rule's name as dynamic metadata (istio_ext_authz_shadow_effective_policy_id).
+- name: envoy.filters.http.rbac
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+    shadow_rules:
+      action: DENY
+      policies:
+        "{istio_policy_id()}":
+          permissions:
+          - and_rules:
+              rules:
+              - not_rule:
+                  or_rules:
+                    rules:
+{paths}
+          principals:
+          - and_ids:
+              ids:
+              - any: true
+    shadow_rules_stat_prefix: istio_ext_authz_
+""", f"""\
+# Istio: the envoyExtAuthzGrpc provider. failOpen false is proto3's default and not written
+# (failure_mode_allow stays false); statusOnError "503"; timeout 2s; no include_peer_certificate,
+# no stat_prefix, no per-route settings.
+- name: envoy.filters.http.ext_authz
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+    status_on_error: {{ code: 503 }}
+    grpc_service:
+      envoy_grpc:
+        cluster_name: "{cluster}"
+        authority: "{authority}"
+      timeout: {timeout}
+    filter_enabled_metadata:
+      filter: envoy.filters.http.rbac
+      path:
+      - key: istio_ext_authz_shadow_effective_policy_id
+      value:
+        string_match: {{ prefix: istio-ext-authz }}
+    transport_api_version: V3
+"""]
+
+
+def eg_filter_name() -> str:
+    """Envoy Gateway names the ext_authz filter after the SecurityPolicy (perRouteFilterName)."""
+    return f"envoy.filters.http.ext_authz/securitypolicy/{EG_POLICY[0]}/{EG_POLICY[1]}"
+
+
+def eg_cluster() -> str:
+    """Envoy Gateway's cluster for extAuth's backendRef (irExtServiceDestinationName)."""
+    return f"securitypolicy/{EG_POLICY[0]}/{EG_POLICY[1]}/{EG_BACKEND[0]}/{EG_BACKEND[1]}"
+
+
+def eg_ext_authz_filter(authority: str) -> str:
+    """The ext_authz filter Envoy Gateway writes for a SecurityPolicy with extAuth.grpc: one per
+    policy, disabled in the HTTP connection manager, switched on per route of the HTTPRoutes the
+    policy targets."""
+    return f"""\
+# Envoy Gateway: SecurityPolicy {EG_POLICY[0]}/{EG_POLICY[1]}, extAuth.grpc to Service
+# {EG_BACKEND[0]}/{EG_BACKEND[1]}. failOpen false is not written (proto3's default); no status_on_error
+# (Envoy answers 403 when certbound cannot be reached: still closed); no per-route settings.
+- name: {eg_filter_name()}
+  disabled: true
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+    transport_api_version: V3
+    grpc_service:
+      envoy_grpc:
+        cluster_name: {eg_cluster()}
+        authority: "{authority}"
+      timeout: {EG_TIMEOUT}
+"""
+
+
+def istio_route_config(name: str, upstream: str) -> str:
+    """A VirtualService's route: nothing per route; the AuthorizationPolicy's rules decide."""
+    return f"""\
+route_config:
+  name: {name}
+  virtual_hosts:
+  - name: {name}
+    domains: ["*"]
+    routes:
+    - match: {{ prefix: "/" }}
+      route: {{ cluster: {upstream} }}
+"""
+
+
+def eg_route_config(name: str, upstream: str) -> str:
+    """Two HTTPRoutes: `health` (no SecurityPolicy: the filter stays off) and `api`, which the
+    SecurityPolicy targets: Envoy Gateway switches the filter on there with an empty FilterConfig."""
+    return f"""\
+route_config:
+  name: {name}
+  virtual_hosts:
+  - name: {name}
+    domains: ["*"]
+    routes:
+    - name: httproute/{EG_POLICY[0]}/health/rule/0/match/0/api_example_com
+      match: {{ path: "/healthz" }}
+      route: {{ cluster: {upstream} }}
+    - name: httproute/{EG_POLICY[0]}/api/rule/0/match/0/api_example_com
+      match: {{ prefix: "/" }}
+      route: {{ cluster: {upstream} }}
+      typed_per_filter_config:
+        {eg_filter_name()}:
+          "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+          config: {{}}
 """
 
 
@@ -327,6 +487,10 @@ class Listener:
     # instead of ext_authz to `cluster` (in "mtls" mode the module reads the peer certificate's
     # digest itself: nothing to include).
     module_config: str = ""
+    # Whose filters: "certbound" (this file's own), "istio" or "envoy_gateway" (as those control
+    # planes write them; no per-route certbound settings, `cluster` is their cluster name).
+    shape: str = "certbound"
+    authority: str = ""  # the gRPC authority Envoy Gateway sets (shape "envoy_gateway")
 
     def render(self) -> str:
         peer = self.mode == "mtls"
@@ -334,11 +498,18 @@ class Listener:
         check = (module_filter(self.module_config) if module
                  else ext_authz_filter(self.stat_prefix, self.cluster, self.timeout, peer))
         filters = [check, ROUTER_FILTER]
+        routes = route_config(self.name, self.upstream, self.example, self.policy_routes, self.body_routes, module)
+        if self.shape == "istio":
+            filters = [*istio_authz_filters(self.cluster, self.timeout), ROUTER_FILTER]
+            routes = istio_route_config(self.name, self.upstream)
+        elif self.shape == "envoy_gateway":
+            filters = [eg_ext_authz_filter(self.authority), ROUTER_FILTER]
+            routes = eg_route_config(self.name, self.upstream)
         hcm = http_connection_manager(
             self.name, self.mode in ("header", "mtls", "gateway"),
-            route_config(self.name, self.upstream, self.example, self.policy_routes, self.body_routes, module),
+            routes,
             filters, HEADER_EDGE_COMMENT if self.mode == "header" else MTLS_EDGE_COMMENT,
-            ISTIO_GATEWAY_XFCC if self.mode == "gateway" else "",
+            (EG_XFCC if self.shape == "envoy_gateway" else ISTIO_GATEWAY_XFCC) if self.mode == "gateway" else "",
             MODULE_METADATA if module else EXT_AUTHZ_METADATA)
         chain = ""
         if self.tls:
@@ -562,7 +733,17 @@ E2E_HEADER = f"""\
 # (libcertbound_envoy.so, docs/envoy-module.md) that loads the same certbound-<instance>.toml the
 # ext_authz instance serves. Per route, DynamicModuleFilterPerRoute names the policy and
 # FilterConfig {{disabled: true}} switches the check off; the module never sees a request body, so
-# module_kong's /body/ is a plain route. The dpop twins share the one Redis replay store."""
+# module_kong's /body/ is a plain route. The dpop twins share the one Redis replay store.
+#
+# Two more listeners carry the authorization filters exactly as Istio and Envoy Gateway write them,
+# without any per-route certbound setting; both terminate mTLS, write XFCC (SANITIZE_SET) and ask
+# one certbound, "routes", whose [[routes]] rules pick the policy by host, path and method:
+#   istio (@@ENVOY_ISTIO_PORT@@)   an AuthorizationPolicy with action CUSTOM and an envoyExtAuthzGrpc
+#                                 provider: RBAC shadow rules + ext_authz gated by their metadata
+#                                 (deploy/istio/gateway-mtls, docs/deploy-istio.md)
+#   envoy_gateway (@@ENVOY_ENVOY_GATEWAY_PORT@@) a SecurityPolicy with extAuth.grpc: one ext_authz
+#                                 filter per policy, disabled, switched on per route
+#                                 (deploy/envoy-gateway, docs/deploy-envoy-gateway.md)"""
 
 # The "peer" certbound serves gRPC over TLS and authenticates Envoy's client certificate.
 E2E_PEER_TLS = grpc_client_tls("@@PKI@@/envoy-grpc.pem", "@@PKI@@/envoy-grpc-key.pem", "@@PKI@@/server-ca.pem",
@@ -596,6 +777,18 @@ def e2e_template() -> str:
                           stat_prefix=f"module_{l.name}",
                           module_config=f"@@WORK@@/certbound-{E2E_INSTANCE[l.name]}.toml")
                   for l in listeners]
+    # Istio's and Envoy Gateway's filters, both to one certbound ("routes") whose [[routes]] pick
+    # the policy: no module twins, since the filters are theirs. Both terminate mTLS and write XFCC
+    # as an Istio gateway (SANITIZE_SET) or an Envoy Gateway ClientTrafficPolicy with
+    # xForwardedClientCert mode SanitizeSet does.
+    mesh_tls = ("@@PKI@@/server.pem", "@@PKI@@/server-key.pem", "@@PKI@@/client-ca-bundle.pem")
+    listeners += [
+        Listener("istio", "127.0.0.1", "@@ENVOY_ISTIO_PORT@@", "gateway", istio_cluster("@@GRPC_ROUTES_PORT@@"),
+                 "echo", E2E_TIMEOUT, "istio", tls=mesh_tls, shape="istio"),
+        Listener("envoy_gateway", "127.0.0.1", "@@ENVOY_ENVOY_GATEWAY_PORT@@", "gateway", eg_cluster(), "echo",
+                 EG_TIMEOUT, "envoy_gateway", tls=mesh_tls, shape="envoy_gateway",
+                 authority=f"{EG_BACKEND[1]}.{EG_BACKEND[0]}:@@GRPC_ROUTES_PORT@@"),
+    ]
     clusters = [
         certbound_cluster("certbound_header", "STATIC", "127.0.0.1", "@@GRPC_HEADER_PORT@@"),
         certbound_cluster("certbound_peer", "STATIC", "127.0.0.1", "@@GRPC_PEER_PORT@@", tls=E2E_PEER_TLS),
@@ -603,6 +796,10 @@ def e2e_template() -> str:
         certbound_cluster("certbound_gateway", "STATIC", "127.0.0.1", "@@GRPC_GATEWAY_PORT@@"),
         certbound_cluster("certbound_dpop", "STATIC", "127.0.0.1", "@@GRPC_DPOP_PORT@@"),
         certbound_cluster("certbound_dpop2", "STATIC", "127.0.0.1", "@@GRPC_DPOP2_PORT@@"),
+        # Named as Istio and Envoy Gateway name them; neither adds an active health check.
+        certbound_cluster(f'"{istio_cluster("@@GRPC_ROUTES_PORT@@")}"', "STATIC", "127.0.0.1", "@@GRPC_ROUTES_PORT@@",
+                          health_check=False),
+        certbound_cluster(eg_cluster(), "STATIC", "127.0.0.1", "@@GRPC_ROUTES_PORT@@", health_check=False),
     ]
     observer = """\
 # Observers only, never routed to: Envoy runs the standard gRPC health check

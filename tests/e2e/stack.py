@@ -4,6 +4,9 @@
     client --mTLS--> Envoy "mtls" (peer certificate) -------------------------ext_authz--> certbound "peer"
     client --x-client-cert (base64 DER, Kong style)--> Envoy "kong" ----------ext_authz--> certbound "b64"
     client --mTLS--> Envoy "gateway" (writes XFCC, as an Istio gateway) -------ext_authz--> certbound "gateway"
+    client --mTLS--> Envoy "istio" / "envoy_gateway" (XFCC; the filters exactly as Istio's CUSTOM
+                     provider / Envoy Gateway's SecurityPolicy write them) --ext_authz--> certbound "routes"
+                     ([[routes]] pick the policy by host, path and method)
     DPoP client --plain HTTP--> Envoy "dpop" / "dpop2" ----ext_authz--> certbound "dpop" / "dpop2"
                                  (two replicas sharing one Redis replay store; no certificates)
     client --mTLS--> nginx /strict/ --> Envoy "plain", route with policy "strict" --> certbound "header"
@@ -284,6 +287,11 @@ class Ports:
     envoy_module_gateway: int = 0
     envoy_module_dpop: int = 0
     envoy_module_dpop2: int = 0
+    # Istio's and Envoy Gateway's filters, and the certbound whose [[routes]] they rely on.
+    envoy_istio: int = 0
+    envoy_envoy_gateway: int = 0
+    grpc_routes: int = 0
+    admin_routes: int = 0
 
     @classmethod
     def allocate(cls) -> "Ports":
@@ -297,6 +305,12 @@ class Ports:
 CERTBOUND_MODES = ("header", "peer", "b64", "gateway")
 # Two replicas of one DPoP deployment (not scraped by Prometheus): same config, one Redis.
 DPOP_MODES = ("dpop", "dpop2")
+# Behind the "istio" and "envoy_gateway" listeners (not scraped by Prometheus): [[routes]] rules.
+ROUTES_MODES = ("routes",)
+# Listeners with Istio's / Envoy Gateway's filters: no module twin (the filters are theirs).
+MESH_LISTENERS = ("istio", "envoy_gateway")
+# The host the [[routes]] rules of certbound "routes" name.
+ROUTES_HOST = "api.test"
 
 # The two faces of certbound every decision test runs through: Envoy's ext_authz filter calling a
 # certbound process over gRPC, and certbound inside Envoy as a dynamic module (libcertbound_envoy.so)
@@ -575,7 +589,7 @@ class Stack:
         wait_until("redis", lambda: port_open(self.ports.redis), 10, proc=proc)
 
     def certbound_config(self, mode: str) -> Path:
-        """Render certbound's TOML for one instance (mode: header, peer, b64, gateway, dpop, dpop2)."""
+        """Render certbound's TOML for one instance (mode: header, peer, b64, gateway, dpop, dpop2, routes)."""
         ca = ", ".join(f'"{self.pki / f}"' for f in ("client-root-ca.pem", "client-int-ca.pem", "client-rsa-ca.pem"))
 
         def header_table(fmt: str) -> str:
@@ -648,8 +662,30 @@ class Stack:
         # /discover/ on the mtls listeners names this policy: the default peer policy plus RFC 9728
         # metadata, which certbound serves at the well-known path and names in every challenge.
         discover = f'[policies.discover]\nresource = "{DISCOVER_RESOURCE}"\n'
+        # Behind Istio's and Envoy Gateway's filters, which name no policy: the gateway's XFCC, and
+        # [[routes]] rules that pick the policy. /es/ on api.test asks for ES256-audience tokens; the
+        # rest of api.test is the default policy; any other host is denied.
+        routes = (
+            'unmatched_route = "deny"\n'
+            "[proof_of_possession_mtls_from_header]\n"
+            'certificate_header_name   = "x-forwarded-client-cert"\n'
+            'certificate_header_format = "xfcc"\n'
+            "ca_certificates = []\n"
+            "secure_source = false\n"
+            "[policies.es-only]\n"
+            f'audience_required = ["{AUDIENCE_ES}"]\n'
+            "[[routes]]\n"
+            'name = "the ES256 API"\n'
+            f'hosts = ["{ROUTES_HOST}"]\n'
+            'paths = ["/es/"]\n'
+            'policy = "es-only"\n'
+            "[[routes]]\n"
+            f'name = "the rest of {ROUTES_HOST}"\n'
+            f'hosts = ["{ROUTES_HOST}"]\n'
+            'policy = "default"\n'
+        )
         source = {"header": header_table("url_encoded") + strict, "peer": grpc_tls + discover, "b64": kong, "gateway": gateway,
-                  "dpop": dpop, "dpop2": dpop}[mode]
+                  "dpop": dpop, "dpop2": dpop, "routes": routes}[mode]
         return render(E2E / "certbound.toml.tmpl", self.work / f"certbound-{mode}.toml", {
             "GRPC_PORT": getattr(self.ports, f"grpc_{mode}"),
             "ADMIN_PORT": getattr(self.ports, f"admin_{mode}"),
@@ -660,6 +696,8 @@ class Stack:
         if self.standin:
             for mode in DPOP_MODES:
                 self.certbound_config(mode)  # the module face's dpop twins load them
+            for mode in ROUTES_MODES:
+                self.certbound_config(mode)  # rendered, so the template is exercised
             for mode in CERTBOUND_MODES:
                 self.certbound_config(mode)  # still rendered, so the template is exercised
                 admin = getattr(self.ports, f"admin_{mode}")
@@ -669,7 +707,7 @@ class Stack:
         if not self.certbound_bin.is_file():
             raise StackError(f"certbound binary {self.certbound_bin} not found: `cargo build` first, or set CERTBOUND_BIN")
         started = []
-        for mode in CERTBOUND_MODES + DPOP_MODES:
+        for mode in CERTBOUND_MODES + DPOP_MODES + ROUTES_MODES:
             config = self.certbound_config(mode)
             started.append((mode, self._spawn(
                 f"certbound-{mode}", [self.certbound_bin, "serve", "--config", config],
@@ -701,12 +739,13 @@ class Stack:
             raise StackError(f"{self.module_dir / MODULE_LIB} not found: "
                              "`cargo build --locked --workspace --all-targets` first")
         ports = {f"ENVOY_{name.upper()}_PORT": getattr(self.ports, f"envoy_{name}")
-                 for name in (*LISTENERS, *(f"module_{n}" for n in LISTENERS))}
+                 for name in (*LISTENERS, *(f"module_{n}" for n in LISTENERS), *MESH_LISTENERS)}
         config = render(E2E / "envoy.yaml.tmpl", self.work / "envoy.yaml", {
             **ports, "ENVOY_ADMIN_PORT": self.ports.envoy_admin,
             "GRPC_DPOP_PORT": self.ports.grpc_dpop, "GRPC_DPOP2_PORT": self.ports.grpc_dpop2,
             "GRPC_HEADER_PORT": self.ports.grpc_header, "GRPC_PEER_PORT": self.ports.grpc_peer,
             "GRPC_B64_PORT": self.ports.grpc_b64, "GRPC_GATEWAY_PORT": self.ports.grpc_gateway,
+            "GRPC_ROUTES_PORT": self.ports.grpc_routes,
             "ECHO_PORT": self.ports.echo, "PKI": self.pki, "WORK": self.work,
         })
         self._run("envoy-validate", [envoy, "--mode", "validate", "-c", config], env=self._env_for_envoy())
@@ -976,6 +1015,16 @@ class Stack:
         resp = self._send(conn, "GET", path, [("host", "localhost"), *self._auth_headers(token, headers)])
         return self._record("gateway", resp, face)
 
+    def call_envoy_mesh(self, listener: str, cert: Optional[str], token: Optional[str] = None, path: str = "/",
+                        host: str = ROUTES_HOST, method: str = "GET") -> Response:
+        """Envoy's "istio" or "envoy_gateway" listener: mTLS with `cert`, XFCC written by Envoy, the
+        filters as that control plane writes them, certbound "routes" choosing the policy."""
+        if listener not in MESH_LISTENERS:
+            raise StackError(f"unknown listener {listener!r}: {MESH_LISTENERS}")
+        conn = http.client.HTTPSConnection("127.0.0.1", getattr(self.ports, f"envoy_{listener}"), timeout=10,
+                                           context=self.tls_context(cert))
+        return self._send(conn, method, path, [("host", host), *self._auth_headers(token, ())])
+
     def call_envoy_dpop(self, token: Optional[str], proof: Optional[str] = None, path: str = "/",
                         method: str = "GET", scheme: str = "DPoP", replica: int = 1,
                         headers: Headers = (), face: str = "ext_authz") -> Response:
@@ -1081,6 +1130,8 @@ class Stack:
             f"nginx         https://127.0.0.1:{p.nginx}  (mTLS required)",
             f"envoy plain   http://127.0.0.1:{p.envoy_plain}   mtls https://127.0.0.1:{p.envoy_mtls}   kong http://127.0.0.1:{p.envoy_kong}"
             f"   gateway https://127.0.0.1:{p.envoy_gateway}",
+            f"istio         https://127.0.0.1:{p.envoy_istio}   envoy_gateway https://127.0.0.1:{p.envoy_envoy_gateway}"
+            f"   (certbound routes: grpc {p.grpc_routes} admin {p.admin_routes})",
             f"module face   nginx https://127.0.0.1:{p.nginx_module}   envoy "
             + "   ".join(f"{n} {getattr(p, f'envoy_module_{n}')}" for n in LISTENERS),
             f"ocsp          {self.ocsp_url}  (openssl ocsp)",
