@@ -9,7 +9,8 @@ to a temporary folder, examples/pki.sh writes the throw-away certificates, keys 
   certbound    `certbound check-config` on its certbound.toml and on the certbound.toml of every
                ConfigMap in it: exit 0 and no warning (an example shows a clean configuration)
   envoy        `envoy --mode validate -c envoy.yaml` (relative paths resolve against the folder,
-               as when the README runs it); a deprecated field counts as a failure
+               as when the README runs it); a deprecated field counts as a failure; every
+               ext_authz filter fails closed, has a timeout and an HTTP/2 cluster
   nginx        `nginx -t` on nginx.conf with the folder as prefix
   kustomize    with kubectl, `kubectl kustomize` renders the folder and its certbound ConfigMap is
                the example's own; without, every listed resource and patch exists
@@ -31,6 +32,9 @@ import tempfile
 from pathlib import Path
 
 import yaml
+
+# The same rules as the deployment files: fail closed, a timeout, HTTP/2 to certbound.
+from validate_deploy import envoy_semantics
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -72,6 +76,9 @@ def configmap_tomls(path: Path) -> list[str]:
 
 
 def check_envoy(envoy: str, folder: Path, label: str) -> None:
+    problems = envoy_semantics(yaml.safe_load((folder / "envoy.yaml").read_text()))
+    if problems:
+        report("FAIL", "envoy", f"{label}: {'; '.join(problems)}")
     r = run([envoy, "--mode", "validate", "-c", "envoy.yaml", "--log-level", "warn"], folder)
     lines = output(r).splitlines()
     deprecated = [l.split("] ", 1)[-1][:200] for l in lines if "Deprecated field" in l or "deprecated option" in l]
