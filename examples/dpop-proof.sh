@@ -15,7 +15,8 @@ DIR="${3:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/pki}"
 KEY="$DIR/dpop-key.pem"
 
 b64u() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-n=$(openssl rsa -in "$KEY" -noout -modulus 2>/dev/null | cut -d= -f2 | xxd -r -p | b64u)
+hex=$(openssl rsa -in "$KEY" -noout -modulus 2>/dev/null | cut -d= -f2)
+n=$(printf '%b' "$(sed 's/../\\x&/g' <<<"$hex")" | b64u)   # hex to bytes without xxd
 ath=$(printf '%s' "$(cat "$DIR/dpop.token")" | openssl dgst -sha256 -binary | b64u)
 header=$(printf '{"typ":"dpop+jwt","alg":"RS256","jwk":{"kty":"RSA","n":"%s","e":"AQAB"}}' "$n" | b64u)
 payload=$(printf '{"jti":"%s","htm":"%s","htu":"%s","iat":%d,"ath":"%s"}' \

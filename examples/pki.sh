@@ -29,7 +29,11 @@ cd "$DIR"
 b64u() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 
 # RSA modulus of a key, base64url (a JWK's "n").
-modulus() { openssl rsa -in "$1" -noout -modulus 2>/dev/null | cut -d= -f2 | xxd -r -p | b64u; }
+modulus() {
+  local hex
+  hex=$(openssl rsa -in "$1" -noout -modulus 2>/dev/null | cut -d= -f2)
+  printf '%b' "$(sed 's/../\\x&/g' <<<"$hex")" | b64u   # hex to bytes without xxd
+}
 
 ca() { # name subject
   [[ -f "$1.pem" ]] && return
