@@ -24,6 +24,8 @@ COPY src ./src
 COPY crates ./crates
 # Cargo.toml declares the benchmark target, so its source must exist for cargo to read the manifest.
 COPY benches ./benches
+# Cargo.toml declares the developer programs (tools/) as example targets too.
+COPY tools ./tools
 # No .git in the build context: `certbound --version` names the commit given here
 # (docker build --build-arg BUILD_GIT_COMMIT="$(git rev-parse --short HEAD)"), else "unknown".
 ARG BUILD_GIT_COMMIT=""

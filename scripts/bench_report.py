@@ -95,7 +95,7 @@ def main() -> None:
             if r["errors"] or r["non2xx"]:
                 print(f'\n{k}, round {r["round"]}: {r["errors"]} socket errors, {r["non2xx"]} non-2xx answers')
 
-    print("\n### gRPC straight at the server (examples/loadgen, 64 streams over 4 connections)\n")
+    print("\n### gRPC straight at the server (tools/loadgen, 64 streams over 4 connections)\n")
     print("| server | checks/s | p50 | p99 | p99.9 | server CPU/check | denied + errors |")
     print("|---|---|---|---|---|---|---|")
     for label, g in (("plain tonic always-allow (default settings)", g_plain),
@@ -197,7 +197,7 @@ def main() -> None:
          lambda v: v >= 0.9),
         ("RSS with 100k cached tokens ≤ 64 MiB", [mem_100k["rss_100k_tokens_kib"] / 1024], lambda v: v <= 64),
     ]
-    print("\n### Targets (issue 6; always-allow = examples/allow_server, certbound's server settings)\n")
+    print("\n### Targets (issue 6; always-allow = tools/allow_server, certbound's server settings)\n")
     print("| target | measured | |")
     print("|---|---|---|")
     for name, values, ok in old:

