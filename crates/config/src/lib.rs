@@ -24,6 +24,7 @@ use certbound_core::routes::Routes;
 
 mod build;
 mod raw;
+pub mod schema;
 #[cfg(test)]
 mod tests;
 mod validate;
