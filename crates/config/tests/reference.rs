@@ -1,5 +1,7 @@
 //! The configuration schema and the reference generated from it: the committed page is the
-//! current one, and every key says what it is (and, for a duration, in which unit).
+//! current one, every key says what it is (and, for a duration, in which unit), and the schema
+//! and the loader agree on every key and its type.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 
@@ -35,10 +37,7 @@ fn the_committed_configuration_reference_is_the_generated_one() {
             .lines()
             .zip(generated.lines())
             .position(|(a, b)| a != b)
-            .map_or_else(
-                || committed.lines().count().min(generated.lines().count()),
-                |i| i,
-            );
+            .unwrap_or_else(|| committed.lines().count().min(generated.lines().count()));
         panic!(
             "docs/configuration.md is stale (first difference at line {}): run `{REGENERATE}`",
             line + 1
@@ -158,4 +157,124 @@ fn no_key_admits_null_which_toml_cannot_write() {
         }
     }
     walk("", &json_schema());
+}
+
+/// A JSON value as a TOML inline value.
+fn toml(v: &Value) -> String {
+    match v {
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(toml).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Object(m) => format!(
+            "{{ {} }}",
+            m.iter()
+                .map(|(k, v)| format!("{k} = {}", toml(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// A value of the type the schema gives `key`: its default where it has one.
+fn sample(key: &Value) -> Value {
+    if let Some(d) = key.get("default") {
+        return d.clone();
+    }
+    match key["type"].as_str() {
+        Some("string") => key["enum"][0].as_str().unwrap_or("x").into(),
+        Some("integer") => key.get("minimum").cloned().unwrap_or(1.into()),
+        Some("boolean") => false.into(),
+        Some("array") => Value::Array(vec![]),
+        other => panic!("no sample for type {other:?}"),
+    }
+}
+
+/// A leaf key of the schema: its dotted name, the TOML that sets it to a value, its schema.
+type Placement = (String, Box<dyn Fn(&str) -> String>, Value);
+
+fn placements(schema: &Value) -> Vec<Placement> {
+    let defs = &schema["$defs"];
+    let resolve = |v: &Value| -> Value {
+        match v["$ref"].as_str().or(v["items"]["$ref"].as_str()) {
+            Some(r) => defs[r.trim_start_matches("#/$defs/")].clone(),
+            None => Value::Null,
+        }
+    };
+    let mut out: Vec<Placement> = Vec::new();
+    let top = schema["properties"].as_object().expect("properties");
+    for (name, prop) in top {
+        let table = resolve(prop);
+        let Some(inner) = table["properties"].as_object() else {
+            if name != "policies" {
+                let n = name.clone();
+                out.push((
+                    name.clone(),
+                    Box::new(move |v| format!("{n} = {v}\n")),
+                    prop.clone(),
+                ));
+            }
+            continue;
+        };
+        let array = prop["type"] == "array";
+        for (key, value) in inner {
+            let (n, k) = (name.clone(), key.clone());
+            let place: Box<dyn Fn(&str) -> String> = if array {
+                Box::new(move |v| format!("[[{n}]]\n{k} = {v}\n"))
+            } else {
+                Box::new(move |v| format!("[{n}]\n{k} = {v}\n"))
+            };
+            out.push((format!("{name}.{key}"), place, value.clone()));
+        }
+    }
+    for (name, prop) in defs["Policy"]["properties"].as_object().expect("Policy") {
+        if prop.get("$ref").is_none() {
+            let n = name.clone();
+            out.push((
+                format!("policies.p.{name}"),
+                Box::new(move |v| format!("[policies.p]\n{n} = {v}\n")),
+                prop.clone(),
+            ));
+        }
+    }
+    out
+}
+
+fn load(toml: &str) -> String {
+    use figment::providers::{Format, Toml};
+    let figment = figment::Figment::new().merge(Toml::string(toml));
+    match certbound_config::Config::from_figment(&figment, Path::new(".")) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_loader_reads_every_schema_key_and_refuses_it_with_another_type() {
+    let schema = json_schema();
+    let placements = placements(&schema);
+    assert!(
+        placements.len() > 60,
+        "only {} keys placed",
+        placements.len()
+    );
+    for (name, place, key) in &placements {
+        let last = name.rsplit('.').next().unwrap_or(name);
+        // The schema's type (its default, where it has one) is one the loader takes.
+        let errors = load(&place(&toml(&sample(key))));
+        let about_key: Vec<&str> = errors
+            .lines()
+            .filter(|l| l.contains(last) && (l.contains("unknown field") || l.contains("found")))
+            .collect();
+        assert!(about_key.is_empty(), "{name}: {about_key:?}");
+        // A table is no key's type: the loader refuses it, naming the key.
+        let errors = load(&place("{ wrong = 1 }"));
+        assert!(
+            errors
+                .lines()
+                .any(|l| l.contains(last) && l.contains("found a table")),
+            "{name} = {{ wrong = 1 }} is not refused as a table: {errors}"
+        );
+    }
 }
