@@ -1,6 +1,13 @@
 //! The first step: whatever figment holds (file, then environment) into raw serde structs that
 //! refuse unknown keys. The default policy is the top level; each `[policies.NAME]` table is
 //! merged over it key by key. Every table that does not fit is reported, not just the first.
+//!
+//! These structs are also the configuration's schema (`schema`): a field's `///` comment is the
+//! key's description in `certbound config-schema` and docs/configuration.md, and its
+//! `#[schemars(extend(...))]` gives the default (from `certbound_core::defaults`), the unit of a
+//! duration (`x-unit`: seconds or milliseconds; say it in the comment too), allowed values and
+//! range. A new key is a documented field (a process-wide one also in `GLOBAL_KEYS`), then
+//! `cargo run -- config-schema --markdown > docs/configuration.md`.
 
 use std::path::PathBuf;
 
