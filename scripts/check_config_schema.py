@@ -6,7 +6,8 @@ independent JSON Schema validator (python-jsonschema, draft 2020-12), as an edit
     `certbound.toml` held in a Kubernetes ConfigMap under deploy/ and examples/;
   - the end-to-end suite's configuration of every instance, rendered by tests/e2e/stack.py;
   - what `certbound import-kong` writes for each decK file of tests/kong;
-  - every ```toml block of the Markdown pages (fragments of a certbound.toml).
+  - every ```toml block of the Markdown pages (fragments of a certbound.toml; Cargo manifests
+    aside).
 
 First the script proves the schema refuses what certbound refuses: deploy/certbound.example.toml
 passes, and the same file with an unknown key (at the top, in a nested table, in a
@@ -40,6 +41,7 @@ NOT_CONFIG = {"Cargo.toml", "clippy.toml", "deny.toml", "rustfmt.toml", "rust-to
               "pyproject.toml", "config.toml", "Cargo.lock"}
 CONFIG_DIRS = ("deploy", "examples", "fuzz/fixtures", "tests")
 FENCE = re.compile(r"^\s*```toml\s*$")
+CARGO_TABLE = re.compile(r"^\[(package|workspace|dependencies|dev-dependencies|lints|profile)\b", re.M)
 
 
 def rel(p: Path) -> str:
@@ -172,7 +174,9 @@ def markdown_blocks() -> list[tuple[str, str]]:
             if block is None and FENCE.match(line):
                 block, start = [], n
             elif block is not None and line.strip().startswith("```"):
-                found.append((f"{rel(p)}:{start}", "\n".join(block)))
+                # A Cargo manifest is TOML too, and no certbound configuration.
+                if not CARGO_TABLE.search("\n".join(block)):
+                    found.append((f"{rel(p)}:{start}", "\n".join(block)))
                 block = None
             elif block is not None:
                 block.append(line)
