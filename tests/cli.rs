@@ -838,3 +838,31 @@ fn check_config_warns_about_routes_that_never_match_and_refuses_conflicting_ones
         "{err}"
     );
 }
+
+#[test]
+fn config_schema_prints_a_json_schema_and_with_markdown_the_committed_reference() {
+    let out = certbound().arg("config-schema").output().unwrap();
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(schema["properties"]["timeout"]["x-unit"], "milliseconds");
+
+    // The command docs/contributing.md gives regenerates the page as committed.
+    let out = certbound()
+        .args(["config-schema", "--markdown"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let page = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .unwrap();
+    assert!(
+        String::from_utf8(out.stdout).unwrap() == page,
+        "docs/configuration.md differs from `certbound config-schema --markdown`"
+    );
+}

@@ -7,6 +7,9 @@
 //!
 //! Key names follow Kong's openid-connect plugin where Kong has one, so a Kong user can copy
 //! values over.
+//!
+//! The raw structs are also the configuration's schema: `schema` publishes them as JSON Schema
+//! (`certbound config-schema`) and generates docs/configuration.md from them.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,6 +27,7 @@ use certbound_core::routes::Routes;
 
 mod build;
 mod raw;
+pub mod schema;
 #[cfg(test)]
 mod tests;
 mod validate;
