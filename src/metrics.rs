@@ -17,8 +17,7 @@ use prometheus::{
 use certbound_core::cache::Lookup;
 use certbound_core::decision::{AllowReason, Decision, DenyReason};
 use certbound_core::engine::Engine;
-use certbound_core::pipeline::Outcome;
-use certbound_core::pipeline::NO_POLICY;
+use certbound_core::pipeline::{Outcome, NO_POLICY};
 use certbound_core::revocation::{CheckResult, Method, Observer};
 
 /// The buckets of `certbound_check_duration_seconds`: a cached check takes tens of
