@@ -988,6 +988,10 @@ def certbound_metrics() -> set[str]:
     for n in names:
         if "duration_seconds" in n:   # the histogram
             out |= {n + "_bucket", n + "_sum", n + "_count"}
+    if "ProcessCollector" in src:   # the prometheus crate's process collector, on Linux
+        out |= {"process_cpu_seconds_total", "process_open_fds", "process_max_fds",
+                "process_virtual_memory_bytes", "process_resident_memory_bytes",
+                "process_start_time_seconds", "process_threads"}
     return out | {"up"}
 
 
@@ -1052,7 +1056,8 @@ def check_grafana(promtool: str | None, work: Path) -> None:
                 exprs.append((panel["title"], t["expr"]))
     titles = " | ".join(p.get("title", "") for p in dash.get("panels", []))
     problems = []
-    for want in ("by reason", "Deny ratio", "p50 / p99", "JWKS fetches", "JWKS fetch failures"):
+    for want in ("by reason", "Deny ratio", "p50 / p99", "JWKS fetches", "JWKS fetch failures",
+                 "Deny ratio by policy", "OCSP and CRL", "DPoP", "reloads"):
         if want not in titles:
             problems.append(f"no panel titled like {want!r}")
     unknown = {n for _, e in exprs for n in metric_names(e)} - known
@@ -1065,7 +1070,8 @@ def check_grafana(promtool: str | None, work: Path) -> None:
     if not promtool:
         skip("grafana", "promtool not found: expressions not compiled")
         return
-    subst = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "${job}": "certbound", "$job": "certbound"}
+    subst = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "${job}": "certbound", "$job": "certbound",
+             "${policy}": ".+", "$policy": ".+"}
     rules = []
     for i, (title, e) in enumerate(exprs):
         for k, v in subst.items():

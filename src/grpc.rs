@@ -130,14 +130,8 @@ impl Authorization for AuthzService {
                 }
             }
         };
-        self.metrics.record(&outcome.decision);
-        self.metrics.record_cache(&outcome.cache);
-        if outcome.introspection_saturated {
-            self.metrics.introspection_saturated.inc();
-        }
         self.metrics
-            .check_duration
-            .observe(started.elapsed().as_secs_f64());
+            .record(&outcome, started.elapsed().as_secs_f64());
         if let Decision::Deny(reason) = &outcome.decision {
             tracing::info!(
                 reason = reason.as_str(),
@@ -452,7 +446,7 @@ mod tests {
         }
         assert!(metrics
             .render()
-            .contains(r#"certbound_decisions_total{decision="deny",reason="internal_error"} 1"#));
+            .contains(r#"certbound_decisions_total{decision="deny",policy="(none)",reason="internal_error"} 1"#));
     }
 
     #[test]

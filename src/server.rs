@@ -137,6 +137,7 @@ pub async fn serve_with_reload(
     for checker in built.engine.revocation_checkers() {
         checker.observe(metrics.clone());
     }
+    metrics.set_policies(&built.engine);
     let engine = Arc::new(ArcSwap::from_pointee(built.engine));
 
     let admin_state = AdminState {
@@ -438,6 +439,7 @@ async fn apply(
     for checker in built.engine.revocation_checkers() {
         checker.observe(fetchers.metrics.clone());
     }
+    fetchers.metrics.set_policies(&built.engine);
     engine.store(Arc::new(built.engine));
     fetchers.retain(&wanted);
     // A running fetcher reads its intervals once: changed ones need a new task (same store).

@@ -427,7 +427,8 @@ secure_source = false
     let req = Req::new().bearer(&w.bound_token()).cert(&w.chain());
     assert!(cb.check(&req).await.allowed());
     assert!(cb.check(&req).await.allowed());
-    let hits = r#"certbound_cache_requests_total{cache="certificate",result="hit"}"#;
+    let hits =
+        r#"certbound_cache_requests_total{cache="certificate",policy="default",result="hit"}"#;
     assert_eq!(cb.metric(hits).await, 1);
 
     std::fs::write(&path, config("ca-b.pem")).unwrap();

@@ -151,7 +151,8 @@ async fn ocsp_good_allows_and_revoked_denies_cert_revoked_in_both_checking_modes
         assert_eq!(responder.ocsp_hits(), hits, "{m}: served from the cache");
         // The revoked certificate came from the verified-certificate cache, and was still
         // denied: revocation runs on cached certificates too.
-        let cert_hits = r#"certbound_cache_requests_total{cache="certificate",result="hit"}"#;
+        let cert_hits =
+            r#"certbound_cache_requests_total{cache="certificate",policy="default",result="hit"}"#;
         assert_eq!(cb.metric(cert_hits).await, 2, "{m}");
         cb.stop().await.unwrap();
     }

@@ -145,6 +145,18 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def samples(exposition: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample of metric `name` in a Prometheus text exposition: (labels, value)."""
+    out = []
+    for line in exposition.splitlines():
+        if not line.startswith(name) or line[len(name):len(name) + 1] not in ("{", " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', head[len(name):]))
+        out.append((labels, float(value)))
+    return out
+
+
 def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -972,14 +984,11 @@ class Stack:
         return self._record("header", resp, face)
 
     def certbound_metric(self, mode: str, name: str, **labels: str) -> float:
-        """One sample from a certbound instance's own /metrics (0 when absent)."""
+        """The sum of a certbound instance's own /metrics samples of `name` carrying `labels`
+        (other labels, e.g. `policy`, summed over; 0 when absent)."""
         _, body = self.certbound_admin(mode, "/metrics")
-        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
-        for line in body.decode().splitlines():
-            key, _, value = line.rpartition(" ")
-            if key == want:
-                return float(value)
-        return 0.0
+        return sum(value for labelled, value in samples(body.decode(), name)
+                   if all(labelled.get(k) == v for k, v in labels.items()))
 
     def call_envoy_plain(self, headers: Headers = (), token: Optional[str] = None, path: str = "/",
                          method: str = "GET", scheme: str = "Bearer", from_proxy: bool = True,
@@ -1087,12 +1096,17 @@ class Stack:
         return body.decode()
 
     def module_decisions(self) -> dict[tuple[str, str], float]:
-        """{(decision, reason): count} from Envoy's envoy_certbound_decisions (every module listener)."""
-        out = {}
-        for m in re.finditer(r'^envoy_certbound_decisions\{decision="([^"]*)",reason="([^"]*)"\} (\S+)$',
-                             self.envoy_prometheus(), re.M):
-            out[(m.group(1), m.group(2))] = float(m.group(3))
+        """{(decision, reason): count} from Envoy's envoy_certbound_decisions (every module
+        listener, summed over policies)."""
+        out: dict[tuple[str, str], float] = {}
+        for key, n in self.module_decisions_by_policy().items():
+            out[key[1:]] = out.get(key[1:], 0.0) + n
         return out
+
+    def module_decisions_by_policy(self) -> dict[tuple[str, str, str], float]:
+        """{(policy, decision, reason): count} from Envoy's envoy_certbound_decisions."""
+        return {(labels.get("policy", "?"), labels.get("decision", "?"), labels.get("reason", "?")): n
+                for labels, n in samples(self.envoy_prometheus(), "envoy_certbound_decisions")}
 
     def decisions(self, face: str, mode: str, decision: str, reason: str) -> float:
         """How often certbound decided `decision` for `reason`: on the ext_authz face the
@@ -1217,7 +1231,7 @@ def _run_standin(admin_port: int) -> None:
         def do_GET(self):  # noqa: N802
             if self.path == "/metrics":
                 body = (b"# HELP certbound_decisions_total STAND-IN\n# TYPE certbound_decisions_total counter\n"
-                        b'certbound_decisions_total{decision="allow",reason="standin"} 0\n')
+                        b'certbound_decisions_total{decision="allow",policy="default",reason="standin"} 0\n')
             elif self.path in ("/healthz", "/readyz"):
                 body = b"ok\n"
             else:

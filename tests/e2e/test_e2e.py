@@ -879,6 +879,79 @@ def test_health_after_matrix(stack):
     assert all(v == "healthy" for v in health.values()), health
 
 
+def _by_policy(stack, face: str) -> dict[tuple[str, str, str], float]:
+    """{(policy, decision, reason): count} as the suite's Prometheus last scraped the "header"
+    instance (ext_authz face), or as Envoy's module counter holds it now (module face)."""
+    if face == "module":
+        return stack.module_decisions_by_policy()
+    result = stack.prom_query('sum by (policy, decision, reason) (certbound_decisions_total{mode="header"})')
+    return {(r["metric"].get("policy", "?"), r["metric"]["decision"], r["metric"]["reason"]): float(r["value"][1])
+            for r in result}
+
+
+def test_decisions_are_counted_under_the_policy_that_decided_them(stack, alice_rs, face):
+    """The `policy` label, read where operators read it (the suite's Prometheus; Envoy's stats
+    for the module): /strict/ (the Envoy route names "strict"), /by-rule/strict (certbound's own
+    [[routes]] pick "strict") and / (the default policy). alice's certificate names no OCSP
+    responder, so only "strict" refuses her. Labels never take a value the configuration does
+    not hold."""
+    unknown = "cert_revocation_unknown"
+    strict, default = ("strict", "deny", unknown), ("default", "allow", "bound")
+    if face == "ext_authz":
+        stack.wait_prom_targets_up()
+        now = {key: stack.certbound_metric("header", "certbound_decisions_total", policy=key[0],
+                                           decision=key[1], reason=key[2]) for key in (strict, default)}
+        # Prometheus lags the instance: wait until it has caught up, so the deltas are ours.
+        wait_until("prometheus has the header instance's counts", lambda: all(
+            _by_policy(stack, face).get(k, 0.0) == v for k, v in now.items()), 20, interval=0.5)
+    before = _by_policy(stack, face)
+
+    for path in (STRICT, "/by-rule/strict"):
+        resp = stack.call_nginx("alice", alice_rs, path=path, face=face)
+        assert_invalid_token(resp)
+        assert UNKNOWN in resp.www_authenticate, resp
+    assert_allowed(stack.call_nginx("alice", alice_rs, face=face), "alice-app")
+
+    want = {strict: before.get(strict, 0.0) + 2, default: before.get(default, 0.0) + 1}
+    deadline = time.monotonic() + 20
+    while True:
+        after = _by_policy(stack, face)
+        if all(after.get(k) == v for k, v in want.items()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert {k: after.get(k) for k in want} == want
+    not_default = ("default", "deny", unknown)
+    assert after.get(not_default, 0.0) == before.get(not_default, 0.0), "the default policy did not decide these"
+    # The "header" instance's configuration holds the default policy and "strict"; "(none)"
+    # counts checks no configured policy decided.
+    assert {policy for policy, _, _ in after} <= {"default", "strict", "(none)"} | (
+        {"dpop", "dpop-nonce", "discover", "gateway-ca"} if face == "module" else set()), after
+
+
+def test_prometheus_sees_the_build_and_the_process_of_each_instance(stack):
+    """certbound_build_info carries the version and the commit the binary reports
+    (`certbound --version`, from build.rs); process_* come from the running process."""
+    out = subprocess.run([str(stack.certbound_bin), "--version"], capture_output=True, text=True, check=True)
+    m = re.fullmatch(r"certbound (\S+) \((\S+)\)\n?", out.stdout)
+    assert m, out.stdout
+    version, commit = m.groups()
+    stack.wait_prom_targets_up()
+    build = wait_until("prometheus: certbound_build_info of every instance",
+                       lambda: (lambda r: r if len(r) == len(CERTBOUND_MODES) else None)(
+                           stack.prom_query("certbound_build_info")), 20, interval=0.5)
+    assert {(r["metric"]["mode"], r["metric"]["version"], r["metric"]["commit"], r["value"][1]) for r in build} == {
+        (mode, version, commit, "1") for mode in CERTBOUND_MODES}
+    in_checkout = subprocess.run(["git", "-C", str(stack.certbound_bin.parent), "rev-parse", "--git-dir"],
+                                 capture_output=True).returncode == 0
+    if in_checkout and not os.environ.get("BUILD_GIT_COMMIT"):
+        # Built from this checkout: the label names one of its commits.
+        assert subprocess.run(["git", "-C", str(stack.certbound_bin.parent), "cat-file", "-e", f"{commit}^{{commit}}"],
+                              capture_output=True).returncode == 0, commit
+    rss = stack.prom_query("process_resident_memory_bytes")
+    assert {r["metric"]["mode"] for r in rss} == set(CERTBOUND_MODES)
+    assert all(float(r["value"][1]) > 0 for r in rss), rss
+
+
 def test_prometheus_counts_match_the_suite(stack):
     up = stack.wait_prom_targets_up()
     assert up == {mode: 1.0 for mode in CERTBOUND_MODES}

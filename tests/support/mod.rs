@@ -465,15 +465,19 @@ impl Certbound {
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
 
-    /// Current value of `certbound_decisions_total{decision, reason}`.
+    /// Current value of `certbound_decisions_total{decision, reason}`, summed over policies.
     pub async fn decisions(&self, decision: &str, reason: &str) -> u64 {
         let (_, text) = self.admin_get("/metrics").await;
-        let prefix =
-            format!("certbound_decisions_total{{decision=\"{decision}\",reason=\"{reason}\"}} ");
+        let (decision, reason) = (
+            format!("{{decision=\"{decision}\","),
+            format!(",reason=\"{reason}\"}} "),
+        );
         text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0)
+            .filter_map(|l| l.strip_prefix("certbound_decisions_total"))
+            .filter(|l| l.starts_with(&decision))
+            .filter_map(|l| l.split_once(&reason).map(|(_, v)| v))
+            .map(|v| v.trim().parse::<u64>().unwrap())
+            .sum()
     }
 
     pub async fn check(&self, req: &Req) -> Answer {

@@ -100,6 +100,24 @@ pub struct Outcome {
     pub resource_metadata: Option<String>,
 }
 
+/// The `policy` label metrics count a check under when no policy of the configuration decided
+/// it: the route asked for a name the configuration does not know, no `[[routes]]` rule matched,
+/// or the check ended before a policy was chosen. A policy name cannot hold `(`, so this value
+/// never collides with one.
+pub const NO_POLICY: &str = "(none)";
+
+impl Outcome {
+    /// The policy a metric counts this outcome under: the one that decided, or [`NO_POLICY`].
+    /// Bounded by the configuration: a name a route asks for is never passed through.
+    pub fn policy_label(&self) -> &str {
+        match self.decision {
+            Decision::Deny(DenyReason::UnknownPolicy) => NO_POLICY,
+            _ if self.policy.is_empty() => NO_POLICY,
+            _ => &self.policy,
+        }
+    }
+}
+
 /// Runs one check at `now` (seconds since the epoch).
 pub async fn check(input: &CheckInput<'_>, engine: &Engine, now: u64) -> Outcome {
     let name = match input.policy_name {
@@ -585,7 +603,57 @@ fn x5t(t: &Thumbprint) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::PeerCertificate;
+    use super::*;
+    use crate::engine::Active;
+    use crate::policy::Policy;
+    use crate::token::KeyStore;
+
+    async fn outcome_of(named: &[&str], asked: Option<&str>) -> Outcome {
+        let active = |name: &str| {
+            Arc::new(Active::in_memory(
+                Policy::new(name, "https://idp.test"),
+                Arc::new(KeyStore::new()),
+            ))
+        };
+        let mut engine = Engine::single(Active::in_memory(
+            Policy::new("default", "https://idp.test"),
+            Arc::new(KeyStore::new()),
+        ));
+        engine.named = named.iter().map(|n| (n.to_string(), active(n))).collect();
+        let headers = HashMap::new();
+        let input = CheckInput {
+            headers: &headers,
+            peer_certificate: PeerCertificate::None,
+            policy_name: asked,
+            source_ip: None,
+        };
+        check(&input, &engine, 1_700_000_000).await
+    }
+
+    #[tokio::test]
+    async fn the_policy_label_is_the_deciding_policy_and_one_fixed_value_for_unknown_names() {
+        let strict = outcome_of(&["strict"], Some("strict")).await;
+        assert_eq!(strict.decision, Decision::Deny(DenyReason::MissingToken));
+        assert_eq!(strict.policy_label(), "strict");
+        assert_eq!(
+            outcome_of(&["strict"], None).await.policy_label(),
+            "default"
+        );
+        for asked in ["nope", "other", "default"] {
+            let unknown = outcome_of(&["strict"], Some(asked)).await;
+            assert_eq!(unknown.decision, Decision::Deny(DenyReason::UnknownPolicy));
+            assert_eq!(
+                unknown.policy, asked,
+                "the log still names what was asked for"
+            );
+            assert_eq!(unknown.policy_label(), NO_POLICY, "{asked}");
+        }
+        let undecided = Outcome {
+            decision: Decision::Deny(DenyReason::RequestTooLarge),
+            ..Outcome::default()
+        };
+        assert_eq!(undecided.policy_label(), NO_POLICY);
+    }
 
     #[test]
     fn envoys_peer_digest_is_read_as_the_thumbprint_and_anything_else_as_no_certificate() {

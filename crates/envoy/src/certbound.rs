@@ -197,13 +197,16 @@ impl FilterConfig {
         })
     }
 
-    fn count(&self, envoy: &EnvoyFilter<'_>, decision: &Decision) {
+    /// One counter call per request, labelled like the service's `certbound_decisions_total`:
+    /// the policy that decided (a name this configuration holds, or `pipeline::NO_POLICY`), the
+    /// decision and its reason.
+    fn count(&self, envoy: &EnvoyFilter<'_>, outcome: &Outcome) {
         let Some(id) = self.decisions else { return };
-        let (d, reason) = match decision {
+        let (d, reason) = match &outcome.decision {
             Decision::Allow { reason, .. } => ("allow", reason.as_str()),
             Decision::Deny(reason) => ("deny", reason.as_str()),
         };
-        envoy.increment_counter(id, &[d, reason], 1);
+        envoy.increment_counter(id, &[outcome.policy_label(), d, reason], 1);
     }
 }
 
@@ -286,7 +289,7 @@ impl Certbound {
     /// Applies `outcome`: a local reply for a deny, the upstream headers for an allow, and the
     /// access-log fields either way. Returns whether the request goes on.
     fn apply(&self, config: &FilterConfig, envoy: &mut EnvoyFilter<'_>, outcome: &Outcome) -> bool {
-        config.count(envoy, &outcome.decision);
+        config.count(envoy, outcome);
         envoy.set_metadata_strings(
             METADATA_NAMESPACE,
             &answer::log_fields(outcome, config.engine.log_fields),
@@ -335,7 +338,7 @@ impl HttpFilterModule for Certbound {
                 return None;
             }
         };
-        config.decisions = envoy.define_counter("decisions", &["decision", "reason"]);
+        config.decisions = envoy.define_counter("decisions", &["policy", "decision", "reason"]);
         if config.decisions.is_none() {
             abi::log(
                 LogLevel::Warn,
@@ -450,7 +453,7 @@ impl HttpFilterModule for Certbound {
     }
 
     fn count_panic(config: &FilterConfig, envoy: &EnvoyFilter<'_>) {
-        config.count(envoy, &Decision::Deny(DenyReason::InternalError));
+        config.count(envoy, &undecided(DenyReason::InternalError));
     }
 
     fn holds_request(&self) -> bool {
