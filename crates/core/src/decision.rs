@@ -154,6 +154,14 @@ deny_reasons! {
             "client certificate failed verification";
         CertUnverifiable = "cert_unverifiable", Unauthorized, InvalidToken, NotDpop,
             "client certificate chain cannot be verified";
+        /// `proof_of_possession_mtls_from_mesh`: the last XFCC element does not name the local
+        /// workload in `By` (or an earlier element does too): not the local sidecar's account.
+        MeshElementNotLocal = "mesh_element_not_local", Unauthorized, InvalidToken, NotDpop,
+            "client certificate not attested by the local sidecar";
+        /// `allowed_spiffe_ids`: the mesh peer's SPIFFE ID is not on the list (or the element
+        /// does not carry exactly one valid SPIFFE ID).
+        MeshIdentityNotAllowed = "mesh_identity_not_allowed", Forbidden, Absent, NotDpop,
+            "";
         /// OCSP or the CRL says the client certificate is revoked.
         CertRevoked = "cert_revoked", Unauthorized, InvalidToken, NotDpop,
             "client certificate revoked";
