@@ -514,6 +514,7 @@ mod tests {
                     | DenyReason::ForbiddenClaim
                     | DenyReason::AudienceNotAllowed
                     | DenyReason::InsufficientScope
+                    | DenyReason::MeshIdentityNotAllowed
             ) {
                 continue;
             }
@@ -536,5 +537,15 @@ mod tests {
             assert!(r.has_challenge());
             assert_eq!(r.body_message(), "Forbidden");
         }
+    }
+
+    #[test]
+    fn a_mesh_caller_outside_the_allow_list_is_403_without_a_challenge() {
+        // The token may be fine: the calling workload is not allowed here.
+        let r = DenyReason::MeshIdentityNotAllowed;
+        assert_eq!(r.http_status(), 403);
+        assert_eq!(r.rfc6750_error(), None);
+        assert!(!r.has_challenge());
+        assert_eq!(r.body_message(), "Forbidden");
     }
 }
