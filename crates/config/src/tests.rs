@@ -1171,15 +1171,19 @@ fn two_policies_cannot_publish_different_documents_at_one_url() {
     );
 }
 
+/// `GOOD` up to its `[proof_of_possession_mtls_from_header]` table: Envoy's peer certificate.
+fn without_header_table() -> String {
+    GOOD.split("[proof_of_possession_mtls_from_header]")
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 fn a_mesh_table_reads_the_local_sidecars_element_with_its_local_id_and_allowed_spiffe_ids() {
     use certbound_core::cert::SpiffePattern;
     let dir = dir_with_ca();
-    let peer = GOOD
-        .split("[proof_of_possession_mtls_from_header]")
-        .next()
-        .unwrap()
-        .to_string();
+    let peer = without_header_table();
     let mesh = format!(
         "{peer}[proof_of_possession_mtls_from_mesh]\n\
          local_spiffe_id = \"spiffe://cluster.local/ns/api/sa/api\"\n\
@@ -1218,11 +1222,7 @@ fn a_mesh_table_reads_the_local_sidecars_element_with_its_local_id_and_allowed_s
 #[test]
 fn a_mesh_table_refuses_ids_that_are_not_spiffe_ids_a_second_source_and_a_binding_turned_off() {
     let dir = dir_with_ca();
-    let peer = GOOD
-        .split("[proof_of_possession_mtls_from_header]")
-        .next()
-        .unwrap()
-        .to_string();
+    let peer = without_header_table();
     const T: &str = "proof_of_possession_mtls_from_mesh";
     let bad = format!(
         "{peer}[{T}]\nlocal_spiffe_id = \"spiffe://cluster.local/ns/api/\"\n\
