@@ -1204,19 +1204,31 @@ fn a_mesh_table_reads_the_local_sidecars_element_with_its_local_id_and_allowed_s
             SpiffePattern::Under("spiffe://cluster.local/ns/batch/".into()),
         ]
     );
-    // Both keys are optional: an empty table binds to any peer the mesh lets through.
-    let bare = format!("{peer}[proof_of_possession_mtls_from_mesh]\n");
-    match &load(&bare, dir.path())
-        .unwrap()
-        .policies
-        .default
-        .cert_source
-    {
+    let mesh_warnings = |c: &Config| -> Vec<String> {
+        c.warnings
+            .iter()
+            .filter(|w| w.key.starts_with("proof_of_possession_mtls_from_mesh"))
+            .map(|w| w.key.clone())
+            .collect()
+    };
+    assert!(mesh_warnings(&c).is_empty(), "{:?}", c.warnings);
+    // Both keys are optional: an empty table binds to any peer the mesh lets through, with a
+    // warning that gateway-forwarded requests are refused without the local ID.
+    let bare = load(
+        &format!("{peer}[proof_of_possession_mtls_from_mesh]\n"),
+        dir.path(),
+    )
+    .unwrap();
+    match &bare.policies.default.cert_source {
         CertSource::Mesh(m) => {
             assert!(m.local_spiffe_id.is_none() && m.allowed_spiffe_ids.is_empty())
         }
         _ => panic!("expected mesh source"),
     }
+    assert_eq!(
+        mesh_warnings(&bare),
+        ["proof_of_possession_mtls_from_mesh.local_spiffe_id"]
+    );
 }
 
 #[test]

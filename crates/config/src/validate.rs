@@ -1071,7 +1071,13 @@ impl Validator<'_> {
                     None
                 }
             },
-            None => None,
+            None => {
+                self.warn(
+                    &format!("{T}.local_spiffe_id"),
+                    "not set: requests whose sidecar element follows another hop's (through a gateway) are refused as ambiguous; set it to this workload's SPIFFE ID",
+                );
+                None
+            }
         };
         let mut allowed_spiffe_ids = Vec::new();
         for (i, value) in raw
