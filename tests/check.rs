@@ -1259,6 +1259,112 @@ async fn xfcc_hash_alone_binds_when_the_mesh_verified_the_chain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_policy_binds_the_element_the_local_sidecar_appended_and_checks_the_callers_spiffe_id()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix();
+    let pki = Pki::new(now);
+    pki.write_root(dir.path());
+    let key = SigningKey::es256("k").unwrap();
+    let idp = TestIdp::start(dir.path(), jwks(&[&key])).await;
+    let token = key
+        .sign(
+            "at+jwt",
+            &bound_claims(&idp.issuer, AUD, "alice-app", &pki.alice, now),
+        )
+        .unwrap();
+    let hex = |leaf: &certbound_core::fixtures::Leaf| {
+        certbound_core::cert::thumbprint(leaf.der.as_ref())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    const LOCAL: &str = "spiffe://cluster.local/ns/api/sa/api";
+    // What an Istio inbound sidecar appends for the caller `uri` (APPEND_FORWARD).
+    let sidecar = |leaf, uri: &str| format!("By={LOCAL};Hash={};Subject=\"\";URI={uri}", hex(leaf));
+    let peer_mode = header_mode_config(&idp, "xfcc");
+    let peer_mode = peer_mode
+        .split("[proof_of_possession_mtls_from_header]")
+        .next()
+        .unwrap();
+    let cb = Certbound::start(
+        &format!(
+            "{peer_mode}[proof_of_possession_mtls_from_mesh]\n\
+             local_spiffe_id = \"{LOCAL}\"\n\
+             allowed_spiffe_ids = [\"spiffe://cluster.local/ns/shop/\"]\n"
+        ),
+        dir.path(),
+    )
+    .await;
+    cb.wait_ready().await;
+    let req = |xfcc: &str| {
+        Req::new()
+            .bearer(&token)
+            .header("x-forwarded-client-cert", xfcc)
+    };
+    let alice = sidecar(&pki.alice, "spiffe://cluster.local/ns/shop/sa/alice");
+    let bob = sidecar(&pki.bob, "spiffe://cluster.local/ns/shop/sa/bob");
+    let allow = || Expect::Allow {
+        reason: "bound",
+        sub: Some("alice-app"),
+    };
+    run_case(&cb, "mesh: alice", req(&alice), allow()).await;
+    run_case(&cb, "mesh: bob", req(&bob), deny("binding_mismatch")).await;
+    // What the caller sent before the sidecar's element does not count.
+    let forged = format!(
+        "Hash={};URI=spiffe://cluster.local/ns/shop/sa/alice",
+        hex(&pki.alice)
+    );
+    run_case(
+        &cb,
+        "mesh: bob forging alice first",
+        req(&format!("{forged},{bob}")),
+        deny("binding_mismatch"),
+    )
+    .await;
+    run_case(
+        &cb,
+        "mesh: alice behind a gateway's element",
+        req(&format!(
+            "Hash={};Subject=\"\";URI=urn:edge;DNS=edge.test,{alice}",
+            hex(&pki.bob)
+        )),
+        allow(),
+    )
+    .await;
+    run_case(
+        &cb,
+        "mesh: another workload's element",
+        req(&alice.replace(LOCAL, "spiffe://cluster.local/ns/x/sa/x")),
+        deny("mesh_element_not_local"),
+    )
+    .await;
+    run_case(
+        &cb,
+        "mesh: a caller outside the allowed namespace",
+        req(&sidecar(
+            &pki.alice,
+            "spiffe://cluster.local/ns/batch/sa/alice",
+        )),
+        Expect::Deny {
+            reason: "mesh_identity_not_allowed",
+            status: 403,
+            error: None,
+        },
+    )
+    .await;
+    // No element (no mTLS, or no sidecar): the allow-list denies even an optional binding.
+    run_case(
+        &cb,
+        "mesh: no element",
+        Req::new().bearer(&token),
+        deny("cert_missing"),
+    )
+    .await;
+    cb.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_limits_are_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let now = now_unix();

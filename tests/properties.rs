@@ -216,6 +216,38 @@ proptest! {
         }
     }
 
+    /// The same SANs in the element an inbound mesh sidecar appends (`APPEND_FORWARD`, `By` =
+    /// the local workload), after whatever the caller sent: reading the mesh peer, with or
+    /// without `local_spiffe_id`, refuses the header or names the certificate the sidecar
+    /// verified, never the victim's.
+    #[test]
+    fn mesh_sans_never_make_the_sidecars_element_name_another_certificate(
+        uri in proptest::collection::vec(0usize..SAN_PIECES, 0..6),
+        dns in proptest::collection::vec(0usize..SAN_PIECES, 0..6),
+        prefix in 0usize..3,
+    ) {
+        let pool = &*POOL;
+        let (mallory, victim) = (&pool.leaves[0], &pool.leaves[1]);
+        let san = |pieces: &[usize]| pieces.iter().map(|&i| san_piece(i, victim)).collect::<String>();
+        let v = hex(&cert::thumbprint(victim.der.as_ref()));
+        let element = format!(
+            "By=spiffe://gw;Hash={};Subject=\"\";URI={};DNS={}",
+            hex(&cert::thumbprint(mallory.der.as_ref())),
+            san(&uri),
+            san(&dns),
+        );
+        let value = match prefix {
+            0 => element,
+            1 => format!("Hash={v};Subject=\"\",{element}"),
+            _ => format!("By=spiffe://gw;Hash={v};URI=spiffe://v,{element}"),
+        };
+        for local in [Some("spiffe://gw"), None] {
+            if let Ok(peer) = cert::decode_mesh(&value, local) {
+                prop_assert_eq!(peer.hash, cert::thumbprint(mallory.der.as_ref()), "{}", value);
+            }
+        }
+    }
+
     /// RFC 8705 §3 in strict mode: a thumbprint is accepted only when the token's
     /// `cnf.x5t#S256` is exactly its canonical base64url. Near misses include the two slack bits
     /// of the last character (43 characters carry 258 bits for a 256-bit hash).

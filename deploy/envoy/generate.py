@@ -301,6 +301,17 @@ forward_client_cert_details: SANITIZE_SET
 set_current_client_cert_details: { cert: true }"""
 
 
+# What Istio sets on every inbound sidecar listener (pilot's buildSidecarInboundHTTPOpts): the
+# element describing the calling workload's verified SVID is appended after whatever the request
+# carried (Hash always, plus Subject, URI, DNS; no Cert), By is the sidecar's own URI SAN, and
+# the header is removed on connections without a client certificate.
+ISTIO_SIDECAR_XFCC = """\
+# As an Istio inbound sidecar: this hop appends its element (By = its own SPIFFE ID; Hash of the
+# caller's verified SVID; Subject, URI, DNS) after anything the caller sent.
+forward_client_cert_details: APPEND_FORWARD
+set_current_client_cert_details: { subject: true, uri: true, dns: true }"""
+
+
 def tls_transport_socket(cert: str, key: str, client_ca: str) -> str:
     return f"""\
 transport_socket:
@@ -476,6 +487,7 @@ class Listener:
     address: str
     port: str
     mode: str                  # "header" | "mtls" | "gateway" (mTLS, XFCC as an Istio gateway) | "plain" (test-only)
+                               # | "mesh" (mesh mTLS, XFCC as an Istio inbound sidecar)
     cluster: str               # certbound cluster
     upstream: str
     timeout: str
@@ -510,7 +522,8 @@ class Listener:
             self.name, self.mode in ("header", "mtls", "gateway"),
             routes,
             filters, HEADER_EDGE_COMMENT if self.mode == "header" else MTLS_EDGE_COMMENT,
-            (EG_XFCC if self.shape == "envoy_gateway" else ISTIO_GATEWAY_XFCC) if self.mode == "gateway" else "",
+            {"gateway": EG_XFCC if self.shape == "envoy_gateway" else ISTIO_GATEWAY_XFCC,
+             "mesh": ISTIO_SIDECAR_XFCC}.get(self.mode, ""),
             MODULE_METADATA if module else EXT_AUTHZ_METADATA)
         chain = ""
         if self.tls:
@@ -717,6 +730,11 @@ E2E_HEADER = f"""\
 #                                 client certificate into x-forwarded-client-cert (SANITIZE_SET) ->
 #                                 certbound "gateway" (certificate_header_format = "xfcc"), as in
 #                                 deploy/istio/gateway-mtls
+#   mesh (@@ENVOY_MESH_PORT@@)    Envoy as an Istio inbound sidecar of the workload
+#                                 spiffe://cluster.local/ns/api/sa/api: mesh mTLS (SVIDs from the test
+#                                 mesh CA), XFCC appended (APPEND_FORWARD), ext_authz as Istio's CUSTOM
+#                                 envoyExtAuthzGrpc provider generates it (no peer certificate, no
+#                                 per-route settings) -> certbound "mesh" ([proof_of_possession_mtls_from_mesh])
 #   dpop / dpop2 (@@ENVOY_DPOP_PORT@@, @@ENVOY_DPOP2_PORT@@) plain HTTP from DPoP clients without
 #                                 certificates -> two certbound replicas "dpop" / "dpop2" sharing
 #                                 one Redis replay store; /nonce/ uses the policy with server nonces
@@ -753,7 +771,8 @@ E2E_TIMEOUT = "2s"  # as deployed; enough for a debug build on a shared 2-core m
 # DPoP routes: certbound policies with and without server nonces.
 DPOP_ROUTES = (("dpop-nonce", "/nonce/", "dpop-nonce"), ("dpop", "/", "dpop"))
 # The certbound instance (certbound-<instance>.toml) behind each ext_authz listener.
-E2E_INSTANCE = {"plain": "header", "mtls": "peer", "kong": "b64", "gateway": "gateway", "dpop": "dpop", "dpop2": "dpop2"}
+E2E_INSTANCE = {"plain": "header", "mtls": "peer", "kong": "b64", "gateway": "gateway", "dpop": "dpop", "dpop2": "dpop2",
+                "mesh": "mesh"}
 
 
 def e2e_template() -> str:
@@ -771,6 +790,9 @@ def e2e_template() -> str:
         *(Listener(name, "127.0.0.1", port, "plain", f"certbound_{name}", "echo", E2E_TIMEOUT, f"certbound_{name}",
                    policy_routes=DPOP_ROUTES)
           for name, port in (("dpop", "@@ENVOY_DPOP_PORT@@"), ("dpop2", "@@ENVOY_DPOP2_PORT@@"))),
+        Listener("mesh", "127.0.0.1", "@@ENVOY_MESH_PORT@@", "mesh", "certbound_mesh", "echo", E2E_TIMEOUT,
+                 "certbound_mesh",
+                 tls=("@@PKI@@/mesh-api.pem", "@@PKI@@/mesh-api-key.pem", "@@PKI@@/mesh-ca.pem")),
     ]
     # The module's twin of every listener: same mode, TLS, routes and policies, with the module
     # reading the TOML file the ext_authz listener's certbound instance serves.
@@ -801,6 +823,7 @@ def e2e_template() -> str:
         certbound_cluster(f'"{istio_cluster("@@GRPC_ROUTES_PORT@@")}"', "STATIC", "127.0.0.1", "@@GRPC_ROUTES_PORT@@",
                           health_check=False),
         certbound_cluster(eg_cluster(), "STATIC", "127.0.0.1", "@@GRPC_ROUTES_PORT@@", health_check=False),
+        certbound_cluster("certbound_mesh", "STATIC", "127.0.0.1", "@@GRPC_MESH_PORT@@"),
     ]
     observer = """\
 # Observers only, never routed to: Envoy runs the standard gRPC health check

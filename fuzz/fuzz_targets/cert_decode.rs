@@ -2,8 +2,8 @@
 //! value can hold), a separate chain header value (`certificate_chain_header_name`; RFC 9440's
 //! `Client-Cert-Chain`). Each goes through every decoder in `HeaderFormat::ALL` and the whole
 //! certificate step (decode, then verify with and without the fixture trust store at a fixed
-//! time), and the XFCC decoder once more with `xfcc_elements = "last"`. Never panics; the steps
-//! agree with each other.
+//! time), and the XFCC decoder once more with `xfcc_elements = "last"` and as the element a mesh
+//! sidecar appended. Never panics; the steps agree with each other.
 #![no_main]
 
 use certbound_core::cert::{self, thumbprint, CertError, HeaderFormat, XfccElements};
@@ -81,5 +81,14 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(one) = cert::decode(value, HeaderFormat::Xfcc) {
         assert_eq!(last, Ok(one), "xfcc: one element read differently as the last");
+    }
+    // The mesh reading (the element the local sidecar appended), with and without the local
+    // workload's ID: never panics, and a one-element header both readings accept names one
+    // certificate.
+    for local in [Some("spiffe://cluster.local/ns/api/sa/api"), None] {
+        let mesh = cert::decode_mesh(value, local);
+        if let (Ok(peer), Ok(one)) = (&mesh, cert::decode(value, HeaderFormat::Xfcc)) {
+            assert_eq!(one.hash, Some(peer.hash), "xfcc mesh: read another certificate");
+        }
     }
 });

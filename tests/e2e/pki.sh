@@ -21,6 +21,14 @@
 # Envoy as a gRPC client of certbound (the "peer" certbound's [grpc_tls] client_ca_file):
 #   grpc-client-ca.pem        EC root that vouches only for Envoy
 #   envoy-grpc                EC leaf from it, EKU clientAuth: Envoy's certbound_peer cluster
+# A service mesh (Envoy's "mesh" listener stands in for an Istio inbound sidecar):
+#   mesh-ca.pem               EC root, the mesh CA (Istio's istiod CA): the sidecar trusts only it
+#   mesh-api                  the local workload's SVID, URI SAN spiffe://cluster.local/ns/api/sa/api
+#                             (plus IP:127.0.0.1, EKU serverAuth+clientAuth): the sidecar's own
+#                             certificate, which Envoy names in XFCC's `By`
+#   mesh-a, mesh-b, mesh-c    workload SVIDs, EKU clientAuth, one URI SAN each:
+#                             spiffe://cluster.local/ns/shop/sa/checkout, .../ns/shop/sa/cart,
+#                             .../ns/batch/sa/report; each with NAME-chain.pem and NAME.x5t
 # Server side (HTTPS of nginx, Envoy's mTLS listener, the IdP and certbound's gRPC TLS):
 #   server-ca.pem             EC root; certbound's idp_ca_certificates and the clients' trust root
 #   server.pem / server-key.pem   SAN IP:127.0.0.1, DNS:localhost, EKU serverAuth
@@ -202,6 +210,31 @@ openssl ca -config ocsp-db/ca.cnf -revoke eve.pem -crl_reason keyCompromise 2>/d
 root grpc-client-ca ec "certbound e2e gRPC client CA"
 client envoy-grpc grpc-client-ca ec
 
+# --- the mesh: a CA and SVIDs with spiffe:// URI SANs, as Istio's CA issues them ---
+root mesh-ca ec "certbound e2e mesh CA"
+# svid NAME SPIFFE_ID EKU [extra SANs]
+svid() {
+  local name="$1" id="$2" eku="$3" extra="${4:-}"
+  key "$name" ec
+  openssl req -new -key "$name-key.pem" -out "$name.csr" -subj "/O=$ORG" 2>/dev/null
+  cat > "$name.ext" <<EOF
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=$eku
+subjectAltName=critical,URI:$id$extra
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid
+EOF
+  sign "$name" mesh-ca "$name.ext" -days 7
+  rm -f "$name.ext"
+  cp "$name.pem" "$name-chain.pem"
+  thumb "$name" > "$name.x5t"
+}
+svid mesh-api spiffe://cluster.local/ns/api/sa/api serverAuth,clientAuth ",IP:127.0.0.1,DNS:localhost"
+svid mesh-a spiffe://cluster.local/ns/shop/sa/checkout clientAuth
+svid mesh-b spiffe://cluster.local/ns/shop/sa/cart clientAuth
+svid mesh-c spiffe://cluster.local/ns/batch/sa/report clientAuth
+
 # --- server side ---
 root server-ca ec "certbound e2e server CA"
 key server ec
@@ -230,6 +263,7 @@ fi
 openssl verify -CAfile client-rsa-ca.pem carol.pem >/dev/null
 openssl verify -CAfile server-ca.pem server.pem >/dev/null
 openssl verify -CAfile grpc-client-ca.pem envoy-grpc.pem >/dev/null
+openssl verify -CAfile mesh-ca.pem mesh-api.pem mesh-a.pem mesh-b.pem mesh-c.pem >/dev/null
 if openssl verify -CAfile client-ca-bundle.pem untrusted.pem >/dev/null 2>&1; then
   echo "pki.sh: untrusted.pem unexpectedly verifies" >&2; exit 1
 fi

@@ -74,7 +74,14 @@ IDP_CLIENTS = {
     "carol-app": ("carol", "carol-secret"),
     "unbound-app": (None, "unbound-secret"),
     "dpop-app": (None, "dpop-secret"),
+    # Mesh workloads: each asks for its token over mTLS with its SVID (RFC 8705), which binds it.
+    "checkout-app": ("mesh-a", "checkout-secret"),
+    "cart-app": ("mesh-b", "cart-secret"),
+    "report-app": ("mesh-c", "report-secret"),
 }
+
+# The SPIFFE ID of the workload behind Envoy's "mesh" listener (its sidecar's certificate).
+MESH_LOCAL_ID = "spiffe://cluster.local/ns/api/sa/api"
 
 # The URL DPoP clients address (a TLS-terminating load balancer in front of Envoy, in a real
 # deployment): certbound's dpop_htu_base_url, so `htu` never depends on what Envoy sees.
@@ -304,6 +311,11 @@ class Ports:
     envoy_envoy_gateway: int = 0
     grpc_routes: int = 0
     admin_routes: int = 0
+    # Envoy as an Istio inbound sidecar, its module twin, and certbound "mesh".
+    envoy_mesh: int = 0
+    envoy_module_mesh: int = 0
+    grpc_mesh: int = 0
+    admin_mesh: int = 0
 
     @classmethod
     def allocate(cls) -> "Ports":
@@ -320,15 +332,17 @@ DPOP_MODES = ("dpop", "dpop2")
 # Behind the "istio" and "envoy_gateway" listeners (not scraped by Prometheus): [[routes]] rules.
 ROUTES_MODES = ("routes",)
 # Listeners with Istio's / Envoy Gateway's filters: no module twin (the filters are theirs).
-MESH_LISTENERS = ("istio", "envoy_gateway")
+CONTROL_PLANE_LISTENERS = ("istio", "envoy_gateway")
 # The host the [[routes]] rules of certbound "routes" name.
 ROUTES_HOST = "api.test"
+# The mesh workload's certbound ([proof_of_possession_mtls_from_mesh]; not scraped by Prometheus).
+MESH_MODES = ("mesh",)
 
 # The two faces of certbound every decision test runs through: Envoy's ext_authz filter calling a
 # certbound process over gRPC, and certbound inside Envoy as a dynamic module (libcertbound_envoy.so)
 # loading the same certbound-<mode>.toml. Each ext_authz listener has a module_<name> twin.
 FACES = ("ext_authz", "module")
-LISTENERS = ("plain", "mtls", "kong", "gateway", "dpop", "dpop2")
+LISTENERS = ("plain", "mtls", "kong", "gateway", "dpop", "dpop2", "mesh")
 MODULE_LIB = "libcertbound_envoy.so"
 
 
@@ -347,7 +361,8 @@ class Stack:
         self.issuer = ""
         self.rogue_issuer = ""
         # Decisions the suite expects certbound to have counted, per instance: {mode: Counter}
-        self.expected_decisions: dict[str, collections.Counter] = {m: collections.Counter() for m in CERTBOUND_MODES}
+        self.expected_decisions: dict[str, collections.Counter] = {m: collections.Counter()
+                                                                   for m in CERTBOUND_MODES + MESH_MODES}
         # The module face counts every listener's decisions in one Envoy counter family: what the
         # suite expects it to have counted since start() (all module listeners together).
         self.expected_module_decisions: collections.Counter = collections.Counter()
@@ -696,8 +711,15 @@ class Stack:
             f'hosts = ["{ROUTES_HOST}"]\n'
             'policy = "default"\n'
         )
+        # The workload spiffe://cluster.local/ns/api/sa/api behind its Istio-style inbound sidecar:
+        # tokens bound to the calling workload's SVID, callers from the shop namespace only.
+        mesh = (
+            "[proof_of_possession_mtls_from_mesh]\n"
+            f'local_spiffe_id = "{MESH_LOCAL_ID}"\n'
+            'allowed_spiffe_ids = ["spiffe://cluster.local/ns/shop/"]\n'
+        )
         source = {"header": header_table("url_encoded") + strict, "peer": grpc_tls + discover, "b64": kong, "gateway": gateway,
-                  "dpop": dpop, "dpop2": dpop, "routes": routes}[mode]
+                  "dpop": dpop, "dpop2": dpop, "routes": routes, "mesh": mesh}[mode]
         return render(E2E / "certbound.toml.tmpl", self.work / f"certbound-{mode}.toml", {
             "GRPC_PORT": getattr(self.ports, f"grpc_{mode}"),
             "ADMIN_PORT": getattr(self.ports, f"admin_{mode}"),
@@ -706,8 +728,8 @@ class Stack:
 
     def _start_certbound(self) -> None:
         if self.standin:
-            for mode in DPOP_MODES:
-                self.certbound_config(mode)  # the module face's dpop twins load them
+            for mode in DPOP_MODES + MESH_MODES:
+                self.certbound_config(mode)  # the module face's twins load them
             for mode in ROUTES_MODES:
                 self.certbound_config(mode)  # rendered, so the template is exercised
             for mode in CERTBOUND_MODES:
@@ -719,7 +741,7 @@ class Stack:
         if not self.certbound_bin.is_file():
             raise StackError(f"certbound binary {self.certbound_bin} not found: `cargo build` first, or set CERTBOUND_BIN")
         started = []
-        for mode in CERTBOUND_MODES + DPOP_MODES + ROUTES_MODES:
+        for mode in CERTBOUND_MODES + DPOP_MODES + ROUTES_MODES + MESH_MODES:
             config = self.certbound_config(mode)
             started.append((mode, self._spawn(
                 f"certbound-{mode}", [self.certbound_bin, "serve", "--config", config],
@@ -751,13 +773,14 @@ class Stack:
             raise StackError(f"{self.module_dir / MODULE_LIB} not found: "
                              "`cargo build --locked --workspace --all-targets` first")
         ports = {f"ENVOY_{name.upper()}_PORT": getattr(self.ports, f"envoy_{name}")
-                 for name in (*LISTENERS, *(f"module_{n}" for n in LISTENERS), *MESH_LISTENERS)}
+                 for name in (*LISTENERS, *(f"module_{n}" for n in LISTENERS), *CONTROL_PLANE_LISTENERS)}
         config = render(E2E / "envoy.yaml.tmpl", self.work / "envoy.yaml", {
             **ports, "ENVOY_ADMIN_PORT": self.ports.envoy_admin,
             "GRPC_DPOP_PORT": self.ports.grpc_dpop, "GRPC_DPOP2_PORT": self.ports.grpc_dpop2,
             "GRPC_HEADER_PORT": self.ports.grpc_header, "GRPC_PEER_PORT": self.ports.grpc_peer,
             "GRPC_B64_PORT": self.ports.grpc_b64, "GRPC_GATEWAY_PORT": self.ports.grpc_gateway,
             "GRPC_ROUTES_PORT": self.ports.grpc_routes,
+            "GRPC_MESH_PORT": self.ports.grpc_mesh,
             "ECHO_PORT": self.ports.echo, "PKI": self.pki, "WORK": self.work,
         })
         self._run("envoy-validate", [envoy, "--mode", "validate", "-c", config], env=self._env_for_envoy())
@@ -781,6 +804,7 @@ class Stack:
         if self.standin:
             return
         alice = self.get_token("alice-app", AUDIENCE_RS)
+        checkout = self.get_token("checkout-app", AUDIENCE_RS)
         key = DpopKey()
         dpop = self.get_dpop_token(key)
         probes = {
@@ -791,6 +815,7 @@ class Stack:
             "dpop": lambda: self.call_envoy_dpop(dpop, key.proof("GET", DPOP_BASE_URL + "/", dpop), face="module"),
             "dpop2": lambda: self.call_envoy_dpop(dpop, key.proof("GET", DPOP_BASE_URL + "/", dpop), replica=2,
                                                   face="module"),
+            "mesh": lambda: self.call_envoy_mesh("mesh-a", checkout, face="module"),
         }
         for name, probe in probes.items():
             wait_until(f"module_{name} allows a bound request", lambda p=probe: p().status == 200, 30,
@@ -974,6 +999,8 @@ class Stack:
             counter["deny"] += 1
         elif resp.status == 413 and resp.body == b'{"message":"Content Too Large"}':
             counter["deny"] += 1
+        elif resp.status == 403 and resp.body == b'{"message":"Forbidden"}':
+            counter["deny"] += 1  # certbound's 403s without a challenge (Envoy's own is not JSON)
         return resp
 
     def call_nginx(self, cert: Optional[str], token: Optional[str] = None, headers: Headers = (),
@@ -1028,11 +1055,27 @@ class Stack:
                         host: str = ROUTES_HOST, method: str = "GET") -> Response:
         """Envoy's "istio" or "envoy_gateway" listener: mTLS with `cert`, XFCC written by Envoy, the
         filters as that control plane writes them, certbound "routes" choosing the policy."""
-        if listener not in MESH_LISTENERS:
-            raise StackError(f"unknown listener {listener!r}: {MESH_LISTENERS}")
+        if listener not in CONTROL_PLANE_LISTENERS:
+            raise StackError(f"unknown listener {listener!r}: {CONTROL_PLANE_LISTENERS}")
         conn = http.client.HTTPSConnection("127.0.0.1", getattr(self.ports, f"envoy_{listener}"), timeout=10,
                                            context=self.tls_context(cert))
         return self._send(conn, method, path, [("host", host), *self._auth_headers(token, ())])
+    def mesh_tls_context(self, workload: str) -> ssl.SSLContext:
+        """What a workload's outbound sidecar presents to another's inbound sidecar: its SVID,
+        trusting only the mesh CA."""
+        ctx = ssl.create_default_context(cafile=str(self.pki / "mesh-ca.pem"))
+        ctx.load_cert_chain(str(self.pki / f"{workload}.pem"), str(self.pki / f"{workload}-key.pem"))
+        return ctx
+
+    def call_envoy_mesh(self, workload: str, token: Optional[str] = None, headers: Headers = (),
+                        path: str = "/", face: str = "ext_authz") -> Response:
+        """`workload` (mesh-a, mesh-b, mesh-c) calls the api workload through its Istio-style
+        inbound sidecar over mesh mTLS; the sidecar appends its XFCC element (certbound "mesh")."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.envoy_port("mesh", face), timeout=10,
+                                           context=self.mesh_tls_context(workload))
+        resp = self._send(conn, "GET", path, [("host", "api.api.svc.cluster.local"),
+                                              *self._auth_headers(token, headers)])
+        return self._record("mesh", resp, face)
 
     def call_envoy_dpop(self, token: Optional[str], proof: Optional[str] = None, path: str = "/",
                         method: str = "GET", scheme: str = "DPoP", replica: int = 1,

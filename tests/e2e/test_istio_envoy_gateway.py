@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import pytest
 
-from stack import AUDIENCE_ES, AUDIENCE_RS, MESH_LISTENERS, ROUTES_HOST, Response, StackError, wait_until
+from stack import AUDIENCE_ES, AUDIENCE_RS, CONTROL_PLANE_LISTENERS, ROUTES_HOST, Response, StackError, wait_until
 
 
-@pytest.fixture(params=MESH_LISTENERS)
+@pytest.fixture(params=CONTROL_PLANE_LISTENERS)
 def listener(request) -> str:
     return request.param
 

@@ -391,6 +391,35 @@ pub(super) struct RawPolicy {
     /// two policies publishing different documents at one URL is a start-up error. None: no
     /// metadata.
     pub(super) resource: Option<String>,
+    /// Binds tokens to the mesh peer's certificate as the local inbound sidecar attests it in
+    /// `x-forwarded-client-cert` (Istio's `APPEND_FORWARD`). Not set by default. A policy takes
+    /// its certificate from one place: this table, `proof_of_possession_mtls_from_header`, or
+    /// (neither set) Envoy's peer certificate.
+    pub(super) proof_of_possession_mtls_from_mesh: Option<RawFromMesh>,
+}
+
+/// `proof_of_possession_mtls_from_mesh`: the certificate is the one the local inbound sidecar
+/// verified in its mTLS handshake and described in the element it appended to
+/// `x-forwarded-client-cert`. Only that element's `Hash` (hex SHA-256 of the peer's DER) is
+/// read, compared with the token's `cnf.x5t#S256`; there is no chain to verify, so the mesh's CA
+/// is the trust anchor.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "CertificateFromMesh")]
+pub(super) struct RawFromMesh {
+    /// The SPIFFE ID of the workload certbound protects (its sidecar writes it as the element's
+    /// `By`), e.g. `"spiffe://cluster.local/ns/orders/sa/orders"`. When set, the element read
+    /// must name it and no earlier element may, which keeps reading requests that came through
+    /// a gateway or another appending hop. Not set by default: then a header whose last element
+    /// follows a `URI` or `DNS` value (every request through such a hop) is refused as
+    /// ambiguous.
+    pub(super) local_spiffe_id: Option<String>,
+    /// SPIFFE IDs allowed to call, matched against the element's one `URI` value: exact IDs, or
+    /// an ID ending in `/` for every ID below it (`"spiffe://cluster.local/ns/shop/"`; whole
+    /// path segments only). Default: empty, every peer the mesh lets through. When not empty, a
+    /// request without the element is denied `cert_missing` in every binding mode.
+    #[schemars(extend("default" = []))]
+    pub(super) allowed_spiffe_ids: Option<Vec<String>>,
 }
 
 /// `[limits]`: caps on hostile input.

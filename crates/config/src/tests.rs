@@ -124,7 +124,7 @@ fn the_documented_example_loads() {
             assert_eq!(h.name, "x-client-cert");
             assert_eq!(h.format, HeaderFormat::UrlEncoded);
         }
-        CertSource::Peer => panic!("expected header source"),
+        _ => panic!("expected header source"),
     }
     let b = built(&c);
     assert!(
@@ -300,14 +300,14 @@ fn environment_style_overrides_apply_nested_keys() {
     let c = Config::from_figment(&figment, dir.path()).unwrap();
     match &c.policies.default.cert_source {
         CertSource::Header(h) => assert_eq!(h.format, HeaderFormat::Base64Encoded),
-        CertSource::Peer => panic!("expected header source"),
+        _ => panic!("expected header source"),
     }
 }
 
 fn header_source(c: &Config) -> &HeaderSource {
     match &c.policies.default.cert_source {
         CertSource::Header(h) => h,
-        CertSource::Peer => panic!("expected header source"),
+        _ => panic!("expected header source"),
     }
 }
 
@@ -456,7 +456,7 @@ fn xfcc_reads_one_element_unless_the_operator_asks_for_the_last() {
     let xfcc = GOOD.replace(r#""url_encoded""#, r#""xfcc""#);
     let elements = |c: &Config| match &c.policies.default.cert_source {
         CertSource::Header(h) => h.xfcc_elements,
-        CertSource::Peer => panic!("expected header source"),
+        _ => panic!("expected header source"),
     };
     assert_eq!(
         elements(&load(&xfcc, dir.path()).unwrap()),
@@ -491,7 +491,7 @@ fn only_xfcc_may_go_without_ca_certificates_and_it_carries_its_own_chain() {
     let c = load(&xfcc, dir.path()).unwrap();
     match &c.policies.default.cert_source {
         CertSource::Header(h) => assert!(h.trust.is_none()),
-        CertSource::Peer => panic!("expected header source"),
+        _ => panic!("expected header source"),
     }
     let with_chain = xfcc.replace(
         "ssl_verify = true\n",
@@ -591,7 +591,7 @@ fn named_policies_override_key_by_key_and_errors_name_the_policy() {
             (h.name.as_str(), h.format),
             ("x-client-cert", HeaderFormat::Rfc9440)
         ),
-        CertSource::Peer => panic!("expected header source"),
+        _ => panic!("expected header source"),
     }
     let e = built(&c).engine;
     assert!(
@@ -1169,4 +1169,94 @@ fn two_policies_cannot_publish_different_documents_at_one_url() {
         "{}",
         i[0].message
     );
+}
+
+/// `GOOD` up to its `[proof_of_possession_mtls_from_header]` table: Envoy's peer certificate.
+fn without_header_table() -> String {
+    GOOD.split("[proof_of_possession_mtls_from_header]")
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_mesh_table_reads_the_local_sidecars_element_with_its_local_id_and_allowed_spiffe_ids() {
+    use certbound_core::cert::SpiffePattern;
+    let dir = dir_with_ca();
+    let peer = without_header_table();
+    let mesh = format!(
+        "{peer}[proof_of_possession_mtls_from_mesh]\n\
+         local_spiffe_id = \"spiffe://cluster.local/ns/api/sa/api\"\n\
+         allowed_spiffe_ids = [\"spiffe://cluster.local/ns/shop/sa/checkout\", \"spiffe://cluster.local/ns/batch/\"]\n"
+    );
+    let c = load(&mesh, dir.path()).unwrap();
+    let CertSource::Mesh(m) = &c.policies.default.cert_source else {
+        panic!("expected mesh source");
+    };
+    assert_eq!(
+        m.local_spiffe_id.as_deref(),
+        Some("spiffe://cluster.local/ns/api/sa/api")
+    );
+    assert_eq!(
+        m.allowed_spiffe_ids,
+        [
+            SpiffePattern::Exact("spiffe://cluster.local/ns/shop/sa/checkout".into()),
+            SpiffePattern::Under("spiffe://cluster.local/ns/batch/".into()),
+        ]
+    );
+    let mesh_warnings = |c: &Config| -> Vec<String> {
+        c.warnings
+            .iter()
+            .filter(|w| w.key.starts_with("proof_of_possession_mtls_from_mesh"))
+            .map(|w| w.key.clone())
+            .collect()
+    };
+    assert!(mesh_warnings(&c).is_empty(), "{:?}", c.warnings);
+    // Both keys are optional: an empty table binds to any peer the mesh lets through, with a
+    // warning that gateway-forwarded requests are refused without the local ID.
+    let bare = load(
+        &format!("{peer}[proof_of_possession_mtls_from_mesh]\n"),
+        dir.path(),
+    )
+    .unwrap();
+    match &bare.policies.default.cert_source {
+        CertSource::Mesh(m) => {
+            assert!(m.local_spiffe_id.is_none() && m.allowed_spiffe_ids.is_empty())
+        }
+        _ => panic!("expected mesh source"),
+    }
+    assert_eq!(
+        mesh_warnings(&bare),
+        ["proof_of_possession_mtls_from_mesh.local_spiffe_id"]
+    );
+}
+
+#[test]
+fn a_mesh_table_refuses_ids_that_are_not_spiffe_ids_a_second_source_and_a_binding_turned_off() {
+    let dir = dir_with_ca();
+    let peer = without_header_table();
+    const T: &str = "proof_of_possession_mtls_from_mesh";
+    let bad = format!(
+        "{peer}[{T}]\nlocal_spiffe_id = \"spiffe://cluster.local/ns/api/\"\n\
+         allowed_spiffe_ids = [\"spiffe://cluster.local/ns/a\", \"https://x/y\", \"spiffe://td/ns/../a\"]\n"
+    );
+    let keys: Vec<String> = issues(&bad, dir.path())
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            format!("{T}.local_spiffe_id"),
+            format!("{T}.allowed_spiffe_ids[1]"),
+            format!("{T}.allowed_spiffe_ids[2]"),
+        ]
+    );
+    let both = format!("{GOOD}\n[{T}]\n");
+    assert_eq!(issues(&both, dir.path())[0].key, T);
+    let off = format!("{peer}[{T}]\n").replace(
+        "proof_of_possession_mtls = \"strict\"",
+        "proof_of_possession_mtls = \"off\"",
+    );
+    assert_eq!(issues(&off, dir.path())[0].key, T);
 }

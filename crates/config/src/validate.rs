@@ -18,13 +18,14 @@ use rustls_pki_types::CertificateDer;
 use certbound_adapters::http::IdpClient;
 use certbound_core::answer::{LogField, LogFields};
 use certbound_core::cache::Settings as CacheSettings;
-use certbound_core::cert::{HeaderFormat, TrustStore, XfccElements};
+use certbound_core::cert::{HeaderFormat, SpiffePattern, TrustStore, XfccElements};
 use certbound_core::defaults;
 use certbound_core::dpop::{self, DpopMode, DpopPolicy, NonceIssuer};
 use certbound_core::introspection::{ClientAuth, Settings as IntrospectionSettings};
 use certbound_core::names::UnknownName;
 use certbound_core::policy::{
-    AuthMethod, CertSource, ClaimHeader, HeaderSource, KeySource, Limits, Policies, Policy, PopMode,
+    AuthMethod, CertSource, ClaimHeader, HeaderSource, KeySource, Limits, MeshSource, Policies,
+    Policy, PopMode,
 };
 use certbound_core::resource::{Metadata, Resource};
 use certbound_core::revocation;
@@ -32,7 +33,8 @@ use certbound_core::routes::{Finding, Host, Path as RoutePath, Routes, Rule, Unm
 use certbound_core::token::KeySet;
 
 use super::raw::{
-    Raw, RawFromHeader, RawGlobal, RawGrpcTls, RawLimits, RawPolicy, RawReplay, RawRoute,
+    Raw, RawFromHeader, RawFromMesh, RawGlobal, RawGrpcTls, RawLimits, RawPolicy, RawReplay,
+    RawRoute,
 };
 use super::{Config, ConfigError, GrpcTls, Issue, KeyRefresh, ReplaySettings};
 
@@ -553,11 +555,24 @@ impl Validator<'_> {
             self.issue("claims_forbidden", "entries must not be empty");
         }
 
-        let cert_source = match raw.proof_of_possession_mtls_from_header {
-            Some(h) => self
+        let cert_source = match (
+            raw.proof_of_possession_mtls_from_header,
+            raw.proof_of_possession_mtls_from_mesh,
+        ) {
+            (Some(_), Some(_)) => {
+                self.issue(
+                    "proof_of_possession_mtls_from_mesh",
+                    "a policy takes its certificate from one place: remove this table or \
+                     proof_of_possession_mtls_from_header (named policies inherit the default \
+                     policy's)",
+                );
+                None
+            }
+            (Some(h), None) => self
                 .header_source(h, &shared.trusted_ips)
                 .map(CertSource::Header),
-            None => Some(CertSource::Peer),
+            (None, Some(m)) => self.mesh_source(m, pop_mode).map(CertSource::Mesh),
+            (None, None) => Some(CertSource::Peer),
         };
 
         let dpop = self.dpop(DpopKeys {
@@ -1025,6 +1040,67 @@ impl Validator<'_> {
             });
         }
         ok.then_some(out)
+    }
+
+    fn mesh_source(&mut self, raw: RawFromMesh, pop_mode: Option<PopMode>) -> Option<MeshSource> {
+        const T: &str = "proof_of_possession_mtls_from_mesh";
+        if pop_mode == Some(PopMode::Off) {
+            self.issue(
+                T,
+                "proof_of_possession_mtls = \"off\" reads no certificate: remove this table or turn the binding on",
+            );
+        }
+        let mut ok = true;
+        let local_spiffe_id = match raw.local_spiffe_id {
+            Some(id) => match id.parse::<SpiffePattern>() {
+                Ok(SpiffePattern::Exact(id)) => Some(id),
+                Ok(SpiffePattern::Under(_)) => {
+                    self.issue(
+                        &format!("{T}.local_spiffe_id"),
+                        "one workload's SPIFFE ID, without a trailing `/`",
+                    );
+                    ok = false;
+                    None
+                }
+                Err(e) => {
+                    self.issue(
+                        &format!("{T}.local_spiffe_id"),
+                        format!("`{id}` is not a SPIFFE ID: {e}"),
+                    );
+                    ok = false;
+                    None
+                }
+            },
+            None => {
+                self.warn(
+                    &format!("{T}.local_spiffe_id"),
+                    "not set: requests whose sidecar element follows another hop's (through a gateway) are refused as ambiguous; set it to this workload's SPIFFE ID",
+                );
+                None
+            }
+        };
+        let mut allowed_spiffe_ids = Vec::new();
+        for (i, value) in raw
+            .allowed_spiffe_ids
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            match value.parse::<SpiffePattern>() {
+                Ok(p) => allowed_spiffe_ids.push(p),
+                Err(e) => {
+                    self.issue(
+                        &format!("{T}.allowed_spiffe_ids[{i}]"),
+                        format!("`{value}` is not a SPIFFE ID: {e} (an ID, or an ID ending in `/` for every ID below it)"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(MeshSource {
+            local_spiffe_id,
+            allowed_spiffe_ids,
+        })
     }
 
     fn header_source(&mut self, raw: RawFromHeader, trusted_ips: &[IpNet]) -> Option<HeaderSource> {

@@ -154,6 +154,14 @@ deny_reasons! {
             "client certificate failed verification";
         CertUnverifiable = "cert_unverifiable", Unauthorized, InvalidToken, NotDpop,
             "client certificate chain cannot be verified";
+        /// `proof_of_possession_mtls_from_mesh`: the last XFCC element does not name the local
+        /// workload in `By` (or an earlier element does too): not the local sidecar's account.
+        MeshElementNotLocal = "mesh_element_not_local", Unauthorized, InvalidToken, NotDpop,
+            "client certificate not attested by the local sidecar";
+        /// `allowed_spiffe_ids`: the mesh peer's SPIFFE ID is not on the list (or the element
+        /// does not carry exactly one valid SPIFFE ID).
+        MeshIdentityNotAllowed = "mesh_identity_not_allowed", Forbidden, Absent, NotDpop,
+            "";
         /// OCSP or the CRL says the client certificate is revoked.
         CertRevoked = "cert_revoked", Unauthorized, InvalidToken, NotDpop,
             "client certificate revoked";
@@ -506,6 +514,7 @@ mod tests {
                     | DenyReason::ForbiddenClaim
                     | DenyReason::AudienceNotAllowed
                     | DenyReason::InsufficientScope
+                    | DenyReason::MeshIdentityNotAllowed
             ) {
                 continue;
             }
@@ -528,5 +537,15 @@ mod tests {
             assert!(r.has_challenge());
             assert_eq!(r.body_message(), "Forbidden");
         }
+    }
+
+    #[test]
+    fn a_mesh_caller_outside_the_allow_list_is_403_without_a_challenge() {
+        // The token may be fine: the calling workload is not allowed here.
+        let r = DenyReason::MeshIdentityNotAllowed;
+        assert_eq!(r.http_status(), 403);
+        assert_eq!(r.rfc6750_error(), None);
+        assert!(!r.has_challenge());
+        assert_eq!(r.body_message(), "Forbidden");
     }
 }

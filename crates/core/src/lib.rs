@@ -13,7 +13,8 @@
 //! - `extract`: the access token (Bearer or DPoP scheme) and the certificate header from the
 //!   request's headers.
 //! - `cert`: decodes the certificate header (one file per format under `cert/format`) and
-//!   verifies the chain against the policy's trust store.
+//!   verifies the chain against the policy's trust store; for a mesh policy, reads the element
+//!   the local sidecar appended to XFCC and matches the peer's SPIFFE ID (`cert/spiffe`).
 //! - `token`: verifies a JWT against the issuer's key set (`token/keys`: the key store an
 //!   adapter fills), or the claims of an introspection answer (`introspection`).
 //! - `bind`: `cnf.x5t#S256` against the certificate's thumbprint.

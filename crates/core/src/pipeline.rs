@@ -18,7 +18,7 @@ use crate::dpop::{self, DpopMode};
 use crate::engine::{Engine, Services};
 use crate::extract::{self, Scheme};
 use crate::introspection::IntrospectError;
-use crate::policy::{CertSource, Policy};
+use crate::policy::{CertSource, MeshSource, Policy, XFCC_HEADER};
 use crate::routes::{self, Selected};
 use crate::token::{self, TokenError, VerifiedToken};
 
@@ -248,9 +248,13 @@ async fn decide(
     }
     if policy.hide_credentials {
         remove.push("authorization".to_string());
-        if let CertSource::Header(source) = &policy.cert_source {
-            remove.push(source.name.clone());
-            remove.extend(source.chain_name.clone());
+        match &policy.cert_source {
+            CertSource::Header(source) => {
+                remove.push(source.name.clone());
+                remove.extend(source.chain_name.clone());
+            }
+            CertSource::Mesh(_) => remove.push(XFCC_HEADER.to_string()),
+            CertSource::Peer => {}
         }
     }
     Ok(Decision::Allow {
@@ -493,6 +497,7 @@ fn client_certificate(
             }
             Ok(Some(facts))
         }
+        CertSource::Mesh(mesh) => mesh_peer(input, mesh, max_bytes, now),
         CertSource::Peer => {
             let value = match input.peer_certificate {
                 PeerCertificate::None => return Ok(None),
@@ -536,6 +541,37 @@ fn client_certificate(
             Ok(Some(facts))
         }
     }
+}
+
+/// The mesh peer the local sidecar attests: its `Hash` is the certificate to bind to. Nothing is
+/// cached: there is no chain to verify, and reading the element is cheaper than a lookup.
+fn mesh_peer(
+    input: &CheckInput<'_>,
+    mesh: &MeshSource,
+    max_bytes: usize,
+    now: u64,
+) -> Result<Option<Arc<CertFacts>>, DenyReason> {
+    let Some(value) = extract::cert_header(input.headers, XFCC_HEADER, max_bytes)? else {
+        // An allow-list is a promise about every caller: a request the sidecar did not attest
+        // (no client certificate, or no sidecar) is not let through by an optional binding.
+        if mesh.allowed_spiffe_ids.is_empty() {
+            return Ok(None);
+        }
+        return Err(DenyReason::CertMissing);
+    };
+    let peer = cert::decode_mesh(value, mesh.local_spiffe_id.as_deref())?;
+    if !mesh.allowed_spiffe_ids.is_empty()
+        && !cert::SpiffePattern::allows(&mesh.allowed_spiffe_ids, &peer.uris)
+    {
+        return Err(DenyReason::MeshIdentityNotAllowed);
+    }
+    Ok(Some(Arc::new(CertFacts {
+        thumbprint: peer.hash,
+        issuer: None,
+        chain: Vec::new(),
+        validity: cert::Validity::ALWAYS,
+        verified_at: now,
+    })))
 }
 
 fn from_trusted_hop(source: Option<IpAddr>, trusted: &[ipnet::IpNet]) -> bool {

@@ -23,7 +23,26 @@ pub enum CertSource {
     /// A TLS terminator in front of Envoy passes the certificate in a header
     /// (Kong's `proof_of_possession_mtls_from_header`).
     Header(HeaderSource),
+    /// The mesh peer's certificate, from the element the local inbound sidecar appended to
+    /// `x-forwarded-client-cert` (`proof_of_possession_mtls_from_mesh`).
+    Mesh(MeshSource),
 }
+
+/// A mesh workload's certificate as its inbound sidecar attests it. Only the element's `Hash`
+/// is read: no chain to verify, so the mesh (its CA and the sidecar's handshake) is the trust
+/// anchor.
+#[derive(Debug, Clone, Default)]
+pub struct MeshSource {
+    /// The local workload's SPIFFE ID: the element read must name it in `By`, and no other
+    /// element may.
+    pub local_spiffe_id: Option<String>,
+    /// Peers allowed to call; empty means every peer the mesh lets through. When not empty, a
+    /// request without the sidecar's element is denied in every binding mode.
+    pub allowed_spiffe_ids: Vec<crate::cert::SpiffePattern>,
+}
+
+/// The header Envoy writes the mesh peer into.
+pub const XFCC_HEADER: &str = "x-forwarded-client-cert";
 
 #[derive(Debug, Clone)]
 pub struct HeaderSource {

@@ -33,7 +33,7 @@ use certbound_core::dpop::DpopMode;
 use certbound_core::engine::Engine;
 use certbound_core::extract;
 use certbound_core::pipeline::{self, CheckInput, Outcome, PeerCertificate};
-use certbound_core::policy::CertSource;
+use certbound_core::policy::{CertSource, XFCC_HEADER};
 use futures_util::FutureExt;
 use tokio::sync::watch;
 
@@ -181,9 +181,13 @@ impl FilterConfig {
             if active.policy.dpop.mode != DpopMode::Off {
                 headers.extend(DPOP_HEADERS.iter().map(|h| h.to_string()));
             }
-            if let CertSource::Header(source) = &active.policy.cert_source {
-                headers.push(source.name.clone());
-                headers.extend(source.chain_name.clone());
+            match &active.policy.cert_source {
+                CertSource::Header(source) => {
+                    headers.push(source.name.clone());
+                    headers.extend(source.chain_name.clone());
+                }
+                CertSource::Mesh(_) => headers.push(XFCC_HEADER.to_string()),
+                CertSource::Peer => {}
             }
         }
         headers.sort();

@@ -121,6 +121,15 @@ function configuration() {
         token_endpoint_auth_method: 'client_secret_basic',
         tls_client_certificate_bound_access_tokens: true,
       },
+      // Mesh workloads: each asks over mTLS with its SVID, which the token is bound to (RFC 8705).
+      ...[['checkout-app', 'checkout-secret'], ['cart-app', 'cart-secret'], ['report-app', 'report-secret']]
+        .map(([client_id, client_secret]) => ({
+          ...CLIENT_DEFAULTS,
+          client_id,
+          client_secret,
+          token_endpoint_auth_method: 'client_secret_basic',
+          tls_client_certificate_bound_access_tokens: true,
+        })),
       // Gets unbound tokens (no cnf): certbound in strict mode must refuse them.
       {
         ...CLIENT_DEFAULTS,

@@ -6,11 +6,14 @@
 //! configured, chained to it at the injected time with client-auth usage.
 
 mod format;
+mod spiffe;
 mod verify;
 
 pub use format::{
-    decode, decode_chain, decode_with, HeaderFormat, Presented, XfccElements, CHAIN_LEN_CEILING,
+    decode, decode_chain, decode_mesh, decode_with, HeaderFormat, MeshPeer, Presented,
+    XfccElements, CHAIN_LEN_CEILING,
 };
+pub use spiffe::{SpiffeError, SpiffePattern};
 pub use verify::{IssuerRef, TrustStore, TrustStoreError, Validity};
 
 use rustls_pki_types::CertificateDer;
@@ -42,6 +45,8 @@ pub enum CertError {
     Invalid,
     #[error("only a hash of the certificate was sent, but its chain must be verified")]
     Unverifiable,
+    #[error("the XFCC element read was not written by the local mesh sidecar")]
+    NotLocalHop,
 }
 
 /// A certificate that passed every check the policy asks for.

@@ -57,6 +57,7 @@ impl From<CertError> for DenyReason {
             CertError::NotForClientAuth => Self::CertNotForClientAuth,
             CertError::Invalid => Self::CertInvalid,
             CertError::Unverifiable => Self::CertUnverifiable,
+            CertError::NotLocalHop => Self::MeshElementNotLocal,
         }
     }
 }

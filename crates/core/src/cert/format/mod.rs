@@ -24,7 +24,7 @@ mod pem;
 mod rfc9440;
 mod xfcc;
 
-pub use xfcc::XfccElements;
+pub use xfcc::{MeshPeer, XfccElements};
 
 use rustls_pki_types::CertificateDer;
 
@@ -179,6 +179,17 @@ pub fn decode_with(
         // `sniff` never answers Auto.
         HeaderFormat::Auto => Err(CertError::Malformed),
     }
+}
+
+/// Reads the element the local inbound mesh sidecar appended to `x-forwarded-client-cert`
+/// (`APPEND_FORWARD`); `local` is the local workload's SPIFFE ID, which the element's `By` must
+/// name. See `xfcc::decode_mesh` for how the element is told from what the caller sent.
+pub fn decode_mesh(value: &str, local: Option<&str>) -> Result<MeshPeer, CertError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(CertError::Malformed);
+    }
+    xfcc::decode_mesh(value, local)
 }
 
 /// Decodes a separate chain header (`certificate_chain_header_name`): intermediates only, in

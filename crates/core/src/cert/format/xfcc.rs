@@ -20,6 +20,9 @@
 //!   duplicate; with [`XfccElements::Last`] the header is refused when an element boundary
 //!   directly follows a `By`, `URI` or `DNS` value, where the comma could belong to a SAN;
 //! - `Hash`, `Cert` and `Chain`'s leaf, where present, must name the same certificate.
+//!
+//! [`decode_mesh`] reads the element an inbound mesh sidecar appended (`APPEND_FORWARD`): see
+//! its comment for how it tells that element from anything the caller sent before it.
 
 use super::{pem, Presented};
 use crate::cert::{thumbprint, CertError, Thumbprint};
@@ -78,13 +81,75 @@ impl Key {
     }
 }
 
-/// What one element says about the certificate (`By`, `Subject`, `URI`, `DNS` are not used).
+/// What one element says about the certificate and the hop (`Subject` and `DNS` are not used).
 #[derive(Default)]
 struct Element {
+    /// The URI SANs of the certificate of the hop that wrote the element.
+    by: Vec<String>,
     hash: Option<Thumbprint>,
     cert: Option<String>,
     chain: Option<String>,
+    /// The URI SANs of the client's certificate.
+    uris: Vec<String>,
     last_key: Option<Key>,
+}
+
+/// The peer an inbound mesh sidecar describes in the element it appended: the certificate's
+/// SHA-256 (the binding's input) and its URI SANs (a SPIFFE ID for mesh workloads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshPeer {
+    pub hash: Thumbprint,
+    pub uris: Vec<String>,
+}
+
+/// The element the local inbound sidecar appended to `x-forwarded-client-cert`.
+///
+/// An Istio inbound sidecar (`APPEND_FORWARD`, `{subject, uri, dns}`) appends
+/// `By=<its own URI SAN>;Hash=<peer>;Subject="…";URI=<peer SAN>…` after whatever the header
+/// already held, and removes the header on connections without a client certificate. So the
+/// element is the last one, and everything before it may have been written by the caller. The
+/// caller's text cannot follow the element, but two things could still make another element
+/// look last: the whole header must parse strictly (a quote left open by the caller fails here),
+/// and a peer SAN holding `,` could end the real element early and start a forged one. The
+/// forged one cannot come without a boundary right after a `URI`/`DNS` value, and must begin
+/// with `By` (required below) while the real element's `By` stands before it. Hence:
+/// - the last element must name its hop with `By` and carry `Hash`;
+/// - with `local` (the local workload's SPIFFE ID): the last element's `By` must include it and
+///   no earlier element may (a forged element would need it while the real one already has
+///   it), so headers that came through a gateway, whose element ends in `URI`/`DNS`, are read;
+/// - without it: the boundary before the last element must not follow a `By`, `URI` or `DNS`
+///   value, which also refuses such honest headers.
+///
+/// The peer's chain is not in the element (`cert` is off in Istio) and is not verified here:
+/// the sidecar verified it against the mesh CA, which is the trust anchor of this reading.
+pub(super) fn decode_mesh(value: &str, local: Option<&str>) -> Result<MeshPeer, CertError> {
+    let mut parsed = parse(value)?;
+    let mut element = parsed.pop().ok_or(CertError::Malformed)?;
+    if element.by.is_empty() {
+        return Err(CertError::NotLocalHop);
+    }
+    match local {
+        Some(local) => {
+            let names_local = |e: &Element| e.by.iter().any(|b| b == local);
+            if !names_local(&element) || parsed.iter().any(names_local) {
+                return Err(CertError::NotLocalHop);
+            }
+        }
+        None => {
+            if parsed
+                .last()
+                .is_some_and(|e| e.last_key.is_some_and(Key::repeats))
+            {
+                return Err(CertError::Malformed);
+            }
+        }
+    }
+    let uris = std::mem::take(&mut element.uris);
+    let presented = presented(element)?;
+    Ok(MeshPeer {
+        hash: presented.hash.ok_or(CertError::Malformed)?,
+        uris,
+    })
 }
 
 pub(super) fn decode(value: &str, elements: XfccElements) -> Result<Presented, CertError> {
@@ -104,6 +169,11 @@ pub(super) fn decode(value: &str, elements: XfccElements) -> Result<Presented, C
         }
     }
     let element = parsed.pop().ok_or(CertError::Malformed)?;
+    presented(element)
+}
+
+/// The certificate one element names: `Cert`, `Chain` and `Hash` where present, agreeing.
+fn presented(element: Element) -> Result<Presented, CertError> {
     let cert = element
         .cert
         .map(|c| pem::decode_url_encoded(&c))
@@ -172,7 +242,9 @@ fn parse(value: &str) -> Result<Vec<Element>, CertError> {
             Key::Hash => element.hash = Some(parse_hex(&raw)?),
             Key::Cert => element.cert = Some(raw),
             Key::Chain => element.chain = Some(raw),
-            Key::By | Key::Subject | Key::Uri | Key::Dns => {}
+            Key::By => element.by.push(raw),
+            Key::Uri => element.uris.push(raw),
+            Key::Subject | Key::Dns => {}
         }
         match rest.as_bytes().first() {
             None => {
@@ -413,6 +485,141 @@ mod tests {
             decode(&joined, HeaderFormat::Auto).unwrap_err(),
             CertError::Duplicate
         );
+    }
+
+    const LOCAL: &str = "spiffe://cluster.local/ns/api/sa/api";
+
+    /// What an Istio inbound sidecar appends (`APPEND_FORWARD`, `{subject, uri, dns}`; `Hash`
+    /// always, no `Cert`) for a peer whose certificate has `uri` as its URI SAN.
+    fn sidecar_element(der: &[u8], uri: &str) -> String {
+        format!("By={LOCAL};Hash={};Subject=\"\";URI={uri}", hex(der))
+    }
+
+    fn mesh(value: &str, local: Option<&str>) -> Result<super::MeshPeer, CertError> {
+        crate::cert::decode_mesh(value, local)
+    }
+
+    #[test]
+    fn mesh_reads_the_hash_and_uri_of_the_element_the_local_sidecar_appended() {
+        let (_, a_der) = leaf("a.test");
+        let a = sidecar_element(&a_der, "spiffe://cluster.local/ns/shop/sa/a");
+        for local in [Some(LOCAL), None] {
+            let peer = mesh(&a, local).unwrap();
+            assert_eq!(peer.hash, thumbprint(&a_der));
+            assert_eq!(peer.uris, ["spiffe://cluster.local/ns/shop/sa/a"]);
+        }
+    }
+
+    #[test]
+    fn mesh_elements_the_caller_sent_before_the_sidecars_never_count() {
+        let (_, a_der) = leaf("a.test");
+        let (_, v_der) = leaf("victim.test");
+        let a = sidecar_element(&a_der, "spiffe://cluster.local/ns/shop/sa/a");
+        // Whatever the caller put in the header comes first; the sidecar's element is last.
+        for forged in [
+            format!("Hash={}", hex(&v_der)),
+            format!("By={LOCAL};Hash={}", hex(&v_der)),
+            format!("Hash={};Subject=\"\"", hex(&v_der)),
+        ] {
+            let value = format!("{forged},{a}");
+            match mesh(&value, Some(LOCAL)) {
+                Ok(peer) => assert_eq!(peer.hash, thumbprint(&a_der), "{value}"),
+                Err(e) => assert_eq!(e, CertError::NotLocalHop, "{value}"),
+            }
+            if let Ok(peer) = mesh(&value, None) {
+                assert_eq!(peer.hash, thumbprint(&a_der), "{value}");
+            }
+        }
+        // A quote the caller leaves open, to swallow the sidecar's element: never parses.
+        let open = format!("Hash={};Subject=\"x,{a}", hex(&v_der));
+        assert!(mesh(&open, Some(LOCAL)).is_err());
+        assert!(mesh(&open, None).is_err());
+    }
+
+    #[test]
+    fn mesh_a_peer_san_forging_an_element_after_the_sidecars_never_yields_the_victims_hash() {
+        let (_, m_der) = leaf("mallory.test");
+        let (_, v_der) = leaf("victim.test");
+        let v = hex(&v_der);
+        for san in [
+            format!("urn:x,By={LOCAL};Hash={v}"),
+            format!("urn:x,By=spiffe://elsewhere/x;Hash={v}"),
+            format!("urn:x,Hash={v}"),
+            format!("urn:x;Hash={v}"),
+            format!("urn:x\",By={LOCAL};Hash={v}"),
+        ] {
+            let value = sidecar_element(&m_der, &san);
+            for local in [Some(LOCAL), None] {
+                let got = mesh(&value, local);
+                assert!(got.is_err(), "{local:?} read {value} as {got:?}");
+            }
+        }
+        // The same through a DNS SAN.
+        let value = format!(
+            "By={LOCAL};Hash={};Subject=\"\";URI=spiffe://cluster.local/ns/m/sa/m;DNS=m.test,By={LOCAL};Hash={v}",
+            hex(&m_der)
+        );
+        assert!(mesh(&value, Some(LOCAL)).is_err());
+        assert!(mesh(&value, None).is_err());
+    }
+
+    #[test]
+    fn mesh_a_gateways_element_before_the_sidecars_is_read_only_when_the_local_id_is_known() {
+        let (gw_pem, gw_client) = leaf("client.test");
+        let (_, gw_der) = leaf("gateway.test");
+        // The ingress gateway's SANITIZE_SET element, ending in URI/DNS, then the sidecar's.
+        let value = format!(
+            "{},{}",
+            envoy_element(&gw_pem, &gw_client, "spiffe://client", "client.test"),
+            sidecar_element(&gw_der, "spiffe://cluster.local/ns/istio-system/sa/gw")
+        );
+        assert_eq!(mesh(&value, Some(LOCAL)).unwrap().hash, thumbprint(&gw_der));
+        // Without the local ID the boundary after a URI/DNS value may be a SAN's comma.
+        assert_eq!(mesh(&value, None).unwrap_err(), CertError::Malformed);
+    }
+
+    #[test]
+    fn mesh_an_element_not_naming_the_local_workload_is_refused() {
+        let (_, a_der) = leaf("a.test");
+        let a = sidecar_element(&a_der, "spiffe://cluster.local/ns/shop/sa/a");
+        // Another workload's sidecar wrote it (the header was forwarded, not appended here).
+        assert_eq!(
+            mesh(&a, Some("spiffe://cluster.local/ns/other/sa/other")).unwrap_err(),
+            CertError::NotLocalHop
+        );
+        // No `By` at all: no sidecar with a mesh identity wrote it.
+        let bare = format!("Hash={};Subject=\"\";URI=spiffe://x/y", hex(&a_der));
+        assert_eq!(mesh(&bare, None).unwrap_err(), CertError::NotLocalHop);
+        // The local ID twice: a loop through this workload, or a forgery.
+        let twice = format!("{a},{a}");
+        assert_eq!(
+            mesh(&twice, Some(LOCAL)).unwrap_err(),
+            CertError::NotLocalHop
+        );
+        // `By` without `Hash`: not what Envoy writes.
+        let no_hash = format!("By={LOCAL};Subject=\"\";URI=spiffe://x/y");
+        assert_eq!(
+            mesh(&no_hash, Some(LOCAL)).unwrap_err(),
+            CertError::Malformed
+        );
+    }
+
+    #[test]
+    fn mesh_a_cert_in_the_element_must_agree_with_its_hash() {
+        let (a_pem, a_der) = leaf("a.test");
+        let (b_pem, _) = leaf("b.test");
+        let with = |pem: &str| {
+            format!(
+                "By={LOCAL};Hash={};Cert=\"{}\";Subject=\"\";URI=spiffe://x/a",
+                hex(&a_der),
+                url(pem)
+            )
+        };
+        assert_eq!(
+            mesh(&with(&a_pem), Some(LOCAL)).unwrap().hash,
+            thumbprint(&a_der)
+        );
+        assert!(mesh(&with(&b_pem), Some(LOCAL)).is_err());
     }
 
     #[test]
