@@ -64,6 +64,9 @@ pub(super) struct RawRoute {
     pub(super) methods: Option<Vec<String>>,
     pub(super) regex_priority: Option<i64>,
     pub(super) policy: Option<String>,
+    /// `false`: the requests this rule wins pass unchecked (what Kong does on a route no
+    /// authentication plugin covers).
+    pub(super) authenticate: Option<bool>,
 }
 
 /// `[grpc_tls]`: TLS on the gRPC listener, with optional client-certificate authentication.
