@@ -32,9 +32,10 @@ pub struct Route {
     pub methods: Vec<String>,
     /// Kong's `regex_priority`: orders routes with regex paths.
     pub regex_priority: i64,
-    /// How many headers Kong's `headers` matches on.
-    pub headers: usize,
-    /// Kong match fields the Envoy routes do not reproduce (`headers`, `snis`, ...).
+    /// Kong's `strip_path` (default true): the upstream sees the path without the matched
+    /// part. Matching does not depend on it.
+    pub strip_path: bool,
+    /// Kong match fields certbound's rules do not reproduce (`headers`, `snis`, ...).
     pub unsupported: Vec<&'static str>,
 }
 
@@ -196,10 +197,6 @@ fn read_route(r: &Value, service: Option<String>, fallback: String) -> Route {
             .filter_map(|v| v.as_str().map(str::to_string))
             .collect()
     };
-    let headers = match r.get("headers") {
-        Some(Value::Mapping(m)) => m.len(),
-        _ => 0,
-    };
     let mut unsupported: Vec<&'static str> = ["headers", "snis", "sources", "destinations"]
         .into_iter()
         .filter(|k| r.get(*k).is_some_and(|v| !is_empty(v)))
@@ -225,7 +222,7 @@ fn read_route(r: &Value, service: Option<String>, fallback: String) -> Route {
         hosts,
         methods: strings("methods"),
         regex_priority: r.get("regex_priority").and_then(Value::as_i64).unwrap_or(0),
-        headers,
+        strip_path: r.get("strip_path").and_then(Value::as_bool).unwrap_or(true),
         unsupported,
     }
 }
