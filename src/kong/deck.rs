@@ -39,6 +39,40 @@ pub struct Route {
     pub unsupported: Vec<&'static str>,
 }
 
+/// A plugin certbound does not import: its name, where it applies and where it is.
+#[derive(Debug, Clone)]
+pub struct OtherPlugin {
+    pub name: String,
+    pub scope: Scope,
+    pub location: String,
+}
+
+/// Kong plugins that authenticate or refuse requests. On a route, dropping one would let
+/// through requests Kong refuses.
+const ACCESS_PLUGINS: &[&str] = &[
+    "acl",
+    "basic-auth",
+    "bot-detection",
+    "hmac-auth",
+    "header-cert-auth",
+    "ip-restriction",
+    "jwe-decrypt",
+    "jwt",
+    "jwt-signer",
+    "key-auth",
+    "key-auth-enc",
+    "ldap-auth",
+    "ldap-auth-advanced",
+    "mtls-auth",
+    "oauth2",
+    "oauth2-introspection",
+    "opa",
+    "request-termination",
+    "saml",
+    "session",
+    "vault-auth",
+];
+
 #[derive(Debug, Clone)]
 pub struct CaEntity {
     pub id: String,
@@ -48,6 +82,9 @@ pub struct CaEntity {
 #[derive(Debug, Default)]
 pub struct DeckFile {
     pub plugins: Vec<Plugin>,
+    /// Enabled plugins other than openid-connect that decide who gets through (`key-auth`,
+    /// `acl`, `request-termination`, ...): certbound cannot enforce them.
+    pub access_plugins: Vec<OtherPlugin>,
     pub routes: Vec<Route>,
     pub ca_certificates: Vec<CaEntity>,
 }
@@ -159,6 +196,24 @@ fn push_plugin(
     notes: &mut Vec<Note>,
 ) {
     if !is_oidc(p) {
+        let name = p.get("name").and_then(Value::as_str).unwrap_or("?");
+        let enabled = p.get("enabled").and_then(Value::as_bool) != Some(false);
+        if !enabled {
+            return;
+        }
+        if ACCESS_PLUGINS.contains(&name) {
+            file.access_plugins.push(OtherPlugin {
+                name: name.to_string(),
+                scope,
+                location,
+            });
+        } else {
+            notes.push(Note {
+                location,
+                field: name.to_string(),
+                message: "not imported: certbound imports openid-connect plugins only (this one does not decide who gets through)".into(),
+            });
+        }
         return;
     }
     if p.get("consumer").is_some_and(|c| !c.is_null())

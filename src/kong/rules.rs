@@ -11,13 +11,15 @@
 //! host with a port; a path regex certbound's regex dialect does not compile) is never dropped
 //! into a wider match: a protected route with such a field refuses the import; an unprotected
 //! one is left out and reported, which only narrows access (the requests it would have taken
-//! get the next rule's policy, or are denied).
+//! get the next rule's policy, or are denied). Nor is another Kong plugin that decides who
+//! gets through (`key-auth`, `acl`, `ip-restriction`, `request-termination`, ...): a route it
+//! applies to refuses the import, whether or not openid-connect protects it too.
 
 use certbound_core::defaults;
 use certbound_core::routes::{Finding, Host, Path, Routes, Rule, Unmatched};
 use toml::Value as T;
 
-use super::deck::{DeckFile, Route};
+use super::deck::{DeckFile, Route, Scope};
 use super::mapping::{Choice, Plan};
 use super::{ImportError, Note};
 
@@ -40,6 +42,23 @@ pub fn build<'a>(
     let mut stripped = Vec::new();
     for route in &file.routes {
         let choice = plan.routes.get(&route.name).unwrap_or(&UNPROTECTED);
+        for p in &file.access_plugins {
+            let applies = match &p.scope {
+                Scope::Global => true,
+                Scope::Service(s) => route.service.as_ref() == Some(s),
+                Scope::Route(r) => *r == route.name,
+            };
+            if applies {
+                refusals.push(Note {
+                    location: format!("route {}", route.name),
+                    field: p.name.clone(),
+                    message: format!(
+                        "Kong also runs `{}` ({}) on it, which decides who gets through; certbound cannot enforce it, and without it the route would let through requests Kong refuses",
+                        p.name, p.location
+                    ),
+                });
+            }
+        }
         let (rule, problems) = rule_of(route, choice);
         if problems.is_empty() {
             if route.strip_path && !route.paths.is_empty() {

@@ -603,3 +603,27 @@ fn the_envoy_routes_follow_the_cores_ranking_and_carry_no_ext_authz_settings() {
         "docs"
     );
 }
+
+#[test]
+fn a_route_another_access_plugin_guards_refuses_the_import() {
+    for (what, yaml) in [
+        (
+            "key-auth instead of openid-connect",
+            "_format_version: \"3.0\"\nservices:\n  - name: api\n    routes:\n      - name: keyed\n        paths: [/k]\n        plugins:\n          - name: key-auth\n  - name: other\n    plugins:\n      - name: openid-connect\n        config: { issuer: \"https://idp.example\", auth_methods: [bearer] }\n    routes:\n      - { name: o, paths: [/o] }\n",
+        ),
+        (
+            "acl beside openid-connect on the service",
+            "_format_version: \"3.0\"\nservices:\n  - name: api\n    plugins:\n      - name: acl\n        config: { allow: [admins] }\n      - name: openid-connect\n        config: { issuer: \"https://idp.example\", auth_methods: [bearer] }\n    routes:\n      - name: keyed\n        paths: [/k]\n",
+        ),
+    ] {
+        let e = import(yaml, &env, &Options::default()).unwrap_err();
+        assert!(
+            matches!(e, ImportError::Refused(ref n) if n.iter().any(|n| n.location == "route keyed" && n.message.contains("who gets through"))),
+            "{what}: {e}"
+        );
+    }
+    // A plugin that decides nothing about access is reported, and the route imported.
+    let i = run("_format_version: \"3.0\"\nplugins:\n  - name: openid-connect\n    config: { issuer: \"https://idp.example\", auth_methods: [bearer] }\n  - name: rate-limiting\n    config: { minute: 5 }\nservices:\n  - name: api\n    routes:\n      - { name: a, paths: [/a] }\n");
+    assert!(has_note(&i, "rate-limiting", "not imported"));
+    assert_eq!(decide(&config_of(&i), "h", "/a", "GET"), "default");
+}
