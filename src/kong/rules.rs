@@ -183,7 +183,7 @@ fn rule_of(route: &Route, choice: &Choice) -> (Rule, Vec<String>) {
     (rule, problems)
 }
 
-pub fn describe(choice: &Choice, plan: &Plan) -> String {
+fn describe(choice: &Choice, plan: &Plan) -> String {
     match choice {
         Choice::Default => format!("the default policy ({})", plan.default_origin),
         Choice::Named(name, origin) => format!("policy {name} ({origin})"),
