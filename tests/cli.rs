@@ -535,7 +535,11 @@ fn check(path: &Path) -> std::process::Output {
 
 #[test]
 fn imported_kong_examples_pass_check_config() {
-    for file in ["mtls-pop-from-header.yaml", "services-and-routes.yaml"] {
+    for file in [
+        "mtls-pop-from-header.yaml",
+        "services-and-routes.yaml",
+        "route-precedence.yaml",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let out = import_kong(dir.path(), file, &["--trusted-ip", "10.0.0.0/8"]);
         assert!(
@@ -599,9 +603,10 @@ fn import_kong_refuses_rules_it_cannot_enforce_and_writes_nothing() {
 }
 
 #[test]
-fn import_kong_exits_2_naming_routes_whose_precedence_envoy_cannot_reproduce() {
+fn import_kong_exits_2_naming_a_protected_route_its_rules_cannot_express() {
     // Two routes on one path, one protected, told apart only by a header Kong matches on and
-    // the Envoy routes do not: written out, Envoy could pick the open one for every request.
+    // certbound's rules do not: without the header the protected route's rule would take the
+    // open route's requests, or the other way round.
     let dir = tempfile::tempdir().unwrap();
     let deck = dir.path().join("kong.yaml");
     std::fs::write(
@@ -614,10 +619,44 @@ fn import_kong_exits_2_naming_routes_whose_precedence_envoy_cannot_reproduce() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("open-v1") && stderr.contains("guarded-v2"),
+        stderr.contains("route guarded-v2") && stderr.contains("headers"),
         "{stderr}"
     );
     assert!(!out_dir.exists());
+}
+
+#[test]
+fn import_kong_and_check_config_name_every_rule_that_does_not_authenticate() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = import_kong(dir.path(), "route-precedence.yaml", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    let checked = check(&dir.path().join("certbound.toml"));
+    assert!(checked.status.success());
+    let warnings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    for open in ["docs", "items-read", "public-site", "reports-index"] {
+        assert!(
+            report.contains(&format!("route {open}: no openid-connect plugin")),
+            "{open}: {report}"
+        );
+        assert!(
+            warnings.contains(&format!("({open})")) && warnings.contains("authenticate = false"),
+            "{open}: {warnings}"
+        );
+    }
+    assert_eq!(
+        warnings.matches("authenticate = false").count(),
+        4,
+        "{warnings}"
+    );
 }
 
 /// Every value planted in a secret-bearing key must stay out of `text`.

@@ -32,11 +32,46 @@ pub struct Route {
     pub methods: Vec<String>,
     /// Kong's `regex_priority`: orders routes with regex paths.
     pub regex_priority: i64,
-    /// How many headers Kong's `headers` matches on.
-    pub headers: usize,
-    /// Kong match fields the Envoy routes do not reproduce (`headers`, `snis`, ...).
+    /// Kong's `strip_path` (default true): the upstream sees the path without the matched
+    /// part. Matching does not depend on it.
+    pub strip_path: bool,
+    /// Kong match fields certbound's rules do not reproduce (`headers`, `snis`, ...).
     pub unsupported: Vec<&'static str>,
 }
+
+/// A plugin certbound does not import: its name, where it applies and where it is.
+#[derive(Debug, Clone)]
+pub struct OtherPlugin {
+    pub name: String,
+    pub scope: Scope,
+    pub location: String,
+}
+
+/// Kong plugins that authenticate or refuse requests. On a route, dropping one would let
+/// through requests Kong refuses.
+const ACCESS_PLUGINS: &[&str] = &[
+    "acl",
+    "basic-auth",
+    "bot-detection",
+    "hmac-auth",
+    "header-cert-auth",
+    "ip-restriction",
+    "jwe-decrypt",
+    "jwt",
+    "jwt-signer",
+    "key-auth",
+    "key-auth-enc",
+    "ldap-auth",
+    "ldap-auth-advanced",
+    "mtls-auth",
+    "oauth2",
+    "oauth2-introspection",
+    "opa",
+    "request-termination",
+    "saml",
+    "session",
+    "vault-auth",
+];
 
 #[derive(Debug, Clone)]
 pub struct CaEntity {
@@ -47,6 +82,9 @@ pub struct CaEntity {
 #[derive(Debug, Default)]
 pub struct DeckFile {
     pub plugins: Vec<Plugin>,
+    /// Enabled plugins other than openid-connect that decide who gets through (`key-auth`,
+    /// `acl`, `request-termination`, ...): certbound cannot enforce them.
+    pub access_plugins: Vec<OtherPlugin>,
     pub routes: Vec<Route>,
     pub ca_certificates: Vec<CaEntity>,
 }
@@ -158,6 +196,24 @@ fn push_plugin(
     notes: &mut Vec<Note>,
 ) {
     if !is_oidc(p) {
+        let name = p.get("name").and_then(Value::as_str).unwrap_or("?");
+        let enabled = p.get("enabled").and_then(Value::as_bool) != Some(false);
+        if !enabled {
+            return;
+        }
+        if ACCESS_PLUGINS.contains(&name) {
+            file.access_plugins.push(OtherPlugin {
+                name: name.to_string(),
+                scope,
+                location,
+            });
+        } else {
+            notes.push(Note {
+                location,
+                field: name.to_string(),
+                message: "not imported: certbound imports openid-connect plugins only (this one does not decide who gets through)".into(),
+            });
+        }
         return;
     }
     if p.get("consumer").is_some_and(|c| !c.is_null())
@@ -196,10 +252,6 @@ fn read_route(r: &Value, service: Option<String>, fallback: String) -> Route {
             .filter_map(|v| v.as_str().map(str::to_string))
             .collect()
     };
-    let headers = match r.get("headers") {
-        Some(Value::Mapping(m)) => m.len(),
-        _ => 0,
-    };
     let mut unsupported: Vec<&'static str> = ["headers", "snis", "sources", "destinations"]
         .into_iter()
         .filter(|k| r.get(*k).is_some_and(|v| !is_empty(v)))
@@ -225,7 +277,7 @@ fn read_route(r: &Value, service: Option<String>, fallback: String) -> Route {
         hosts,
         methods: strings("methods"),
         regex_priority: r.get("regex_priority").and_then(Value::as_i64).unwrap_or(0),
-        headers,
+        strip_path: r.get("strip_path").and_then(Value::as_bool).unwrap_or(true),
         unsupported,
     }
 }

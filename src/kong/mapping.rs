@@ -127,7 +127,7 @@ pub struct PolicyOut {
     pub header: Option<toml::Table>,
 }
 
-/// Which policy Envoy picks for a Kong route.
+/// Which policy certbound picks for a Kong route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Choice {
     /// The global plugin's.
@@ -246,7 +246,7 @@ pub fn plan(
                     location: "plugins".into(),
                     field: String::new(),
                     message: format!(
-                        "no global openid-connect plugin: the default policy (used by Envoy routes that name no policy) is a copy of policy `{name}`"
+                        "no global openid-connect plugin: the default policy (no imported rule names it) is a copy of policy `{name}`"
                     ),
                 });
             }
@@ -287,7 +287,7 @@ pub fn plan(
                 notes.push(Note {
                     location: format!("route {}", route.name),
                     field: String::new(),
-                    message: "no openid-connect plugin applies to it in Kong, so Kong does not authenticate it; its Envoy route disables ext_authz to match — check that this is intended".into(),
+                    message: "no openid-connect plugin applies to it in Kong, so Kong does not authenticate it; its rule says `authenticate = false`, and certbound lets the requests it wins through unchecked — check that this is intended".into(),
                 });
                 Choice::Unprotected
             }
@@ -304,7 +304,7 @@ pub fn plan(
             notes.push(Note {
                 location: format!("policy {name}"),
                 field: String::new(),
-                message: "its Kong service or route has no route in the file; the policy is written but no Envoy route picks it".into(),
+                message: "its Kong service or route has no route in the file; the policy is written but no rule picks it".into(),
             });
         }
     }
@@ -806,8 +806,11 @@ fn number(v: &Value) -> Option<i64> {
     })
 }
 
-pub fn render_toml(plan: &Plan) -> Result<String, ImportError> {
+/// The configuration: `routes` (`unmatched_route` and the `[[routes]]` rules) goes in as it
+/// is.
+pub fn render_toml(plan: &Plan, routes: toml::Table) -> Result<String, ImportError> {
     let mut root = plan.process.clone();
+    root.extend(routes);
     root.extend(plan.default.keys.clone());
     if let Some(h) = &plan.default.header {
         root.insert(HEADER_TABLE.into(), T::Table(h.clone()));
@@ -826,7 +829,7 @@ pub fn render_toml(plan: &Plan) -> Result<String, ImportError> {
     let body = toml::to_string(&root)
         .map_err(|e| ImportError::Format(format!("cannot write the TOML: {e}")))?;
     Ok(format!(
-        "# Written by `certbound import-kong`. The top level is the default policy ({}).\n# Each [policies.NAME] is one Kong service or route plugin; Envoy picks it per route\n# (see the Envoy routes written next to this file).\n# certbound listens on loopback by default; where Envoy runs elsewhere (another container or\n# pod) add, for example:\n#   grpc_listen = \"0.0.0.0:9191\"\n#   admin_listen = \"0.0.0.0:9192\"\n\n{body}",
+        "# Written by `certbound import-kong`. The top level is the default policy ({}).\n# Each [policies.NAME] is one Kong service or route plugin; the [[routes]] rules (one per Kong\n# route, ranked as Kong ranks them) pick it, and a request no rule matches is denied, as Kong\n# answers 404.\n# certbound listens on loopback by default; where Envoy runs elsewhere (another container or\n# pod) add, for example:\n#   grpc_listen = \"0.0.0.0:9191\"\n#   admin_listen = \"0.0.0.0:9192\"\n\n{body}",
         plan.default_origin
     ))
 }

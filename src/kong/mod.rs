@@ -1,6 +1,7 @@
 //! `certbound import-kong`: a decK declarative file (`_format_version: "3.0"`) with
-//! `openid-connect` plugins turned into a certbound configuration, the Envoy routes that pick
-//! its policies, and a report of everything that could not be carried over.
+//! `openid-connect` plugins turned into a certbound configuration whose `[[routes]]` rules pick
+//! the policy of each Kong route as Kong's router does, the Envoy routes that reach the Kong
+//! services (routing only), and a report of everything that could not be carried over.
 //!
 //! Kong runs exactly one instance of a plugin per request, the most specific one: a route's
 //! plugin, else its service's, else the global one. Their configurations are not merged, so
@@ -15,6 +16,7 @@
 mod deck;
 mod envoy;
 mod mapping;
+mod rules;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,7 +49,8 @@ impl std::fmt::Display for Note {
 pub struct Import {
     /// The certbound configuration (TOML).
     pub toml: String,
-    /// Envoy routes, one per Kong route and path, each picking its policy.
+    /// Envoy routes, one per Kong route and path, to the Kong services' clusters; no
+    /// per-route ext_authz settings.
     pub envoy: String,
     /// CA bundles resolved from the file's `ca_certificates` entities: file name, PEM.
     pub files: Vec<(PathBuf, String)>,
@@ -105,8 +108,9 @@ pub fn import(
         .map(|c| (c.id.clone(), c.cert.clone()))
         .collect();
     let plan = mapping::plan(&file, &ca_entities, options, &mut notes)?;
-    let toml = mapping::render_toml(&plan)?;
-    let envoy = envoy::render(&file, &plan)?;
+    let rules = rules::build(&file, &plan, &mut notes)?;
+    let toml = mapping::render_toml(&plan, rules::toml(&rules))?;
+    let envoy = envoy::render(&rules);
     Ok(Import {
         toml,
         envoy,

@@ -110,29 +110,34 @@ fn a_whole_placeholder_takes_the_type_of_its_value() {
 #[test]
 fn routes_pick_the_most_specific_plugin_as_kong_does() {
     let i = run(SCOPES);
-    let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&i.envoy).unwrap();
-    let routes = y["routes"].as_sequence().unwrap();
-    let policy = |name: &str| {
-        let r = routes
+    let t = toml_of(&i);
+    assert_eq!(t["unmatched_route"].as_str(), Some("deny"));
+    let rule = |name: &str| {
+        t["routes"]
+            .as_array()
+            .unwrap()
             .iter()
             .find(|r| r["name"].as_str() == Some(name))
-            .unwrap();
-        r["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]
-            ["context_extensions"]["policy"]
-            .as_str()
-            .map(str::to_string)
+            .unwrap()
+            .as_table()
+            .unwrap()
+            .clone()
     };
-    assert_eq!(policy("payments-api").as_deref(), Some("payments"));
-    assert_eq!(policy("payments-admin").as_deref(), Some("payments-admin"));
-    // The global plugin is the default policy: the route names none.
-    assert_eq!(policy("status"), None);
-    let status = routes.iter().find(|r| r["name"] == "status").unwrap();
-    assert!(status.get("typed_per_filter_config").is_none());
-    assert_eq!(status["match"]["prefix"].as_str(), Some("/status"));
-    let admin = routes
-        .iter()
-        .find(|r| r["name"] == "payments-admin")
-        .unwrap();
+    assert_eq!(rule("payments-api")["policy"].as_str(), Some("payments"));
+    assert_eq!(
+        rule("payments-api")["hosts"][0].as_str(),
+        Some("api.example")
+    );
+    assert_eq!(rule("payments-api")["methods"].as_array().unwrap().len(), 2);
+    let admin = rule("payments-admin");
+    assert_eq!(admin["policy"].as_str(), Some("payments-admin"));
+    assert_eq!(admin["paths"][0].as_str(), Some("~/payments/admin/\\d+$"));
+    // The global plugin is the default policy.
+    assert_eq!(rule("status")["policy"].as_str(), Some("default"));
+    // Envoy only routes: its routes carry no ext_authz settings at all.
+    assert!(!i.envoy.contains("typed_per_filter_config"), "{}", i.envoy);
+    let routes = envoy_routes(&i);
+    let admin = &routes[position(&routes, "payments-admin")];
     assert_eq!(
         admin["match"]["safe_regex"]["regex"].as_str(),
         Some("/payments/admin/\\d+")
@@ -287,25 +292,22 @@ fn a_named_policy_that_cannot_drop_the_default_header_table_is_refused() {
 }
 
 #[test]
-fn a_route_no_plugin_covers_is_disabled_in_envoy_and_reported() {
-    let yaml = "_format_version: \"3.0\"\nservices:\n  - name: s\n    plugins:\n      - name: openid-connect\n        config: { issuer: \"https://idp.example\", proof_of_possession_mtls: strict }\n    routes:\n      - { name: a, paths: [/a] }\n  - name: open\n    routes:\n      - { name: b, paths: [/b] }\n";
+fn a_route_no_plugin_covers_gets_a_rule_that_does_not_authenticate_and_is_reported() {
+    let yaml = "_format_version: \"3.0\"\nservices:\n  - name: s\n    plugins:\n      - name: openid-connect\n        config: { issuer: \"https://idp.example\", auth_methods: [bearer], proof_of_possession_mtls: strict }\n    routes:\n      - { name: a, paths: [/a] }\n  - name: open\n    routes:\n      - { name: b, paths: [/b] }\n";
     let i = run(yaml);
-    let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&i.envoy).unwrap();
-    let b = y["routes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "b")
-        .unwrap()
-        .clone();
-    assert_eq!(
-        b["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"].as_bool(),
-        Some(true)
-    );
+    let c = config_of(&i);
+    assert_eq!(decide(&c, "h", "/b/x", "GET"), "open");
+    assert_eq!(decide(&c, "h", "/a", "GET"), "s");
     assert!(i
         .notes
         .iter()
         .any(|n| n.location == "route b" && n.message.contains("does not authenticate")));
+    // check-config names it too.
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.key == "routes[1] (b)" && w.message.contains("authenticate = false")));
+    assert!(!i.envoy.contains("disabled"), "{}", i.envoy);
     // No global plugin: the default policy is a copy of the only named one.
     let t = toml_of(&i);
     assert_eq!(t["proof_of_possession_mtls"].as_str(), Some("strict"));
@@ -392,7 +394,7 @@ fn header_regex(route: &serde_yaml_ng::Value, header: &str) -> Option<String> {
 }
 
 const PROTECTED: &str =
-    "          - name: openid-connect\n            config: { issuer: \"https://idp.example\", proof_of_possession_mtls: strict }\n";
+    "          - name: openid-connect\n            config: { issuer: \"https://idp.example\", auth_methods: [bearer], proof_of_possession_mtls: strict }\n";
 
 #[test]
 fn a_catch_all_route_listed_first_does_not_shadow_a_longer_protected_path() {
@@ -445,17 +447,12 @@ fn a_regex_path_comes_before_plain_paths_as_in_kong() {
 }
 
 #[test]
-fn routes_whose_precedence_cannot_be_proven_refuse_the_import() {
+fn routes_kong_ranks_equally_refuse_the_import() {
     for (what, open, protected) in [
         (
             "two overlapping regex paths of one regex_priority",
             "paths: [\"~/a/.*\"]",
             "paths: [\"~/a/b\"]",
-        ),
-        (
-            "the same path, one route also matching on a header",
-            "paths: [/a]",
-            "paths: [/a]\n        headers: { x-version: [v2] }",
         ),
         ("the same path twice", "paths: [/a]", "paths: [/a]"),
     ] {
@@ -469,29 +466,164 @@ fn routes_whose_precedence_cannot_be_proven_refuse_the_import() {
         assert!(
             notes
                 .iter()
-                .any(|n| n.message.contains("open") && n.message.contains("guarded")),
+                .any(|n| n.message.contains("`open`") && n.message.contains("`guarded`")),
             "{what}: {e}"
         );
     }
 }
 
 #[test]
-fn routes_with_the_same_protection_need_no_proven_precedence() {
-    let yaml = "_format_version: \"3.0\"\nplugins:\n  - name: openid-connect\n    config: { issuer: \"https://idp.example\" }\nservices:\n  - name: api\n    routes:\n      - { name: a, paths: [\"~/a/.*\"] }\n      - { name: b, paths: [\"~/a/b\"], headers: { x-v: [\"2\"] } }\n";
-    let i = run(yaml);
-    assert_eq!(envoy_routes(&i).len(), 2);
+fn a_protected_route_matching_on_what_rules_cannot_say_refuses_the_import() {
+    for (field, extra) in [
+        ("headers", "headers: { x-version: [v2] }"),
+        ("snis", "snis: [api.example]"),
+        ("sources", "sources: [{ ip: 10.0.0.0/8 }]"),
+        ("protocols", "protocols: [https]"),
+        ("hosts with a port", "hosts: [\"api.example:8443\"]"),
+    ] {
+        let yaml = format!(
+            "_format_version: \"3.0\"\nservices:\n  - name: api\n    routes:\n      - name: guarded\n        paths: [/a]\n        {extra}\n        plugins:\n{PROTECTED}"
+        );
+        let e = import(&yaml, &env, &Options::default()).unwrap_err();
+        assert!(
+            matches!(e, ImportError::Refused(ref n) if n[0].location == "route guarded" && n[0].message.contains(field)),
+            "{field}: {e}"
+        );
+    }
+    let pcre = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: api\n    routes:\n      - name: guarded\n        paths: [\"~/a(?=b)\"]\n        plugins:\n{PROTECTED}"
+    );
+    let e = import(&pcre, &env, &Options::default()).unwrap_err();
+    assert!(
+        e.to_string().contains("not a regex certbound compiles"),
+        "{e}"
+    );
 }
 
 #[test]
-fn a_route_for_one_protocol_only_cannot_shadow_a_protected_route() {
-    // Kong sends HTTPS requests for /admin to the protected catch-all; Envoy's routes do not
-    // look at the protocol, so the open http-only route would take them.
+fn an_open_route_matching_on_what_rules_cannot_say_is_left_out_which_only_narrows() {
+    // Kong serves HTTP requests for /admin without authentication and HTTPS ones through the
+    // protected catch-all; certbound does not see the protocol, so the open route is left
+    // out and every /admin request needs a token.
     let yaml = format!(
         "_format_version: \"3.0\"\nservices:\n  - name: api\n    routes:\n      - name: open\n        paths: [/admin]\n        protocols: [http]\n      - name: guarded\n        paths: [/]\n        plugins:\n{PROTECTED}"
     );
-    let e = import(&yaml, &env, &Options::default()).unwrap_err();
-    assert!(
-        matches!(e, ImportError::Refused(ref n) if n[0].message.contains("protocols")),
-        "{e}"
+    let i = run(&yaml);
+    assert!(i
+        .notes
+        .iter()
+        .any(|n| n.location == "route open" && n.message.contains("left out")));
+    let c = config_of(&i);
+    assert_eq!(decide(&c, "h", "/admin", "GET"), "guarded");
+    assert_eq!(position(&envoy_routes(&i), "guarded"), 0);
+    assert_eq!(envoy_routes(&i).len(), 1);
+}
+
+/// The decK file's routes loaded as check-config and serve load them.
+fn config_of(i: &Import) -> certbound_config::Config {
+    use figment::providers::{Format, Toml};
+    use figment::Figment;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, pem) in &i.files {
+        std::fs::write(dir.path().join(name), pem).unwrap();
+    }
+    certbound_config::Config::from_figment(&Figment::new().merge(Toml::string(&i.toml)), dir.path())
+        .unwrap_or_else(|e| panic!("{e}\n{}", i.toml))
+}
+
+/// What certbound does with a request: `open`, `deny`, `default`, or the policy's name.
+fn decide(c: &certbound_config::Config, authority: &str, path: &str, method: &str) -> String {
+    use certbound_core::routes::{Request, Selected};
+    match c.routes.select(&Request {
+        authority,
+        path,
+        method,
+    }) {
+        Selected::Policy(Some(name)) => name.to_string(),
+        Selected::Policy(None) => "default".into(),
+        Selected::Unauthenticated => "open".into(),
+        Selected::Deny => "deny".into(),
+    }
+}
+
+const PRECEDENCE: &str = include_str!("../../tests/kong/route-precedence.yaml");
+
+/// Kong's decision for each request to the routes of `tests/kong/route-precedence.yaml`, one
+/// `METHOD HOST PATH DECISION` a line; the end-to-end suite sends the same requests through
+/// Envoy.
+const KONG_DECISIONS: &str = include_str!("../../tests/kong/route-precedence.decisions");
+
+fn kong_decisions() -> Vec<[&'static str; 4]> {
+    KONG_DECISIONS
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            [f[0], f[1], f[2], f[3]]
+        })
+        .collect()
+}
+
+#[test]
+fn the_imported_rules_give_kongs_decision_for_every_route() {
+    let i = run(PRECEDENCE);
+    let c = config_of(&i);
+    let table = kong_decisions();
+    assert!(table.len() >= 20, "{table:?}");
+    for [method, host, path, kong] in table {
+        assert_eq!(
+            decide(&c, host, path, method),
+            kong,
+            "{method} {host}{path}"
+        );
+    }
+}
+
+#[test]
+fn the_envoy_routes_follow_the_cores_ranking_and_carry_no_ext_authz_settings() {
+    let i = run(PRECEDENCE);
+    let routes = envoy_routes(&i);
+    // Each route only matches and routes: nothing for a filter.
+    for r in &routes {
+        let keys: Vec<&str> = r
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .filter_map(|k| k.as_str())
+            .collect();
+        assert_eq!(keys, ["name", "match", "route"], "{r:?}");
+    }
+    assert!(position(&routes, "docs-internal") < position(&routes, "docs"));
+    assert!(position(&routes, "report-export") < position(&routes, "report"));
+    assert!(position(&routes, "report") < position(&routes, "reports-index"));
+    assert!(position(&routes, "admin-billing") < position(&routes, "admin"));
+    assert!(position(&routes, "private-site") < position(&routes, "docs"));
+    assert_eq!(
+        routes[position(&routes, "docs")]["route"]["cluster"],
+        "docs"
     );
+}
+
+#[test]
+fn a_route_another_access_plugin_guards_refuses_the_import() {
+    for (what, yaml) in [
+        (
+            "key-auth instead of openid-connect",
+            "_format_version: \"3.0\"\nservices:\n  - name: api\n    routes:\n      - name: keyed\n        paths: [/k]\n        plugins:\n          - name: key-auth\n  - name: other\n    plugins:\n      - name: openid-connect\n        config: { issuer: \"https://idp.example\", auth_methods: [bearer] }\n    routes:\n      - { name: o, paths: [/o] }\n",
+        ),
+        (
+            "acl beside openid-connect on the service",
+            "_format_version: \"3.0\"\nservices:\n  - name: api\n    plugins:\n      - name: acl\n        config: { allow: [admins] }\n      - name: openid-connect\n        config: { issuer: \"https://idp.example\", auth_methods: [bearer] }\n    routes:\n      - name: keyed\n        paths: [/k]\n",
+        ),
+    ] {
+        let e = import(yaml, &env, &Options::default()).unwrap_err();
+        assert!(
+            matches!(e, ImportError::Refused(ref n) if n.iter().any(|n| n.location == "route keyed" && n.message.contains("who gets through"))),
+            "{what}: {e}"
+        );
+    }
+    // A plugin that decides nothing about access is reported, and the route imported.
+    let i = run("_format_version: \"3.0\"\nplugins:\n  - name: openid-connect\n    config: { issuer: \"https://idp.example\", auth_methods: [bearer] }\n  - name: rate-limiting\n    config: { minute: 5 }\nservices:\n  - name: api\n    routes:\n      - { name: a, paths: [/a] }\n");
+    assert!(has_note(&i, "rate-limiting", "not imported"));
+    assert_eq!(decide(&config_of(&i), "h", "/a", "GET"), "default");
 }

@@ -159,6 +159,9 @@ pub(super) struct RawRoute {
     /// Required: the name of a `[policies.NAME]` table, or `"default"`. An unknown name is a
     /// start-up error.
     pub(super) policy: Option<String>,
+    /// `false`: the requests this rule wins pass unchecked (what Kong does on a route no
+    /// authentication plugin covers).
+    pub(super) authenticate: Option<bool>,
 }
 
 /// `[grpc_tls]`: TLS on the gRPC listener, with optional client-certificate authentication.

@@ -1085,6 +1085,50 @@ policy = "default"
 }
 
 #[test]
+fn a_rule_that_does_not_authenticate_is_warned_about_and_names_no_policy() {
+    use certbound_core::routes::{Request, Selected};
+    let dir = dir_with_ca();
+    let toml = format!(
+        r#"unmatched_route = "deny"
+{GOOD}
+[[routes]]
+name = "docs"
+paths = ["/docs"]
+authenticate = false
+[[routes]]
+paths = ["/docs/internal"]
+policy = "default"
+"#
+    );
+    let c = load(&toml, dir.path()).unwrap();
+    let open: Vec<&Issue> = c
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("authenticate = false"))
+        .collect();
+    assert_eq!(open.len(), 1, "{:?}", c.warnings);
+    assert_eq!(open[0].key, "routes[0] (docs)");
+    let engine = built(&c).engine;
+    let pick = |path| {
+        engine.routes.select(&Request {
+            authority: "api.example",
+            path,
+            method: "GET",
+        })
+    };
+    assert_eq!(pick("/docs/guide"), Selected::Unauthenticated);
+    assert_eq!(pick("/docs/internal/x"), Selected::Policy(None));
+    assert_eq!(pick("/other"), Selected::Deny);
+
+    let both = format!(
+        "{GOOD}\n[[routes]]\npaths = [\"/a\"]\nauthenticate = false\npolicy = \"default\"\n"
+    );
+    let i = issues(&both, dir.path());
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert_eq!(i[0].key, "routes[0].policy");
+}
+
+#[test]
 fn resource_publishes_metadata_and_named_policies_inherit_or_replace_it() {
     let dir = dir_with_ca();
     let c = load(

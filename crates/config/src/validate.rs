@@ -407,7 +407,25 @@ impl Validator<'_> {
                     "methods are upper-case names (GET, POST)",
                 );
             }
+            let unauthenticated = r.authenticate == Some(false);
             let policy = match r.policy.as_deref() {
+                Some(_) if unauthenticated => {
+                    ok = false;
+                    self.issue(
+                        &format!("{key}.policy"),
+                        "a rule with `authenticate = false` checks nothing, so it names no policy",
+                    );
+                    None
+                }
+                None if unauthenticated => {
+                    // Loud on purpose: the one way a configuration lets requests through
+                    // without a token.
+                    self.warn(
+                        labels.last().map_or(&key, |l| l),
+                        "`authenticate = false`: the requests this rule wins go upstream without any check",
+                    );
+                    None
+                }
                 None => {
                     ok = false;
                     self.issue(
@@ -435,6 +453,7 @@ impl Validator<'_> {
                     methods,
                     regex_priority: r.regex_priority.unwrap_or(0),
                     policy,
+                    unauthenticated,
                 });
             } else {
                 // Keeps indices aligned for the findings below: an invalid rule fails the

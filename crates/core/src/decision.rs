@@ -83,6 +83,8 @@ allow_reasons! {
         DpopBound = "dpop_bound";
         /// Both the certificate and a DPoP proof matched the token's `cnf`.
         BoundMtlsDpop = "bound_mtls_dpop";
+        /// A `[[routes]]` rule with `authenticate = false` won: nothing was checked.
+        Unauthenticated = "unauthenticated";
     }
 }
 

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use crate::bind::{self, PopMode};
 use crate::cache::{self, Caches, CertFacts, Lookup, Lookups, TokenFacts};
 use crate::cert::{self, HeaderFormat, Thumbprint};
-use crate::decision::{Decision, DenyReason, UpstreamHeader};
+use crate::decision::{AllowReason, Decision, DenyReason, UpstreamHeader};
 use crate::dpop::{self, DpopMode};
 use crate::engine::{Engine, Services};
 use crate::extract::{self, Scheme};
@@ -135,6 +135,18 @@ pub async fn check(input: &CheckInput<'_>, engine: &Engine, now: u64) -> Outcome
                 Selected::Deny => {
                     return Outcome {
                         decision: Decision::Deny(DenyReason::NoMatchingRoute),
+                        ..Outcome::default()
+                    }
+                }
+                // As Kong serves a route no authentication plugin covers: the request goes
+                // upstream as the client sent it.
+                Selected::Unauthenticated => {
+                    return Outcome {
+                        decision: Decision::Allow {
+                            reason: AllowReason::Unauthenticated,
+                            headers: Vec::new(),
+                            remove: Vec::new(),
+                        },
                         ..Outcome::default()
                     }
                 }

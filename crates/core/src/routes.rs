@@ -202,6 +202,9 @@ pub struct Rule {
     pub regex_priority: i64,
     /// The policy it selects; `None` is the default policy.
     pub policy: Option<String>,
+    /// `authenticate = false`: the requests it wins are let through unchecked (a Kong route no
+    /// authentication plugin covers). `policy` is then `None` and unused.
+    pub unauthenticated: bool,
     /// Hosts as written, for Kong's `plain_host_only` and for messages.
     pub host_spellings: Vec<String>,
 }
@@ -233,6 +236,8 @@ pub enum Selected<'a> {
     Policy(Option<&'a str>),
     /// No rule matched and the configuration says deny.
     Deny,
+    /// The winning rule says `authenticate = false`: allowed without any check.
+    Unauthenticated,
 }
 
 /// One path of one rule, ranked.
@@ -273,6 +278,12 @@ impl Rule {
             paths: &paths,
             regex_priority: self.regex_priority,
         })
+    }
+
+    /// Whether two rules decide the same way wherever they win.
+    fn same_choice(&self, other: &Rule) -> bool {
+        self.unauthenticated == other.unauthenticated
+            && (self.unauthenticated || self.policy == other.policy)
     }
 
     fn matches_host_and_method(&self, host: &str, port: Option<&str>, method: &str) -> bool {
@@ -317,6 +328,14 @@ impl Routes {
         &self.rules
     }
 
+    /// Every (rule, path) in the order requests try them, highest precedence first: rule
+    /// indices in file order, and the path's index in the rule (`None`: the rule has no
+    /// paths). Whoever writes these rules as ordered routes elsewhere (the Kong importer's
+    /// Envoy routes) takes this order rather than ranking them again.
+    pub fn ranked(&self) -> impl Iterator<Item = (usize, Option<usize>)> + '_ {
+        self.entries.iter().map(|e| (e.rule, e.path))
+    }
+
     /// The rule of highest precedence that matches, as its index in file order.
     pub fn matching(&self, req: &Request<'_>) -> Option<usize> {
         let (host, port) = split_authority(req.authority);
@@ -334,6 +353,7 @@ impl Routes {
     /// The policy for a request.
     pub fn select(&self, req: &Request<'_>) -> Selected<'_> {
         match self.matching(req) {
+            Some(i) if self.rules[i].unauthenticated => Selected::Unauthenticated,
             Some(i) => Selected::Policy(self.rules[i].policy.as_deref()),
             None if self.unmatched == Unmatched::Deny => Selected::Deny,
             None => Selected::Policy(None),
@@ -368,7 +388,7 @@ impl Routes {
                     break;
                 }
                 let (ra, rb) = (&self.rules[a.rule], &self.rules[b.rule]);
-                if a.rule == b.rule || ra.policy == rb.policy || !self.may_overlap(a, b) {
+                if a.rule == b.rule || ra.same_choice(rb) || !self.may_overlap(a, b) {
                     continue;
                 }
                 let f = Finding::Conflict {

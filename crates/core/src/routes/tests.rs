@@ -15,6 +15,7 @@ fn rule(hosts: &[&str], paths: &[&str], methods: &[&str], policy: &str) -> Rule 
         methods: methods.iter().map(|m| m.to_string()).collect(),
         regex_priority: 0,
         policy: (policy != "default").then(|| policy.to_string()),
+        unauthenticated: false,
     }
 }
 
@@ -294,6 +295,80 @@ fn equal_priority_overlapping_rules_with_different_policies_conflict() {
             }
         )),
         "{f:?}"
+    );
+}
+
+fn unauthenticated(paths: &[&str]) -> Rule {
+    Rule {
+        unauthenticated: true,
+        policy: None,
+        ..rule(&[], paths, &[], "default")
+    }
+}
+
+#[test]
+fn a_rule_that_does_not_authenticate_wins_only_where_kong_would_pick_it() {
+    let r = Routes::new(
+        vec![
+            unauthenticated(&["/"]),
+            rule(&[], &["/admin"], &[], "admin"),
+            rule(&[], &["/items"], &["POST"], "default"),
+            unauthenticated(&["/items"]),
+        ],
+        Unmatched::Deny,
+    );
+    assert_eq!(pick(&r, "h", "/guide", "GET"), Selected::Unauthenticated);
+    assert_eq!(
+        pick(&r, "h", "/admin/x", "GET"),
+        Selected::Policy(Some("admin"))
+    );
+    // The `..` cannot climb out of a protected path into an open one or back.
+    assert_eq!(
+        pick(&r, "h", "/guide/../admin", "GET"),
+        Selected::Policy(Some("admin"))
+    );
+    assert_eq!(pick(&r, "h", "/items", "POST"), Selected::Policy(None));
+    assert_eq!(pick(&r, "h", "/items", "GET"), Selected::Unauthenticated);
+}
+
+#[test]
+fn an_open_rule_and_a_protected_one_of_equal_precedence_conflict() {
+    let r = Routes::new(
+        vec![unauthenticated(&["/a"]), rule(&[], &["/a"], &[], "default")],
+        Unmatched::Deny,
+    );
+    assert_eq!(
+        r.findings(),
+        vec![
+            Finding::Shadowed { rule: 1, by: 0 },
+            Finding::Conflict {
+                first: 0,
+                second: 1
+            }
+        ]
+    );
+    let same = Routes::new(
+        vec![unauthenticated(&["/a"]), unauthenticated(&["/a/b"])],
+        Unmatched::Deny,
+    );
+    assert!(same
+        .findings()
+        .iter()
+        .all(|f| !matches!(f, Finding::Conflict { .. })));
+}
+
+#[test]
+fn ranked_lists_every_path_of_every_rule_in_precedence_order() {
+    let r = Routes::new(
+        vec![
+            rule(&[], &["/", "/longer"], &[], "default"),
+            rule(&[], &["~/r"], &[], "default"),
+        ],
+        Unmatched::Default,
+    );
+    assert_eq!(
+        r.ranked().collect::<Vec<_>>(),
+        vec![(1, Some(0)), (0, Some(1)), (0, Some(0))]
     );
 }
 
