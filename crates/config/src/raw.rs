@@ -32,6 +32,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "dynamic_metadata",
     "routes",
     "unmatched_route",
+    "tracing",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +53,8 @@ pub(super) struct RawGlobal {
     pub(super) dynamic_metadata: Option<Vec<String>>,
     pub(super) routes: Option<Vec<RawRoute>>,
     pub(super) unmatched_route: Option<String>,
+    /// `[tracing]`: OpenTelemetry spans of checks; off when absent.
+    pub(super) tracing: Option<RawTracing>,
 }
 
 /// One `[[routes]]` rule: which requests (Kong's route fields) get which policy.
@@ -233,4 +236,24 @@ pub(super) fn read(figment: &Figment) -> Result<Raw, ConfigError> {
         }),
         _ => Err(ConfigError::Invalid(issues)),
     }
+}
+
+/// `[tracing]`: one OpenTelemetry span per check (its decision, deny reason and policy; never a
+/// token or certificate), exported over OTLP/gRPC. Read once at start: a change needs a restart.
+/// The Envoy module ignores the table (Envoy traces the request itself).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTracing {
+    /// Where spans go: an OTLP/gRPC receiver as `http://host:port` (an OpenTelemetry Collector
+    /// on the node, usually `http://127.0.0.1:4317`). No default: without it nothing is traced,
+    /// exported or paid for beyond one branch per check.
+    pub(super) otlp_endpoint: Option<String>,
+    /// Share of checks that start a trace when the request comes without a parent (Envoy sends
+    /// its ext_authz span as `traceparent`, and its sampling decision then holds), 0.0 to 1.0.
+    /// Default 1.0.
+    pub(super) sample_ratio: Option<f64>,
+    /// `service.name` of the exported spans. Default `certbound`.
+    pub(super) service_name: Option<String>,
+    /// Milliseconds one export may take. Default 10000.
+    pub(super) export_timeout: Option<u64>,
 }
