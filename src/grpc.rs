@@ -18,8 +18,10 @@ use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value as ProtoValue
 use envoy_types::pb::google::rpc;
 
 use crate::metrics::Metrics;
+use crate::otel::{self, Tracing};
 use certbound_core::answer::{self, Answer, Denial, Document, LogFields};
 use certbound_core::clock;
+use certbound_core::correlation::{self, Correlation};
 use certbound_core::decision::{Decision, DenyReason};
 use certbound_core::engine::Engine;
 use certbound_core::pipeline::{self, CheckInput, Outcome, PeerCertificate};
@@ -44,6 +46,8 @@ pub struct AuthzService {
     /// Swapped whole on reload; a check keeps the snapshot it started with.
     engine: Arc<ArcSwap<Engine>>,
     metrics: Arc<Metrics>,
+    /// `[tracing]`; `None`: no spans.
+    tracing: Option<Arc<Tracing>>,
     /// Tests only: every check panics, to prove a panic is still answered with a deny.
     #[cfg(test)]
     panic_in_check: bool,
@@ -54,9 +58,16 @@ impl AuthzService {
         Self {
             engine,
             metrics,
+            tracing: None,
             #[cfg(test)]
             panic_in_check: false,
         }
+    }
+
+    /// Every check also makes a span with `tracing`.
+    pub fn with_tracing(mut self, tracing: Option<Arc<Tracing>>) -> Self {
+        self.tracing = tracing;
+        self
     }
 
     /// The pipeline's outcome for one CheckRequest.
@@ -88,7 +99,7 @@ impl Authorization for AuthzService {
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let started = Instant::now();
-        let req = request.into_inner();
+        let (grpc_metadata, _, req) = request.into_parts();
         let attrs = req.attributes.as_ref();
         let http = attrs
             .and_then(|a| a.request.as_ref())
@@ -113,6 +124,10 @@ impl Authorization for AuthzService {
                 return Ok(tonic::Response::new(published(answer::document(m))));
             }
         }
+        let span = self
+            .tracing
+            .as_ref()
+            .map(|t| t.start_check(&grpc_metadata, headers));
         let outcome = if too_large {
             undecided(DenyReason::RequestTooLarge)
         } else {
@@ -132,6 +147,7 @@ impl Authorization for AuthzService {
         };
         self.metrics
             .record(&outcome, started.elapsed().as_secs_f64());
+        let ids = ids(&grpc_metadata, headers, http.map_or("", |h| h.id.as_str()));
         if let Decision::Deny(reason) = &outcome.decision {
             tracing::info!(
                 reason = reason.as_str(),
@@ -139,15 +155,43 @@ impl Authorization for AuthzService {
                 status = reason.http_status(),
                 path = http.map_or("", |h| h.path.split('?').next().unwrap_or("")),
                 cert = outcome.thumbprint.as_deref().map_or("", |t| &t[..8.min(t.len())]),
+                request_id = ids.request_id.unwrap_or_default(),
+                trace_id = ids.trace_id.unwrap_or_default(),
                 "deny"
             );
         }
+        if let Some(span) = span {
+            otel::finish(span, &outcome);
+        }
         Ok(tonic::Response::new(response(
             &outcome,
+            ids,
             certbound_core::extract::host(headers),
             self.engine.load().log_fields,
         )))
     }
+}
+
+/// The request's ids. The trace is the gRPC call's own `traceparent` when Envoy traces (its
+/// ext_authz span: the trace Envoy's access log and tracer show), else the checked request's;
+/// the request id is `x-request-id`, else the CheckRequest's `id` (Envoy fills it with the same).
+fn ids<'a>(
+    grpc_metadata: &'a tonic::metadata::MetadataMap,
+    headers: &'a HashMap<String, String>,
+    http_id: &'a str,
+) -> Correlation<'a> {
+    let mut ids = Correlation::of(headers);
+    if let Some(trace) = grpc_metadata
+        .get(correlation::TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(correlation::trace_id)
+    {
+        ids.trace_id = Some(trace);
+    }
+    if ids.request_id.is_none() {
+        ids.request_id = correlation::request_id(http_id);
+    }
+    ids
 }
 
 /// The IP of the hop that connected to Envoy (`attributes.source.address`).
@@ -162,8 +206,14 @@ fn source_ip(
 }
 
 /// Builds the CheckResponse for an outcome. `host` becomes the challenge's `realm`; `fields`
-/// are the access-log fields of its dynamic metadata (none: no metadata at all).
-pub fn response(outcome: &Outcome, host: Option<&str>, fields: LogFields) -> CheckResponse {
+/// are the access-log fields of its dynamic metadata (none: no metadata at all), `ids` the
+/// request's ids they may name.
+pub fn response(
+    outcome: &Outcome,
+    ids: Correlation<'_>,
+    host: Option<&str>,
+    fields: LogFields,
+) -> CheckResponse {
     let mut resp = match Answer::of(outcome, host) {
         Answer::Allow { set, remove } => CheckResponse {
             status: Some(rpc::Status {
@@ -180,16 +230,16 @@ pub fn response(outcome: &Outcome, host: Option<&str>, fields: LogFields) -> Che
         Answer::Deny(denial) => denied(denial),
     };
     if fields != LogFields::NONE {
-        resp.dynamic_metadata = Some(metadata(outcome, fields));
+        resp.dynamic_metadata = Some(metadata(outcome, ids, fields));
     }
     resp
 }
 
 /// What Envoy's access log and later filters can read under
 /// `envoy.filters.http.ext_authz`: the policy, the decision and its reason, and who it was.
-fn metadata(outcome: &Outcome, fields: LogFields) -> Struct {
+fn metadata(outcome: &Outcome, ids: Correlation<'_>, fields: LogFields) -> Struct {
     Struct {
-        fields: answer::log_fields(outcome, fields)
+        fields: answer::log_fields(outcome, ids, fields)
             .into_iter()
             .map(|(k, v)| {
                 (
@@ -457,12 +507,205 @@ mod tests {
             policy: "default".into(),
             ..Outcome::default()
         };
-        let only_reason = response(&outcome, None, LogFields::of([LogField::Reason]));
+        let only_reason = response(
+            &outcome,
+            Correlation::default(),
+            None,
+            LogFields::of([LogField::Reason]),
+        );
         let fields = only_reason.dynamic_metadata.expect("metadata").fields;
         assert_eq!(fields.keys().collect::<Vec<_>>(), ["reason"]);
-        assert!(response(&outcome, None, LogFields::NONE)
-            .dynamic_metadata
-            .is_none());
+        assert!(
+            response(&outcome, Correlation::default(), None, LogFields::NONE)
+                .dynamic_metadata
+                .is_none()
+        );
+    }
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    fn traceparent(flags: &str) -> String {
+        format!("00-{TRACE}-00f067aa0ba902b7-{flags}")
+    }
+
+    fn traced(ratio: f64) -> (Arc<Tracing>, opentelemetry_sdk::trace::InMemorySpanExporter) {
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let settings = crate::config::TracingSettings {
+            otlp_endpoint: "http://127.0.0.1:4317".into(),
+            sample_ratio: ratio,
+            service_name: "certbound".into(),
+            export_timeout: std::time::Duration::from_secs(1),
+        };
+        (
+            Arc::new(Tracing::with_exporter(&settings, exporter.clone())),
+            exporter,
+        )
+    }
+
+    /// Checks `headers` with `traceparent` (if any) in the gRPC call's metadata, as Envoy sends
+    /// its ext_authz span; returns the deny reason and the spans exported.
+    async fn check_traced(
+        ratio: f64,
+        grpc_traceparent: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (String, Vec<opentelemetry_sdk::trace::SpanData>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (tracing, exporter) = traced(ratio);
+        let service = AuthzService::new(policies(dir.path()), Arc::new(Metrics::new().unwrap()))
+            .with_tracing(Some(tracing.clone()));
+        let mut client = serve(service).await;
+        let mut request = tonic::Request::new(http_request(headers));
+        if let Some(tp) = grpc_traceparent {
+            request
+                .metadata_mut()
+                .insert("traceparent", tp.parse().unwrap());
+        }
+        let resp = client.check(request).await.unwrap().into_inner();
+        tracing.force_flush();
+        (
+            resp.status.unwrap().message,
+            exporter.get_finished_spans().unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_check_span_is_the_child_of_envoys_span_and_carries_only_its_decision() {
+        let token = "eyJhbGciOiJFUzI1NiJ9.c2VjcmV0LXRva2VuLWJvZHk.c2lnbmF0dXJl";
+        let bearer = format!("Bearer {token}");
+        let sampled = traceparent("01");
+        let (reason, spans) = check_traced(
+            1.0,
+            Some(&sampled),
+            &[("authorization", &bearer), ("x-request-id", "req-7")],
+        )
+        .await;
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        let span = &spans[0];
+        assert_eq!(span.name, otel::SPAN_NAME);
+        assert_eq!(span.span_kind, opentelemetry::trace::SpanKind::Server);
+        assert_eq!(span.span_context.trace_id().to_string(), TRACE);
+        assert_eq!(span.parent_span_id.to_string(), "00f067aa0ba902b7");
+        let attributes: HashMap<String, String> = span
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect();
+        let want: HashMap<String, String> = [
+            (otel::DECISION, "deny"),
+            (otel::REASON, reason.as_str()),
+            (otel::POLICY, "default"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(attributes, want);
+        let everything = format!("{span:?}");
+        for secret in [token, "c2VjcmV0LXRva2VuLWJvZHk", "req-7"] {
+            assert!(!everything.contains(secret), "{secret} is in the span");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unsampled_parent_makes_no_span_and_a_parentless_check_follows_the_ratio() {
+        let unsampled = traceparent("00");
+        let (_, spans) = check_traced(1.0, Some(&unsampled), &[]).await;
+        assert!(spans.is_empty(), "Envoy did not sample: {spans:?}");
+        let (_, spans) = check_traced(0.0, None, &[]).await;
+        assert!(spans.is_empty(), "ratio 0 without a parent: {spans:?}");
+        let (_, spans) = check_traced(1.0, None, &[]).await;
+        assert_eq!(spans.len(), 1, "ratio 1 without a parent");
+        assert_eq!(
+            spans[0].parent_span_id,
+            opentelemetry::trace::SpanId::INVALID,
+            "a root span"
+        );
+        let sampled = traceparent("01");
+        let (_, spans) = check_traced(0.0, Some(&sampled), &[]).await;
+        assert_eq!(spans.len(), 1, "a sampled parent wins over ratio 0");
+    }
+
+    #[tokio::test]
+    async fn without_envoys_span_the_check_continues_the_requests_own_trace() {
+        let sampled = traceparent("01");
+        let (_, spans) = check_traced(0.0, None, &[("traceparent", &sampled)]).await;
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].span_context.trace_id().to_string(), TRACE);
+    }
+
+    #[test]
+    fn the_ids_prefer_envoys_trace_and_fall_back_to_the_check_requests_id() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        let mut headers = HashMap::new();
+        headers.insert(
+            "traceparent".to_string(),
+            "00-11111111111111111111111111111111-00f067aa0ba902b7-01".to_string(),
+        );
+        let from_headers = ids(&metadata, &headers, "envoy-id");
+        assert_eq!(
+            from_headers.trace_id,
+            Some("11111111111111111111111111111111")
+        );
+        assert_eq!(from_headers.request_id, Some("envoy-id"));
+        metadata.insert("traceparent", traceparent("01").parse().unwrap());
+        headers.insert("x-request-id".to_string(), "req-1".to_string());
+        let both = ids(&metadata, &headers, "envoy-id");
+        assert_eq!(
+            both.trace_id,
+            Some(TRACE),
+            "Envoy's own span names the trace"
+        );
+        assert_eq!(both.request_id, Some("req-1"));
+        assert_eq!(
+            ids(&metadata, &headers, "bad id\n").request_id,
+            Some("req-1")
+        );
+        assert_eq!(
+            ids(
+                &tonic::metadata::MetadataMap::new(),
+                &HashMap::new(),
+                "bad id\n"
+            ),
+            Correlation::default()
+        );
+    }
+
+    #[test]
+    fn the_metadata_names_the_request_and_trace_ids_when_configured() {
+        use certbound_core::answer::LogField;
+        let outcome = Outcome {
+            decision: Decision::Deny(DenyReason::MissingToken),
+            policy: "default".into(),
+            ..Outcome::default()
+        };
+        let ids = Correlation {
+            request_id: Some("req-1"),
+            trace_id: Some(TRACE),
+        };
+        let fields = response(
+            &outcome,
+            ids,
+            None,
+            LogFields::of([LogField::RequestId, LogField::TraceId]),
+        )
+        .dynamic_metadata
+        .expect("metadata")
+        .fields;
+        let text = |k: &str| match fields.get(k).and_then(|v| v.kind.as_ref()) {
+            Some(Kind::StringValue(s)) => s.clone(),
+            other => panic!("{k}: {other:?}"),
+        };
+        assert_eq!(text("request_id"), "req-1");
+        assert_eq!(text("trace_id"), TRACE);
+        let defaults = response(
+            &outcome,
+            ids,
+            None,
+            certbound_core::defaults::DYNAMIC_METADATA,
+        )
+        .dynamic_metadata
+        .expect("metadata")
+        .fields;
+        assert!(!defaults.contains_key("request_id") && !defaults.contains_key("trace_id"));
     }
 
     #[test]
@@ -472,7 +715,7 @@ mod tests {
                 decision: Decision::Deny(r),
                 ..Outcome::default()
             };
-            let resp = response(&outcome, Some("h"), LogFields::ALL);
+            let resp = response(&outcome, Correlation::default(), Some("h"), LogFields::ALL);
             assert_ne!(resp.status.unwrap().code, OK, "{r:?}");
         }
     }
@@ -490,7 +733,14 @@ mod tests {
             }),
             ..Outcome::default()
         };
-        match response(&outcome, Some("api.test"), LogFields::ALL).http_response {
+        match response(
+            &outcome,
+            Correlation::default(),
+            Some("api.test"),
+            LogFields::ALL,
+        )
+        .http_response
+        {
             Some(HttpResponse::DeniedResponse(d)) => d.headers,
             other => panic!("expected a denial, got {other:?}"),
         }

@@ -11,6 +11,7 @@
 //!   CheckResponse (never a gRPC error: a failure is a deny).
 //! - `server`: the listeners, key fetchers and configuration reloads, stopped by one signal.
 //! - `admin`: `/metrics`, `/healthz`, `/readyz`; `metrics`: the Prometheus registry.
+//! - `otel`: `[tracing]`, one OpenTelemetry span per check, exported over OTLP.
 //! - `kong`: `import-kong`, decK files to a certbound configuration and Envoy routes.
 //! - `demo`: the self-contained demo (`certbound demo`).
 #![forbid(unsafe_code)]
@@ -22,4 +23,5 @@ pub mod demo;
 pub mod grpc;
 pub mod kong;
 pub mod metrics;
+pub mod otel;
 pub mod server;

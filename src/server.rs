@@ -52,6 +52,8 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("admin server: {0}")]
     Admin(std::io::Error),
+    #[error(transparent)]
+    Tracing(#[from] crate::otel::TracingError),
 }
 
 pub struct Listeners {
@@ -163,8 +165,13 @@ pub async fn serve_with_reload(
         ));
     }
 
-    let authz = AuthorizationServer::new(AuthzService::new(engine, metrics))
-        .max_decoding_message_size(MAX_DECODED_CHECK_REQUEST_BYTES);
+    let tracing = match &config.tracing {
+        Some(settings) => Some(Arc::new(crate::otel::Tracing::start(settings)?)),
+        None => None,
+    };
+    let authz =
+        AuthorizationServer::new(AuthzService::new(engine, metrics).with_tracing(tracing.clone()))
+            .max_decoding_message_size(MAX_DECODED_CHECK_REQUEST_BYTES);
 
     tokio::spawn(async move {
         shutdown.await;
@@ -183,6 +190,10 @@ pub async fn serve_with_reload(
         .with_graceful_shutdown(stopped(stop_rx.clone()));
 
     let (grpc, admin) = tokio::join!(grpc, async { admin.await.map_err(ServeError::Admin) });
+    if let Some(tracing) = tracing {
+        // The spans of the last checks; the exporter's thread blocks, the runtime must not.
+        let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+    }
     grpc?;
     admin?;
     Ok(())

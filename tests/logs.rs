@@ -2,6 +2,8 @@
 //! server allows and denies is captured, at TRACE, in text and JSON, and searched for the tokens
 //! and certificates that were sent.
 //!
+//! Deny lines name the request and trace ids a request came with, and only well-formed ones.
+//!
 //! This test binary installs the global subscriber (with `log` records forwarded, as `main`
 //! does), so it holds exactly one test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -23,6 +25,11 @@ const AUD: &str = "https://api.test";
 /// A run of this many characters of a certificate's base64 (or of the header value that carried
 /// it) in the log counts as a leaked certificate.
 const CERT_RUN: usize = 40;
+/// The ids a deny line names (sent as Envoy sends them), and ids that are not ids.
+const REQUEST_ID: &str = "req-logs-7";
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const FORGED_REQUEST_ID: &str = "forged\nreason=allow";
+const FORGED_TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 forged";
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -127,8 +134,15 @@ fn logs_never_contain_tokens_or_certificates() {
         "reason=\"malformed_authorization\"",
         "signing keys loaded",
         "signing key refresh failed",
+        "request_id=\"req-logs-7\" trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"",
+        "\"request_id\":\"req-logs-7\"",
+        "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\"",
     ] {
         assert!(log.contains(needle), "{needle:?} not in the captured log");
+    }
+    // Ids that are not ids are dropped, not escaped into the line.
+    for forged in ["forged", "reason=allow"] {
+        assert!(!log.contains(forged), "{forged:?} reached the log");
     }
 
     for token in &secrets.tokens {
@@ -238,6 +252,18 @@ async fn allow_and_deny() -> Secrets {
     for req in &denied {
         let a = url.check(req).await;
         assert!(!a.allowed(), "{a:?}");
+    }
+    let traceparent = format!("00-{TRACE_ID}-00f067aa0ba902b7-01");
+    for (request_id, traceparent) in [
+        (REQUEST_ID, traceparent.as_str()),
+        (FORGED_REQUEST_ID, FORGED_TRACEPARENT),
+    ] {
+        let req = Req::new()
+            .bearer(&alice)
+            .cert(&bob_cert)
+            .header("x-request-id", request_id)
+            .header("traceparent", traceparent);
+        assert_eq!(url.check(&req).await.reason, "binding_mismatch");
     }
 
     // base64_encoded: the header carries the certificate's base64 body itself.

@@ -55,14 +55,17 @@ MODULE_METADATA = "certbound"
 
 def access_log(ns: str) -> str:
     fields = " ".join(f"{f}=%DYNAMIC_METADATA({ns}:{f})%" for f in ("policy", "decision", "reason", "sub", "x5t"))
+    # Envoy's own ids, the ones certbound's deny log names: a deny line joins its access-log line.
+    fields += " request_id=%REQ(X-REQUEST-ID)% trace_id=%TRACE_ID%"
     return f"""\
 access_log:
 - name: envoy.access_loggers.stdout
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
     log_format:
-      # No request headers here: they carry tokens and certificates. certbound's verdict comes
-      # from its dynamic metadata: the policy, the decision and its reason, who, which certificate.
+      # No request headers here but the request id: they carry tokens and certificates.
+      # certbound's verdict comes from its dynamic metadata: the policy, the decision and its
+      # reason, who, which certificate.
       text_format_source:
         inline_string: "[%START_TIME%] listener=%DOWNSTREAM_LOCAL_PORT% %REQ(:METHOD)% %REQ(:PATH)% -> %RESPONSE_CODE% flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS% %DURATION%ms {fields}\\n"
 """
@@ -504,6 +507,8 @@ class Listener:
     # planes write them; no per-route certbound settings, `cluster` is their cluster name).
     shape: str = "certbound"
     authority: str = ""  # the gRPC authority Envoy Gateway sets (shape "envoy_gateway")
+    # An HTTP connection manager `tracing:` block (the suite's OpenTelemetry tracer), or none.
+    tracing: str = ""
 
     def render(self) -> str:
         peer = self.mode == "mtls"
@@ -522,8 +527,8 @@ class Listener:
             self.name, self.mode in ("header", "mtls", "gateway"),
             routes,
             filters, HEADER_EDGE_COMMENT if self.mode == "header" else MTLS_EDGE_COMMENT,
-            {"gateway": EG_XFCC if self.shape == "envoy_gateway" else ISTIO_GATEWAY_XFCC,
-             "mesh": ISTIO_SIDECAR_XFCC}.get(self.mode, ""),
+            "\n".join(x for x in ({"gateway": EG_XFCC if self.shape == "envoy_gateway" else ISTIO_GATEWAY_XFCC,
+                                    "mesh": ISTIO_SIDECAR_XFCC}.get(self.mode, ""), self.tracing) if x),
             MODULE_METADATA if module else EXT_AUTHZ_METADATA)
         chain = ""
         if self.tls:
@@ -770,6 +775,19 @@ E2E_PEER_TLS = grpc_client_tls("@@PKI@@/envoy-grpc.pem", "@@PKI@@/envoy-grpc-key
 E2E_TIMEOUT = "2s"  # as deployed; enough for a debug build on a shared 2-core machine too
 # DPoP routes: certbound policies with and without server nonces.
 DPOP_ROUTES = (("dpop-nonce", "/nonce/", "dpop-nonce"), ("dpop", "/", "dpop"))
+# The suite's "plain" listener traces with Envoy's OpenTelemetry tracer into the suite's OTLP
+# receiver, where certbound "header" sends its check spans too: certbound's span must be the
+# child of Envoy's ext_authz span (tests/e2e/test_tracing.py).
+E2E_TRACING = """\
+tracing:
+  provider:
+    name: envoy.tracers.opentelemetry
+    typed_config:
+      "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+      grpc_service:
+        envoy_grpc: { cluster_name: otlp }
+        timeout: 1s
+      service_name: envoy"""
 # The certbound instance (certbound-<instance>.toml) behind each ext_authz listener.
 E2E_INSTANCE = {"plain": "header", "mtls": "peer", "kong": "b64", "gateway": "gateway", "dpop": "dpop", "dpop2": "dpop2",
                 "mesh": "mesh"}
@@ -778,7 +796,7 @@ E2E_INSTANCE = {"plain": "header", "mtls": "peer", "kong": "b64", "gateway": "ga
 def e2e_template() -> str:
     listeners = [
         Listener("plain", "127.0.0.1", "@@ENVOY_PLAIN_PORT@@", "header", "certbound_header", "echo", E2E_TIMEOUT,
-                 "certbound_header", policy_routes=(("strict", "/strict/", "strict"),)),
+                 "certbound_header", policy_routes=(("strict", "/strict/", "strict"),), tracing=E2E_TRACING),
         Listener("mtls", "127.0.0.1", "@@ENVOY_MTLS_PORT@@", "mtls", "certbound_peer", "echo", E2E_TIMEOUT,
                  "certbound_peer", policy_routes=(("discover", "/discover/", "discover"),),
                  tls=("@@PKI@@/server.pem", "@@PKI@@/server-key.pem", "@@PKI@@/client-ca-bundle.pem")),
@@ -798,7 +816,7 @@ def e2e_template() -> str:
     # reading the TOML file the ext_authz listener's certbound instance serves.
     listeners += [replace(l, name=f"module_{l.name}", port=f"@@ENVOY_MODULE_{l.name.upper()}_PORT@@",
                           stat_prefix=f"module_{l.name}",
-                          module_config=f"@@WORK@@/certbound-{E2E_INSTANCE[l.name]}.toml")
+                          module_config=f"@@WORK@@/certbound-{E2E_INSTANCE[l.name]}.toml", tracing="")
                   for l in listeners]
     # Istio's and Envoy Gateway's filters, both to one certbound ("routes") whose [[routes]] pick
     # the policy: no module twins, since the filters are theirs. Both terminate mTLS and write XFCC
@@ -852,6 +870,8 @@ def e2e_template() -> str:
       - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
 """)
     clusters.append(upstream_cluster("echo", "STATIC", "127.0.0.1", "@@ECHO_PORT@@"))
+    clusters.append(certbound_cluster("otlp", "STATIC", "127.0.0.1", "@@OTLP_PORT@@", health_check=False,
+                                      comment="# The suite's OTLP/gRPC receiver (tests/e2e/otlp_receiver.py): Envoy's spans."))
     return bootstrap(E2E_HEADER, "127.0.0.1", "@@ENVOY_ADMIN_PORT@@", [l.render() for l in listeners], clusters)
 
 

@@ -14,6 +14,7 @@
     all Envoy listeners -> echo upstream (reflects the headers it received)
     IdP (oidc-provider 9, HTTPS + mTLS) <- certbound (discovery, JWKS); a second "rogue" IdP nobody trusts
     Prometheus -> scrapes the admin /metrics of the four certbound instances
+    OTLP receiver (otlp_receiver.py) <- Envoy "plain"'s OpenTelemetry tracer and certbound "header"'s spans
 
     The module face: every Envoy listener above has a twin "module_<name>" where certbound runs
     inside Envoy as a dynamic module (libcertbound_envoy.so from the certbound binary's folder)
@@ -316,6 +317,9 @@ class Ports:
     envoy_module_mesh: int = 0
     grpc_mesh: int = 0
     admin_mesh: int = 0
+    # The OTLP/gRPC receiver and its query port (GET /spans).
+    otlp: int = 0
+    otlp_query: int = 0
 
     @classmethod
     def allocate(cls) -> "Ports":
@@ -412,6 +416,7 @@ class Stack:
             self._step("idp", self._start_idps)
             self._step("echo", self._start_echo)
             self._step("redis", self._start_redis)
+            self._step("otlp", self._start_otlp)
             self._step("certbound", self._start_certbound)
             self._step("envoy", self._start_envoy)
             self._step("nginx", self._start_nginx)
@@ -615,6 +620,26 @@ class Stack:
                                      "--save", "", "--appendonly", "no", "--dir", self.work])
         wait_until("redis", lambda: port_open(self.ports.redis), 10, proc=proc)
 
+    def _start_otlp(self) -> None:
+        proc = self._spawn("otlp", [sys.executable, "-u", E2E / "otlp_receiver.py", self.ports.otlp,
+                                    self.ports.otlp_query])
+        wait_until("otlp receiver", lambda: http_get(self.ports.otlp_query, "/healthz")[0] == 200 and
+                   port_open(self.ports.otlp), 10, proc=proc)
+
+    def otlp_spans(self) -> list[dict]:
+        """Every span the OTLP receiver got so far (Envoy's and certbound's)."""
+        status, body = http_get(self.ports.otlp_query, "/spans")
+        if status != 200:
+            raise StackError(f"otlp receiver /spans: {status}")
+        return json.loads(body)
+
+    def otlp_raw(self) -> list[bytes]:
+        """Every OTLP Export request the receiver got, as its protobuf bytes."""
+        status, body = http_get(self.ports.otlp_query, "/raw")
+        if status != 200:
+            raise StackError(f"otlp receiver /raw: {status}")
+        return [base64.b64decode(line) for line in body.split(b"\n") if line]
+
     def certbound_config(self, mode: str) -> Path:
         """Render certbound's TOML for one instance (mode: header, peer, b64, gateway, dpop, dpop2, routes)."""
         ca = ", ".join(f'"{self.pki / f}"' for f in ("client-root-ca.pem", "client-int-ca.pem", "client-rsa-ca.pem"))
@@ -720,6 +745,11 @@ class Stack:
         )
         source = {"header": header_table("url_encoded") + strict, "peer": grpc_tls + discover, "b64": kong, "gateway": gateway,
                   "dpop": dpop, "dpop2": dpop, "routes": routes, "mesh": mesh}[mode]
+        # certbound "header" sends a span per check to the suite's OTLP receiver (the module face
+        # loading the same file ignores the table).
+        tracing = f'\n[tracing]\notlp_endpoint = "http://127.0.0.1:{self.ports.otlp}"\n'
+        source = {"header": header_table("url_encoded") + strict + tracing, "peer": grpc_tls + discover, "b64": kong, "gateway": gateway,
+                  "dpop": dpop, "dpop2": dpop}[mode]
         return render(E2E / "certbound.toml.tmpl", self.work / f"certbound-{mode}.toml", {
             "GRPC_PORT": getattr(self.ports, f"grpc_{mode}"),
             "ADMIN_PORT": getattr(self.ports, f"admin_{mode}"),
@@ -745,7 +775,8 @@ class Stack:
             config = self.certbound_config(mode)
             started.append((mode, self._spawn(
                 f"certbound-{mode}", [self.certbound_bin, "serve", "--config", config],
-                env={"RUST_LOG": os.environ.get("RUST_LOG", "info")},
+                # OTEL_BSP_SCHEDULE_DELAY: spans leave within 0.5 s (the SDK's default is 5 s).
+                env={"RUST_LOG": os.environ.get("RUST_LOG", "info"), "OTEL_BSP_SCHEDULE_DELAY": "500"},
                 # certbound reads CERTBOUND_* variables as config keys and rejects unknown ones:
                 # the harness's own CERTBOUND_BIN must not reach it ("unknown field: bin").
                 drop_env=("CERTBOUND_BIN",),
@@ -782,6 +813,7 @@ class Stack:
             "GRPC_ROUTES_PORT": self.ports.grpc_routes,
             "GRPC_MESH_PORT": self.ports.grpc_mesh,
             "ECHO_PORT": self.ports.echo, "PKI": self.pki, "WORK": self.work,
+            "ECHO_PORT": self.ports.echo, "PKI": self.pki, "WORK": self.work, "OTLP_PORT": self.ports.otlp,
         })
         self._run("envoy-validate", [envoy, "--mode", "validate", "-c", config], env=self._env_for_envoy())
         proc = self._spawn("envoy", [

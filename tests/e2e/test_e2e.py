@@ -341,7 +341,9 @@ def test_huge_header_through_nginx(stack, alice_rs, face):
 # --- both faces, side by side -------------------------------------------------------------------
 
 # Set per connection or per hop, never by certbound: the only upstream headers allowed to differ.
-PER_HOP = {"x-request-id", "x-envoy-expected-rq-timeout-ms", "x-forwarded-for", "x-forwarded-proto"}
+# (The ext_authz "plain" listener traces: Envoy's tracer sends its span upstream as traceparent.)
+PER_HOP = {"x-request-id", "x-envoy-expected-rq-timeout-ms", "x-forwarded-for", "x-forwarded-proto",
+           "traceparent", "tracestate"}
 
 
 def _answer(resp: Response) -> dict:

@@ -79,6 +79,17 @@ impl fmt::Debug for ReplaySettings {
     }
 }
 
+/// OpenTelemetry tracing of checks (`[tracing]`), read once at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSettings {
+    /// The OTLP/gRPC receiver, `http://host:port`.
+    pub otlp_endpoint: String,
+    /// Share of parentless checks that start a trace, 0.0 to 1.0.
+    pub sample_ratio: f64,
+    pub service_name: String,
+    pub export_timeout: Duration,
+}
+
 /// How often signing keys are fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyRefresh {
@@ -102,6 +113,8 @@ pub struct Config {
     pub dynamic_metadata: LogFields,
     /// `[[routes]]` and `unmatched_route`: the policy by host, path and method.
     pub routes: Arc<Routes>,
+    /// `[tracing]`; `None`: no spans, no exporter.
+    pub tracing: Option<TracingSettings>,
     /// Every file the configuration was built from (the config file itself, CA bundles, JWKS
     /// files): a reload is due when one of them changes.
     pub files: Vec<PathBuf>,

@@ -46,6 +46,7 @@ pub(super) const GLOBAL_KEYS: &[&str] = &[
     "dynamic_metadata",
     "routes",
     "unmatched_route",
+    "tracing",
 ];
 
 /// The process-wide keys: listeners, the IdP client, limits, the replay store, routing.
@@ -134,6 +135,8 @@ pub(super) struct RawGlobal {
     /// `"deny"` (`403`, `no_matching_route`).
     #[schemars(extend("default" = "default", "enum" = ["default", "deny"]))]
     pub(super) unmatched_route: Option<String>,
+    /// `[tracing]`: OpenTelemetry spans of checks; off when absent.
+    pub(super) tracing: Option<RawTracing>,
 }
 
 /// One `[[routes]]` rule: which requests (Kong's route fields) get which policy.
@@ -654,4 +657,36 @@ pub(super) fn read(figment: &Figment) -> Result<Raw, ConfigError> {
         }),
         _ => Err(ConfigError::Invalid(issues)),
     }
+}
+
+/// `[tracing]`: one OpenTelemetry span per check (its decision, deny reason and policy; never a
+/// token or certificate), exported over OTLP/gRPC. Read once at start: a change needs a restart.
+/// The Envoy module ignores the table (Envoy traces the request itself).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Tracing")]
+pub(super) struct RawTracing {
+    /// Where spans go: an OTLP/gRPC receiver as `http://host:port` (an OpenTelemetry Collector
+    /// on the node, usually `http://127.0.0.1:4317`). No default: without it nothing is traced,
+    /// exported or paid for beyond one branch per check.
+    pub(super) otlp_endpoint: Option<String>,
+    /// Share of checks that start a trace when the request comes without a parent (Envoy sends
+    /// its ext_authz span as `traceparent`, and its sampling decision then holds), 0.0 to 1.0.
+    /// Default 1.0.
+    #[schemars(extend(
+        "default" = defaults::tracing::SAMPLE_RATIO,
+        "minimum" = 0.0,
+        "maximum" = 1.0
+    ))]
+    pub(super) sample_ratio: Option<f64>,
+    /// `service.name` of the exported spans. Default `certbound`.
+    #[schemars(extend("default" = defaults::tracing::SERVICE_NAME))]
+    pub(super) service_name: Option<String>,
+    /// Milliseconds one export may take. Default 10000.
+    #[schemars(extend(
+        "default" = defaults::tracing::EXPORT_TIMEOUT_MS,
+        "x-unit" = "milliseconds",
+        "minimum" = 1
+    ))]
+    pub(super) export_timeout: Option<u64>,
 }

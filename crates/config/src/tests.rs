@@ -59,12 +59,21 @@ fn issues(toml: &str, dir: &Path) -> Vec<Issue> {
 }
 
 #[test]
-fn dynamic_metadata_defaults_to_every_field_and_names_only_known_ones() {
+fn dynamic_metadata_defaults_to_every_field_but_the_ids_and_names_only_known_ones() {
     use certbound_core::answer::{LogField, LogFields};
     let dir = dir_with_ca();
     let c = load(GOOD, dir.path()).unwrap();
-    assert_eq!(c.dynamic_metadata, LogFields::ALL);
-    assert_eq!(built(&c).engine.log_fields, LogFields::ALL);
+    let default = LogFields::ALL
+        .without(LogField::RequestId)
+        .without(LogField::TraceId);
+    assert_eq!(c.dynamic_metadata, default);
+    assert_eq!(built(&c).engine.log_fields, default);
+    let toml = format!("dynamic_metadata = [\"request_id\", \"trace_id\"]\n{GOOD}");
+    let c = load(&toml, dir.path()).unwrap();
+    assert_eq!(
+        c.dynamic_metadata,
+        LogFields::of([LogField::RequestId, LogField::TraceId])
+    );
     let toml = format!("dynamic_metadata = [\"reason\", \"sub\"]\n{GOOD}");
     let c = load(&toml, dir.path()).unwrap();
     assert_eq!(
@@ -1303,4 +1312,72 @@ fn a_mesh_table_refuses_ids_that_are_not_spiffe_ids_a_second_source_and_a_bindin
         "proof_of_possession_mtls = \"off\"",
     );
     assert_eq!(issues(&off, dir.path())[0].key, T);
+}
+
+#[test]
+fn tracing_is_off_without_the_table_and_its_keys_are_checked() {
+    let dir = dir_with_ca();
+    assert!(load(GOOD, dir.path()).unwrap().tracing.is_none());
+    let on = load(
+        &format!("{GOOD}\n[tracing]\notlp_endpoint = \"http://127.0.0.1:4317\"\n"),
+        dir.path(),
+    )
+    .unwrap();
+    assert_eq!(
+        on.tracing,
+        Some(TracingSettings {
+            otlp_endpoint: "http://127.0.0.1:4317".into(),
+            sample_ratio: defaults::tracing::SAMPLE_RATIO,
+            service_name: defaults::tracing::SERVICE_NAME.into(),
+            export_timeout: Duration::from_millis(defaults::tracing::EXPORT_TIMEOUT_MS),
+        })
+    );
+    let set = load(
+        &format!(
+            "{GOOD}\n[tracing]\notlp_endpoint = \"http://collector:4317/\"\nsample_ratio = 0.25\nservice_name = \"authz\"\nexport_timeout = 500\n"
+        ),
+        dir.path(),
+    )
+    .unwrap()
+    .tracing
+    .unwrap();
+    assert_eq!(set.sample_ratio, 0.25);
+    assert_eq!(set.service_name, "authz");
+    assert_eq!(set.export_timeout, Duration::from_millis(500));
+    for (table, key) in [
+        ("sample_ratio = 0.5", "tracing.otlp_endpoint"),
+        (
+            "otlp_endpoint = \"127.0.0.1:4317\"",
+            "tracing.otlp_endpoint",
+        ),
+        (
+            "otlp_endpoint = \"https://otlp.example:4317\"",
+            "tracing.otlp_endpoint",
+        ),
+        (
+            "otlp_endpoint = \"http://127.0.0.1:4317/v1/traces\"",
+            "tracing.otlp_endpoint",
+        ),
+        (
+            "otlp_endpoint = \"http://127.0.0.1:4317\"\nsample_ratio = 1.5",
+            "tracing.sample_ratio",
+        ),
+        (
+            "otlp_endpoint = \"http://127.0.0.1:4317\"\nexport_timeout = 0",
+            "tracing.export_timeout",
+        ),
+        (
+            "otlp_endpoint = \"http://127.0.0.1:4317\"\nservice_name = \" \"",
+            "tracing.service_name",
+        ),
+    ] {
+        let i = issues(&format!("{GOOD}\n[tracing]\n{table}\n"), dir.path());
+        assert_eq!(i.len(), 1, "{table}: {i:?}");
+        assert_eq!(i[0].key, key, "{table}");
+    }
+    let tls = issues(
+        &format!("{GOOD}\n[tracing]\notlp_endpoint = \"https://otlp.example:4317\"\n"),
+        dir.path(),
+    );
+    assert!(tls[0].message.contains("collector"), "{}", tls[0].message);
 }

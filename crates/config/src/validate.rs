@@ -34,9 +34,9 @@ use certbound_core::token::KeySet;
 
 use super::raw::{
     Raw, RawFromHeader, RawFromMesh, RawGlobal, RawGrpcTls, RawLimits, RawPolicy, RawReplay,
-    RawRoute,
+    RawRoute, RawTracing,
 };
-use super::{Config, ConfigError, GrpcTls, Issue, KeyRefresh, ReplaySettings};
+use super::{Config, ConfigError, GrpcTls, Issue, KeyRefresh, ReplaySettings, TracingSettings};
 
 /// Validates `raw`; `base` anchors relative paths.
 pub(super) fn validate(raw: Raw, base: &Path) -> Result<Config, ConfigError> {
@@ -287,6 +287,8 @@ impl Validator<'_> {
             }
         };
 
+        let tracing = global.tracing.and_then(|t| self.tracing(t));
+
         let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
         let routes = self.routes(
             global.routes.unwrap_or_default(),
@@ -331,6 +333,7 @@ impl Validator<'_> {
             replay: replay?,
             dynamic_metadata,
             routes: Arc::new(routes),
+            tracing,
             files: std::mem::take(&mut self.files),
             warnings: std::mem::take(&mut self.warnings),
         })
@@ -713,6 +716,53 @@ impl Validator<'_> {
             }
             seen.push((&p.name, m));
         }
+    }
+
+    /// `[tracing]`: off without `otlp_endpoint`; the other keys then have nothing to apply to.
+    fn tracing(&mut self, raw: RawTracing) -> Option<TracingSettings> {
+        let ratio = raw.sample_ratio.unwrap_or(defaults::tracing::SAMPLE_RATIO);
+        if !(0.0..=1.0).contains(&ratio) {
+            self.issue("tracing.sample_ratio", "must be from 0.0 to 1.0");
+        }
+        let export_timeout = raw
+            .export_timeout
+            .unwrap_or(defaults::tracing::EXPORT_TIMEOUT_MS);
+        if export_timeout == 0 {
+            self.issue("tracing.export_timeout", "must be more than 0 milliseconds");
+        }
+        let service_name = raw
+            .service_name
+            .unwrap_or_else(|| defaults::tracing::SERVICE_NAME.to_string());
+        if service_name.trim().is_empty() {
+            self.issue("tracing.service_name", "must not be empty");
+        }
+        let Some(endpoint) = raw.otlp_endpoint else {
+            self.issue(
+                "tracing.otlp_endpoint",
+                "required with [tracing] (an OTLP/gRPC receiver, http://127.0.0.1:4317); remove the table to turn tracing off",
+            );
+            return None;
+        };
+        let authority = endpoint.strip_prefix("http://").unwrap_or_default();
+        let host_port = authority.strip_suffix('/').unwrap_or(authority);
+        if host_port.is_empty()
+            || host_port.contains(['/', '?', '#', '@'])
+            || !host_port.contains(':')
+        {
+            let why = if has_scheme(&endpoint, "https://") {
+                "OTLP over TLS is not supported: export to a collector on the node (http://127.0.0.1:4317), which forwards over TLS"
+            } else {
+                "is not an OTLP/gRPC endpoint like http://127.0.0.1:4317 (scheme, host and port only)"
+            };
+            self.issue("tracing.otlp_endpoint", why);
+            return None;
+        }
+        Some(TracingSettings {
+            otlp_endpoint: endpoint,
+            sample_ratio: ratio.clamp(0.0, 1.0),
+            service_name,
+            export_timeout: Duration::from_millis(export_timeout.max(1)),
+        })
     }
 
     fn replay_store(&mut self, raw: RawReplay) -> Option<ReplaySettings> {

@@ -8,6 +8,7 @@
 //! so it cannot break out of the quoted string. Clients see only static text: a deny reason's
 //! description, never an inner error.
 
+use crate::correlation::Correlation;
 use crate::decision::{Decision, DenyReason, UpstreamHeader};
 use crate::dpop::{self, DpopMode};
 pub use crate::log_fields::{LogField, LogFields};
@@ -66,9 +67,13 @@ impl Answer {
 }
 
 /// The facts an access log reads (ext_authz dynamic metadata, the module's filter metadata),
-/// those of `fields` that the outcome has: the policy, the decision and its reason, and who it
-/// was, in this order.
-pub fn log_fields(outcome: &Outcome, fields: LogFields) -> Vec<(&'static str, &str)> {
+/// those of `fields` that the outcome and the request's ids have: the policy, the decision and
+/// its reason, who it was, and which request and trace, in this order.
+pub fn log_fields<'a>(
+    outcome: &'a Outcome,
+    ids: Correlation<'a>,
+    fields: LogFields,
+) -> Vec<(&'static str, &'a str)> {
     let (decision, reason) = match &outcome.decision {
         Decision::Allow { reason, .. } => ("allow", reason.as_str()),
         Decision::Deny(reason) => ("deny", reason.as_str()),
@@ -80,6 +85,8 @@ pub fn log_fields(outcome: &Outcome, fields: LogFields) -> Vec<(&'static str, &s
         outcome.subject.as_deref(),
         outcome.client_id.as_deref(),
         outcome.thumbprint.as_deref(),
+        ids.request_id,
+        ids.trace_id,
     ];
     LogField::ALL
         .into_iter()
@@ -237,8 +244,9 @@ mod tests {
     #[test]
     fn log_fields_are_the_configured_ones_the_outcome_has_in_order() {
         let o = allowed_outcome();
+        let none = Correlation::default();
         assert_eq!(
-            log_fields(&o, LogFields::ALL),
+            log_fields(&o, none, LogFields::ALL),
             vec![
                 ("policy", "default"),
                 ("decision", "allow"),
@@ -249,16 +257,59 @@ mod tests {
         );
         let some = LogFields::of([LogField::X5t, LogField::Reason]);
         assert_eq!(
-            log_fields(&o, some),
+            log_fields(&o, none, some),
             vec![("reason", "bound"), ("x5t", "x5t-value")]
         );
-        assert!(log_fields(&o, LogFields::NONE).is_empty());
+        assert!(log_fields(&o, none, LogFields::NONE).is_empty());
     }
 
     #[test]
-    fn all_log_fields_is_every_field_and_the_default() {
+    fn the_request_and_trace_ids_are_fields_only_when_asked_for_and_present() {
+        let o = allowed_outcome();
+        let ids = Correlation {
+            request_id: Some("req-1"),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+        };
+        let fields = log_fields(&o, ids, LogFields::ALL);
+        assert_eq!(
+            fields[fields.len() - 2..],
+            [
+                ("request_id", "req-1"),
+                ("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736")
+            ]
+        );
+        let defaults = log_fields(&o, ids, crate::defaults::DYNAMIC_METADATA);
+        assert!(
+            defaults
+                .iter()
+                .all(|(k, _)| *k != "request_id" && *k != "trace_id"),
+            "{defaults:?}"
+        );
+        let only_trace = Correlation {
+            request_id: None,
+            ..ids
+        };
+        assert_eq!(
+            log_fields(
+                &o,
+                only_trace,
+                LogFields::of([LogField::RequestId, LogField::TraceId])
+            ),
+            vec![("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736")]
+        );
+    }
+
+    #[test]
+    fn the_default_log_fields_are_every_field_but_the_ids_envoy_logs_itself() {
         assert_eq!(LogFields::ALL, LogFields::of(LogField::ALL));
-        assert_eq!(crate::defaults::DYNAMIC_METADATA, LogFields::ALL);
+        assert_eq!(
+            crate::defaults::DYNAMIC_METADATA,
+            LogFields::of(
+                LogField::ALL
+                    .into_iter()
+                    .filter(|f| !matches!(f, LogField::RequestId | LogField::TraceId))
+            )
+        );
         for f in LogField::ALL {
             assert!(LogFields::ALL.contains(f));
             assert!(!LogFields::NONE.contains(f));

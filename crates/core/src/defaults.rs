@@ -12,8 +12,13 @@ pub const GRPC_LISTEN: &str = "127.0.0.1:9191";
 /// Loopback, next to `GRPC_LISTEN`: metrics and probes are for the pod, not the world.
 pub const ADMIN_LISTEN: &str = "127.0.0.1:9192";
 
-/// `dynamic_metadata`: every access-log field, as before the key existed.
-pub const DYNAMIC_METADATA: crate::log_fields::LogFields = crate::log_fields::LogFields::ALL;
+/// `dynamic_metadata`: every access-log field but the request and trace ids. Envoy's access log
+/// prints those itself (`%REQ(X-REQUEST-ID)%`, `%TRACE_ID%`), so copying them into the metadata
+/// of every answer would cost each request for nothing there; they are for consumers that read
+/// only the metadata, which name them.
+pub const DYNAMIC_METADATA: crate::log_fields::LogFields = crate::log_fields::LogFields::ALL
+    .without(crate::log_fields::LogField::RequestId)
+    .without(crate::log_fields::LogField::TraceId);
 /// Bytes one compiled `[[routes]]` path regex may take (the `regex` crate's `size_limit`, and
 /// its lazy DFA's cache): certbound's. A path pattern compiles to a few KiB; the crate's own
 /// 10 MiB default would let a few hundred rules take gigabytes.
@@ -119,4 +124,17 @@ pub mod limits {
     pub const MAX_AUTHORIZATION_VALUES: usize = 1;
     /// Introspection calls outstanding, all policies together: certbound's.
     pub const MAX_INTROSPECTION_CALLS: usize = 64;
+}
+
+/// `[tracing]`: OpenTelemetry spans of checks, exported over OTLP (off without `otlp_endpoint`).
+pub mod tracing {
+    /// Share of checks without a sampled-or-not parent that start a trace: 1.0, the OpenTelemetry
+    /// SDK's own default (`parentbased_always_on`). A check under Envoy's span follows Envoy's
+    /// decision whatever this says.
+    pub const SAMPLE_RATIO: f64 = 1.0;
+    /// `service.name` of the exported spans.
+    pub const SERVICE_NAME: &str = "certbound";
+    /// Milliseconds one OTLP export may take: the OpenTelemetry SDK's `OTEL_EXPORTER_OTLP_TIMEOUT`
+    /// default.
+    pub const EXPORT_TIMEOUT_MS: u64 = 10_000;
 }

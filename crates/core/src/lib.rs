@@ -26,7 +26,8 @@
 //!   `pipeline/deny` converts every layer's error into a reason.
 //! - `answer`: what the client and the upstream see of a decision (status, challenges, body,
 //!   upstream headers, access-log fields), the same for every face; `log_fields` names the
-//!   access-log fields (`dynamic_metadata`).
+//!   access-log fields (`dynamic_metadata`); `correlation` reads the request and trace ids
+//!   they carry, only when well formed.
 //! - `cache`: verified tokens and certificates, per policy.
 //! - `resource`: RFC 9728 protected-resource metadata, published per policy and answered by
 //!   the faces before any check.
@@ -43,6 +44,7 @@ pub mod bind;
 pub mod cache;
 pub mod cert;
 pub mod clock;
+pub mod correlation;
 pub mod decision;
 pub mod defaults;
 pub mod dpop;

@@ -28,6 +28,7 @@ use certbound_adapters::jwks::{self, FetchObserver};
 use certbound_config::Config;
 use certbound_core::answer::{self, Answer};
 use certbound_core::clock;
+use certbound_core::correlation::{self, Correlation};
 use certbound_core::decision::{Decision, DenyReason};
 use certbound_core::dpop::DpopMode;
 use certbound_core::engine::Engine;
@@ -49,8 +50,14 @@ const RUNTIME_THREADS: usize = 2;
 /// Envoy's dynamic metadata namespace for the access-log fields.
 const METADATA_NAMESPACE: &str = "certbound";
 /// The request headers every check reads besides each policy's certificate headers. Envoy
-/// keeps the `Host` header as `:authority` (HTTP/1 and HTTP/2 alike).
-const CHECK_HEADERS: &[&str] = &["authorization", ":authority"];
+/// keeps the `Host` header as `:authority` (HTTP/1 and HTTP/2 alike). The request and trace
+/// ids go into the deny log and the access-log fields.
+const CHECK_HEADERS: &[&str] = &[
+    "authorization",
+    ":authority",
+    correlation::REQUEST_ID_HEADER,
+    correlation::TRACEPARENT_HEADER,
+];
 /// What a request for RFC 9728 metadata is recognised by, read only when a policy publishes.
 const METADATA_HEADERS: &[&str] = &[":method", ":path"];
 /// What a DPoP proof is checked against, read only when a policy takes DPoP.
@@ -86,6 +93,9 @@ pub struct RoutePolicy(pub String);
 pub struct Certbound {
     decided: Option<Arc<Mutex<Option<Outcome>>>>,
     host: Option<String>,
+    /// The request's ids, well-formed ones only (`correlation`).
+    request_id: Option<String>,
+    trace_id: Option<String>,
 }
 
 /// Counts JWKS fetches in the log only (Envoy's stats are defined per filter configuration).
@@ -148,6 +158,12 @@ impl FilterConfig {
             LogLevel::Info,
             "certbound: grpc_listen, admin_listen and [grpc_tls] are ignored inside Envoy",
         );
+        if config.tracing.is_some() {
+            abi::log(
+                LogLevel::Info,
+                "certbound: [tracing] is ignored inside Envoy, whose own tracer traces the request",
+            );
+        }
         let built = config
             .build(&|_| None)
             .map_err(|e| format!("{path}: {e}"))?;
@@ -279,6 +295,19 @@ fn text_lossy(value: &[u8]) -> String {
     }
 }
 
+/// The module's deny log line: what the ext_authz service logs, in Envoy's log. Only names
+/// from certbound's tables and configuration, and ids `correlation` found well formed.
+fn deny_line(reason: DenyReason, policy: &str, ids: Correlation<'_>) -> String {
+    format!(
+        "certbound: deny reason={} policy={} status={} request_id={} trace_id={}",
+        reason.as_str(),
+        policy,
+        reason.http_status(),
+        ids.request_id.unwrap_or_default(),
+        ids.trace_id.unwrap_or_default()
+    )
+}
+
 /// An outcome no policy decided.
 fn undecided(reason: DenyReason) -> Outcome {
     Outcome {
@@ -294,10 +323,17 @@ impl Certbound {
     /// access-log fields either way. Returns whether the request goes on.
     fn apply(&self, config: &FilterConfig, envoy: &mut EnvoyFilter<'_>, outcome: &Outcome) -> bool {
         config.count(envoy, outcome);
+        let ids = Correlation {
+            request_id: self.request_id.as_deref(),
+            trace_id: self.trace_id.as_deref(),
+        };
         envoy.set_metadata_strings(
             METADATA_NAMESPACE,
-            &answer::log_fields(outcome, config.engine.log_fields),
+            &answer::log_fields(outcome, ids, config.engine.log_fields),
         );
+        if let Decision::Deny(reason) = &outcome.decision {
+            abi::log(LogLevel::Info, &deny_line(*reason, &outcome.policy, ids));
+        }
         match Answer::of(outcome, self.host.as_deref()) {
             Answer::Allow { set, remove } => {
                 for name in &remove {
@@ -390,6 +426,9 @@ impl HttpFilterModule for Certbound {
             return HeadersStatus::StopIteration;
         }
         self.host = extract::host(&request.headers).map(str::to_string);
+        let ids = Correlation::of(&request.headers);
+        self.request_id = ids.request_id.map(str::to_string);
+        self.trace_id = ids.trace_id.map(str::to_string);
         let Some(runtime) = &config.runtime else {
             // Only during teardown: nothing can decide, so nothing passes.
             self.apply(config, envoy, &undecided(DenyReason::InternalError));
@@ -519,6 +558,24 @@ mod tests {
         };
         assert!(missing.contains("not a readable file"), "{missing}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_deny_line_names_the_reason_policy_and_the_ids() {
+        let ids = Correlation {
+            request_id: Some("req-1"),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+        };
+        assert_eq!(
+            deny_line(DenyReason::BindingMismatch, "strict", ids),
+            "certbound: deny reason=binding_mismatch policy=strict status=401 \
+             request_id=req-1 trace_id=4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(
+            deny_line(DenyReason::MissingToken, "default", Correlation::default())
+                .ends_with("request_id= trace_id="),
+            "absent ids are empty"
+        );
     }
 
     #[test]
