@@ -743,13 +743,11 @@ class Stack:
             f'local_spiffe_id = "{MESH_LOCAL_ID}"\n'
             'allowed_spiffe_ids = ["spiffe://cluster.local/ns/shop/"]\n'
         )
-        source = {"header": header_table("url_encoded") + strict, "peer": grpc_tls + discover, "b64": kong, "gateway": gateway,
-                  "dpop": dpop, "dpop2": dpop, "routes": routes, "mesh": mesh}[mode]
         # certbound "header" sends a span per check to the suite's OTLP receiver (the module face
         # loading the same file ignores the table).
         tracing = f'\n[tracing]\notlp_endpoint = "http://127.0.0.1:{self.ports.otlp}"\n'
         source = {"header": header_table("url_encoded") + strict + tracing, "peer": grpc_tls + discover, "b64": kong, "gateway": gateway,
-                  "dpop": dpop, "dpop2": dpop}[mode]
+                  "dpop": dpop, "dpop2": dpop, "routes": routes, "mesh": mesh}[mode]
         return render(E2E / "certbound.toml.tmpl", self.work / f"certbound-{mode}.toml", {
             "GRPC_PORT": getattr(self.ports, f"grpc_{mode}"),
             "ADMIN_PORT": getattr(self.ports, f"admin_{mode}"),
@@ -1083,7 +1081,7 @@ class Stack:
         resp = self._send(conn, "GET", path, [("host", "localhost"), *self._auth_headers(token, headers)])
         return self._record("gateway", resp, face)
 
-    def call_envoy_mesh(self, listener: str, cert: Optional[str], token: Optional[str] = None, path: str = "/",
+    def call_envoy_control_plane(self, listener: str, cert: Optional[str], token: Optional[str] = None, path: str = "/",
                         host: str = ROUTES_HOST, method: str = "GET") -> Response:
         """Envoy's "istio" or "envoy_gateway" listener: mTLS with `cert`, XFCC written by Envoy, the
         filters as that control plane writes them, certbound "routes" choosing the policy."""

@@ -58,32 +58,32 @@ def assert_allowed(resp: Response, sub: str) -> None:
 def test_a_route_rule_picks_the_policy_istio_and_envoy_gateway_cannot_name(stack, listener, alice_rs, bob_es):
     before = decisions(stack, "deny", "audience_not_allowed")
     # The rest of api.test: the default policy takes alice's bound RS256-audience token.
-    assert_allowed(stack.call_envoy_mesh(listener, "alice", alice_rs, path="/orders"), "alice-app")
+    assert_allowed(stack.call_envoy_control_plane(listener, "alice", alice_rs, path="/orders"), "alice-app")
     # /es/ on the same host, same listener, same filter: the rule names "es-only", which wants
     # the ES256 API's audience. The same token and certificate are refused there...
-    resp = stack.call_envoy_mesh(listener, "alice", alice_rs, path="/es/orders")
+    resp = stack.call_envoy_control_plane(listener, "alice", alice_rs, path="/es/orders")
     assert resp.status == 403, resp
     assert resp.upstream is None, resp
     assert 'error="insufficient_scope"' in (resp.www_authenticate or ""), resp
     assert counted(stack, "deny", "audience_not_allowed", before + 1) == before + 1
     # ...and a token for that API passes.
-    assert_allowed(stack.call_envoy_mesh(listener, "bob", bob_es, path="/es/orders"), "bob-app")
+    assert_allowed(stack.call_envoy_control_plane(listener, "bob", bob_es, path="/es/orders"), "bob-app")
 
 
 def test_the_gateways_xfcc_still_binds_the_token_behind_route_rules(stack, listener, alice_rs):
-    resp = stack.call_envoy_mesh(listener, "bob", alice_rs, path="/orders")
+    resp = stack.call_envoy_control_plane(listener, "bob", alice_rs, path="/orders")
     assert resp.status == 401, resp
     assert 'error="invalid_token"' in (resp.www_authenticate or ""), resp
 
 
 def test_a_host_no_rule_names_is_denied_with_unmatched_route_deny(stack, listener, alice_rs):
     before = decisions(stack, "deny", "no_matching_route")
-    resp = stack.call_envoy_mesh(listener, "alice", alice_rs, path="/orders", host="other.test")
+    resp = stack.call_envoy_control_plane(listener, "alice", alice_rs, path="/orders", host="other.test")
     assert resp.status == 403, resp
     assert resp.upstream is None, resp
     assert counted(stack, "deny", "no_matching_route", before + 1) == before + 1
     # Another spelling of a named host (case, port) is that host: it matches its rule.
-    assert_allowed(stack.call_envoy_mesh(listener, "alice", alice_rs, path="/orders",
+    assert_allowed(stack.call_envoy_control_plane(listener, "alice", alice_rs, path="/orders",
                                          host=ROUTES_HOST.upper() + ":443"), "alice-app")
 
 
@@ -95,11 +95,11 @@ def test_only_requests_the_control_plane_selects_reach_certbound(stack, listener
     # was never asked. Under Istio the shadow rule (notPaths /healthz) did not match, so the
     # ext_authz filter stayed off; under Envoy Gateway the health HTTPRoute has no SecurityPolicy,
     # so its route never switches the filter on.
-    health = stack.call_envoy_mesh(listener, "alice", None, path="/healthz")
+    health = stack.call_envoy_control_plane(listener, "alice", None, path="/healthz")
     assert health.status == 200, health
     assert health.upstream is not None and health.upstream["path"] == "/healthz", health
     # One segment more is another path: selected, checked, refused.
-    resp = stack.call_envoy_mesh(listener, "alice", None, path="/healthz/x")
+    resp = stack.call_envoy_control_plane(listener, "alice", None, path="/healthz/x")
     assert resp.status == 401, resp
     assert resp.www_authenticate is not None and resp.www_authenticate.startswith("Bearer "), resp
     assert counted(stack, "deny", "missing_token", before + 1) == before + 1
