@@ -26,7 +26,7 @@ use std::task::{Context, Poll, Waker};
 
 use certbound_adapters::jwks::{self, FetchObserver};
 use certbound_config::Config;
-use certbound_core::answer::{self, Answer};
+use certbound_core::answer::{self, Answer, LogField};
 use certbound_core::clock;
 use certbound_core::correlation::{self, Correlation};
 use certbound_core::decision::{Decision, DenyReason};
@@ -51,13 +51,8 @@ const RUNTIME_THREADS: usize = 2;
 const METADATA_NAMESPACE: &str = "certbound";
 /// The request headers every check reads besides each policy's certificate headers. Envoy
 /// keeps the `Host` header as `:authority` (HTTP/1 and HTTP/2 alike). The request and trace
-/// ids go into the deny log and the access-log fields.
-const CHECK_HEADERS: &[&str] = &[
-    "authorization",
-    ":authority",
-    correlation::REQUEST_ID_HEADER,
-    correlation::TRACEPARENT_HEADER,
-];
+/// ids are read apart, only for what needs them (a deny line, or access-log fields that ask).
+const CHECK_HEADERS: &[&str] = &["authorization", ":authority"];
 /// What a request for RFC 9728 metadata is recognised by, read only when a policy publishes.
 const METADATA_HEADERS: &[&str] = &[":method", ":path"];
 /// What a DPoP proof is checked against, read only when a policy takes DPoP.
@@ -93,9 +88,6 @@ pub struct RoutePolicy(pub String);
 pub struct Certbound {
     decided: Option<Arc<Mutex<Option<Outcome>>>>,
     host: Option<String>,
-    /// The request's ids, well-formed ones only (`correlation`).
-    request_id: Option<String>,
-    trace_id: Option<String>,
 }
 
 /// Counts JWKS fetches in the log only (Envoy's stats are defined per filter configuration).
@@ -297,6 +289,15 @@ fn text_lossy(value: &[u8]) -> String {
 
 /// The module's deny log line: what the ext_authz service logs, in Envoy's log. Only names
 /// from certbound's tables and configuration, and ids `correlation` found well formed.
+/// A header sent exactly once, as text. A repeated id header is no id: ext_authz sees it
+/// comma-joined, which neither id's grammar accepts, so both faces drop it alike.
+fn single_header(envoy: &EnvoyFilter<'_>, name: &str) -> Option<String> {
+    match envoy.request_header(name) {
+        (Some(value), 1) => std::str::from_utf8(value).ok().map(str::to_string),
+        _ => None,
+    }
+}
+
 fn deny_line(reason: DenyReason, policy: &str, ids: Correlation<'_>) -> String {
     format!(
         "certbound: deny reason={} policy={} status={} request_id={} trace_id={}",
@@ -323,13 +324,28 @@ impl Certbound {
     /// access-log fields either way. Returns whether the request goes on.
     fn apply(&self, config: &FilterConfig, envoy: &mut EnvoyFilter<'_>, outcome: &Outcome) -> bool {
         config.count(envoy, outcome);
+        let fields = config.engine.log_fields;
+        let denied = matches!(outcome.decision, Decision::Deny(_));
+        // Two header reads per request otherwise, on the path whose every ABI call counts.
+        let (request_id, trace_id) =
+            if denied || fields.contains(LogField::RequestId) || fields.contains(LogField::TraceId)
+            {
+                (
+                    single_header(envoy, correlation::REQUEST_ID_HEADER)
+                        .and_then(|v| correlation::request_id(&v).map(str::to_string)),
+                    single_header(envoy, correlation::TRACEPARENT_HEADER)
+                        .and_then(|v| correlation::trace_id(&v).map(str::to_string)),
+                )
+            } else {
+                (None, None)
+            };
         let ids = Correlation {
-            request_id: self.request_id.as_deref(),
-            trace_id: self.trace_id.as_deref(),
+            request_id: request_id.as_deref(),
+            trace_id: trace_id.as_deref(),
         };
         envoy.set_metadata_strings(
             METADATA_NAMESPACE,
-            &answer::log_fields(outcome, ids, config.engine.log_fields),
+            &answer::log_fields(outcome, ids, fields),
         );
         if let Decision::Deny(reason) = &outcome.decision {
             abi::log(LogLevel::Info, &deny_line(*reason, &outcome.policy, ids));
@@ -426,9 +442,6 @@ impl HttpFilterModule for Certbound {
             return HeadersStatus::StopIteration;
         }
         self.host = extract::host(&request.headers).map(str::to_string);
-        let ids = Correlation::of(&request.headers);
-        self.request_id = ids.request_id.map(str::to_string);
-        self.trace_id = ids.trace_id.map(str::to_string);
         let Some(runtime) = &config.runtime else {
             // Only during teardown: nothing can decide, so nothing passes.
             self.apply(config, envoy, &undecided(DenyReason::InternalError));
