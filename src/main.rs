@@ -154,13 +154,15 @@ fn run_serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     }));
     runtime()?.block_on(async {
         let listeners = Listeners::bind(config.grpc_listen, config.admin_listen).await?;
+        // Listening for SIGHUP before saying "serving": a SIGHUP that came first would end the
+        // process (its default action) instead of reloading.
+        let (trigger, rx) = tokio::sync::mpsc::unbounded_channel();
+        forward_sighup(trigger);
         tracing::info!(
             grpc = %listeners.grpc.local_addr()?,
             admin = %listeners.admin.local_addr()?,
             "certbound serving"
         );
-        let (trigger, rx) = tokio::sync::mpsc::unbounded_channel();
-        forward_sighup(trigger);
         let reload = server::Reload {
             path,
             poll_interval: Some(std::time::Duration::from_secs(2)),
@@ -173,10 +175,10 @@ fn run_serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// SIGHUP asks for a configuration reload.
+/// SIGHUP asks for a configuration reload. The handler is installed before this returns.
 fn forward_sighup(trigger: tokio::sync::mpsc::UnboundedSender<()>) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
             tracing::warn!(
@@ -184,12 +186,14 @@ fn forward_sighup(trigger: tokio::sync::mpsc::UnboundedSender<()>) {
             );
             return;
         };
-        while hup.recv().await.is_some() {
-            if trigger.send(()).is_err() {
-                return;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                if trigger.send(()).is_err() {
+                    return;
+                }
             }
-        }
-    });
+        });
+    }
 }
 
 /// Loads and validates `path`, then builds its services once, so a setting only the build can
