@@ -162,7 +162,7 @@ def imported(stack):
         f"static_resources:\n  listeners:\n{listeners}  clusters:\n{clusters}")
     envoy = find_envoy()
     stack._run("envoy-kong-import-validate", [envoy, "--mode", "validate", "-c", envoy_config],
-               env={**os.environ, **stack.envoy_env()})
+               env=stack._env_for_envoy())
     proc = stack._spawn("envoy-kong-import", [envoy, "-c", envoy_config, "--concurrency", "1",
                                               "--disable-hot-restart"],
                         env=stack.envoy_env(), drop_env=stack.envoy_drop_env())
