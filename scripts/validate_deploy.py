@@ -247,7 +247,8 @@ def check_envoy(envoy: str, work: Path, pki: Path) -> None:
     pki_e2e = work / "e2e-pki"
     pki_e2e.mkdir(exist_ok=True)
     for src, dst in (("server.pem", "server.pem"), ("server-key.pem", "server-key.pem"), ("ca.pem", "client-ca-bundle.pem"),
-                     ("ca.pem", "server-ca.pem"), ("server.pem", "envoy-grpc.pem"), ("server-key.pem", "envoy-grpc-key.pem")):
+                     ("ca.pem", "server-ca.pem"), ("server.pem", "envoy-grpc.pem"), ("server-key.pem", "envoy-grpc-key.pem"),
+                     ("server.pem", "mesh-api.pem"), ("server-key.pem", "mesh-api-key.pem"), ("ca.pem", "mesh-ca.pem")):
         shutil.copy(pki / src, pki_e2e / dst)
     e2e = e2e.replace("@@PKI@@", str(pki_e2e))
     # The module_* twins load libcertbound_envoy.so and the suite's rendered certbound TOML files
